@@ -1,0 +1,206 @@
+"""Configuration of the network and of training: frozen dataclasses, saved inside every checkpoint.
+
+Presets name a (ModelConfig, TrainConfig) pair. Any field can be overridden from the command line
+with ``--set model.patch_size=8`` or ``--set train.batch_size=16`` (see :func:`apply_overrides`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from model.errors import ConfigError
+
+MaskingMode = Literal["complementary", "fixed", "random"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    image_size: tuple[int, int] = (320, 640)  # (height, width) of the model input, pixels
+    channels: int = 3  # colour channels per frame: 3 (RGB) or 1 (grayscale)
+    patch_size: int = 16  # square patch side; the token grid is (H/p, W/p)
+    embed_dim: int = 256  # encoder width
+    depth: int = 3  # encoder CvT blocks
+    num_heads: int = 4  # attention heads, encoder and decoders
+    decoder_dim: int = 128  # teacher/student decoder width
+    decoder_depth: int = 3  # teacher decoder CvT blocks
+    student_branch: int = 1  # the student branches after this many teacher decoder blocks
+    mlp_ratio: float = 2.0  # hidden width of the 1x1-conv MLP relative to the block width
+    dropout: float = 0.1  # dropout after the MLP's activation during training (reference code)
+    mask_ratio: float = 0.5  # fraction of tokens dropped before the encoder (only 0.5 is supported)
+    # Inference masking: "complementary" = two checkerboard masks that tile the grid, every token is
+    # scored from the pass that hid it; "fixed" = one checkerboard mask; "random" = the reference's
+    # per-call random mask (for ablations only: scores are not deterministic).
+    inference_masking: MaskingMode = "complementary"
+    # Training masking: "complementary" = one of the two checkerboard phases at random per sample,
+    # "random" = a random half of the tokens per sample (the reference code).
+    train_masking: Literal["complementary", "random"] = "complementary"
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Token grid (rows, cols)."""
+        return self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size
+
+    @property
+    def in_chans(self) -> int:
+        """Network input channels: frames t-3, t, t+3 stacked."""
+        return 3 * self.channels
+
+    @property
+    def out_chans(self) -> int:
+        """Output channels per pixel: the clean frame t plus one anomaly-map channel."""
+        return self.channels + 1
+
+    def validate(self) -> ModelConfig:
+        h, w = self.image_size
+        p = self.patch_size
+        if self.channels not in (1, 3):
+            raise ConfigError(f"model.channels must be 1 or 3, got {self.channels}")
+        if p <= 0 or h % p or w % p:
+            raise ConfigError(f"model.image_size {h}x{w} must be a multiple of model.patch_size {p}")
+        if self.grid[1] % 2:
+            raise ConfigError(
+                f"the token grid {self.grid[0]}x{self.grid[1]} needs an even number of columns "
+                "(the checkerboard masks keep half of each row): change image_size or patch_size"
+            )
+        if self.mask_ratio != 0.5:
+            raise ConfigError("model.mask_ratio: only 0.5 is supported (kept tokens form an H x W/2 grid)")
+        for name, dim in (("embed_dim", self.embed_dim), ("decoder_dim", self.decoder_dim)):
+            if dim % self.num_heads:
+                raise ConfigError(f"model.{name}={dim} must be divisible by model.num_heads={self.num_heads}")
+        if not 0 < self.student_branch < self.decoder_depth:
+            raise ConfigError("model.student_branch must be between 1 and decoder_depth - 1")
+        if self.inference_masking not in ("complementary", "fixed", "random"):
+            raise ConfigError(f"model.inference_masking: unknown mode {self.inference_masking!r}")
+        if self.train_masking not in ("complementary", "random"):
+            raise ConfigError(f"model.train_masking: unknown mode {self.train_masking!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    fraction: float = 0.25  # fraction of training samples that get a pasted object (paper: 25%)
+    footage_objects: float = 0.6  # share of objects cut from the training footage (rest procedural)
+    max_objects: int = 2  # objects pasted into one sample, at most
+    min_size: float = 0.08  # object height as a fraction of the frame height, lower bound
+    max_size: float = 0.35  # upper bound
+    max_speed: float = 0.04  # object speed, fraction of the frame width per frame (fast for a walker)
+    cutouts_dir: str | None = None  # optional folder of RGBA PNG cut-outs
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs_teacher: int = 10  # stage 1: encoder + teacher decoder
+    epochs_student: int = 4  # stage 2: student decoder, backbone frozen
+    batch_size: int = 8
+    lr: float = 1e-4  # AdamW learning rate (paper: 1e-4)
+    lr_student: float = 1e-4
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 50  # linear warm-up, then cosine decay to lr/10 over the stage
+    motion_weighting: bool = True  # weight the teacher loss by the motion gradient (paper)
+    frame_step: int = 1  # use every k-th frame of each video as a sample centre
+    max_steps_per_epoch: int = 0  # 0 = a full pass over the samples
+    holdout_fraction: float = 0.1  # tail of each training video held out (calibration, validation)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_workers: int = 1  # data-loading worker processes
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
+    # The paper's / reference code's configuration (mae_cvt_patch16 at Avenue resolution).
+    "reference": (ModelConfig(), TrainConfig()),
+    # Minutes on a laptop CPU: small frames, a few hundred steps; proves the pipeline end to end.
+    "quick": (
+        ModelConfig(image_size=(64, 96), patch_size=8),
+        TrainConfig(epochs_teacher=1, epochs_student=1, batch_size=8, lr=5e-4, lr_student=5e-4,
+                    warmup_steps=10, frame_step=4, max_steps_per_epoch=40),
+    ),
+    # Unit tests: a few thousand parameters, runs in well under a second per step.
+    "tiny": (
+        ModelConfig(image_size=(32, 48), patch_size=8, embed_dim=32, decoder_dim=16, depth=1,
+                    decoder_depth=2, num_heads=2),
+        TrainConfig(epochs_teacher=1, epochs_student=1, batch_size=4, lr=1e-3, lr_student=1e-3,
+                    warmup_steps=0, num_workers=0),
+    ),
+}
+
+
+def preset(name: str) -> tuple[ModelConfig, TrainConfig]:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a config dataclass from :func:`to_dict` output; unknown keys are an error."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value)  # type: ignore[arg-type]
+        elif isinstance(value, list):
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _parse_value(raw: str, current: Any, where: str) -> Any:
+    try:
+        if isinstance(current, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(current, tuple):
+            return tuple(type(current[0])(x) for x in raw.replace("x", ",").split(","))
+        if current is None:
+            return None if raw.lower() in ("none", "") else raw
+        return type(current)(raw)
+    except ValueError:
+        raise ConfigError(f"--set {where}={raw}: cannot read {raw!r} as {type(current).__name__}") from None
+
+
+def apply_overrides(
+    model_cfg: ModelConfig, train_cfg: TrainConfig, overrides: list[str]
+) -> tuple[ModelConfig, TrainConfig]:
+    """Apply ``section.field=value`` overrides (``model.*``, ``train.*``, ``train.synthetic.*``)."""
+    roots: dict[str, Any] = {"model": model_cfg, "train": train_cfg}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) < 2 or parts[0] not in roots:
+            raise ConfigError(f"--set {item!r}: expected model.FIELD=VALUE or train.FIELD=VALUE")
+        path = [roots[parts[0]]]
+        for name in parts[1:-1]:
+            child = getattr(path[-1], name, None)
+            if not dataclasses.is_dataclass(child):
+                raise ConfigError(f"--set {item!r}: {name!r} is not a config section")
+            path.append(child)
+        leaf = parts[-1]
+        if not hasattr(path[-1], leaf):
+            fields = ", ".join(f.name for f in dataclasses.fields(path[-1]))
+            raise ConfigError(f"--set {item!r}: no field {leaf!r}; fields are: {fields}")
+        value = _parse_value(raw.strip(), getattr(path[-1], leaf), key)
+        new = dataclasses.replace(path[-1], **{leaf: value})
+        for parent, name in zip(reversed(path[:-1]), reversed(parts[1:-1]), strict=True):
+            new = dataclasses.replace(parent, **{name: new})
+        roots[parts[0]] = new
+    return roots["model"].validate(), roots["train"]

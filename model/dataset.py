@@ -1,0 +1,153 @@
+"""Training samples: frames t-3, t, t+3, the motion gradient |t-1 - t+1|, the clean frame t and the
+anomaly mask, with synthetic anomalies pasted into a configurable fraction of samples."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from model.config import ModelConfig, TrainConfig
+from model.frames import MIN_FRAMES, FrameCache, VideoSource, discover
+from model.synthetic import FRAME_OFFSETS, AnomalySynthesizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A contiguous run of frames of one video: (N, H, W, C) uint8."""
+
+    video: str
+    frames: np.ndarray
+    start: int  # index of the first frame in the original video
+
+
+def load_segments(
+    paths: list[str], model_cfg: ModelConfig, train_cfg: TrainConfig, cache: FrameCache
+) -> tuple[list[Segment], list[Segment], dict[str, object]]:
+    """Decode (once, through the cache) every video under ``paths`` and split each into a training
+    head and a held-out tail (``train_cfg.holdout_fraction``; no tail when it would be too short).
+
+    Returns (train segments, held-out segments, data summary for the checkpoint).
+    """
+    sources: list[VideoSource] = []
+    for p in paths:
+        sources.extend(discover(p))
+    train, held = [], []
+    total = 0
+    for src in sources:
+        frames = cache.load(src, model_cfg.image_size, model_cfg.channels)
+        total += len(frames)
+        n_held = round(len(frames) * train_cfg.holdout_fraction)
+        if n_held < MIN_FRAMES or len(frames) - n_held < MIN_FRAMES:
+            n_held = 0
+        cut = len(frames) - n_held
+        train.append(Segment(src.name, frames[:cut], 0))
+        if n_held:
+            held.append(Segment(src.name, frames[cut:], cut))
+    summary = {
+        "sources": [str(Path(p).resolve()) for p in paths],
+        "videos": len(sources),
+        "frames": total,
+        "train_frames": sum(len(s.frames) for s in train),
+        "holdout_frames": sum(len(s.frames) for s in held),
+    }
+    return train, held, summary
+
+
+def motion_gradient(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """|before - after| per channel: (H, W, C) uint8 pair -> (C, H, W) float32 in [0, 255]."""
+    diff = np.abs(before.astype(np.int16) - after.astype(np.int16)).astype(np.float32)
+    return diff.transpose(2, 0, 1)
+
+
+class TrainingClips(Dataset[dict[str, torch.Tensor]]):
+    """One sample per centre frame t (every ``frame_step``-th) of every segment.
+
+    A sample is a dict:
+        frames   (3, H, W, C) uint8   frames t-3, t, t+3 (indices clamped to the segment)
+        gradient (C, H, W)    float32 |frame t-1 - frame t+1|, 0..255
+        target   (C, H, W)    uint8   the clean frame t (no pasted object)
+        mask     (1, H, W)    float32 1 on pasted anomaly pixels of frame t, else 0
+
+    Randomness (which samples get anomalies, and which) comes from (seed, epoch, index), so a
+    sample is the same whatever worker builds it.
+    """
+
+    def __init__(
+        self,
+        segments: list[Segment],
+        synthesizer: AnomalySynthesizer | None,
+        fraction: float,
+        frame_step: int = 1,
+        seed: int = 0,
+    ) -> None:
+        self.segments = segments
+        self.synthesizer = synthesizer
+        self.fraction = fraction if synthesizer is not None else 0.0
+        self.seed = seed
+        self.epoch = 0
+        self.index = [(s, t) for s, seg in enumerate(segments) for t in range(0, len(seg.frames), frame_step)]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        s, t = self.index[i]
+        video = self.segments[s].frames
+        last = len(video) - 1
+        clean = {o: np.asarray(video[min(max(t + o, 0), last)]) for o in FRAME_OFFSETS}
+        frames = clean
+        mask = np.zeros(clean[0].shape[:2], np.float32)
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        if self.synthesizer is not None and rng.random() < self.fraction:
+            frames, pasted = self.synthesizer.paste(clean, rng)
+            mask = pasted.astype(np.float32)
+        return {
+            "frames": torch.from_numpy(np.stack([frames[-3], frames[0], frames[3]])),
+            "gradient": torch.from_numpy(motion_gradient(frames[-1], frames[1])),
+            "target": torch.from_numpy(np.ascontiguousarray(clean[0].transpose(2, 0, 1))),
+            "mask": torch.from_numpy(mask[None]),
+        }
+
+
+def write_anomaly_examples(dataset: TrainingClips, out_dir: str | Path, count: int, seed: int = 0) -> list[Path]:
+    """Write ``count`` samples with pasted anomalies as PNG strips a person can look at:
+    frame t-3 | frame t (anomaly outlined in red) | frame t+3 | motion gradient | anomaly mask."""
+    import cv2
+
+    if dataset.synthesizer is None:
+        raise ValueError("the dataset has no anomaly synthesizer (synthetic.fraction is 0)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    saved_fraction, dataset.fraction = dataset.fraction, 1.0
+    rng = np.random.default_rng(seed)
+    paths = []
+    try:
+        for k, i in enumerate(rng.choice(len(dataset), size=min(count, len(dataset)), replace=False)):
+            s = dataset[int(i)]
+            frames = [f.numpy() for f in s["frames"]]
+            if frames[0].shape[2] == 1:
+                frames = [np.repeat(f, 3, axis=2) for f in frames]
+            mask = s["mask"][0].numpy().astype(np.uint8)
+            outlined = frames[1].copy()
+            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(outlined, contours, -1, (255, 0, 0), 1)
+            grad = np.clip(s["gradient"].numpy().max(axis=0) * 4, 0, 255).astype(np.uint8)
+            panels = [frames[0], outlined, frames[2], np.repeat(grad[..., None], 3, 2),
+                      np.repeat(mask[..., None] * 255, 3, 2)]
+            strip = np.concatenate(panels, axis=1)
+            path = out / f"anomaly_{k:02d}.png"
+            cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+            paths.append(path)
+    finally:
+        dataset.fraction = saved_fraction
+    return paths

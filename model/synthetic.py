@@ -1,0 +1,182 @@
+"""Synthetic anomalies: moving objects pasted over normal frames, with exact pixel masks.
+
+The paper pasted objects cut from UBnormal (unavailable to us, and non-commercial). We paste our own:
+  * objects cut from the training footage itself (foreground against the video's median background),
+    scaled, rotated, recoloured and moved in a random direction, often faster than the scene's
+    walkers, so a familiar object appears where, how big or how fast it never does;
+  * procedural objects (ellipses, boxes, polygons with flat, noisy or striped textures);
+  * optionally a folder of RGBA cut-outs supplied by the user.
+
+Each object follows one trajectory through every frame a sample reads (t-3, t-1, t, t+1, t+3), so the
+motion gradient |t-1 - t+1| sees it move. Pasting is binary: a pixel is either the object's or the
+frame's, and the returned mask is exactly the set of pasted pixels in frame t.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from model.config import SyntheticConfig
+from model.errors import DataError
+
+FRAME_OFFSETS = (-3, -1, 0, 1, 3)  # frames a sample reads: t-3, t, t+3 for the input, t-1, t+1 for the gradient
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    image: np.ndarray  # (h, w, C) uint8
+    mask: np.ndarray  # (h, w) bool, True on the object
+
+
+def load_cutouts(folder: str | Path, channels: int) -> list[SceneObject]:
+    """RGBA PNG cut-outs from a folder (alpha > 127 is the object)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"{root}: cut-outs folder not found")
+    objects = []
+    for f in sorted(root.glob("*.png")):
+        rgba = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+        if rgba is None or rgba.ndim != 3 or rgba.shape[2] != 4:
+            raise DataError(f"{f}: not an RGBA PNG (cut-outs need an alpha channel)")
+        conv = cv2.COLOR_BGR2GRAY if channels == 1 else cv2.COLOR_BGR2RGB
+        image = cv2.cvtColor(rgba[:, :, :3], conv).reshape(rgba.shape[0], rgba.shape[1], channels)
+        objects.append(SceneObject(image, rgba[:, :, 3] > 127))
+    if not objects:
+        raise DataError(f"{root}: no *.png cut-outs")
+    return objects
+
+
+class AnomalySynthesizer:
+    """Pastes moving objects into the frames of one training sample.
+
+    Args:
+        videos: the training videos, (N, H, W, C) uint8 each, at model resolution.
+        cfg: sizes, speeds and the mix of object sources.
+    """
+
+    def __init__(self, videos: list[np.ndarray], cfg: SyntheticConfig) -> None:
+        if not videos:
+            raise DataError("the anomaly synthesizer needs at least one training video")
+        self.videos = videos
+        self.cfg = cfg
+        self.height, self.width, self.channels = videos[0].shape[1:]
+        self.cutouts = load_cutouts(cfg.cutouts_dir, self.channels) if cfg.cutouts_dir else []
+        self._backgrounds: dict[int, np.ndarray] = {}
+
+    # -- object sources -------------------------------------------------------------------------
+    def _background(self, v: int) -> np.ndarray:
+        if v not in self._backgrounds:
+            video = self.videos[v]
+            idx = np.linspace(0, len(video) - 1, num=min(len(video), 40)).astype(int)
+            self._backgrounds[v] = np.median(video[idx], axis=0).astype(np.uint8)
+        return self._backgrounds[v]
+
+    def footage_object(self, rng: np.random.Generator) -> SceneObject | None:
+        """A foreground blob (usually a person) cut from a random training frame, or None."""
+        for _ in range(5):
+            v = int(rng.integers(len(self.videos)))
+            frame = np.asarray(self.videos[v][int(rng.integers(len(self.videos[v])))])
+            diff = np.abs(frame.astype(np.int16) - self._background(v).astype(np.int16)).max(axis=2)
+            fg = cv2.morphologyEx((diff > 25).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+            count, labels, stats, _ = cv2.connectedComponentsWithStats(fg)
+            ok = [k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] >= 30 and stats[k, cv2.CC_STAT_HEIGHT] >= 6]
+            if not ok:
+                continue
+            k = ok[int(rng.integers(len(ok)))]
+            x, y, w, h = (int(stats[k, s]) for s in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH,
+                                                     cv2.CC_STAT_HEIGHT))
+            return SceneObject(frame[y : y + h, x : x + w].copy(), labels[y : y + h, x : x + w] == k)
+        return None
+
+    def procedural_object(self, rng: np.random.Generator) -> SceneObject:
+        """An ellipse, box or polygon with a flat, noisy or striped texture."""
+        h = int(rng.integers(16, 64))
+        w = int(h * rng.uniform(0.4, 2.0))
+        mask = np.zeros((h, w), np.uint8)
+        shape = rng.integers(3)
+        if shape == 0:
+            cv2.ellipse(mask, (w // 2, h // 2), (max(1, w // 2 - 1), max(1, h // 2 - 1)), 0, 0, 360, 1, -1)
+        elif shape == 1:
+            mask[h // 8 : h - h // 8, w // 8 : w - w // 8] = 1
+        else:
+            n = int(rng.integers(3, 8))
+            pts = np.stack([rng.uniform(0, w - 1, n), rng.uniform(0, h - 1, n)], axis=1).astype(np.int32)
+            cv2.fillPoly(mask, [cv2.convexHull(pts)], 1)
+        base = rng.integers(0, 256, self.channels).astype(np.float32)
+        texture = rng.integers(3)
+        image = np.broadcast_to(base, (h, w, self.channels)).astype(np.float32)
+        if texture == 1:
+            image = image + rng.normal(0, 30, (h, w, self.channels)).astype(np.float32)
+        elif texture == 2:
+            period = int(rng.integers(3, 10))
+            stripes = ((np.arange(w)[None, :] + np.arange(h)[:, None]) // period) % 2
+            image = image * (0.5 + stripes[..., None]).astype(np.float32)
+        return SceneObject(np.clip(image, 0, 255).astype(np.uint8), mask.astype(bool))
+
+    def sample_object(self, rng: np.random.Generator) -> SceneObject:
+        roll = rng.random()
+        if self.cutouts and roll < 0.3:
+            return self.cutouts[int(rng.integers(len(self.cutouts)))]
+        if roll < self.cfg.footage_objects:
+            obj = self.footage_object(rng)
+            if obj is not None:
+                return self._recolour(obj, rng)
+        return self.procedural_object(rng)
+
+    def _recolour(self, obj: SceneObject, rng: np.random.Generator) -> SceneObject:
+        img = obj.image.astype(np.float32)
+        img = 255.0 - img if rng.random() < 0.4 else img * rng.uniform(0.5, 1.5) + rng.uniform(-60, 60)
+        if self.channels == 3 and rng.random() < 0.3:
+            img = img[:, :, rng.permutation(3)]
+        return SceneObject(np.clip(img, 0, 255).astype(np.uint8), obj.mask)
+
+    # -- pasting --------------------------------------------------------------------------------
+    def paste(
+        self, frames: dict[int, np.ndarray], rng: np.random.Generator
+    ) -> tuple[dict[int, np.ndarray], np.ndarray]:
+        """Paste 1..max_objects moving objects into ``frames`` ({offset: (H, W, C) uint8}).
+
+        Returns new frames and the anomaly mask (H, W) bool of frame t (offset 0): exactly the
+        pixels of frame t that were replaced by an object.
+        """
+        out = {k: np.array(v, copy=True) for k, v in frames.items()}
+        mask_t = np.zeros((self.height, self.width), bool)
+        for _ in range(int(rng.integers(1, self.cfg.max_objects + 1))):
+            obj = self.sample_object(rng)
+            for offset, canvas, region in self._trajectory(obj, rng, tuple(out)):
+                out[offset][region] = canvas[region]
+                if offset == 0:
+                    mask_t |= region
+        # a later object may cover an earlier one; the mask stays the union of pasted pixels
+        return out, mask_t
+
+    def _trajectory(
+        self, obj: SceneObject, rng: np.random.Generator, offsets: tuple[int, ...]
+    ) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Render the object at each offset along one straight, rotating trajectory."""
+        cfg = self.cfg
+        target_h = rng.uniform(cfg.min_size, cfg.max_size) * self.height
+        scale = target_h / max(obj.image.shape[0], 1)
+        angle0 = rng.uniform(-30, 30)
+        spin = rng.uniform(-8, 8)  # degrees per frame
+        speed = rng.uniform(0.3, 1.0) * cfg.max_speed * self.width  # pixels per frame
+        heading = rng.uniform(0, 2 * math.pi)
+        vx, vy = speed * math.cos(heading), speed * math.sin(heading)
+        cx, cy = rng.uniform(0.1, 0.9) * self.width, rng.uniform(0.1, 0.9) * self.height
+        oh, ow = obj.mask.shape
+        rendered = []
+        for offset in offsets:
+            m = cv2.getRotationMatrix2D((ow / 2, oh / 2), angle0 + spin * offset, scale)
+            m[0, 2] += cx + vx * offset - ow / 2
+            m[1, 2] += cy + vy * offset - oh / 2
+            size = (self.width, self.height)
+            region = cv2.warpAffine(obj.mask.astype(np.uint8), m, size, flags=cv2.INTER_NEAREST) > 0
+            canvas = cv2.warpAffine(obj.image, m, size, flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE).reshape(self.height, self.width, -1)
+            rendered.append((offset, canvas, region))
+        return rendered

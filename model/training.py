@@ -1,0 +1,268 @@
+"""Two-stage training. Stage 1 trains the encoder and the teacher decoder with the motion-weighted
+loss; stage 2 freezes them (BatchNorm statistics included) and distils the student decoder.
+
+Seeded, resumable (``train_state.pt`` after every epoch), CPU or CUDA (bf16 autocast on CUDA).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from model import checkpoint
+from model.config import ModelConfig, TrainConfig, to_dict
+from model.dataset import Segment, TrainingClips, load_segments
+from model.errors import CheckpointError, ConfigError
+from model.frames import FrameCache, default_cache_dir
+from model.loss import distillation_loss, motion_weights, teacher_loss
+from model.masking import keep_to_mask, train_keep
+from model.network import AEDMAE, normalize, reconstruction_target
+from model.synthetic import AnomalySynthesizer
+
+log = logging.getLogger(__name__)
+STATE = "train_state.pt"
+EpochHook = Callable[[str, int, AEDMAE, list[Segment]], dict[str, float] | None]
+
+
+@dataclass
+class StageReport:
+    name: str
+    epochs: int = 0
+    steps: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)  # mean loss of each epoch
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name}: CUDA is not available on this machine (use cpu or auto)")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _schedule(total_steps: int, warmup: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class Trainer:
+    """Runs both stages into ``out_dir``: checkpoint, ``train.log`` and ``train_state.pt``."""
+
+    def __init__(
+        self,
+        data: list[str],
+        out_dir: str | Path,
+        model_cfg: ModelConfig,
+        train_cfg: TrainConfig,
+        cache_dir: str | Path | None = None,
+        epoch_hook: EpochHook | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.model_cfg = model_cfg.validate()
+        self.cfg = train_cfg
+        self.out = Path(out_dir)
+        self.device = resolve_device(train_cfg.device)
+        self.epoch_hook = epoch_hook
+        self.progress = progress
+        self.cache = FrameCache(cache_dir or default_cache_dir())
+        self.train_segments, self.held_segments, self.data_summary = load_segments(
+            data, self.model_cfg, train_cfg, self.cache
+        )
+        synth = None
+        if train_cfg.synthetic.fraction > 0:
+            synth = AnomalySynthesizer([s.frames for s in self.train_segments], train_cfg.synthetic)
+        self.dataset = TrainingClips(
+            self.train_segments, synth, train_cfg.synthetic.fraction, train_cfg.frame_step, train_cfg.seed
+        )
+        if len(self.dataset) == 0:
+            raise ConfigError("no training samples")
+        self.history: list[dict[str, Any]] = []
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _loader(self, epoch: int) -> DataLoader[dict[str, torch.Tensor]]:
+        self.dataset.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
+        return DataLoader(
+            self.dataset, batch_size=self.cfg.batch_size, shuffle=True, generator=gen,
+            num_workers=self.cfg.num_workers, drop_last=len(self.dataset) >= 2 * self.cfg.batch_size,
+            persistent_workers=False, pin_memory=self.device.type == "cuda",
+        )
+
+    def _steps_per_epoch(self) -> int:
+        n = len(self.dataset) // self.cfg.batch_size or 1
+        return min(n, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else n
+
+    def _save_state(self, net: AEDMAE, stage: str, epoch: int, opt: torch.optim.Optimizer,
+                    sched: torch.optim.lr_scheduler.LRScheduler, reports: dict[str, StageReport]) -> None:
+        state = {
+            "stage": stage, "epoch": epoch, "model": net.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+            "reports": {k: vars(v) for k, v in reports.items()}, "history": self.history,
+            "model_config": to_dict(self.model_cfg), "train_config": to_dict(self.cfg),
+        }
+        tmp = self.out / (STATE + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.out / STATE)
+
+    def _load_state(self) -> dict[str, Any] | None:
+        path = self.out / STATE
+        if not path.exists():
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state["model_config"] != to_dict(self.model_cfg) or state["train_config"] != to_dict(self.cfg):
+            raise CheckpointError(f"{path}: saved with a different configuration; cannot resume (use a new --out)")
+        return state
+
+    # -- the stages -----------------------------------------------------------------------------
+    def _step_teacher(self, net: AEDMAE, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+        frames, mask = batch["frames"], batch["mask"]
+        keep = train_keep(self.model_cfg, frames.shape[0], gen).to(self.device)
+        teacher, _ = net(normalize(frames), keep, with_student=False)
+        target = reconstruction_target(batch["target"], mask, self.model_cfg.patch_size)
+        removed = keep_to_mask(keep, target.shape[1])
+        weights = None
+        if self.cfg.motion_weighting:
+            weights = motion_weights(batch["gradient"], mask, self.model_cfg.patch_size)
+        return teacher_loss(teacher.float(), target, weights, removed)
+
+    def _step_student(self, net: AEDMAE, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+        frames = batch["frames"]
+        keep = train_keep(self.model_cfg, frames.shape[0], gen).to(self.device)
+        teacher, student = net(normalize(frames), keep, with_student=True)
+        assert student is not None
+        return distillation_loss(student.float(), teacher.float(), keep_to_mask(keep, teacher.shape[1]))
+
+    def _run_stage(self, net: AEDMAE, name: str, state: dict[str, Any] | None,
+                   reports: dict[str, StageReport]) -> None:
+        teacher_stage = name == "teacher"
+        epochs = self.cfg.epochs_teacher if teacher_stage else self.cfg.epochs_student
+        params = [p for p in net.parameters() if p.requires_grad]
+        lr = self.cfg.lr if teacher_stage else self.cfg.lr_student
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=self.cfg.weight_decay, betas=self.cfg.betas)
+        steps = self._steps_per_epoch()
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(steps * epochs, self.cfg.warmup_steps))
+        report = reports.setdefault(name, StageReport(name))
+        start_epoch = 0
+        if state is not None and state["stage"] == name:
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            start_epoch = state["epoch"] + 1
+        step_fn = self._step_teacher if teacher_stage else self._step_student
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        for epoch in range(start_epoch, epochs):
+            gen = torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch + (0 if teacher_stage else 10_000))
+            bar = tqdm(total=steps, desc=f"{name} {epoch + 1}/{epochs}", unit="step", disable=not self.progress,
+                       dynamic_ncols=True, leave=True)
+            t0, losses, seen = time.perf_counter(), [], 0
+            for i, batch in enumerate(self._loader(epoch + (0 if teacher_stage else 1000))):
+                if i >= steps:
+                    break
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                with autocast:
+                    loss = step_fn(net, batch, gen)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{name} epoch {epoch + 1} step {i}: loss is {loss.item()}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                seen += batch["frames"].shape[0]
+                fps = seen / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", fps=f"{fps:.1f}")
+                bar.update()
+            bar.close()
+            seconds = time.perf_counter() - t0
+            report.epochs, report.steps = epoch + 1, report.steps + len(losses)
+            report.frames += seen
+            report.seconds += seconds
+            report.losses.append(float(np.mean(losses)))
+            entry: dict[str, Any] = {"stage": name, "epoch": epoch + 1, "loss": report.losses[-1],
+                                     "frames_per_second": seen / seconds, "minutes": self._minutes(reports)}
+            if self.epoch_hook is not None:
+                net.eval()
+                entry.update(self.epoch_hook(name, epoch + 1, net, self.held_segments) or {})
+                self._set_train_mode(net, teacher_stage)
+            self.history.append(entry)
+            log.info("%s epoch %d/%d: loss %.5f, %.1f frames/s", name, epoch + 1, epochs, entry["loss"],
+                     entry["frames_per_second"])
+            self._save_state(net, name, epoch, opt, sched, reports)
+
+    @staticmethod
+    def _minutes(reports: dict[str, StageReport]) -> float:
+        return sum(r.seconds for r in reports.values()) / 60
+
+    @staticmethod
+    def _set_train_mode(net: AEDMAE, teacher_stage: bool) -> None:
+        net.train()
+        if not teacher_stage:  # frozen backbone: BatchNorm statistics and dropout stay as trained
+            for m in net.encoder_modules() + net.teacher_modules():
+                if isinstance(m, torch.nn.Module):
+                    m.eval()
+
+    @staticmethod
+    def _freeze_backbone(net: AEDMAE) -> None:
+        for m in net.encoder_modules() + net.teacher_modules():
+            m.requires_grad_(False)
+
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        """Train both stages; returns the report written into the checkpoint."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        seed_everything(self.cfg.seed)
+        net = AEDMAE(self.model_cfg).to(self.device)
+        state = self._load_state() if resume else None
+        reports: dict[str, StageReport] = {}
+        if state is not None:
+            net.load_state_dict(state["model"])
+            torch.set_rng_state(state["torch_rng"])
+            reports = {k: StageReport(**v) for k, v in state["reports"].items()}
+            self.history = state["history"]
+            log.info("resuming after %s epoch %d", state["stage"], state["epoch"] + 1)
+        if state is None or state["stage"] == "teacher":
+            for p in net.student_modules():
+                p.requires_grad_(False)
+            self._set_train_mode(net, teacher_stage=True)
+            self._run_stage(net, "teacher", state, reports)
+            state = None
+        self._freeze_backbone(net)
+        for p in net.student_modules():
+            p.requires_grad_(True)
+        self._set_train_mode(net, teacher_stage=False)
+        self._run_stage(net, "student", state, reports)
+        net.eval()
+        summary = {
+            "stages": {k: {"epochs": r.epochs, "steps": r.steps, "frames": r.frames, "seconds": round(r.seconds, 1),
+                           "frames_per_second": round(r.frames_per_second, 2), "losses": r.losses}
+                       for k, r in reports.items()},
+            "history": self.history,
+        }
+        checkpoint.save(net.cpu(), self.out, self.cfg, data=self.data_summary, training=summary)
+        return summary

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One-time set-up, safe to re-run: a virtual environment in .venv with aedmae and everything its
+# tests need. CPU machines get the CPU build of torch (installed first, so nothing pulls CUDA).
+# Set AEDMAE_TORCH to another requirement (e.g. "torch>=2.4" for a CUDA build) to change that.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${AEDMAE_VENV:-.venv}
+TORCH=${AEDMAE_TORCH:-torch==2.13.0}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV with $($PYTHON --version)"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+stamp="$VENV/.aedmae-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing $TORCH and aedmae[train,export,serve,dev] (about a minute on first run)"
+  "$VENV/bin/python" -c "import torch" 2>/dev/null || "${PIP[@]}" install "$TORCH"
+  "${PIP[@]}" install -e ".[train,export,serve,dev]"
+  touch "$stamp"
+fi

@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny configs and generated footage (a static textured scene with moving blobs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def require_shared(*parts: str) -> Path:
+    """The path under ../shared/data, or skip the test with a message naming it."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (the shared data folder beside the project); not present here")
+    return path
+
+
+def scene_frames(n: int, height: int = 48, width: int = 72, seed: int = 0, channels: int = 3) -> np.ndarray:
+    """(n, H, W, C) uint8: a fixed textured background with two blobs walking across it."""
+    rng = np.random.default_rng(seed)
+    background = cv2.GaussianBlur(rng.integers(60, 200, (height, width, channels)).astype(np.uint8), (5, 5), 0)
+    background = background.reshape(height, width, channels)
+    frames = []
+    for t in range(n):
+        f = background.copy()
+        for k, (y, speed) in enumerate(((height // 3, 2), (2 * height // 3, -1))):
+            x = int((10 + k * 30 + speed * t) % width)
+            cv2.circle(f, (x, y), 4, (30,) * channels, -1)
+        frames.append(f.reshape(height, width, channels))
+    return np.stack(frames)
+
+
+def write_frame_folder(root: Path, name: str, frames: np.ndarray, ext: str = ".png") -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    for i, f in enumerate(frames):
+        image = f if f.shape[2] == 1 else cv2.cvtColor(f, cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(folder / f"{i}{ext}"), image)
+    return folder
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
+    h, w = frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    assert writer.isOpened(), "OpenCV cannot write mp4v here"
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.fixture
+def footage(tmp_path: Path) -> Path:
+    """A training root with two frame-folder videos of 24 frames each."""
+    root = tmp_path / "train"
+    write_frame_folder(root, "01", scene_frames(24, seed=1))
+    write_frame_folder(root, "02", scene_frames(24, seed=2))
+    return root
+
+
+@pytest.fixture
+def tiny():
+    from model.config import preset
+
+    return preset("tiny")

@@ -1,0 +1,44 @@
+import json
+
+from service.cli import main
+from tests.conftest import write_frame_folder
+
+
+def test_model_info_reference_json(capsys):
+    assert main(["model-info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert abs(info["parameters"]["total"] - 3_042_690) / 3_042_690 < 0.01
+    # METHOD.md: 5.34 GFLOP per frame for one pass at 320x640 with the student branch
+    assert abs(info["gflops_per_frame"]["one_pass"] - 5.34) < 0.05
+    assert info["gflops_per_frame"]["deployed"] == 2 * info["gflops_per_frame"]["one_pass"]
+
+
+def test_train_then_model_info(footage, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--data", str(footage), "--out", str(out), "--preset", "tiny", "--no-progress",
+               "--cache-dir", str(tmp_path / "cache"), "--set", "train.max_steps_per_epoch=2"])
+    assert rc == 0
+    assert (out / "model.safetensors").exists() and (out / "train.log").read_text()
+    capsys.readouterr()
+    assert main(["model-info", "--model", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["image_size"] == [32, 48]
+
+
+def test_bad_input_is_a_clear_error(tmp_path, capsys):
+    rc = main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--preset", "tiny"])
+    assert rc == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    from tests.conftest import scene_frames
+
+    write_frame_folder(tmp_path / "short", "v", scene_frames(5))
+    rc = main(["train", "--data", str(tmp_path / "short"), "--out", str(tmp_path / "o"), "--preset", "tiny",
+               "--cache-dir", str(tmp_path / "c")])
+    assert rc == 2
+    assert "needs at least 7" in capsys.readouterr().err
+
+
+def test_anomaly_examples_command(footage, tmp_path, capsys):
+    rc = main(["anomalies", "--data", str(footage), "--out", str(tmp_path / "ex"), "--count", "2", "--preset", "tiny",
+               "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 0
+    assert len(list((tmp_path / "ex").glob("*.png"))) == 2

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+from model.errors import DataError
+from model.frames import FrameCache, decode, discover, natural_key
+from tests.conftest import require_shared, scene_frames, write_frame_folder, write_video
+
+
+def test_natural_sort(tmp_path):
+    frames = scene_frames(12)
+    folder = write_frame_folder(tmp_path, "v", frames)
+    (src,) = discover(folder)
+    assert [f.stem for f in src.frames] == [str(i) for i in range(12)]
+    assert sorted(["f10", "f2", "f1"], key=natural_key) == ["f1", "f2", "f10"]
+
+
+def test_discover_root_of_videos_and_files(tmp_path):
+    write_frame_folder(tmp_path / "root", "b", scene_frames(8))
+    write_video(tmp_path / "root" / "a.mp4", scene_frames(10))
+    names = [s.name for s in discover(tmp_path / "root")]
+    assert names == ["a", "b"]
+    (video,) = discover(tmp_path / "root" / "a.mp4")
+    frames = decode(video, (24, 36), 3)
+    assert frames.shape == (10, 24, 36, 3) and frames.dtype == np.uint8
+
+
+def test_grayscale_source_to_rgb_and_gray(tmp_path):
+    gray = scene_frames(8, channels=1)
+    (src,) = discover(write_frame_folder(tmp_path, "g", gray))
+    rgb = decode(src, (48, 72), 3)
+    assert rgb.shape == (8, 48, 72, 3) and np.array_equal(rgb[..., 0], rgb[..., 2])
+    assert np.array_equal(decode(src, (48, 72), 1)[..., 0], gray[..., 0])
+
+
+def test_missing_and_empty(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        discover(tmp_path / "nope")
+    (tmp_path / "empty" / "v1").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"no frames and no videos.*v1"):
+        discover(tmp_path / "empty")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="not a video file"):
+        discover(tmp_path / "notes.txt")
+
+
+def test_unreadable_image_names_the_file(tmp_path):
+    folder = write_frame_folder(tmp_path, "v", scene_frames(8))
+    (folder / "3.png").write_bytes(b"not a png")
+    (src,) = discover(folder)
+    with pytest.raises(DataError, match=r"3\.png: unreadable image"):
+        decode(src, (48, 72), 3)
+
+
+def test_corrupt_video_names_the_file(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    (src,) = discover(bad)
+    with pytest.raises(DataError, match=r"bad\.mp4"):
+        decode(src, (48, 72), 3)
+
+
+def test_short_video(tmp_path):
+    (src,) = discover(write_frame_folder(tmp_path, "short", scene_frames(6)))
+    with pytest.raises(DataError, match="6 frames; a video needs at least 7"):
+        decode(src, (48, 72), 3)
+
+
+def test_mixed_frame_sizes(tmp_path):
+    import cv2
+
+    folder = write_frame_folder(tmp_path, "mixed", scene_frames(8))
+    cv2.imwrite(str(folder / "5.png"), np.zeros((10, 10, 3), np.uint8))
+    (src,) = discover(folder)
+    with pytest.raises(DataError, match=r"5\.png: frame size 10x10 differs"):
+        decode(src, (48, 72), 3)
+
+
+def test_cache_decodes_once(tmp_path, monkeypatch):
+    import model.frames as frames_mod
+
+    (src,) = discover(write_frame_folder(tmp_path, "v", scene_frames(8)))
+    cache = FrameCache(tmp_path / "cache")
+    first = np.array(cache.load(src, (24, 36), 3))
+    monkeypatch.setattr(frames_mod, "decode", lambda *a: pytest.fail("decoded twice"))
+    again = cache.load(src, (24, 36), 3)
+    assert isinstance(again, np.memmap) and np.array_equal(first, again)
+    assert cache.path_for(src, (24, 36), 3) != cache.path_for(src, (24, 36), 1)
+
+
+@pytest.mark.data
+def test_ped2_training_layout():
+    root = require_shared("ped2", "train")
+    sources = discover(root)
+    assert [s.name for s in sources] == [f"{i:02d}" for i in range(1, 17)]
+    assert sum(len(s.frames) for s in sources) == 2550

@@ -1,0 +1,133 @@
+import pytest
+import torch
+
+from model.config import ModelConfig, preset
+from model.masking import checkerboard_keep, inference_keep, keep_to_mask, train_keep
+from model.network import AEDMAE, count_parameters, patchify, unpatchify
+from model.scoring import reconstruct, score_frames
+
+
+def _frames(cfg: ModelConfig, batch: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    h, w = cfg.image_size
+    return torch.randint(0, 256, (batch, 3, h, w, cfg.channels), generator=g, dtype=torch.uint8)
+
+
+def test_reference_parameter_count():
+    net = AEDMAE(ModelConfig())
+    total = sum(p.numel() for p in net.parameters())
+    # METHOD.md: 3,042,690 (encoder 2.20M, teacher 0.58M, student 0.27M own), within 1%.
+    assert abs(total - 3_042_690) / 3_042_690 < 0.01
+    assert round(count_parameters(net.encoder_modules()) / 1e6, 2) == 2.20
+    assert round(count_parameters(net.teacher_modules()) / 1e6, 2) == 0.58
+    assert round(count_parameters(net.student_modules()) / 1e6, 2) == 0.27
+    parts = net.encoder_modules() + net.teacher_modules() + net.student_modules()
+    assert count_parameters(parts) == total
+
+
+def test_output_shapes(tiny):
+    cfg = tiny[0]
+    net = AEDMAE(cfg).eval()
+    keep = train_keep(cfg, 2, torch.Generator().manual_seed(0))
+    x = torch.rand(2, cfg.in_chans, *cfg.image_size) * 2 - 1
+    teacher, student = net(x, keep)
+    tokens = cfg.grid[0] * cfg.grid[1]
+    assert teacher.shape == (2, tokens, cfg.patch_size**2 * cfg.out_chans)
+    assert student is not None and student.shape == teacher.shape
+    _, none = net(x, keep, with_student=False)
+    assert none is None
+
+
+def test_patchify_roundtrip():
+    images = torch.randn(2, 4, 16, 24)
+    tokens = patchify(images, 8)
+    assert tokens.shape == (2, 6, 8 * 8 * 4)
+    assert torch.equal(unpatchify(tokens, 8, (2, 3)), images)
+    # token 1 is the patch at row 0, column 1
+    assert torch.equal(tokens[0, 1].view(8, 8, 4).permute(2, 0, 1), images[0, :, :8, 8:16])
+
+
+def test_mask_polarity_and_complementary_tiling():
+    grid = (4, 6)
+    keep0, keep1 = checkerboard_keep(grid, 0), checkerboard_keep(grid, 1)
+    masks = keep_to_mask(torch.stack([keep0, keep1]), 24)
+    # 0 is keep, 1 is remove; each pass keeps half; together they keep every token exactly once
+    assert masks.sum(1).tolist() == [12, 12]
+    assert torch.equal(masks[0] + masks[1], torch.ones(24))
+    assert masks[0, keep0].sum() == 0 and masks[0, 0] == 0 and masks[0, 1] == 1
+    # every row keeps half of its tokens, so kept tokens form an (H, W/2) grid
+    assert masks[0].view(4, 6).sum(1).tolist() == [3, 3, 3, 3]
+
+
+def test_inference_plans(tiny):
+    import dataclasses
+
+    cfg = tiny[0]
+    assert inference_keep(cfg).shape[0] == 2
+    fixed = dataclasses.replace(cfg, inference_masking="fixed")
+    assert torch.equal(inference_keep(fixed), inference_keep(fixed))
+    rnd = dataclasses.replace(cfg, inference_masking="random")
+    a = inference_keep(rnd, torch.Generator().manual_seed(1))
+    b = inference_keep(rnd, torch.Generator().manual_seed(2))
+    assert not torch.equal(a, b)
+    assert torch.equal(a.sort(dim=1).values, a)  # kept-token order is fixed (sorted)
+
+
+def test_complementary_takes_each_token_from_the_pass_that_hid_it(tiny):
+    cfg = tiny[0]
+    tokens = cfg.grid[0] * cfg.grid[1]
+
+    class PassIndexModel(torch.nn.Module):
+        """Predicts, for every token, whether it was kept (1) or removed (0) in this pass."""
+
+        cfg = tiny[0]
+
+        def forward(self, x, keep, with_student=True):
+            kept = 1 - keep_to_mask(keep, tokens)
+            out = kept.unsqueeze(-1).expand(-1, -1, 4)
+            return out, out + 1
+
+    frames = _frames(cfg, 3)
+    teacher, student = reconstruct(PassIndexModel(), frames, inference_keep(cfg))  # type: ignore[arg-type]
+    assert teacher.shape == (3, tokens, 4)
+    assert torch.all(teacher == 0), "every token must come from a pass in which it was removed"
+    assert torch.all(student == 1)
+
+
+def test_inference_is_bit_identical(tiny):
+    cfg = tiny[0]
+    torch.manual_seed(0)
+    net = AEDMAE(cfg).eval()
+    frames = _frames(cfg, 4)
+    with torch.no_grad():
+        a = score_frames(net, frames)
+        b = score_frames(net, frames)
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+    assert a.heatmap.shape == (4, *cfg.grid)
+    assert torch.allclose(a.score, a.teacher_error + a.discrepancy)
+    assert torch.allclose(a.heatmap.mean(dim=(1, 2)), a.score, rtol=1e-5)
+
+
+def test_random_masking_is_not_deterministic(tiny):
+    import dataclasses
+
+    cfg = dataclasses.replace(tiny[0], inference_masking="random")
+    torch.manual_seed(0)
+    net = AEDMAE(cfg).eval()
+    frames = _frames(cfg, 2)
+    with torch.no_grad():
+        a = score_frames(net, frames, inference_keep(cfg, torch.Generator().manual_seed(1)))
+        b = score_frames(net, frames, inference_keep(cfg, torch.Generator().manual_seed(2)))
+    assert not torch.equal(a.score, b.score)
+
+
+def test_config_validation():
+    from model.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="multiple of"):
+        ModelConfig(image_size=(30, 48), patch_size=8).validate()
+    with pytest.raises(ConfigError, match="even number of columns"):
+        ModelConfig(image_size=(32, 40), patch_size=8).validate()
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset("nope")

@@ -1,0 +1,124 @@
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from model import checkpoint
+from model.config import apply_overrides
+from model.errors import CheckpointError
+from model.network import AEDMAE
+from model.scoring import score_frames
+from model.training import Trainer
+
+
+def _cfgs(tiny, **train):
+    model_cfg, train_cfg = tiny
+    return model_cfg, dataclasses.replace(train_cfg, **train)
+
+
+def _frames(cfg, n=3):
+    g = torch.Generator().manual_seed(5)
+    return torch.randint(0, 256, (n, 3, *cfg.image_size, cfg.channels), generator=g, dtype=torch.uint8)
+
+
+@pytest.mark.slow
+def test_short_run_lowers_both_losses_and_round_trips(footage, tmp_path, tiny):
+    model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=4, epochs_student=3, batch_size=4)
+    trainer = Trainer([str(footage)], tmp_path / "run", model_cfg, train_cfg, cache_dir=tmp_path / "cache",
+                      progress=False)
+    summary = trainer.run()
+    teacher, student = summary["stages"]["teacher"]["losses"], summary["stages"]["student"]["losses"]
+    assert len(teacher) == 4 and len(student) == 3
+    assert teacher[-1] < teacher[0] * 0.9
+    assert student[-1] < student[0] * 0.9
+    assert summary["stages"]["teacher"]["frames_per_second"] > 0
+
+    net, meta = checkpoint.load(tmp_path / "run")
+    assert meta["data"]["videos"] == 2 and meta["train"]["epochs_teacher"] == 4
+    assert meta["model"]["image_size"] == list(model_cfg.image_size)
+    # weights (and BatchNorm statistics) survive the round trip: same scores as a second load
+    again, _ = checkpoint.load(tmp_path / "run" / "model.safetensors")
+    frames = _frames(model_cfg)
+    with torch.no_grad():
+        assert torch.equal(score_frames(net, frames).score, score_frames(again, frames).score)
+    bn = dict(net.named_buffers())["blocks.0.attn.conv_q.bn.running_mean"]
+    assert bn.abs().sum() > 0, "BatchNorm running statistics are saved"
+
+
+def test_student_stage_freezes_backbone(footage, tmp_path, tiny):
+    model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=1, epochs_student=1, max_steps_per_epoch=3)
+    trainer = Trainer([str(footage)], tmp_path / "run", model_cfg, train_cfg, cache_dir=tmp_path / "cache",
+                      progress=False)
+    snapshots = {}
+
+    def hook(stage, epoch, net, held):
+        snapshots[stage] = {k: v.clone() for k, v in net.state_dict().items()}
+        assert len(held) == 0  # 24-frame videos are too short for a held-out tail
+        return {"hook": 1.0}
+
+    trainer.epoch_hook = hook
+    summary = trainer.run()
+    before, after = snapshots["teacher"], snapshots["student"]
+    frozen = [k for k in before if not k.startswith("student_")]
+    assert all(torch.equal(before[k], after[k]) for k in frozen), "encoder/teacher (incl. BN stats) must not change"
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("student_"))
+    assert summary["history"][0]["hook"] == 1.0
+
+
+def test_resume_after_interruption_and_refuse_other_config(footage, tmp_path, tiny):
+    model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=2, epochs_student=2, max_steps_per_epoch=2)
+    out = tmp_path / "run"
+
+    def interrupt(stage, epoch, net, held):
+        if stage == "student":
+            raise KeyboardInterrupt
+
+    first = Trainer([str(footage)], out, model_cfg, train_cfg, cache_dir=tmp_path / "c", epoch_hook=interrupt,
+                    progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    state = torch.load(out / "train_state.pt", weights_only=False)
+    assert (state["stage"], state["epoch"]) == ("teacher", 1)
+    assert not (out / "model.safetensors").exists()
+
+    other = dataclasses.replace(train_cfg, epochs_student=3)
+    with pytest.raises(CheckpointError, match="different configuration"):
+        Trainer([str(footage)], out, model_cfg, other, cache_dir=tmp_path / "c", progress=False).run(resume=True)
+
+    summary = Trainer([str(footage)], out, model_cfg, train_cfg, cache_dir=tmp_path / "c",
+                      progress=False).run(resume=True)
+    assert summary["stages"]["teacher"]["steps"] == 4, "the teacher stage is not run again"
+    assert summary["stages"]["student"]["epochs"] == 2
+    assert [h["stage"] for h in summary["history"]] == ["teacher", "teacher", "student", "student"]
+
+
+def test_corrupt_and_mismatched_checkpoints(tmp_path, tiny):
+    net = AEDMAE(tiny[0])
+    folder = checkpoint.save(net, tmp_path / "ok")
+    meta = json.loads((folder / "model.json").read_text())
+    meta["model"]["embed_dim"] = 64
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="do not match"):
+        checkpoint.load(folder)
+    (folder / "model.safetensors").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="corrupt weights"):
+        checkpoint.load(folder)
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        checkpoint.load(tmp_path)
+
+
+def test_overrides(tiny):
+    from model.errors import ConfigError
+
+    m, t = apply_overrides(*tiny, ["model.patch_size=4", "train.synthetic.fraction=0.5",
+                                   "train.betas=0.8,0.9", "train.motion_weighting=false",
+                                   "model.image_size=32x48"])
+    assert m.patch_size == 4 and t.synthetic.fraction == 0.5 and t.betas == (0.8, 0.9)
+    assert t.motion_weighting is False and m.image_size == (32, 48)
+    with pytest.raises(ConfigError, match="no field 'nope'"):
+        apply_overrides(*tiny, ["model.nope=1"])
+    with pytest.raises(ConfigError, match="cannot read"):
+        apply_overrides(*tiny, ["train.batch_size=many"])
+    with pytest.raises(ConfigError, match="multiple of"):
+        apply_overrides(*tiny, ["model.patch_size=5"])
