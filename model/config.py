@@ -18,6 +18,19 @@ MaskingMode = Literal["complementary", "fixed", "random"]
 
 
 @dataclass(frozen=True)
+class ScoringConfig:
+    """How per-token errors become a frame score (saved with the model; the export bakes it in)."""
+
+    reduction: Literal["mean", "topk"] = "mean"  # mean over all tokens (paper) or mean of the top-k
+    topk_fraction: float = 0.05  # with reduction=topk: the fraction of tokens averaged
+    discrepancy_weight: float = 1.0  # score = teacher error + weight * discrepancy
+    # Divide each token's error by its mean on held-out normal frames (learned per scene at
+    # calibration), so busy regions do not dominate and rare places stand out.
+    token_normalization: bool = False
+    calibration_quantile: float = 0.99  # the alert threshold (calibrated score 0.5) among normal frames
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     image_size: tuple[int, int] = (320, 640)  # (height, width) of the model input, pixels
     channels: int = 3  # colour channels per frame: 3 (RGB) or 1 (grayscale)
@@ -38,6 +51,7 @@ class ModelConfig:
     # Training masking: "complementary" = one of the two checkerboard phases at random per sample,
     # "random" = a random half of the tokens per sample (the reference code).
     train_masking: Literal["complementary", "random"] = "complementary"
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)  # fitted/applied after training
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -77,6 +91,10 @@ class ModelConfig:
             raise ConfigError(f"model.inference_masking: unknown mode {self.inference_masking!r}")
         if self.train_masking not in ("complementary", "random"):
             raise ConfigError(f"model.train_masking: unknown mode {self.train_masking!r}")
+        if self.scoring.reduction not in ("mean", "topk") or not 0 < self.scoring.topk_fraction <= 1:
+            raise ConfigError("model.scoring: reduction must be mean or topk, topk_fraction in (0, 1]")
+        if not 0.5 <= self.scoring.calibration_quantile < 1:
+            raise ConfigError("model.scoring.calibration_quantile must be in [0.5, 1)")
         return self
 
 

@@ -104,7 +104,7 @@ class TrainingClips(Dataset[dict[str, torch.Tensor]]):
         s, t = self.index[i]
         video = self.segments[s].frames
         last = len(video) - 1
-        clean = {o: np.asarray(video[min(max(t + o, 0), last)]) for o in FRAME_OFFSETS}
+        clean = {o: np.array(video[min(max(t + o, 0), last)]) for o in FRAME_OFFSETS}  # copies off the memmap
         frames = clean
         mask = np.zeros(clean[0].shape[:2], np.float32)
         rng = np.random.default_rng((self.seed, self.epoch, i))

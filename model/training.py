@@ -258,11 +258,23 @@ class Trainer:
         self._set_train_mode(net, teacher_stage=False)
         self._run_stage(net, "student", state, reports)
         net.eval()
+        scorer_meta = self.calibrate(net)
         summary = {
             "stages": {k: {"epochs": r.epochs, "steps": r.steps, "frames": r.frames, "seconds": round(r.seconds, 1),
                            "frames_per_second": round(r.frames_per_second, 2), "losses": r.losses}
                        for k, r in reports.items()},
             "history": self.history,
         }
-        checkpoint.save(net.cpu(), self.out, self.cfg, data=self.data_summary, training=summary)
+        checkpoint.save(net.cpu(), self.out, self.cfg, data=self.data_summary, training=summary, **scorer_meta)
         return summary
+
+    def calibrate(self, net: AEDMAE) -> dict[str, Any]:
+        """Token statistics and calibration from the held-out tails (or, without any, the training
+        frames, which makes the false-alarm rate optimistic: the metadata says which)."""
+        from model.evaluation import fit_scorer
+
+        held = self.held_segments or self.train_segments
+        clips = [(f"{s.video}[{s.start}:{s.start + len(s.frames)}]", np.asarray(s.frames)) for s in held]
+        _, meta = fit_scorer(net, clips, progress=self.progress)
+        meta["calibration"]["held_out"] = bool(self.held_segments)
+        return meta

@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from model.errors import AedmaeError
+from model.errors import AedmaeError, ConfigError
 
 log = logging.getLogger("aedmae")
 
@@ -40,6 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         log.info("train config: %s", json.dumps(to_dict(train_cfg)))
         trainer = Trainer(args.data, out, model_cfg, train_cfg, cache_dir=args.cache_dir,  # type: ignore[arg-type]
                           progress=not args.no_progress)
+        trainer.epoch_hook = _learning_curve_hook(args, trainer)  # type: ignore[assignment]
         log.info("data: %s", json.dumps(trainer.data_summary))
         summary = trainer.run(resume=args.resume)
     finally:
@@ -51,6 +52,85 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"frames/s, final loss {stage['losses'][-1]:.5f}")
     print(f"checkpoint: {out / 'model.safetensors'}")
     return 0
+
+
+def _learning_curve_hook(args: argparse.Namespace, trainer: object) -> object:
+    """Epoch hook recording synthetic-anomaly validation AUC (what recipe choices use) and, with
+    --eval-data, the test-set AUC for the learning curve (recorded only, never used to choose)."""
+    from model.datasets import read_test_set
+    from model.evaluation import apply_scorer, metrics_for, score_test_set, synthetic_validation
+    from model.scoring import Scorer
+
+    videos = read_test_set(args.eval_data)[1] if args.eval_data else None
+
+    def hook(stage: str, epoch: int, net: object, held: list) -> dict[str, float]:
+        out: dict[str, float] = {}
+        synth = trainer.dataset.synthesizer  # type: ignore[attr-defined]
+        if held and synth is not None:
+            out.update(synthetic_validation(net, held, synth))  # type: ignore[arg-type]
+        if videos:
+            raw = score_test_set(net, videos, trainer.cache, progress=False)  # type: ignore[arg-type, attr-defined]
+            scorer = Scorer(net.cfg.grid)  # type: ignore[attr-defined]
+            m = metrics_for({k: (y, apply_scorer(scorer, e)) for k, (y, e, _) in raw.items()}, 3.0, None)
+            out.update({"test_micro_auc": m["raw"]["micro_auc"], "test_micro_auc_teacher": m["teacher_error_only"],
+                        "test_micro_auc_smoothed": m["smoothed"]["micro_auc"]})
+        if out:
+            log.info("%s epoch %d: %s", stage, epoch, ", ".join(f"{k}={v:.4f}" for k, v in out.items()))
+        return out
+
+    return hook
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from model.report import format_table, run_evaluation
+
+    metrics = run_evaluation(_model_path(args.model), args.data, args.out, layout=args.layout, sigma=args.sigma,
+                             examples=args.examples, cache_dir=args.cache_dir, progress=not args.no_progress,
+                             ablations=args.ablations)
+    print(format_table(metrics))
+    print(f"written: {Path(args.out) / 'metrics.json'}, scores.csv, roc.png, timelines.png, heatmaps_*.png")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Refit token statistics + calibration of a checkpoint on normal footage, optionally with a
+    different scoring config, writing a new checkpoint folder."""
+    import dataclasses
+
+    import numpy as np
+
+    from model import checkpoint
+    from model.config import ScoringConfig, TrainConfig, apply_overrides
+    from model.evaluation import fit_scorer
+    from model.frames import FrameCache, default_cache_dir, discover
+
+    net, meta = checkpoint.load(_model_path(args.model))
+    cfg = net.cfg
+    if args.set:
+        cfg, _ = apply_overrides(cfg, checkpoint.train_config(meta) or TrainConfig(), args.set)
+        if dataclasses.replace(cfg, scoring=ScoringConfig()) != dataclasses.replace(net.cfg, scoring=ScoringConfig()):
+            raise ConfigError("calibrate can change model.scoring.* only (the weights fix the rest)")
+        net.cfg = cfg
+    cache = FrameCache(args.cache_dir or default_cache_dir())
+    clips = [(s.name, np.asarray(cache.load(s, cfg.image_size, cfg.channels))) for p in args.data for s in discover(p)]
+    _, scorer_meta = fit_scorer(net, clips, progress=not args.no_progress)
+    train_cfg = checkpoint.train_config(meta)
+    meta.update(scorer_meta)
+    for key in ("format", "model", "code_version", "saved_at", "train"):
+        meta.pop(key, None)
+    checkpoint.save(net, args.out, train_cfg, **meta)
+    cal = scorer_meta["calibration"]
+    print(f"threshold {cal['threshold']:.6g} (quantile {cal['quantile']}), median {cal['median']:.6g}, "
+          f"cross-validated false-alarm rate {cal['false_alarm_rate']}")
+    return 0
+
+
+def _model_path(path: str | None) -> str:
+    if path:
+        return path
+    from model.shipped import shipped_model
+
+    return str(shipped_model())
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
@@ -107,8 +187,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for the checkpoint, log and train state")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    p.add_argument("--eval-data", help="a labelled test set to record a learning curve on (never used to choose)")
     _add_config_args(p, "quick")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="frame-level AUC and pictures on a labelled test set")
+    p.add_argument("--data", required=True,
+                   help="test set folder (layout detected: ped2, ucsd, avenue, shanghai, generic)")
+    p.add_argument("--model", help="checkpoint (default: the model that ships with aedmae)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--layout", default="auto", help="override layout detection")
+    p.add_argument("--sigma", type=float, default=3.0, help="temporal smoothing sigma, frames (default 3)")
+    p.add_argument("--examples", nargs="*", help="videos to draw heatmap strips for (default: the first three)")
+    p.add_argument("--ablations", action="store_true", help="also evaluate the scoring variants")
+    p.add_argument("--cache-dir")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("calibrate", help="refit a checkpoint's scoring statistics and calibration on normal footage")
+    p.add_argument("--model", help="checkpoint (default: the shipped model)")
+    p.add_argument("--data", action="append", required=True, metavar="PATH", help="normal footage; repeatable")
+    p.add_argument("--out", required=True, help="folder for the recalibrated checkpoint")
+    p.add_argument("--set", action="append", metavar="model.scoring.FIELD=VALUE")
+    p.add_argument("--cache-dir")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("model-info", help="parameters and FLOPs per frame")
     g = p.add_mutually_exclusive_group()

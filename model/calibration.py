@@ -1,0 +1,71 @@
+"""Calibration: raw scores -> a calibrated score in (0, 1) an operator can read (numpy only).
+
+Fitted on normal frames held out of the training videos:
+    calibrated = sigmoid(slope * (score - threshold))
+threshold = the ``quantile`` of normal scores (calibrated 0.5: "as unusual as the rarest normal
+frames"), and the slope puts the median normal frame at 0.1. The mapping is strictly increasing,
+so it never changes a ranking (AUC); 0 and 1 are its bounds, reached only far from normal.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+MEDIAN_CALIBRATED = 0.1  # where the median normal frame lands
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float  # raw score at calibrated 0.5
+    slope: float  # logistic slope, 1 / raw-score units
+    median: float  # median raw score of the normal frames
+    quantile: float  # the threshold's quantile among normal frames
+    normal_frames: int  # how many normal frames it was fitted on
+    false_alarm_rate: float | None = None  # cross-validated fraction of normal frames above threshold
+
+    def apply(self, score: Any) -> Any:
+        """Calibrated score of a numpy array or a torch tensor (same formula, both backends)."""
+        z = (score - self.threshold) * self.slope
+        if isinstance(z, np.ndarray | float | int):
+            return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
+        return (z).sigmoid()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        """From :meth:`to_dict` output; extra keys (provenance notes) are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _fit(scores: np.ndarray, quantile: float) -> tuple[float, float, float]:
+    threshold = float(np.quantile(scores, quantile))
+    median = float(np.median(scores))
+    spread = max(threshold - median, 1e-6 * max(abs(threshold), 1e-12), 1e-12)
+    slope = math.log(1 / MEDIAN_CALIBRATED - 1) / spread
+    return threshold, slope, median
+
+
+def fit_calibration(scores: np.ndarray, quantile: float, groups: np.ndarray | None = None) -> Calibration:
+    """Fit on normal frame scores; ``groups`` (e.g. video ids) enables a two-fold cross-validated
+    false-alarm rate: fit on half of the groups, count alarms on the other half, and swap."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size < 2 or not np.all(np.isfinite(s)):
+        raise ValueError(f"calibration needs at least 2 finite normal scores, got {s.size}")
+    threshold, slope, median = _fit(s, quantile)
+    far = None
+    if groups is not None and len(np.unique(groups)) >= 2:
+        ids = np.unique(groups)
+        fold = np.isin(groups, ids[::2])
+        rates = []
+        for fit_on in (fold, ~fold):
+            thr, _, _ = _fit(s[fit_on], quantile)
+            rates.append(float((s[~fit_on] > thr).mean()))
+        far = float(np.mean(rates))
+    return Calibration(threshold, slope, median, quantile, int(s.size), far)

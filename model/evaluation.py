@@ -1,0 +1,194 @@
+"""Scoring clips, fitting the scorer's calibration, and evaluating on labelled test sets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.calibration import fit_calibration
+from model.config import ScoringConfig
+from model.datasets import TestVideo
+from model.errors import DataError
+from model.frames import FrameCache
+from model.metrics import CausalSmoother, detection_at, gaussian_smooth, summarize
+from model.network import AEDMAE
+from model.scoring import FrameScores, Scorer, token_errors
+from model.window import clip_windows
+
+log = logging.getLogger(__name__)
+TOKEN_STAT_FLOOR = 0.05  # token means are floored at this fraction of their grid-wide mean
+
+
+@dataclass
+class ClipErrors:
+    """Raw per-token errors of every frame of one clip: (N, L) float32 each."""
+
+    teacher_error: torch.Tensor
+    discrepancy: torch.Tensor
+
+
+@torch.no_grad()
+def clip_errors(net: AEDMAE, frames: np.ndarray, batch_size: int = 16, bar: tqdm | None = None,
+                keep: torch.Tensor | None = None) -> ClipErrors:
+    """Per-token errors for every frame t of a clip (N, H, W, C) uint8, edges clamped."""
+    device = next(net.parameters()).device
+    te, dis = [], []
+    for start in range(0, len(frames), batch_size):
+        centres = np.arange(start, min(start + batch_size, len(frames)))
+        batch = torch.from_numpy(clip_windows(frames, centres)).to(device)
+        e, d = token_errors(net, batch, keep)
+        te.append(e.float().cpu())
+        dis.append(d.float().cpu())
+        if bar is not None:
+            bar.update(len(centres))
+    return ClipErrors(torch.cat(te), torch.cat(dis))
+
+
+def apply_scorer(scorer: Scorer, errors: ClipErrors) -> FrameScores:
+    return scorer(errors.teacher_error, errors.discrepancy)
+
+
+def fit_scorer(net: AEDMAE, normal_clips: Iterable[tuple[str, np.ndarray]], cfg: ScoringConfig | None = None,
+               progress: bool = False) -> tuple[Scorer, dict[str, Any]]:
+    """Fit token statistics and calibration on normal clips [(video name, frames)].
+
+    Returns the scorer and the metadata to store in the checkpoint (``calibration``, ``token_stats``).
+    """
+    cfg = cfg or net.cfg.scoring
+    clips = list(normal_clips)
+    if not clips:
+        raise DataError("calibration needs normal frames (none were held out)")
+    total = sum(len(f) for _, f in clips)
+    bar = tqdm(total=total, desc="calibrate", unit="frame", disable=not progress)
+    errors = [clip_errors(net, f, bar=bar) for _, f in clips]
+    bar.close()
+    te = torch.cat([e.teacher_error for e in errors])
+    dis = torch.cat([e.discrepancy for e in errors])
+    mean_te, mean_dis = te.mean(0), dis.mean(0)
+    mean_te = mean_te.clamp(min=TOKEN_STAT_FLOOR * float(mean_te.mean()) + 1e-12)
+    mean_dis = mean_dis.clamp(min=TOKEN_STAT_FLOOR * float(mean_dis.mean()) + 1e-12)
+    grid = net.cfg.grid
+    uncalibrated = Scorer(grid, cfg, None, mean_te, mean_dis)
+    scores = uncalibrated(te, dis).score.numpy()
+    groups = np.concatenate([np.full(len(f), i) for i, (_, f) in enumerate(clips)])
+    calibration = fit_calibration(scores, cfg.calibration_quantile, groups)
+    meta = {
+        "calibration": calibration.to_dict() | {"source": [name for name, _ in clips]},
+        "token_stats": {"teacher_error": mean_te.tolist(), "discrepancy": mean_dis.tolist()},
+    }
+    return Scorer(grid, cfg, calibration, mean_te, mean_dis), meta
+
+
+def scorer_from_meta(net: AEDMAE, meta: dict[str, Any], cfg: ScoringConfig | None = None) -> Scorer:
+    """The checkpoint's scorer; ``cfg`` overrides its scoring config (ablations), keeping its stats
+    (the calibration is dropped then: it belongs to the stored config)."""
+    from model.calibration import Calibration
+
+    stats = meta.get("token_stats")
+    cal = meta.get("calibration")
+    calibration = Calibration.from_dict(cal) if cal else None
+    if cfg is not None and cfg != net.cfg.scoring:
+        calibration = None
+    te = torch.tensor(stats["teacher_error"]) if stats else None
+    dis = torch.tensor(stats["discrepancy"]) if stats else None
+    if (cfg or net.cfg.scoring).token_normalization and stats is None:
+        raise DataError("this checkpoint has no token statistics; it cannot use token_normalization")
+    return Scorer(net.cfg.grid, cfg or net.cfg.scoring, calibration, te, dis)
+
+
+@dataclass
+class VideoResult:
+    name: str
+    labels: np.ndarray  # (N,) uint8
+    scores: FrameScores
+
+
+def score_test_set(net: AEDMAE, videos: list[TestVideo], cache: FrameCache, progress: bool = True,
+                   keep: torch.Tensor | None = None) -> dict[str, tuple[np.ndarray, ClipErrors, np.ndarray]]:
+    """{video: (labels, per-token errors, frames)} for every test video."""
+    cfg = net.cfg
+    decoded = []
+    for v in videos:
+        frames = cache.load(v.source, cfg.image_size, cfg.channels)
+        if len(frames) != len(v.labels):
+            raise DataError(f"{v.source.path}: {len(frames)} frames but {len(v.labels)} labels")
+        decoded.append((v, frames))
+    bar = tqdm(total=sum(len(f) for _, f in decoded), desc="score", unit="frame", disable=not progress)
+    out = {}
+    for v, frames in decoded:
+        bar.set_postfix(video=v.name)
+        out[v.name] = (v.labels, clip_errors(net, frames, bar=bar, keep=keep), frames)
+    bar.close()
+    return out
+
+
+def metrics_for(results: dict[str, tuple[np.ndarray, FrameScores]], sigma: float,
+                threshold: float | None) -> dict[str, Any]:
+    """AUCs raw / offline-smoothed / online-smoothed, and detection at the calibrated threshold."""
+    def pick(transform: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {k: (y, transform(s.score.numpy().astype(np.float64))) for k, (y, s) in results.items()}
+
+    raw = pick(lambda s: s)
+    offline = pick(lambda s: gaussian_smooth(s, sigma))
+    online = pick(lambda s: CausalSmoother(sigma).smooth(s))
+    report: dict[str, Any] = {"raw": summarize(raw), "smoothed": summarize(offline), "online": summarize(online)}
+    parts = {"teacher_error_only": "teacher_error", "discrepancy_only": "discrepancy"}
+    for key, field in parts.items():
+        report[key] = summarize({k: (y, getattr(s, field).numpy()) for k, (y, s) in results.items()})["micro_auc"]
+    if threshold is not None:
+        labels = np.concatenate([y for y, _ in online.values()])
+        calibrated = np.concatenate([s.calibrated.numpy() for _, s in results.values()])
+        smoothed_cal = np.concatenate([CausalSmoother(sigma).smooth(s.calibrated.numpy())
+                                       for _, s in results.values()])
+        report["detection_raw"] = vars(detection_at(labels, calibrated, 0.5))
+        report["detection_online"] = vars(detection_at(labels, smoothed_cal, 0.5))
+    return report
+
+
+def ablation_scorers(base: Scorer) -> dict[str, Scorer]:
+    """Scoring variants evaluated from the same network outputs (uncalibrated)."""
+    cfg = base.cfg
+    variants = {
+        "paper (mean, raw)": replace(cfg, reduction="mean", token_normalization=False),
+        "mean, token-normalised": replace(cfg, reduction="mean", token_normalization=True),
+        "top-k, raw": replace(cfg, reduction="topk", token_normalization=False),
+        "top-k, token-normalised": replace(cfg, reduction="topk", token_normalization=True),
+    }
+    return {k: Scorer(base.grid, v, None, *base.token_means())
+            for k, v in variants.items()}
+
+
+@torch.no_grad()
+def synthetic_validation(net: AEDMAE, segments: list[Any], synthesizer: Any, seed: int = 0,
+                         max_frames: int = 256) -> dict[str, float]:
+    """AUC of telling held-out normal frames from the same frames with synthetic anomalies pasted,
+    for the teacher error, the discrepancy and the paper's score. Needs no test labels: this is
+    what recipe choices are made on."""
+    from model.dataset import TrainingClips
+    from model.metrics import roc_auc
+
+    clips = TrainingClips(segments, synthesizer, fraction=1.0, seed=seed)
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(clips), size=min(max_frames, len(clips)), replace=False)
+    device = next(net.parameters()).device
+    scorer = Scorer(net.cfg.grid, replace(net.cfg.scoring, token_normalization=False))
+    parts: dict[str, list[np.ndarray]] = {"teacher_error": [], "discrepancy": [], "score": []}
+    labels = []
+    for start in range(0, len(idx), 16):
+        chunk = [clips[int(i)] for i in idx[start : start + 16]]
+        pasted = torch.stack([c["frames"] for c in chunk])
+        clean = torch.stack([torch.from_numpy(clip_windows(clips.segments[clips.index[int(i)][0]].frames,
+                                                           np.array([clips.index[int(i)][1]]))[0])
+                             for i in idx[start : start + 16]])
+        s = scorer(*token_errors(net, torch.cat([clean, pasted]).to(device)))
+        for key in parts:
+            parts[key].append(getattr(s, key).cpu().numpy())
+        labels.append(np.r_[np.zeros(len(chunk)), np.ones(len(chunk))])
+    y = np.concatenate(labels)
+    return {f"synthetic_auc_{k}": roc_auc(y, np.concatenate(v)) for k, v in parts.items()}

@@ -1,0 +1,132 @@
+"""Frame-level metrics and temporal smoothing (numpy only: the service imports the smoothers).
+
+AUCs follow the field's protocol (METHOD.md): micro AUC pools every test frame into one ROC; macro
+AUC is the mean of per-video AUCs over videos that have both classes, without the reference code's
+fake-label padding (single-class videos are skipped and listed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties sharing their average rank."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_vals = values[order]
+    ranks = np.empty(len(values), dtype=np.float64)
+    start = 0
+    n = len(values)
+    while start < n:
+        end = start
+        while end + 1 < n and sorted_vals[end + 1] == sorted_vals[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U; ties count one half). NaN for a single class."""
+    y = np.asarray(labels).astype(bool).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"labels and scores differ in length: {y.size} vs {s.size}")
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    ranks = _ranks(s)
+    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false-positive rate, true-positive rate, thresholds), thresholds descending."""
+    y = np.asarray(labels).astype(bool).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tp = np.cumsum(y)[distinct]
+    fp = (distinct + 1) - tp
+    tpr = np.r_[0.0, tp / max(1, y.sum())]
+    fpr = np.r_[0.0, fp / max(1, (~y).sum())]
+    return fpr, tpr, np.r_[np.inf, s[distinct]]
+
+
+def gaussian_smooth(scores: np.ndarray, sigma: float) -> np.ndarray:
+    """Offline, centred Gaussian smoothing that repeats the edge values (no zero padding, which would
+    lower scores at video ends and reward a constant score; see METHOD.md). sigma in frames."""
+    x = np.asarray(scores, dtype=np.float64)
+    if sigma <= 0 or len(x) < 2:
+        return x.copy()
+    radius = int(np.ceil(3 * sigma))
+    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    k /= k.sum()
+    padded = np.pad(x, radius, mode="edge")
+    return np.convolve(padded, k, mode="valid")
+
+
+class CausalSmoother:
+    """Online smoothing a live stream can do: a causal half-Gaussian over the last 3*sigma frames,
+    so each smoothed value uses only the present and the past (the service's smoother)."""
+
+    def __init__(self, sigma: float) -> None:
+        self.sigma = sigma
+        radius = int(np.ceil(3 * sigma)) if sigma > 0 else 0
+        k = np.exp(-0.5 * (np.arange(radius + 1) / sigma) ** 2) if sigma > 0 else np.ones(1)
+        self.kernel = k / k.sum()  # kernel[0] weighs the newest value
+        self.history: list[float] = []
+
+    def reset(self) -> None:
+        self.history.clear()
+
+    def push(self, score: float) -> float:
+        if not self.history:  # warm start: the first value fills the window (edge repeat)
+            self.history = [score] * len(self.kernel)
+        self.history.append(score)
+        del self.history[: len(self.history) - len(self.kernel)]
+        return float(np.dot(self.kernel, self.history[::-1]))
+
+    def smooth(self, scores: np.ndarray) -> np.ndarray:
+        self.reset()
+        out = np.array([self.push(float(s)) for s in scores])
+        self.reset()
+        return out
+
+
+@dataclass(frozen=True)
+class Detection:
+    precision: float
+    recall: float
+    f1: float
+    false_alarm_rate: float
+
+
+def detection_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> Detection:
+    """Precision, recall, F1 and false-alarm rate of ``scores >= threshold``."""
+    y = np.asarray(labels).astype(bool)
+    pred = np.asarray(scores) >= threshold
+    tp, fp, fn = int((pred & y).sum()), int((pred & ~y).sum()), int((~pred & y).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    negatives = int((~y).sum())
+    return Detection(precision, recall, f1, fp / negatives if negatives else 0.0)
+
+
+def summarize(
+    per_video: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, object]:
+    """Micro AUC, macro AUC (two-class videos only) and per-video AUC from {video: (labels, scores)}."""
+    labels = np.concatenate([v[0] for v in per_video.values()])
+    scores = np.concatenate([v[1] for v in per_video.values()])
+    aucs = {name: roc_auc(y, s) for name, (y, s) in per_video.items()}
+    two_class = {k: v for k, v in aucs.items() if not np.isnan(v)}
+    return {
+        "micro_auc": roc_auc(labels, scores),
+        "macro_auc": float(np.mean(list(two_class.values()))) if two_class else float("nan"),
+        "per_video_auc": {k: (None if np.isnan(v) else v) for k, v in aucs.items()},
+        "single_class_videos": sorted(set(aucs) - set(two_class)),
+    }

@@ -1,0 +1,30 @@
+"""Heatmap overlays for people to look at (numpy + OpenCV only; the service's preview uses it too)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def overlay_heatmap(frame: np.ndarray, heatmap: np.ndarray, vmax: float, alpha: float = 0.45) -> np.ndarray:
+    """A frame (H, W, C) uint8 RGB or gray with a per-token heatmap (h, w) blended on top.
+
+    Heat is scaled to [0, vmax] (e.g. the calibration threshold's token level) and drawn with the
+    JET colour map; cold tokens stay transparent so the scene remains readable.
+    """
+    rgb = frame if frame.shape[2] == 3 else np.repeat(frame, 3, axis=2)
+    h, w = rgb.shape[:2]
+    heat = np.clip(np.asarray(heatmap, np.float32) / max(vmax, 1e-12), 0, 1)
+    heat = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.cvtColor(cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    weight = (alpha * heat)[..., None]
+    return (rgb * (1 - weight) + colour * weight).astype(np.uint8)
+
+
+def caption(image: np.ndarray, text: str, alert: bool = False) -> np.ndarray:
+    """Draw a one-line caption in the top-left corner (red when ``alert``)."""
+    out = image.copy()
+    colour = (255, 40, 40) if alert else (255, 255, 255)
+    cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+    return out

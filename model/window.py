@@ -1,0 +1,69 @@
+"""Temporal context: the model scores frame t from frames t-3, t and t+3 (numpy only; the service's
+HTTP clips and camera streams use the same code).
+
+At the edges of a clip the indices are clamped (frame 0 stands in for frames -3..-1). A live stream
+therefore scores frame t only when frame t+3 has arrived: a look-ahead of 3 frames.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+CONTEXT_OFFSETS = (-3, 0, 3)
+LOOKAHEAD = max(CONTEXT_OFFSETS)
+LOOKBEHIND = -min(CONTEXT_OFFSETS)
+
+
+def context_indices(num_frames: int, centres: np.ndarray) -> np.ndarray:
+    """(len(centres), 3) frame indices t-3, t, t+3, clamped to [0, num_frames - 1]."""
+    c = np.asarray(centres).reshape(-1, 1)
+    return np.clip(c + np.asarray(CONTEXT_OFFSETS).reshape(1, -1), 0, num_frames - 1)
+
+
+def clip_windows(frames: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(B, 3, H, W, C) uint8 model inputs for the given centre frames of a clip (N, H, W, C)."""
+    return np.asarray(frames)[context_indices(len(frames), centres)]
+
+
+class FrameWindow:
+    """Streaming version of :func:`clip_windows` for one source.
+
+    ``push(frame)`` returns the inputs that became ready: frame t is ready once frame t+3 arrived.
+    ``flush()`` returns the rest with the end clamped, as if the clip ended. Pushing frames one by
+    one (or in chunks) and flushing gives exactly the inputs :func:`clip_windows` gives for the
+    whole clip.
+    """
+
+    def __init__(self) -> None:
+        self._frames: deque[np.ndarray] = deque(maxlen=LOOKBEHIND + LOOKAHEAD + 1)
+        self._next = 0  # index of the next frame to score
+        self._seen = 0  # frames pushed so far
+
+    @property
+    def frames_seen(self) -> int:
+        return self._seen
+
+    def _window(self, t: int, last: int) -> np.ndarray:
+        first = self._seen - len(self._frames)  # index of the oldest buffered frame
+        idx = [min(max(t + o, 0), last) - first for o in CONTEXT_OFFSETS]
+        return np.stack([self._frames[i] for i in idx])
+
+    def push(self, frame: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Add frame ``frames_seen``; returns [(t, (3, H, W, C) input)] for frames now ready."""
+        self._frames.append(frame)
+        self._seen += 1
+        ready = []
+        while self._next + LOOKAHEAD <= self._seen - 1:
+            ready.append((self._next, self._window(self._next, self._seen - 1)))
+            self._next += 1
+        return ready
+
+    def flush(self) -> list[tuple[int, np.ndarray]]:
+        """Inputs for the frames still waiting for their look-ahead, with the end clamped."""
+        ready = []
+        while self._next < self._seen:
+            ready.append((self._next, self._window(self._next, self._seen - 1)))
+            self._next += 1
+        return ready

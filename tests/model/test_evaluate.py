@@ -1,0 +1,55 @@
+import json
+
+import numpy as np
+import pytest
+
+from service.cli import main
+from tests.conftest import scene_frames, write_frame_folder
+
+
+@pytest.mark.slow
+def test_train_calibrate_evaluate_end_to_end(footage, tmp_path, capsys):
+    out = tmp_path / "run"
+    cache = str(tmp_path / "cache")
+    assert main(["train", "--data", str(footage), "--out", str(out), "--preset", "tiny", "--no-progress",
+                 "--cache-dir", cache, "--set", "train.max_steps_per_epoch=3"]) == 0
+    meta = json.loads((out / "model.json").read_text())
+    cal = meta["calibration"]
+    assert cal["threshold"] > cal["median"] > 0 and cal["held_out"] is False
+    assert len(meta["token_stats"]["teacher_error"]) == 4 * 6
+
+    # a test set: normal walking, then a bright square appears in the second half of video "b"
+    test = tmp_path / "test"
+    write_frame_folder(test / "test", "a", scene_frames(12, seed=1))
+    frames = scene_frames(16, seed=2)
+    frames[8:, 10:30, 20:40] = 255
+    write_frame_folder(test / "test", "b", frames)
+    (test / "labels").mkdir()
+    (test / "labels" / "a.txt").write_text("0\n" * 12)
+    (test / "labels" / "b.txt").write_text("0\n" * 8 + "1\n" * 8)
+    ev = tmp_path / "eval"
+    assert main(["evaluate", "--data", str(test), "--model", str(out), "--out", str(ev), "--cache-dir", cache,
+                 "--no-progress", "--ablations", "--examples", "b"]) == 0
+    printed = capsys.readouterr().out
+    assert "micro" in printed and "single class" in printed
+    metrics = json.loads((ev / "metrics.json").read_text())
+    for key in ("micro_auc", "macro_auc", "per_video", "frames", "model", "settings"):
+        assert key in metrics
+    assert metrics["frames"] == 28 and metrics["per_video"]["a"] is None
+    assert 0 <= metrics["micro_auc"] <= 1 and len(metrics["ablations"]) == 4
+    assert "detection_online" in metrics
+    for name in ("roc.png", "timelines.png", "heatmaps_b.png", "scores.csv"):
+        assert (ev / name).stat().st_size > 0
+    rows = (ev / "scores.csv").read_text().splitlines()
+    assert len(rows) == 29 and rows[0].startswith("video,frame,label,score")
+    calibrated = np.array([float(r.split(",")[6]) for r in rows[1:]])
+    assert np.all((calibrated >= 0) & (calibrated <= 1))
+    assert calibrated[12 + 10 :].mean() > calibrated[:12].mean(), "the square scores above normal frames"
+
+    # recalibrating with another scoring config writes a new, loadable checkpoint
+    recal = tmp_path / "recal"
+    assert main(["calibrate", "--model", str(out), "--data", str(footage), "--out", str(recal), "--cache-dir", cache,
+                 "--no-progress", "--set", "model.scoring.reduction=topk"]) == 0
+    assert json.loads((recal / "model.json").read_text())["model"]["scoring"]["reduction"] == "topk"
+    assert main(["calibrate", "--model", str(out), "--data", str(footage), "--out", str(recal), "--cache-dir", cache,
+                 "--set", "model.patch_size=4"]) == 2

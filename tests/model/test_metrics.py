@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from model.calibration import fit_calibration
+from model.metrics import CausalSmoother, detection_at, gaussian_smooth, roc_auc, roc_curve, summarize
+
+
+def test_auc_hand_checked():
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
+    assert roc_auc([0, 0, 1, 1], [0.4, 0.3, 0.2, 0.1]) == 0.0
+    # pairs (pos, neg): (0.35 > 0.1), (0.35 > 0.4 no), (0.8 > both) -> 3 of 4
+    assert roc_auc([0, 1, 0, 1], [0.1, 0.35, 0.4, 0.8]) == 0.75
+
+
+def test_auc_ties_count_half():
+    assert roc_auc([0, 1], [0.5, 0.5]) == 0.5
+    # one tie among 2x2 pairs: (1, 0.5 vs 0.5) counts 0.5; others: 1 > 0.5 twice, 0.5 > 0 once -> 3.5/4
+    assert roc_auc([0, 0, 1, 1], [0.0, 0.5, 0.5, 1.0]) == pytest.approx(0.875)
+
+
+def test_auc_single_class_and_length_mismatch():
+    assert np.isnan(roc_auc([1, 1, 1], [0.1, 0.2, 0.3]))
+    with pytest.raises(ValueError, match="differ in length"):
+        roc_auc([0, 1], [0.1])
+
+
+def test_roc_curve_endpoints_and_area():
+    y = np.array([0, 1, 0, 1, 1, 0])
+    s = np.array([0.1, 0.9, 0.3, 0.3, 0.7, 0.2])
+    fpr, tpr, thr = roc_curve(y, s)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc(y, s))
+    assert np.all(np.diff(thr[1:]) < 0)
+
+
+def test_summary_skips_single_class_videos_without_padding():
+    per_video = {
+        "a": (np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4])),  # AUC 1
+        "b": (np.array([0, 1, 0, 1]), np.array([0.1, 0.35, 0.4, 0.8])),  # AUC 0.75
+        "c": (np.array([1, 1]), np.array([0.0, 0.0])),  # single class: skipped, listed
+    }
+    s = summarize(per_video)
+    assert s["macro_auc"] == pytest.approx(0.875)
+    assert s["single_class_videos"] == ["c"] and s["per_video_auc"]["c"] is None
+    assert s["micro_auc"] == pytest.approx(roc_auc([0, 0, 1, 1, 0, 1, 0, 1, 1, 1],
+                                                   [0.1, 0.2, 0.3, 0.4, 0.1, 0.35, 0.4, 0.8, 0, 0]))
+
+
+def test_gaussian_smoothing_repeats_edges():
+    const = np.full(20, 3.0)
+    assert np.allclose(gaussian_smooth(const, 4), 3.0), "a constant stays constant at the ends (no zero padding)"
+    step = np.r_[np.zeros(10), np.ones(10)]
+    sm = gaussian_smooth(step, 2)
+    assert sm[0] == pytest.approx(0) and sm[-1] == pytest.approx(1) and 0.4 < sm[10] < 0.7
+    assert np.array_equal(gaussian_smooth(step, 0), step)
+
+
+def test_causal_smoother_uses_only_the_past():
+    x = np.r_[np.zeros(10), np.ones(10)]
+    online = CausalSmoother(2).smooth(x)
+    assert np.all(online[:10] == 0), "nothing before the step may know about it"
+    assert 0 < online[10] < 1 and online[-1] == pytest.approx(1, abs=1e-3)
+    s = CausalSmoother(2)
+    assert [s.push(v) for v in x] == pytest.approx(list(online))
+
+
+def test_detection_at_threshold():
+    d = detection_at([0, 0, 1, 1, 1], [0.1, 0.6, 0.7, 0.2, 0.9], 0.5)
+    assert (d.precision, d.recall, d.false_alarm_rate) == pytest.approx((2 / 3, 2 / 3, 0.5))
+    assert d.f1 == pytest.approx(2 / 3)
+
+
+def test_calibration_maps_quantile_to_half():
+    rng = np.random.default_rng(0)
+    normal = rng.normal(1.0, 0.1, 1000)
+    groups = np.repeat(np.arange(4), 250)
+    cal = fit_calibration(normal, 0.99, groups)
+    assert cal.apply(np.array([cal.threshold]))[0] == pytest.approx(0.5)
+    assert cal.apply(np.array([cal.median]))[0] == pytest.approx(0.1)
+    values = cal.apply(np.linspace(0, 3, 50))
+    assert np.all(np.diff(values) > 0) and values[0] > 0 and values[-1] <= 1
+    assert 0 <= cal.false_alarm_rate < 0.05
+    assert (cal.apply(normal) > 0.5).mean() == pytest.approx(0.01, abs=0.002)
+    import torch
+
+    assert float(cal.apply(torch.tensor([cal.threshold]))[0]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="at least 2 finite"):
+        fit_calibration(np.array([1.0]), 0.99)
