@@ -125,6 +125,43 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from export.onnx_export import export_onnx
+
+    sidecar = export_onnx(_model_path(args.model), args.out, precision=args.precision, max_batch=args.max_batch)
+    p = sidecar["parity_vs_pytorch"]
+    print(f"wrote {args.out} ({sidecar['precision']}, opset {sidecar['opset']}) and {args.out}.json")
+    print(f"parity vs PyTorch on the golden clip: score max rel err {p['score_max_rel_err']:.2e}, heatmap max err "
+          f"{p['heatmap_max_err_of_max']:.2e} of its max (tolerance {p['tolerance']})")
+    return 0
+
+
+def cmd_export_tensorrt(args: argparse.Namespace) -> int:
+    from export.bundle import compare_outputs, load_bundle
+    from export.onnx_export import run_onnxruntime
+    from export.tensorrt_build import BatchProfile, build_engine
+    from export.tensorrt_runtime import TensorRTRunner
+
+    profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch).validate()
+    sidecar = build_engine(args.onnx, args.out, profile, workspace_mb=args.workspace_mb)
+    bundle = load_bundle(args.onnx)
+    frames = bundle.golden_inputs()
+    runner = TensorRTRunner(args.out)
+    got: dict[str, list] = {k: [] for k in ("score", "calibrated", "teacher_error", "discrepancy", "heatmap")}
+    for i in range(0, len(frames), profile.max_batch):
+        for k, v in runner.infer(frames[i : i + profile.max_batch]).items():
+            got[k].append(v)
+    import numpy as np
+
+    parity = compare_outputs({k: np.concatenate(v) for k, v in got.items()}, run_onnxruntime(bundle.graph, frames),
+                             bundle.precision)
+    if not parity["ok"]:
+        raise ConfigError(f"the TensorRT engine disagrees with ONNX Runtime beyond tolerance: {parity}")
+    print(f"wrote {args.out} (TensorRT {sidecar['engine']['tensorrt_version']}, profile {profile}); "
+          f"parity vs ONNX Runtime: {parity}")
+    return 0
+
+
 def _model_path(path: str | None) -> str:
     if path:
         return path
@@ -212,6 +249,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("export", help="export the model to ONNX or a TensorRT engine")
+    exp = p.add_subparsers(dest="target", required=True)
+    e = exp.add_parser("onnx", help="checkpoint -> ONNX graph + JSON sidecar, checked against PyTorch")
+    e.add_argument("--model", help="checkpoint (default: the shipped model)")
+    e.add_argument("--out", required=True, help="FILE.onnx")
+    e.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    e.add_argument("--max-batch", type=int, default=32, help="largest batch the service will send (sidecar)")
+    e.set_defaults(func=cmd_export_onnx)
+    e = exp.add_parser("tensorrt", help="ONNX -> TensorRT engine for this GPU, checked against ONNX Runtime")
+    e.add_argument("--onnx", required=True, help="FILE.onnx exported by `aedmae export onnx`")
+    e.add_argument("--out", required=True, help="FILE.engine")
+    e.add_argument("--min-batch", type=int, default=1)
+    e.add_argument("--opt-batch", type=int, default=8)
+    e.add_argument("--max-batch", type=int, default=32)
+    e.add_argument("--workspace-mb", type=int, default=2048)
+    e.set_defaults(func=cmd_export_tensorrt)
 
     p = sub.add_parser("model-info", help="parameters and FLOPs per frame")
     g = p.add_mutually_exclusive_group()

@@ -1,0 +1,136 @@
+"""The deployable unit: an ONNX graph (+ optional TensorRT engine) and a JSON sidecar. The service
+loads bundles through this module, which needs neither torch nor training code.
+
+Graph contract (stable names):
+    input  ``frames``         (B, 3, H, W, C) uint8: frames t-3, t, t+3 of B frames t, at model
+                              resolution, RGB (C=3) or gray (C=1), rows top to bottom
+    output ``score``          (B,) float32 anomaly score (the scoring definition in model/scoring.py)
+           ``calibrated``     (B,) float32 in [0, 1], 0.5 = alert threshold
+           ``teacher_error``  (B,) float32 teacher reconstruction error component
+           ``discrepancy``    (B,) float32 teacher-student discrepancy component
+           ``heatmap``        (B, h, w) float32 per-token score
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.errors import CheckpointError
+
+INPUT_NAME = "frames"
+OUTPUT_NAMES = ("score", "calibrated", "teacher_error", "discrepancy", "heatmap")
+SIDECAR_FORMAT = "aedmae-bundle/1"
+# Parity tolerances. fp32: the issue's 1e-4 relative on scores; heatmaps are compared against their
+# own scale (max |value| of the reference), since tokens near zero make a relative test meaningless.
+TOLERANCES = {
+    "fp32": {"score_rtol": 1e-4, "heatmap_atol_of_max": 1e-4},
+    # fp16 tolerances were measured on the shipped model (benchmarks/RESULTS.md) and set with margin.
+    "fp16": {"score_rtol": 2e-2, "heatmap_atol_of_max": 2e-2},
+    "int8": {"score_rtol": 1.5e-1, "heatmap_atol_of_max": 1.5e-1},
+}
+
+
+def golden_inputs(image_size: tuple[int, int], channels: int) -> np.ndarray:
+    """(N, 3, H, W, C) uint8 model inputs of the golden clip (see model/golden.py)."""
+    from model.golden import golden_clip
+    from model.window import clip_windows
+
+    clip = golden_clip(image_size[0], image_size[1], channels)
+    return clip_windows(clip, np.arange(len(clip)))
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sidecar_path(graph: str | Path) -> Path:
+    p = Path(graph)
+    return p.with_name(p.name + ".json")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    graph: Path  # the .onnx file (or .engine for TensorRT)
+    sidecar: dict[str, Any]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        h, w = self.sidecar["model"]["image_size"]
+        return int(h), int(w)
+
+    @property
+    def channels(self) -> int:
+        return int(self.sidecar["model"]["channels"])
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        h, w = self.sidecar["io"]["heatmap_grid"]
+        return int(h), int(w)
+
+    @property
+    def precision(self) -> str:
+        return str(self.sidecar["precision"])
+
+    @property
+    def threshold(self) -> float:
+        return 0.5
+
+    def golden_inputs(self) -> np.ndarray:
+        return golden_inputs(self.image_size, self.channels)
+
+    def golden_reference(self) -> dict[str, np.ndarray]:
+        g = self.sidecar["golden"]
+        return {k: np.asarray(v, dtype=np.float32) for k, v in g["reference"].items()}
+
+
+def load_bundle(path: str | Path, verify_hash: bool = True) -> Bundle:
+    """A bundle from its graph file (``model.onnx``) or its folder (the first ``*.onnx`` in it).
+
+    Raises:
+        CheckpointError: missing files, an unreadable sidecar, or a graph whose hash differs from
+        the sidecar's (the two were not exported together).
+    """
+    p = Path(path)
+    if p.is_dir():
+        graphs = sorted(p.glob("*.onnx"))
+        if not graphs:
+            raise CheckpointError(f"{p}: no .onnx model in this folder")
+        p = graphs[0]
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such model file")
+    side = sidecar_path(p)
+    if not side.is_file():
+        raise CheckpointError(f"{p}: its sidecar {side.name} is missing (re-export with `aedmae export onnx`)")
+    try:
+        sidecar = json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{side}: unreadable sidecar ({e})") from None
+    if sidecar.get("format") != SIDECAR_FORMAT:
+        raise CheckpointError(f"{side}: unknown format {sidecar.get('format')!r}, expected {SIDECAR_FORMAT}")
+    if verify_hash and sidecar.get("sha256") != sha256(p):
+        raise CheckpointError(f"{p}: does not match its sidecar's hash (corrupt, or from another export)")
+    return Bundle(p, sidecar)
+
+
+def compare_outputs(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], precision: str) -> dict[str, Any]:
+    """Parity of two backends' outputs on the same frames, under the precision's tolerances."""
+    tol = TOLERANCES[precision]
+    scale = max(float(np.abs(ref["score"]).max()), 1e-12)
+    score_rel = float(np.max(np.abs(got["score"] - ref["score"]) / np.maximum(np.abs(ref["score"]), 1e-6 * scale)))
+    heat_scale = max(float(np.abs(ref["heatmap"]).max()), 1e-12)
+    heat_err = float(np.abs(got["heatmap"] - ref["heatmap"]).max() / heat_scale)
+    cal_diff = np.abs(got["calibrated"] - ref["calibrated"])
+    cal_err = float(np.nanmax(cal_diff)) if np.isfinite(cal_diff).any() else 0.0  # NaN: uncalibrated model
+    ok = score_rel <= tol["score_rtol"] and heat_err <= tol["heatmap_atol_of_max"]
+    return {"ok": bool(ok), "score_max_rel_err": score_rel, "heatmap_max_err_of_max": heat_err,
+            "calibrated_max_abs_err": cal_err, "tolerance": tol}

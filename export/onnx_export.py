@@ -1,0 +1,158 @@
+"""Checkpoint -> ONNX: normalisation, the deterministic masks, encoder, teacher + student and the
+scoring definition in one graph (contract in ``export/bundle.py``), checked before success."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.bundle import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    SIDECAR_FORMAT,
+    compare_outputs,
+    golden_inputs,
+    sha256,
+    sidecar_path,
+)
+from model import checkpoint
+from model.errors import AedmaeError
+from model.evaluation import scorer_from_meta
+from model.masking import inference_keep
+from model.network import AEDMAE
+from model.scoring import Scorer, token_errors
+
+log = logging.getLogger(__name__)
+OPSET = 17
+
+
+class ExportError(AedmaeError):
+    """The export failed its own checks."""
+
+
+class DeployedGraph(nn.Module):
+    """(B, 3, H, W, C) uint8 frames -> (score, calibrated, teacher_error, discrepancy, heatmap)."""
+
+    keep: torch.Tensor
+
+    def __init__(self, net: AEDMAE, scorer: Scorer) -> None:
+        super().__init__()
+        if net.cfg.inference_masking == "random":
+            raise ExportError("inference_masking=random is not deterministic and cannot be exported")
+        self.net, self.scorer = net, scorer
+        self.register_buffer("keep", inference_keep(net.cfg))
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        s = self.scorer(*token_errors(self.net, frames, self.keep))
+        return s.score, s.calibrated, s.teacher_error, s.discrepancy, s.heatmap
+
+
+def run_onnxruntime(path: str | Path, frames: np.ndarray, batch: int = 8) -> dict[str, np.ndarray]:
+    """Outputs of an ONNX graph under ONNX Runtime (CPU), in batches of ``batch``."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in OUTPUT_NAMES}
+    for i in range(0, len(frames), batch):
+        out = session.run(list(OUTPUT_NAMES), {INPUT_NAME: frames[i : i + batch]})
+        for k, v in zip(OUTPUT_NAMES, out, strict=True):
+            parts[k].append(np.asarray(v, dtype=np.float32))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _to_fp16(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+
+
+def export_onnx(model_path: str | Path, out: str | Path, precision: str = "fp32", max_batch: int = 32,
+                opset: int = OPSET) -> dict[str, Any]:
+    """Export, check and describe a checkpoint's deployed graph. Returns the sidecar written beside
+    ``out``. Raises ExportError when a check fails (the files are removed then)."""
+    import onnx
+
+    if precision not in ("fp32", "fp16"):
+        raise ExportError(f"--precision {precision}: choose fp32 or fp16")
+    if opset < 17:
+        raise ExportError("opset must be >= 17")
+    net, meta = checkpoint.load(model_path)
+    scorer = scorer_from_meta(net, meta)
+    graph = DeployedGraph(net, scorer).eval()
+    frames = golden_inputs(net.cfg.image_size, net.cfg.channels)
+    with torch.no_grad():
+        ref = dict(zip(OUTPUT_NAMES, (t.numpy() for t in graph(torch.from_numpy(frames))), strict=True))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        dynamic = {INPUT_NAME: {0: "batch"}} | {k: {0: "batch"} for k in OUTPUT_NAMES}
+        torch.onnx.export(graph, (torch.from_numpy(frames[:2]),), str(fp32), input_names=[INPUT_NAME],
+                          output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic, opset_version=opset,
+                          dynamo=False, do_constant_folding=True)
+        if precision == "fp16":
+            _to_fp16(fp32, out)
+        else:
+            fp32.replace(out)
+    sidecar = _describe(net, meta, scorer, precision, max_batch, opset, ref)
+    model = onnx.load(str(out))
+    for key, value in (("aedmae.sidecar", json.dumps({k: v for k, v in sidecar.items() if k != "golden"})),
+                       ("aedmae.version", sidecar["code_version"])):
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(out))
+    try:
+        onnx.checker.check_model(str(out), full_check=True)
+        got = run_onnxruntime(out, frames)
+        for b in (1, 3):  # dynamic batch: other batch sizes give the same per-frame results
+            other = run_onnxruntime(out, frames, batch=b)
+            sidecar.setdefault("batch_parity", {})[str(b)] = compare_outputs(other, got, "fp32")
+        parity = compare_outputs(got, ref, precision)
+    except Exception as e:
+        out.unlink(missing_ok=True)
+        raise ExportError(f"{out}: the exported graph failed its checks: {e}") from e
+    sidecar["parity_vs_pytorch"] = parity
+    if not parity["ok"] or not all(v["ok"] for v in sidecar["batch_parity"].values()):
+        out.unlink(missing_ok=True)
+        raise ExportError(f"ONNX Runtime disagrees with PyTorch beyond tolerance: {json.dumps(parity)}")
+    sidecar["golden"]["reference_onnxruntime"] = {k: v.tolist() for k, v in got.items()}
+    sidecar["sha256"] = sha256(out)
+    sidecar_path(out).write_text(json.dumps(sidecar, indent=1) + "\n")
+    return sidecar
+
+
+def _describe(net: AEDMAE, meta: dict[str, Any], scorer: Scorer, precision: str, max_batch: int, opset: int,
+              ref: dict[str, np.ndarray]) -> dict[str, Any]:
+    import onnxruntime
+
+    from model.golden import GOLDEN_FRAMES, GOLDEN_SEED
+
+    h, w = net.cfg.image_size
+    return {
+        "format": SIDECAR_FORMAT,
+        "code_version": checkpoint.code_version(),
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source_checkpoint": meta.get("code_version"),
+        "precision": precision,
+        "opset": opset,
+        "max_batch": max_batch,
+        "model": meta["model"],
+        **scorer.describe(),
+        "io": {"input": INPUT_NAME, "input_shape": ["batch", 3, h, w, net.cfg.channels], "input_dtype": "uint8",
+               "input_layout": "frames t-3, t, t+3 x rows x cols x channels (RGB or gray), model resolution",
+               "outputs": list(OUTPUT_NAMES), "heatmap_grid": list(net.cfg.grid), "lookahead_frames": 3},
+        "golden": {"seed": GOLDEN_SEED, "frames": GOLDEN_FRAMES,
+                   "reference": {k: v.tolist() for k, v in ref.items()}},
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+    }

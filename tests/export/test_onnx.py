@@ -1,0 +1,79 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from export.bundle import OUTPUT_NAMES, compare_outputs, load_bundle
+from export.onnx_export import DeployedGraph, ExportError, export_onnx, run_onnxruntime
+from model import checkpoint
+from model.errors import CheckpointError
+from model.evaluation import scorer_from_meta
+from tests.export.conftest import frames_batch
+
+
+def test_parity_with_pytorch_and_sidecar(tiny_checkpoint, tiny_onnx):
+    bundle = load_bundle(tiny_onnx)
+    side = bundle.sidecar
+    assert side["parity_vs_pytorch"]["ok"] and side["parity_vs_pytorch"]["score_max_rel_err"] < 1e-4
+    assert side["opset"] >= 17 and side["io"]["input"] == "frames" and side["io"]["outputs"] == list(OUTPUT_NAMES)
+    assert side["calibration"]["threshold"] > 0 and side["model"]["image_size"] == [32, 48]
+    # fresh frames, not the golden clip: ONNX Runtime == PyTorch
+    net, meta = checkpoint.load(tiny_checkpoint)
+    graph = DeployedGraph(net, scorer_from_meta(net, meta)).eval()
+    frames = frames_batch(5, net.cfg)
+    with torch.no_grad():
+        ref = dict(zip(OUTPUT_NAMES, (t.numpy() for t in graph(torch.from_numpy(frames))), strict=True))
+    got = run_onnxruntime(tiny_onnx, frames)
+    assert compare_outputs(got, ref, "fp32")["ok"]
+    assert np.all((got["calibrated"] >= 0) & (got["calibrated"] <= 1))
+    assert got["heatmap"].shape == (5, *net.cfg.grid)
+
+
+def test_dynamic_batch_sizes_give_identical_results(tiny_checkpoint, tiny_onnx):
+    net, _ = checkpoint.load(tiny_checkpoint)
+    frames = frames_batch(8, net.cfg, seed=3)
+    whole = run_onnxruntime(tiny_onnx, frames, batch=8)
+    for b in (1, 3):
+        other = run_onnxruntime(tiny_onnx, frames, batch=b)
+        for k in OUTPUT_NAMES:
+            np.testing.assert_allclose(other[k], whole[k], rtol=1e-5, atol=1e-7)
+
+
+def test_metadata_round_trip(tiny_onnx):
+    model = onnx.load(str(tiny_onnx))
+    props = {p.key: p.value for p in model.metadata_props}
+    embedded = json.loads(props["aedmae.sidecar"])
+    side = load_bundle(tiny_onnx).sidecar
+    assert embedded["calibration"] == side["calibration"] and embedded["model"] == side["model"]
+    assert props["aedmae.version"] == side["code_version"]
+    assert [i.name for i in model.graph.input] == ["frames"]
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [o.name for o in model.graph.output] == list(OUTPUT_NAMES)
+
+
+def test_fp16_within_tolerance(tiny_checkpoint, tmp_path):
+    side = export_onnx(tiny_checkpoint, tmp_path / "m16.onnx", precision="fp16")
+    assert side["precision"] == "fp16" and side["parity_vs_pytorch"]["ok"]
+    model = onnx.load(str(tmp_path / "m16.onnx"))
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
+
+
+def test_corrupt_and_mismatched_files(tiny_onnx, tmp_path):
+    copy = tmp_path / "model.onnx"
+    copy.write_bytes(tiny_onnx.read_bytes())
+    with pytest.raises(CheckpointError, match=r"sidecar model\.onnx\.json is missing"):
+        load_bundle(copy)
+    (tmp_path / "model.onnx.json").write_text((tiny_onnx.parent / "model.onnx.json").read_text())
+    assert load_bundle(tmp_path).graph == copy
+    data = bytearray(copy.read_bytes())
+    data[-10] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match its sidecar"):
+        load_bundle(copy)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"no \.onnx model"):
+        load_bundle(tmp_path / "empty")
+    with pytest.raises(ExportError, match="fp32 or fp16"):
+        export_onnx(tiny_onnx.parent, tmp_path / "x.onnx", precision="int4")
