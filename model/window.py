@@ -45,6 +45,11 @@ class FrameWindow:
     def frames_seen(self) -> int:
         return self._seen
 
+    @property
+    def pending(self) -> int:
+        """Frames pushed but not yet returned (waiting for their look-ahead)."""
+        return self._seen - self._next
+
     def _window(self, t: int, last: int) -> np.ndarray:
         first = self._seen - len(self._frames)  # index of the oldest buffered frame
         idx = [min(max(t + o, 0), last) - first for o in CONTEXT_OFFSETS]

@@ -162,6 +162,25 @@ def cmd_export_tensorrt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    if args.config:
+        os.environ["AEDMAE_CONFIG"] = args.config
+    overrides = {k: v for k, v in (("model", args.model), ("host", args.host), ("port", args.port),
+                                   ("backend", args.backend), ("device", args.device), ("workers", args.workers),
+                                   ("max_batch_size", args.max_batch_size)) if v is not None}
+    settings = Settings(**overrides)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                timeout_graceful_shutdown=30)
+    return 0
+
+
 def _model_path(path: str | None) -> str:
     if path:
         return path
@@ -249,6 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("serve", help="the scoring server (HTTP frame batches, metrics); settings: AEDMAE_* env")
+    p.add_argument("--model", help="model folder or .onnx/.engine file (default: the shipped model)")
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt", "torch"])
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=int, help="inference workers")
+    p.add_argument("--max-batch-size", type=int)
+    p.add_argument("--config", help="JSON or TOML settings file (same as AEDMAE_CONFIG)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="export the model to ONNX or a TensorRT engine")
     exp = p.add_subparsers(dest="target", required=True)

@@ -1,0 +1,107 @@
+"""The FastAPI application: a table of contents. Settings are built in the factory; the model is
+loaded, warmed up and parity-checked in the lifespan (in a thread: /healthz answers meanwhile,
+/readyz says 503 until the model is ready); shutdown drains in-flight work."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+import model
+from model.errors import AedmaeError
+from service import routes
+from service.errors import ServiceError
+from service.metrics import Metrics
+from service.runtime import ScoringRuntime
+from service.settings import Settings
+
+log = logging.getLogger("aedmae.service")
+
+
+def _load(app: FastAPI, settings: Settings) -> None:
+    try:
+        runtime = ScoringRuntime(settings, app.state.metrics)
+        log.info("model %s: backend %s (%s), %dx%d, max batch %d, %d worker(s), warm-up sizes %s",
+                 runtime.bundle.graph, runtime.backend_name, runtime.precision, *runtime.bundle.image_size,
+                 runtime.batcher.max_batch, len(runtime.backends), runtime.warmup_sizes())
+        runtime.start()
+        app.state.runtime = runtime
+        log.info("ready: %s", runtime.readiness)
+    except Exception as e:  # the process stays up and says why in /readyz
+        app.state.startup_error = f"model failed to load: {e}"
+        log.exception("model failed to load")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    loader = asyncio.create_task(asyncio.to_thread(_load, app, settings))
+    app.state.loader = loader
+    try:
+        yield
+    finally:
+        await loader
+        runtime: ScoringRuntime | None = app.state.runtime
+        if runtime is not None:
+            await asyncio.to_thread(runtime.stop)
+
+
+def _error_response(status: int, code: str, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(title="aedmae", version=model.__version__, lifespan=lifespan,
+                  description="Real-time video anomaly detection: per-frame anomaly scores and heatmaps.")
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.runtime = None
+    app.state.startup_error = None
+    app.include_router(routes.router)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        if exc.status in (413, 415):
+            app.state.metrics.rejected.labels(reason=exc.code).inc()
+        return _error_response(exc.status, exc.code, exc.detail, exc.headers)
+
+    @app.exception_handler(AedmaeError)
+    async def aedmae_error(request: Request, exc: AedmaeError) -> JSONResponse:
+        return _error_response(400, "bad_request", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
+        return _error_response(422, "invalid_request", detail)
+
+    @app.middleware("http")
+    async def http_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        m = app.state.metrics
+        m.http_in_flight.inc()
+        t0 = time.perf_counter()
+        code = 500
+        try:
+            response = await call_next(request)
+            code = response.status_code
+            return response
+        finally:
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            m.http_in_flight.dec()
+            m.http_requests.labels(route=route, code=str(code)).inc()
+            m.http_duration.labels(route=route).observe(time.perf_counter() - t0)
+
+    return app
+
+
+def build_app_from_env() -> FastAPI:
+    """uvicorn factory entry point: ``uvicorn --factory service.app:build_app_from_env``."""
+    return create_app(Settings())

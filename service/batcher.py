@@ -1,0 +1,167 @@
+"""The dynamic batcher. It knows nothing about HTTP or cameras: it takes jobs (one model input each,
+with a deadline and a future), forms batches, hands them to workers and resolves the futures.
+
+Policy (one short function, :meth:`Batcher._collect`): a worker takes the oldest job, then keeps
+taking jobs until the batch holds ``max_batch`` or ``max_delay_s`` has passed since that oldest job
+was queued; the delay applies only while the batch is not full. Each worker owns one backend
+instance (its own session / execution context / CUDA stream). The queue is bounded (in frames);
+a job past its deadline fails fast without running; a failed batch fails exactly its own jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.backends import Backend
+from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    frames: np.ndarray  # (3, H, W, C) uint8: frames t-3, t, t+3
+    deadline: float  # time.monotonic() after which the job fails without running
+    source: str = "http"  # "http" or a camera id
+    future: Future[dict[str, Any]] = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    def __init__(self, backends: list[Backend], max_batch: int, max_delay_s: float, capacity: int,
+                 metrics: Metrics, on_result: Callable[[Job, dict[str, Any]], None] | None = None) -> None:
+        if not backends:
+            raise ValueError("the batcher needs at least one backend")
+        self.backends = backends
+        self.max_batch = min([max_batch] + [b.max_batch for b in backends])
+        self.max_delay_s = max_delay_s
+        self.capacity = capacity
+        self.metrics = metrics
+        self.on_result = on_result
+        self._queue: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def submit(self, jobs: list[Job]) -> None:
+        """Queue all jobs or none. Raises Overloaded when they do not fit, NotReady when stopping."""
+        with self._cond:
+            if self._stopping:
+                raise NotReady("the server is shutting down")
+            if len(self._queue) + len(jobs) > self.capacity:
+                self.metrics.rejected.labels(reason="queue_full").inc()
+                retry = max(1, round(self.retry_after_s()))
+                raise Overloaded(f"{len(self._queue)} frames are queued (capacity {self.capacity}); "
+                                 f"retry in {retry} s", headers={"Retry-After": str(retry)})
+            self._queue.extend(jobs)
+            self.metrics.queue_depth.set(len(self._queue))
+            self._cond.notify(len(jobs))
+
+    def retry_after_s(self) -> float:
+        """A rough time for the queue to drain: batches ahead x the last batch's duration."""
+        per_batch = getattr(self, "_last_batch_s", 0.1)
+        return len(self._queue) / max(1, self.max_batch) * per_batch / max(1, len(self.backends))
+
+    def start(self) -> None:
+        for i, backend in enumerate(self.backends):
+            t = threading.Thread(target=self._worker, args=(backend,), name=f"aedmae-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, drain: bool = True, timeout_s: float = 30.0) -> None:
+        """Stop taking jobs; with ``drain`` the workers finish what is queued, otherwise it fails."""
+        with self._cond:
+            self._stopping = True
+            if not drain:
+                while self._queue:
+                    self._queue.popleft().future.set_exception(NotReady("the server is shutting down"))
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout_s)
+        self._threads.clear()
+
+    # -- worker side ----------------------------------------------------------------------------
+    def _take(self, timeout: float | None) -> Job | None:
+        """The oldest job, waiting up to ``timeout`` (None: until one comes or the batcher stops)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                remaining = None if end is None else end - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            job = self._queue.popleft()
+            self.metrics.queue_depth.set(len(self._queue))
+            return job
+
+    def _collect(self) -> tuple[list[Job], str] | None:
+        first = self._take(None)
+        if first is None:
+            return None
+        batch = [first]
+        close_at = first.enqueued + self.max_delay_s
+        while len(batch) < self.max_batch:
+            job = self._take(max(0.0, close_at - time.monotonic()))
+            if job is None:
+                break
+            batch.append(job)
+        return batch, "full" if len(batch) == self.max_batch else "timeout"
+
+    def _worker(self, backend: Backend) -> None:
+        while True:
+            collected = self._collect()
+            if collected is None:
+                return
+            batch, trigger = collected
+            now = time.monotonic()
+            live = []
+            for job in batch:
+                if job.future.cancelled():
+                    continue
+                if job.deadline < now:
+                    self.metrics.rejected.labels(reason="deadline").inc()
+                    job.future.set_exception(DeadlineExceeded("the frame waited past its deadline"))
+                    continue
+                self.metrics.queue_wait.observe(now - job.enqueued)
+                live.append(job)
+            if live:
+                self._run(backend, live, trigger)
+
+    def _run(self, backend: Backend, jobs: list[Job], trigger: str) -> None:
+        self.metrics.batches.labels(trigger=trigger).inc()
+        self.metrics.batch_size.observe(len(jobs))
+        t0 = time.perf_counter()
+        try:
+            outputs = backend.infer(np.stack([j.frames for j in jobs]))
+        except Exception as e:
+            log.exception("inference failed for a batch of %d frames", len(jobs))
+            self.metrics.inference_errors.labels(reason=type(e).__name__).inc()
+            for job in jobs:
+                job.future.set_exception(InferenceFailed(f"inference failed: {type(e).__name__}: {e}"))
+            return
+        seconds = time.perf_counter() - t0
+        self._last_batch_s = seconds
+        self.metrics.inference_duration.labels(backend=backend.name).observe(seconds)
+        self.metrics.inference_frames.inc(len(jobs))
+        for i, job in enumerate(jobs):
+            result = {k: v[i] for k, v in outputs.items()}
+            if self.on_result is not None:
+                self.on_result(job, result)
+            if not job.future.cancelled():
+                job.future.set_result(result)

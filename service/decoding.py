@@ -1,0 +1,79 @@
+"""Request bodies -> uint8 frames at model resolution. Every way a body can be wrong is a 4xx."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+
+from model.frames import to_model_frame
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def header_dimensions(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header without decoding, or None if not found."""
+    if data.startswith(PNG_MAGIC) and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    i = 2
+    while i + 9 < len(data) and data[i] == 0xFF:
+        marker, length = data[i + 1], int.from_bytes(data[i + 2 : i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+        i += 2 + length
+    return None
+
+
+def decode_image(data: bytes, index: int, max_pixels: int) -> np.ndarray:
+    """One JPEG or PNG -> BGR (or gray) image as OpenCV decodes it. The size is checked from the
+    header before decoding, so a small file that decodes to a huge image is refused cheaply."""
+    if not data:
+        raise BadRequest(f"frame {index} is empty")
+    if not (data.startswith(JPEG_MAGIC) or data.startswith(PNG_MAGIC)):
+        raise UnsupportedMediaType(f"frame {index}: only JPEG and PNG images are accepted")
+    dims = header_dimensions(data)
+    if dims is not None and dims[0] * dims[1] > max_pixels:
+        raise PayloadTooLarge(f"frame {index}: {dims[0]}x{dims[1]} is larger than {max_pixels} pixels")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise BadRequest(f"frame {index}: corrupt or truncated image")
+    if image.shape[0] * image.shape[1] > max_pixels:
+        raise PayloadTooLarge(f"frame {index}: {image.shape[1]}x{image.shape[0]} is larger than {max_pixels} pixels")
+    if image.dtype != np.uint8:
+        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
+    return image
+
+
+def images_to_frames(images: list[bytes], size: tuple[int, int], channels: int, max_pixels: int) -> np.ndarray:
+    """Encoded images of one camera, in order -> (N, H, W, C) uint8 at model size."""
+    decoded = [decode_image(data, i, max_pixels) for i, data in enumerate(images)]
+    shapes = {im.shape[:2] for im in decoded}
+    if len(shapes) > 1:
+        raise BadRequest(f"frames of one request must share one size, got {sorted(shapes)}")
+    return np.stack([to_model_frame(im, size, channels) for im in decoded])
+
+
+def npy_to_frames(body: bytes, size: tuple[int, int], channels: int, max_pixels: int) -> np.ndarray:
+    """An ``application/x-npy`` body, uint8 (N, H, W, 3) RGB -> (N, H, W, C) at model size."""
+    try:
+        array = np.load(io.BytesIO(body), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise BadRequest(f"body is not a valid .npy array ({e})") from None
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[3] != 3:
+        raise BadRequest(f"expected a uint8 array of shape (N, H, W, 3), got {array.dtype} {array.shape}")
+    if array.shape[0] == 0:
+        raise BadRequest("no frames in the request")
+    if array.shape[1] * array.shape[2] > max_pixels or array.shape[1] == 0 or array.shape[2] == 0:
+        raise PayloadTooLarge(f"frames of {array.shape[2]}x{array.shape[1]} are outside 1..{max_pixels} pixels")
+    return np.stack([to_model_frame(np.ascontiguousarray(f[..., ::-1]), size, channels) for f in array])
+
+
+def heatmap_png(heatmap: np.ndarray, scale: float) -> bytes:
+    """A (h, w) heatmap as an 8-bit grayscale PNG at token resolution: 255 = ``scale`` or more."""
+    values = np.clip(np.asarray(heatmap, np.float32) / max(scale, 1e-12), 0, 1)
+    ok, png = cv2.imencode(".png", (values * 255).round().astype(np.uint8))
+    assert ok
+    return png.tobytes()

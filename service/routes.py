@@ -1,0 +1,206 @@
+"""HTTP routes: scoring, model description, health, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from model.window import LOOKAHEAD
+from service.decoding import heatmap_png, images_to_frames, npy_to_frames
+from service.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from service.runtime import FrameResult, ScoringRuntime
+
+STREAM_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+class FrameScore(BaseModel):
+    index: int = Field(description="frame index in the request, or in the stream when stream_id is given")
+    score: float = Field(description="raw anomaly score (teacher error + discrepancy, per the model's scoring)")
+    teacher_error: float
+    discrepancy: float
+    calibrated: float = Field(description="calibrated score in [0, 1]; 0.5 is the alert threshold")
+    is_anomaly: bool = Field(description="calibrated >= 0.5")
+    heatmap: list[list[float]] | str | None = Field(
+        None, description="per-token scores (grid), or a base64 8-bit grayscale PNG at token resolution where "
+                          "255 = twice the alert threshold's score (png), or none")
+
+
+class ScoreResponse(BaseModel):
+    frames: list[FrameScore]
+    stream_id: str | None = None
+    pending_frames: int = Field(0, description="with stream_id: frames waiting for their look-ahead")
+    lookahead_frames: int = Field(LOOKAHEAD, description="frame t is scored once frame t+3 is known")
+    model: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: Any
+
+
+def get_runtime(request: Request) -> ScoringRuntime:
+    runtime: ScoringRuntime | None = request.app.state.runtime
+    if runtime is None:
+        from service.errors import NotReady
+
+        raise NotReady(f"the model is still loading ({request.app.state.startup_error or 'starting'})")
+    return runtime
+
+
+def require_api_key(request: Request) -> None:
+    key = request.app.state.settings.api_key
+    if key is None:
+        return
+    given = request.headers.get("x-api-key", "")
+    if not secrets.compare_digest(given.encode(), key.get_secret_value().encode()):
+        raise Unauthorized("missing or wrong X-API-Key header")
+
+
+Runtime = Annotated[ScoringRuntime, Depends(get_runtime)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 429, 500, 503, 504)
+}
+router = APIRouter()
+
+SCORE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {"type": "object", "required": ["frames"], "properties": {
+                "frames": {"type": "array", "items": {"type": "string", "format": "binary"},
+                           "description": "JPEG/PNG frames of one camera, in order"}}}},
+            "application/x-npy": {"schema": {"type": "string", "format": "binary",
+                                             "description": "uint8 array (N, H, W, 3), RGB"}},
+        },
+    }
+}
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _frames_from_request(request: Request, runtime: ScoringRuntime) -> np.ndarray:
+    s = request.app.state.settings
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in ("multipart/form-data", "application/x-npy"):
+        raise UnsupportedMediaType("send multipart/form-data with image files in field 'frames', "
+                                   "or application/x-npy with a uint8 (N, H, W, 3) array")
+    body = await _read_body(request, s.max_request_bytes)
+    size, channels = runtime.bundle.image_size, runtime.bundle.channels
+    if ctype == "application/x-npy":
+        frames = await asyncio.to_thread(npy_to_frames, body, size, channels, s.max_image_pixels)
+    else:
+        request._body = body  # starlette parses the form from the body read above (limit enforced)
+        try:
+            form = await request.form(max_files=s.max_frames_per_request + 1, max_fields=16)
+        except Exception as e:
+            raise BadRequest(f"malformed multipart body: {e}") from None
+        files = form.getlist("frames")
+        if any(isinstance(f, str) for f in files):
+            raise BadRequest("field 'frames' must hold image files, not text")
+        if not files:
+            raise BadRequest("no frames: send images in the multipart field 'frames'")
+        if len(files) > s.max_frames_per_request:
+            raise PayloadTooLarge(f"more than {s.max_frames_per_request} frames in one request")
+        images = [await f.read() for f in files]  # type: ignore[union-attr]
+        frames = await asyncio.to_thread(images_to_frames, images, size, channels, s.max_image_pixels)
+    if len(frames) > s.max_frames_per_request:
+        raise PayloadTooLarge(f"{len(frames)} frames: more than {s.max_frames_per_request} in one request")
+    return frames
+
+
+def _frame_score(r: FrameResult, heatmap: str, scale: float) -> FrameScore:
+    o = r.outputs
+    hm: list[list[float]] | str | None = None
+    if heatmap == "grid":
+        hm = np.round(o["heatmap"].astype(float), 6).tolist()
+    elif heatmap == "png":
+        hm = base64.b64encode(heatmap_png(o["heatmap"], scale)).decode()
+    calibrated = float(o["calibrated"])
+    return FrameScore(index=r.index, score=float(o["score"]), teacher_error=float(o["teacher_error"]),
+                      discrepancy=float(o["discrepancy"]), calibrated=calibrated, is_anomaly=calibrated >= 0.5,
+                      heatmap=hm)
+
+
+@router.post("/v1/score", response_model=ScoreResponse, responses=ERRORS, openapi_extra=SCORE_BODY,
+             dependencies=[Depends(require_api_key)], summary="score consecutive frames of one camera")
+async def score(
+    request: Request,
+    runtime: Runtime,
+    heatmap: Annotated[Literal["none", "grid", "png"], Query(description="heatmap form")] = "none",
+    stream_id: Annotated[str | None, Query(pattern=STREAM_ID_PATTERN,
+                                           description="keep temporal context across requests")] = None,
+    flush: Annotated[bool, Query(description="with stream_id: end of clip, score the frames still waiting")] = False,
+) -> ScoreResponse:
+    """Frames t-3 and t+3 come from the same request (edges clamped). With ``stream_id`` the
+    context carries over between requests: frame t is returned once frame t+3 has arrived, and
+    ``flush=true`` ends the clip; chunked requests then give exactly the scores of one request."""
+    if flush and stream_id is None:
+        raise BadRequest("flush=true needs a stream_id")
+    frames = await _frames_from_request(request, runtime)
+    inputs, pending = runtime.windows(frames, stream_id, flush)
+    results = await runtime.score(inputs) if inputs else []
+    scale = runtime.heatmap_scale
+    for r in results:
+        runtime.metrics.score_distribution.labels(source="http").observe(float(r.outputs["calibrated"]))
+    return ScoreResponse(frames=[_frame_score(r, heatmap, scale) for r in results], stream_id=stream_id,
+                         pending_frames=pending, model=runtime.bundle.graph.name)
+
+
+@router.delete("/v1/score/streams/{stream_id}", status_code=204, responses=ERRORS,
+               dependencies=[Depends(require_api_key)], summary="forget a stream_id's context")
+async def drop_stream_context(stream_id: str, runtime: Runtime) -> Response:
+    if not runtime.contexts.drop(stream_id):
+        raise NotFound(f"no context for stream_id {stream_id!r}")
+    return Response(status_code=204)
+
+
+@router.get("/v1/model", summary="the model being served")
+async def model_info(runtime: Runtime) -> dict[str, Any]:
+    side = runtime.bundle.sidecar
+    return {
+        "file": runtime.bundle.graph.name, "backend": runtime.backend_name, "precision": runtime.precision,
+        "resolution": list(runtime.bundle.image_size), "channels": runtime.bundle.channels,
+        "heatmap_grid": list(runtime.bundle.grid), "lookahead_frames": LOOKAHEAD,
+        "config": side["model"], "scoring": side.get("scoring"), "calibration": side.get("calibration"),
+        "max_batch_size": runtime.batcher.max_batch, "workers": len(runtime.backends),
+        "code_version": side.get("code_version"), "readiness": runtime.readiness,
+    }
+
+
+@router.get("/healthz", summary="the process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get("/readyz", summary="ready: warmed up and the golden-clip parity check passed",
+            responses={503: {"model": ErrorBody}})
+async def readyz(request: Request) -> JSONResponse:
+    runtime: ScoringRuntime | None = request.app.state.runtime
+    if runtime is not None and runtime.ready:
+        return JSONResponse({"ready": True, **runtime.readiness})
+    state = runtime.readiness if runtime is not None else {"state": request.app.state.startup_error or "loading"}
+    return JSONResponse({"error": "not_ready", "detail": state}, status_code=503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

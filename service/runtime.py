@@ -1,0 +1,139 @@
+"""The scoring runtime: model bundle, backends (one per worker), batcher, warm-up, the golden parity
+check that gates readiness, and temporal windows for HTTP clips and stream_id contexts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from export.bundle import TOLERANCES, Bundle, compare_outputs, load_bundle
+from model.window import clip_windows
+from service.backends import create_backend, resolve_backend
+from service.batcher import Batcher, Job
+from service.contexts import StreamContexts
+from service.errors import DeadlineExceeded, NotReady
+from service.metrics import Metrics
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FrameResult:
+    index: int  # frame index within the request (or within the stream, with stream_id)
+    outputs: dict[str, Any]  # the graph's outputs for this frame
+
+
+class ScoringRuntime:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        path = settings.model_path()
+        self.bundle: Bundle = load_bundle(path)
+        self.backend_name = resolve_backend(settings, self.bundle.graph)
+        self.backends = [create_backend(self.backend_name, self.bundle, settings) for _ in range(settings.workers)]
+        self.batcher = Batcher(self.backends, settings.max_batch_size, settings.max_batch_delay_ms / 1000,
+                               settings.queue_capacity, metrics)
+        self.contexts = StreamContexts(settings.stream_context_ttl_s, settings.max_stream_contexts)
+        self.ready = False
+        self.readiness: dict[str, Any] = {"state": "starting"}
+        h, w = self.bundle.image_size
+        metrics.model_info.info({
+            "backend": self.backend_name, "precision": self.precision, "resolution": f"{h}x{w}",
+            "channels": str(self.bundle.channels), "version": str(self.bundle.sidecar.get("code_version")),
+            "file": self.bundle.graph.name,
+        })
+
+    @property
+    def heatmap_scale(self) -> float:
+        """Token score drawn as full intensity in PNG heatmaps: twice the alert threshold's score."""
+        cal = self.bundle.sidecar.get("calibration")
+        if cal:
+            return 2.0 * float(cal["threshold"])
+        return float(np.max(self.bundle.golden_reference()["heatmap"]))
+
+    @property
+    def precision(self) -> str:
+        if self.backend_name == "torch" and self.settings.device.startswith("cuda"):
+            return self.settings.precision
+        return self.bundle.precision
+
+    def warmup_sizes(self) -> list[int]:
+        """Powers of two up to the max batch, and the max batch itself (CUDA graphs capture exactly
+        these; ONNX Runtime and TensorRT run any size in between without new allocations)."""
+        sizes = [1 << i for i in range(self.batcher.max_batch.bit_length()) if 1 << i <= self.batcher.max_batch]
+        return sorted({*sizes, self.batcher.max_batch})
+
+    def start(self) -> None:
+        """Warm up every worker at every batch size, check the golden clip, then start serving."""
+        t0 = time.perf_counter()
+        h, w = self.bundle.image_size
+        for backend in self.backends:
+            for size in self.warmup_sizes():
+                backend.infer(np.zeros((size, 3, h, w, self.bundle.channels), np.uint8))
+        parity = self.golden_parity()
+        self.batcher.start()
+        seconds = time.perf_counter() - t0
+        self.readiness = {"state": "ready" if parity["ok"] else "parity_failed", "golden_parity": parity,
+                          "warmup_batch_sizes": self.warmup_sizes(), "warmup_seconds": round(seconds, 2)}
+        self.ready = bool(parity["ok"])
+        self.metrics.model_ready.set(1 if self.ready else 0)
+        if not self.ready:
+            log.error("golden-clip parity check failed; the server stays not ready: %s", parity)
+
+    def golden_parity(self) -> dict[str, Any]:
+        frames = self.bundle.golden_inputs()
+        ref = self.bundle.golden_reference()
+        results = []
+        for backend in self.backends:
+            outs = [backend.infer(frames[i : i + self.batcher.max_batch])
+                    for i in range(0, len(frames), self.batcher.max_batch)]
+            got = {k: np.concatenate([o[k] for o in outs]) for k in ref}
+            results.append(compare_outputs(got, ref, self.precision if self.precision in TOLERANCES else "fp16"))
+        worst = max(results, key=lambda r: r["score_max_rel_err"])
+        return worst | {"ok": all(r["ok"] for r in results), "workers": len(results)}
+
+    def stop(self) -> None:
+        self.batcher.stop(drain=True)
+        self.ready = False
+        self.metrics.model_ready.set(0)
+
+    def windows(self, frames: np.ndarray, stream_id: str | None,
+                flush: bool) -> tuple[list[tuple[int, np.ndarray]], int]:
+        """(index, model input) pairs ready for scoring, and how many frames still wait: a whole clip
+        with clamped edges, or, with a stream_id, the frames whose look-ahead has arrived (all of them
+        when ``flush``, which also ends the stream's context)."""
+        if stream_id is None:
+            return list(enumerate(clip_windows(frames, np.arange(len(frames))))), 0
+        window, lock = self.contexts.get(stream_id)
+        with lock:
+            ready = [pair for f in frames for pair in window.push(f)]
+            if flush:
+                ready += window.flush()
+            pending = window.pending
+        if flush:
+            self.contexts.drop(stream_id)
+        return ready, pending
+
+    async def score(self, inputs: list[tuple[int, np.ndarray]], source: str = "http") -> list[FrameResult]:
+        """Queue the inputs as one all-or-nothing group and await their results."""
+        if not self.ready:
+            raise NotReady(f"the model is not ready ({self.readiness.get('state')})")
+        timeout = self.settings.request_timeout_s
+        deadline = time.monotonic() + timeout
+        jobs = [Job(frames, deadline, source) for _, frames in inputs]
+        self.batcher.submit(jobs)
+        try:
+            outputs = await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(j.future) for j in jobs)),
+                                             timeout=timeout + 1.0)
+        except TimeoutError:
+            for j in jobs:
+                j.future.cancel()
+            self.metrics.rejected.labels(reason="deadline").inc()
+            raise DeadlineExceeded(f"frames were not scored within {timeout} s") from None
+        return [FrameResult(i, o) for (i, _), o in zip(inputs, outputs, strict=True)]
