@@ -62,6 +62,38 @@ def footage(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny seeded model with token statistics and calibration fitted on generated footage, and its
+    ONNX export beside it (model.onnx + model.onnx.json): a complete model folder, as shipped."""
+    import torch
+
+    from export.onnx_export import export_onnx
+    from model import checkpoint
+    from model.config import preset
+    from model.evaluation import fit_scorer
+    from model.network import AEDMAE
+
+    torch.manual_seed(0)
+    cfg = preset("tiny")[0]
+    net = AEDMAE(cfg).eval()
+    clips = [(f"v{i}", scene_frames(20, *cfg.image_size, seed=i)) for i in range(2)]
+    _, meta = fit_scorer(net, clips)
+    folder = checkpoint.save(net, tmp_path_factory.mktemp("ckpt"), **meta)
+    export_onnx(folder, folder / "model.onnx")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_checkpoint):
+    return tiny_checkpoint / "model.onnx"
+
+
+def frames_batch(n, cfg, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 3, *cfg.image_size, cfg.channels), dtype=np.uint8)
+
+
 @pytest.fixture
 def tiny():
     from model.config import preset

@@ -10,7 +10,7 @@ from export.onnx_export import DeployedGraph, ExportError, export_onnx, run_onnx
 from model import checkpoint
 from model.errors import CheckpointError
 from model.evaluation import scorer_from_meta
-from tests.export.conftest import frames_batch
+from tests.conftest import frames_batch
 
 
 def test_parity_with_pytorch_and_sidecar(tiny_checkpoint, tiny_onnx):

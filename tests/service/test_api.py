@@ -1,0 +1,166 @@
+"""The HTTP API against a real uvicorn server and a real ONNX model (tiny)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import scene_frames
+
+
+def jpegs(frames: np.ndarray) -> list[tuple[str, tuple[str, bytes, str]]]:
+    files = []
+    for i, f in enumerate(frames):
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        assert ok
+        files.append(("frames", (f"{i}.jpg", buf.tobytes(), "image/jpeg")))
+    return files
+
+
+def npy(frames: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, frames)
+    return buf.getvalue()
+
+
+CLIP = scene_frames(14, 96, 144, seed=4)  # any size: the server resizes to the model's
+
+
+def test_health_ready_model(server):
+    assert httpx.get(server.url + "/healthz").json() == {"status": "alive"}
+    ready = httpx.get(server.url + "/readyz").json()
+    assert ready["ready"] and ready["golden_parity"]["ok"] and ready["warmup_batch_sizes"] == [1, 2, 4, 8]
+    info = httpx.get(server.url + "/v1/model").json()
+    assert info["backend"] == "onnxruntime" and info["resolution"] == [32, 48] and info["lookahead_frames"] == 3
+    assert info["calibration"]["threshold"] > 0
+    assert "/v1/score" in httpx.get(server.url + "/openapi.json").json()["paths"]
+
+
+def test_score_jpeg_frames(server):
+    r = httpx.post(server.url + "/v1/score?heatmap=grid", files=jpegs(CLIP[:6]))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [f["index"] for f in body["frames"]] == list(range(6)) and body["lookahead_frames"] == 3
+    f = body["frames"][0]
+    assert f["score"] > 0 and 0 <= f["calibrated"] <= 1 and f["is_anomaly"] == (f["calibrated"] >= 0.5)
+    assert np.array(f["heatmap"]).shape == (4, 6)
+    assert f["score"] == pytest.approx(f["teacher_error"] + f["discrepancy"], rel=1e-5)
+
+
+def test_npy_equals_png_and_is_deterministic(server):
+    a = httpx.post(server.url + "/v1/score", content=npy(CLIP[:5]), headers={"content-type": "application/x-npy"})
+    b = httpx.post(server.url + "/v1/score", content=npy(CLIP[:5]), headers={"content-type": "application/x-npy"})
+    assert a.status_code == 200 and a.json()["frames"] == b.json()["frames"]
+    files = []
+    for i, f in enumerate(CLIP[:5]):  # PNG is lossless: same pixels as the npy body
+        files.append(("frames", (f"{i}.png", cv2.imencode(".png", cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1].tobytes(),
+                                 "image/png")))
+    c = httpx.post(server.url + "/v1/score", files=files)
+    assert [x["score"] for x in c.json()["frames"]] == pytest.approx([x["score"] for x in a.json()["frames"]],
+                                                                      rel=1e-6)
+
+
+def test_png_heatmap(server):
+    r = httpx.post(server.url + "/v1/score?heatmap=png", files=jpegs(CLIP[:2]))
+    png = base64.b64decode(r.json()["frames"][0]["heatmap"])
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert image.shape == (4, 6) and image.dtype == np.uint8
+
+
+def test_chunked_stream_equals_one_request(server):
+    whole = httpx.post(server.url + "/v1/score", content=npy(CLIP), headers={"content-type": "application/x-npy"})
+    expected = [f["score"] for f in whole.json()["frames"]]
+    got = {}
+    chunks = [CLIP[0:5], CLIP[5:6], CLIP[6:11], CLIP[11:14]]
+    for k, chunk in enumerate(chunks):
+        last = k == len(chunks) - 1
+        r = httpx.post(server.url + f"/v1/score?stream_id=cam-7{'&flush=true' if last else ''}", content=npy(chunk),
+                       headers={"content-type": "application/x-npy"})
+        assert r.status_code == 200, r.text
+        got.update({f["index"]: f["score"] for f in r.json()["frames"]})
+        if k == 0:
+            assert sorted(got) == [0, 1] and r.json()["pending_frames"] == 3
+    assert [got[i] for i in range(len(CLIP))] == pytest.approx(expected, rel=1e-6)
+    assert httpx.delete(server.url + "/v1/score/streams/cam-7").status_code == 404  # flushed contexts end
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "error"),
+    [
+        ({"files": [("frames", ("a.jpg", b"\xff\xd8\xff\xe0garbage", "image/jpeg"))]}, 400, "bad_request"),
+        ({"files": [("frames", ("a.gif", b"GIF89a....", "image/gif"))]}, 415, "unsupported_media_type"),
+        ({"files": [("other", ("a.jpg", b"x", "image/jpeg"))]}, 400, "bad_request"),
+        ({"content": b"", "headers": {"content-type": "application/x-npy"}}, 400, "bad_request"),
+        ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
+        ({"content": npy(np.zeros((0, 8, 8, 3), np.uint8)), "headers": {"content-type": "application/x-npy"}},
+         400, "bad_request"),
+        ({"content": npy(np.zeros((2, 8, 8), np.uint8)), "headers": {"content-type": "application/x-npy"}},
+         400, "bad_request"),
+        ({"content": npy(np.zeros((2, 8, 8, 3), np.float32)), "headers": {"content-type": "application/x-npy"}},
+         400, "bad_request"),
+        ({"content": npy(np.zeros((41, 8, 8, 3), np.uint8)), "headers": {"content-type": "application/x-npy"}},
+         413, "payload_too_large"),
+        ({"content": b"x" * (3 << 20), "headers": {"content-type": "application/x-npy"}}, 413, "payload_too_large"),
+        ({"content": npy(np.zeros((1, 2048, 1024, 3), np.uint8)[:, :1100]),
+          "headers": {"content-type": "application/x-npy"}}, 413, "payload_too_large"),
+    ],
+    ids=["corrupt-jpeg", "gif", "wrong-field", "empty-npy", "wrong-content-type", "zero-frames", "wrong-ndim",
+         "wrong-dtype", "too-many-frames", "too-many-bytes", "too-many-pixels"],
+)
+def test_bad_input_gives_4xx_json(server, kwargs, status, error):
+    r = httpx.post(server.url + "/v1/score", **kwargs)
+    assert r.status_code == status, r.text
+    assert r.json()["error"] == error and r.json()["detail"]
+
+
+def test_mixed_sizes_bad_query_unknown_stream(server):
+    files = jpegs(CLIP[:1]) + jpegs(scene_frames(1, 40, 40))
+    r = httpx.post(server.url + "/v1/score", files=files)
+    assert r.status_code == 400 and "one size" in r.json()["detail"]
+    r = httpx.post(server.url + "/v1/score?heatmap=banana", files=jpegs(CLIP[:1]))
+    assert r.status_code == 422 and r.json()["error"] == "invalid_request"
+    r = httpx.post(server.url + "/v1/score?stream_id=bad%20id", files=jpegs(CLIP[:1]))
+    assert r.status_code == 422
+    r = httpx.post(server.url + "/v1/score?flush=true", files=jpegs(CLIP[:1]))
+    assert r.status_code == 400
+    assert httpx.delete(server.url + "/v1/score/streams/nobody").status_code == 404
+
+
+def test_backend_exception_fails_that_batch_only(server):
+    backend = server.runtime.backends[0]
+    original = backend.infer
+    calls = {"n": 0}
+
+    def flaky(frames):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected fault")
+        return original(frames)
+
+    backend.infer = flaky
+    try:
+        r = httpx.post(server.url + "/v1/score", files=jpegs(CLIP[:1]))
+        assert r.status_code == 500 and r.json()["error"] == "inference_failed"
+        r = httpx.post(server.url + "/v1/score", files=jpegs(CLIP[:2]))
+        assert r.status_code == 200
+    finally:
+        backend.infer = original
+
+
+def test_metrics_after_traffic(server):
+    httpx.post(server.url + "/v1/score", files=jpegs(CLIP[:4]))
+    text = httpx.get(server.url + "/metrics").text
+    for name in ('aedmae_http_requests_total{code="200",route="/v1/score"}', "aedmae_batch_size_bucket",
+                 'aedmae_batches_total{trigger=', 'aedmae_inference_duration_seconds_count{backend="onnxruntime"}',
+                 "aedmae_inference_frames_total", "aedmae_model_ready 1.0", "aedmae_queue_depth",
+                 "aedmae_queue_wait_seconds_bucket", "aedmae_model_info{", "aedmae_build_info{",
+                 'aedmae_anomaly_score_distribution_bucket{le="0.5",source="http"}', "aedmae_http_requests_in_flight",
+                 "aedmae_anomaly_threshold 0.5"):
+        assert name in text, name
+    frames = [line for line in text.splitlines() if line.startswith("aedmae_inference_frames_total ")]
+    assert float(frames[0].split()[1]) >= 4

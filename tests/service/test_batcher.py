@@ -1,0 +1,136 @@
+"""The batching policy with fake backends (logic only; the live-server tests use real ones)."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service.batcher import Batcher, Job
+from service.errors import DeadlineExceeded, InferenceFailed, Overloaded
+from service.metrics import Metrics
+
+
+class RecordingBackend:
+    name = "fake"
+
+    def __init__(self, max_batch=8, delay_s=0.0, fail_on=None):
+        self.max_batch = max_batch
+        self.delay_s = delay_s
+        self.fail_on = fail_on  # frames whose first pixel equals this value poison their batch
+        self.batches: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def infer(self, frames):
+        self.gate.wait()
+        time.sleep(self.delay_s)
+        self.batches.append(len(frames))
+        if self.fail_on is not None and np.any(frames[:, 0, 0, 0, 0] == self.fail_on):
+            raise RuntimeError("poisoned batch")
+        value = frames[:, 0, 0, 0, 0].astype(np.float32)
+        return {"score": value, "heatmap": np.zeros((len(frames), 2, 2), np.float32)}
+
+
+def job(value, deadline_s=10.0):
+    return Job(np.full((3, 2, 2, 1), value, np.uint8), time.monotonic() + deadline_s)
+
+
+def make(backend, **kw):
+    params = {"max_batch": 4, "max_delay_s": 0.05, "capacity": 100} | kw
+    b = Batcher([backend], params["max_batch"], params["max_delay_s"], params["capacity"], Metrics())
+    b.start()
+    return b
+
+
+def test_full_batches_and_results_in_order():
+    backend = RecordingBackend()
+    backend.gate.clear()  # hold the worker so that the queue fills first
+    b = make(backend)
+    jobs = [job(i) for i in range(8)]
+    b.submit(jobs)
+    backend.gate.set()
+    assert [float(j.future.result(5)["score"]) for j in jobs] == list(range(8))
+    assert backend.batches[-1] == 4 and sum(backend.batches) == 8
+    b.stop()
+    assert b.metrics.batches.labels(trigger="full")._value.get() >= 1
+
+
+def test_timeout_closes_a_partial_batch():
+    backend = RecordingBackend()
+    b = make(backend, max_delay_s=0.05)
+    t0 = time.monotonic()
+    j = job(1)
+    b.submit([j])
+    j.future.result(5)
+    waited = time.monotonic() - t0
+    assert backend.batches == [1] and waited >= 0.045
+    assert b.metrics.batches.labels(trigger="timeout")._value.get() == 1
+    b.stop()
+
+
+def test_overflow_is_refused_all_or_nothing_with_retry_after():
+    backend = RecordingBackend()
+    backend.gate.clear()
+    b = make(backend, capacity=5)
+    b.submit([job(i) for i in range(4)])
+    with pytest.raises(Overloaded) as err:
+        b.submit([job(9), job(9)])
+    assert "Retry-After" in err.value.headers and int(err.value.headers["Retry-After"]) >= 1
+    assert b.depth <= 4 and b.metrics.rejected.labels(reason="queue_full")._value.get() == 1
+    backend.gate.set()
+    b.stop()
+
+
+def test_expired_jobs_fail_without_running():
+    backend = RecordingBackend()
+    backend.gate.clear()
+    b = make(backend, max_batch=1)
+    first, late = job(1), job(2, deadline_s=0.01)
+    b.submit([first, late])
+    time.sleep(0.05)
+    backend.gate.set()
+    first.future.result(5)
+    with pytest.raises(DeadlineExceeded):
+        late.future.result(5)
+    assert backend.batches == [1]
+    b.stop()
+
+
+def test_failed_batch_fails_only_its_jobs_and_serving_continues():
+    backend = RecordingBackend(fail_on=13)
+    b = make(backend, max_batch=2, max_delay_s=0.2)
+    bad = [job(13), job(1)]
+    b.submit(bad)
+    for j in bad:
+        with pytest.raises(InferenceFailed, match="poisoned"):
+            j.future.result(5)
+    good = [job(2), job(3)]
+    b.submit(good)
+    assert [float(j.future.result(5)["score"]) for j in good] == [2, 3]
+    assert b.metrics.inference_errors.labels(reason="RuntimeError")._value.get() == 1
+    b.stop()
+
+
+def test_shutdown_drains_in_flight_work():
+    backend = RecordingBackend(delay_s=0.02)
+    b = make(backend, max_batch=2, max_delay_s=0.0)
+    jobs = [job(i) for i in range(10)]
+    b.submit(jobs)
+    b.stop(drain=True)
+    assert all(j.future.done() and not j.future.exception() for j in jobs)
+    from service.errors import NotReady
+
+    with pytest.raises(NotReady):
+        b.submit([job(1)])
+
+
+def test_several_workers_share_the_queue():
+    backends = [RecordingBackend(delay_s=0.01), RecordingBackend(delay_s=0.01)]
+    b = Batcher(backends, 2, 0.0, 100, Metrics())
+    b.start()
+    jobs = [job(i) for i in range(40)]
+    b.submit(jobs)
+    assert sorted(float(j.future.result(5)["score"]) for j in jobs) == list(range(40))
+    assert all(sum(x.batches) > 0 for x in backends)
+    b.stop()
