@@ -92,6 +92,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from model.scorevideo import score_video
+
+    result = score_video(_model_path(args.model), args.input, args.out, sigma=args.sigma,
+                         progress=not args.no_progress)
+    print(f"{result['frames']} frames scored, {result['alert_frames']} above the alert threshold (smoothed); "
+          f"written to {result['out']}: scores.csv, scores.json, annotated.mp4, timeline.png")
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Refit token statistics + calibration of a checkpoint on normal footage, optionally with a
     different scoring config, writing a new checkpoint folder."""
@@ -259,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("score", help="score a video file or a folder of frames (no labels needed)")
+    p.add_argument("input", help="video file or folder of frames")
+    p.add_argument("--model", help="checkpoint (default: the shipped model)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--sigma", type=float, default=3.0, help="online smoothing sigma, frames")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("calibrate", help="refit a checkpoint's scoring statistics and calibration on normal footage")
     p.add_argument("--model", help="checkpoint (default: the shipped model)")

@@ -53,3 +53,22 @@ def test_train_calibrate_evaluate_end_to_end(footage, tmp_path, capsys):
     assert json.loads((recal / "model.json").read_text())["model"]["scoring"]["reduction"] == "topk"
     assert main(["calibrate", "--model", str(out), "--data", str(footage), "--out", str(recal), "--cache-dir", cache,
                  "--set", "model.patch_size=4"]) == 2
+
+
+def test_score_a_video_without_labels(tiny_checkpoint, tmp_path, capsys):
+    import cv2
+
+    from tests.conftest import write_video
+
+    frames = scene_frames(20, 60, 90, seed=3)
+    video = write_video(tmp_path / "cam.mp4", frames)
+    out = tmp_path / "scored"
+    assert main(["score", str(video), "--model", str(tiny_checkpoint), "--out", str(out), "--no-progress"]) == 0
+    assert "20 frames scored" in capsys.readouterr().out
+    rows = json.loads((out / "scores.json").read_text())
+    assert [r["frame"] for r in rows] == list(range(20))
+    assert all(0 <= r["calibrated"] <= 1 and 0 <= r["smoothed"] <= 1 for r in rows)
+    cap = cv2.VideoCapture(str(out / "annotated.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 20 and int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == 60 + 60
+    assert (out / "timeline.png").stat().st_size > 0 and (out / "scores.csv").read_text().count("\n") == 21
+    assert main(["score", str(tmp_path / "missing.mp4"), "--model", str(tiny_checkpoint), "--out", str(out)]) == 2

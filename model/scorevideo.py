@@ -1,0 +1,132 @@
+"""``aedmae score``: score a video file or a folder of frames without labels, the way a user first
+tries the model on their own footage. Streams the input (constant memory) and writes per-frame
+scores (CSV + JSON), an annotated video (heatmap overlay, score curve, alerts) and a timeline."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model import checkpoint
+from model.errors import DataError
+from model.evaluation import scorer_from_meta
+from model.frames import discover, read_frames, to_model_frame
+from model.metrics import CausalSmoother
+from model.overlay import caption, overlay_heatmap
+from model.scoring import token_errors
+from model.window import FrameWindow
+
+CURVE_HEIGHT = 60
+
+
+def _curve(values: list[float], width: int, upto: int) -> np.ndarray:
+    """A strip with the calibrated score so far (0..1), the 0.5 threshold dashed, alerts in red."""
+    strip = np.full((CURVE_HEIGHT, width, 3), 24, np.uint8)
+    y_thr = int(CURVE_HEIGHT * 0.5)
+    for x in range(0, width, 6):
+        cv2.line(strip, (x, y_thr), (x + 2, y_thr), (200, 160, 0), 1)
+    n = max(upto, 2)
+    pts = [(int(i * (width - 1) / (n - 1)), int((1 - min(max(v, 0), 1)) * (CURVE_HEIGHT - 1)))
+           for i, v in enumerate(values[:upto])]
+    for (x0, y0), (x1, y1), v in zip(pts, pts[1:], values[1:upto], strict=False):
+        cv2.line(strip, (x0, y0), (x1, y1), (255, 60, 60) if v >= 0.5 else (90, 200, 255), 1)
+    return strip
+
+
+class _AnnotatedWriter:
+    """Writes annotated frames as their scores arrive, so only the look-ahead stays in memory."""
+
+    def __init__(self, path: Path, size: tuple[int, int], vmax: float) -> None:
+        w, h = size
+        self.width = w
+        self.vmax = vmax
+        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 25, (w, h + CURVE_HEIGHT))
+        self.values: list[float] = []
+
+    def write(self, frame: np.ndarray, heatmap: np.ndarray, row: dict[str, Any]) -> None:
+        self.values.append(row["smoothed"])
+        rgb = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB) if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        tile = caption(overlay_heatmap(rgb, heatmap, self.vmax),
+                       f"#{row['frame']} score {row['smoothed']:.2f}{'  ALERT' if row['alert'] else ''}",
+                       alert=row["alert"])
+        canvas = np.concatenate([tile, _curve(self.values, self.width, len(self.values))], axis=0)
+        self.writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        self.writer.release()
+
+
+def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | Path, sigma: float = 3.0,
+                batch_size: int = 16, progress: bool = True) -> dict[str, Any]:
+    net, meta = checkpoint.load(model_path)
+    scorer = scorer_from_meta(net, meta)
+    sources = discover(source_path)
+    if len(sources) != 1:
+        raise DataError(f"{source_path}: expected one video (a file or a folder of frames), found {len(sources)}")
+    source = sources[0]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = net.cfg
+    window = FrameWindow()
+    smoother = CausalSmoother(sigma)
+    originals: dict[int, np.ndarray] = {}
+    rows: list[dict[str, Any]] = []
+    writer: _AnnotatedWriter | None = None
+    vmax = 2 * scorer.calibration.threshold if scorer.calibration else 1.0
+    total = len(source.frames) or int(cv2.VideoCapture(str(source.path)).get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    bar = tqdm(total=total, desc="score", unit="frame", disable=not progress)
+
+    def run(ready: list[tuple[int, np.ndarray]]) -> None:
+        for start in range(0, len(ready), batch_size):
+            chunk = ready[start : start + batch_size]
+            with torch.no_grad():
+                s = scorer(*token_errors(net, torch.from_numpy(np.stack([w for _, w in chunk]))))
+            for k, (t, _) in enumerate(chunk):
+                calibrated = float(s.calibrated[k])
+                smoothed = smoother.push(0.0 if np.isnan(calibrated) else calibrated)
+                row = {"frame": t, "score": float(s.score[k]), "teacher_error": float(s.teacher_error[k]),
+                       "discrepancy": float(s.discrepancy[k]), "calibrated": calibrated, "smoothed": smoothed,
+                       "alert": smoothed >= 0.5}
+                rows.append(row)
+                assert writer is not None
+                writer.write(originals.pop(t), s.heatmap[k].numpy(), row)
+            bar.update(len(chunk))
+
+    pending: list[tuple[int, np.ndarray]] = []
+    for t, frame in enumerate(read_frames(source)):
+        if writer is None:
+            writer = _AnnotatedWriter(out / "annotated.mp4", (frame.shape[1], frame.shape[0]), vmax)
+        originals[t] = frame
+        pending += window.push(to_model_frame(frame, cfg.image_size, cfg.channels))
+        if len(pending) >= batch_size:
+            run(pending)
+            pending = []
+    if writer is None:
+        raise DataError(f"{source.path}: no frames decoded")
+    run(pending + window.flush())
+    writer.close()
+    bar.close()
+    _write_tables(out, rows)
+    from model.plots import plot_timelines
+
+    calibrated = np.array([r["calibrated"] for r in rows])
+    smoothed = np.array([r["smoothed"] for r in rows])
+    plot_timelines({source.name: {"labels": np.zeros(len(rows)), "score": calibrated, "smoothed": smoothed}},
+                   out / "timeline.png", 0.5)
+    return {"frames": len(rows), "alert_frames": int(sum(r["alert"] for r in rows)), "source": str(source.path),
+            "out": str(out)}
+
+
+def _write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
+    (out / "scores.json").write_text(json.dumps(rows) + "\n")
+    with (out / "scores.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
