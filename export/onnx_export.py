@@ -25,7 +25,6 @@ from export.bundle import (
 )
 from model import checkpoint
 from model.errors import AedmaeError
-from model.evaluation import scorer_from_meta
 from model.masking import inference_keep
 from model.network import AEDMAE
 from model.scoring import Scorer, token_errors
@@ -88,6 +87,8 @@ def export_onnx(model_path: str | Path, out: str | Path, precision: str = "fp32"
         raise ExportError(f"--precision {precision}: choose fp32 or fp16")
     if opset < 17:
         raise ExportError("opset must be >= 17")
+    from model.evaluation import scorer_from_meta
+
     net, meta = checkpoint.load(model_path)
     scorer = scorer_from_meta(net, meta)
     graph = DeployedGraph(net, scorer).eval()

@@ -10,9 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-
 import model as model_pkg
 from model.config import ModelConfig, TrainConfig, from_dict, to_dict
 from model.errors import CheckpointError, ConfigError
@@ -49,6 +46,8 @@ def save(
     net: AEDMAE, out_dir: str | Path, train_cfg: TrainConfig | None = None, **meta: Any
 ) -> Path:
     """Write weights and metadata atomically; returns the folder."""
+    from safetensors.torch import save_file
+
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
@@ -91,6 +90,9 @@ def load(path: str | Path, map_location: str = "cpu") -> tuple[AEDMAE, dict[str,
         cfg: ModelConfig = from_dict(ModelConfig, meta["model"]).validate()
     except (KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{folder / META}: invalid model config ({e})") from None
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         state = load_file(str(folder / WEIGHTS), device=map_location)
     except (SafetensorError, OSError) as e:

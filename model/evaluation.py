@@ -165,30 +165,32 @@ def ablation_scorers(base: Scorer) -> dict[str, Scorer]:
 
 
 @torch.no_grad()
-def synthetic_validation(net: AEDMAE, segments: list[Any], synthesizer: Any, seed: int = 0,
-                         max_frames: int = 256) -> dict[str, float]:
-    """AUC of telling held-out normal frames from the same frames with synthetic anomalies pasted,
-    for the teacher error, the discrepancy and the paper's score. Needs no test labels: this is
-    what recipe choices are made on."""
+def synthetic_validation(net: AEDMAE, segments: list[Any], synthesizer: Any, scorers: dict[str, Scorer] | None = None,
+                         seed: int = 0, max_frames: int = 256) -> dict[str, float]:
+    """AUC of telling held-out normal frames from the same frames with synthetic anomalies pasted.
+    Needs no test labels: recipe and scoring choices are made on this. Without ``scorers`` it
+    reports the teacher error, the discrepancy and the paper's score."""
     from model.dataset import TrainingClips
     from model.metrics import roc_auc
 
     clips = TrainingClips(segments, synthesizer, fraction=1.0, seed=seed)
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(clips), size=min(max_frames, len(clips)), replace=False)
+    idx = np.random.default_rng(seed).choice(len(clips), size=min(max_frames, len(clips)), replace=False)
     device = next(net.parameters()).device
-    scorer = Scorer(net.cfg.grid, replace(net.cfg.scoring, token_normalization=False))
-    parts: dict[str, list[np.ndarray]] = {"teacher_error": [], "discrepancy": [], "score": []}
+    errors: list[tuple[torch.Tensor, torch.Tensor]] = []
     labels = []
     for start in range(0, len(idx), 16):
-        chunk = [clips[int(i)] for i in idx[start : start + 16]]
-        pasted = torch.stack([c["frames"] for c in chunk])
-        clean = torch.stack([torch.from_numpy(clip_windows(clips.segments[clips.index[int(i)][0]].frames,
-                                                           np.array([clips.index[int(i)][1]]))[0])
-                             for i in idx[start : start + 16]])
-        s = scorer(*token_errors(net, torch.cat([clean, pasted]).to(device)))
-        for key in parts:
-            parts[key].append(getattr(s, key).cpu().numpy())
+        chunk = [int(i) for i in idx[start : start + 16]]
+        pasted = torch.stack([clips[i]["frames"] for i in chunk])
+        clean = torch.stack([torch.from_numpy(clip_windows(clips.segments[clips.index[i][0]].frames,
+                                                           np.array([clips.index[i][1]]))[0]) for i in chunk])
+        e, d = token_errors(net, torch.cat([clean, pasted]).to(device))
+        errors.append((e.cpu(), d.cpu()))
         labels.append(np.r_[np.zeros(len(chunk)), np.ones(len(chunk))])
     y = np.concatenate(labels)
-    return {f"synthetic_auc_{k}": roc_auc(y, np.concatenate(v)) for k, v in parts.items()}
+    te = torch.cat([e for e, _ in errors])
+    dis = torch.cat([d for _, d in errors])
+    if scorers is None:
+        s = Scorer(net.cfg.grid, replace(net.cfg.scoring, token_normalization=False))(te, dis)
+        return {f"synthetic_auc_{k}": roc_auc(y, getattr(s, k).numpy())
+                for k in ("teacher_error", "discrepancy", "score")}
+    return {name: roc_auc(y, scorer(te, dis).score.numpy()) for name, scorer in scorers.items()}

@@ -1,0 +1,103 @@
+"""Scoring and masking ablations of one trained checkpoint, on the same network outputs.
+
+    python benchmarks/ablate_scoring.py --model CKPT --train ../shared/data/ped2/train \
+        [--test ../shared/data/ped2] [--random-runs 5] [--json FILE]
+
+For each scoring variant (paper mean / top-k, raw / token-normalised; teacher error only,
+discrepancy only, both) it reports the label-free synthetic validation AUC on the held-out tails of
+the training videos (what choices are made on) and, with --test, the test micro AUC (reported only).
+With --test it also compares the inference masking designs: complementary (ours), one fixed
+checkerboard, and the reference's random masking (mean and spread over --random-runs runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model import checkpoint
+from model.config import TrainConfig
+from model.dataset import load_segments
+from model.datasets import read_test_set
+from model.evaluation import (
+    ablation_scorers,
+    apply_scorer,
+    fit_scorer,
+    metrics_for,
+    score_test_set,
+    synthetic_validation,
+)
+from model.frames import FrameCache, default_cache_dir
+from model.masking import inference_keep
+from model.scoring import Scorer
+from model.synthetic import AnomalySynthesizer
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--train", required=True, help="the training footage (its held-out tails are used)")
+    p.add_argument("--test", help="a labelled test set (AUC is reported, never used to choose)")
+    p.add_argument("--random-runs", type=int, default=5)
+    p.add_argument("--sigma", type=float, default=3.0)
+    p.add_argument("--json")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    net, meta = checkpoint.load(args.model)
+    train_cfg = checkpoint.train_config(meta) or TrainConfig()
+    cache = FrameCache(default_cache_dir())
+    train, held, _ = load_segments([args.train], net.cfg, train_cfg, cache)
+    held = held or train
+    clips = [(f"{s.video}@{s.start}", np.asarray(s.frames)) for s in held]
+    base, _ = fit_scorer(net, clips)
+    variants = ablation_scorers(base)
+    te_only = dataclasses.replace(base.cfg, discrepancy_weight=0.0)
+    variants["teacher error only (top-k, normalised)"] = Scorer(
+        base.grid, dataclasses.replace(te_only, reduction="topk", token_normalization=True), None, *base.token_means())
+    synth = AnomalySynthesizer([s.frames for s in train], train_cfg.synthetic)
+    result: dict[str, object] = {"synthetic_validation_auc": synthetic_validation(net, held, synth, variants)}
+    print("label-free synthetic validation AUC (held-out normal frames vs the same with pasted objects):")
+    for k, v in result["synthetic_validation_auc"].items():  # type: ignore[attr-defined]
+        print(f"  {k:42s} {100 * v:5.1f}")
+    if args.test:
+        _, videos = read_test_set(args.test)
+        raw = score_test_set(net, videos, cache, progress=False)
+        test = {}
+        for name, scorer in variants.items():
+            m = metrics_for({k: (y, apply_scorer(scorer, e)) for k, (y, e, _) in raw.items()}, args.sigma, None)
+            test[name] = {"micro": m["raw"]["micro_auc"], "smoothed": m["smoothed"]["micro_auc"],
+                          "teacher_only": m["teacher_error_only"], "discrepancy_only": m["discrepancy_only"]}
+        result["test_micro_auc"] = test
+        print("test micro AUC (reported only): raw / smoothed / teacher-only / discrepancy-only")
+        for k, v in test.items():
+            print(f"  {k:42s} {100 * v['micro']:5.1f} {100 * v['smoothed']:5.1f} "
+                  f"{100 * v['teacher_only']:5.1f} {100 * v['discrepancy_only']:5.1f}")
+        masking = {}
+        for mode in ("fixed", "random"):
+            runs = []
+            for r in range(args.random_runs if mode == "random" else 1):
+                net.cfg = dataclasses.replace(net.cfg, inference_masking=mode)
+                keep = inference_keep(net.cfg, torch.Generator().manual_seed(r))
+                raw_m = score_test_set(net, videos, cache, progress=False, keep=keep)
+                m = metrics_for({k: (y, apply_scorer(base, e)) for k, (y, e, _) in raw_m.items()}, args.sigma, None)
+                runs.append(m["raw"]["micro_auc"])
+            masking[mode] = {"mean": float(np.mean(runs)), "std": float(np.std(runs)), "runs": runs}
+        m = metrics_for({k: (y, apply_scorer(base, e)) for k, (y, e, _) in raw.items()}, args.sigma, None)
+        masking["complementary"] = {"mean": m["raw"]["micro_auc"], "std": 0.0, "runs": [m["raw"]["micro_auc"]]}
+        result["inference_masking_micro_auc"] = masking
+        for k, v in masking.items():
+            print(f"  masking {k:14s} {100 * v['mean']:5.1f} ± {100 * v['std']:.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

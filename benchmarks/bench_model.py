@@ -1,0 +1,222 @@
+"""Model-level speed: frames/s (median of repeated runs) per runtime, batch size and resolution, and
+each row's achieved FLOP/s as a fraction of this machine's fp32 matmul rate measured in the same run.
+
+    python benchmarks/bench_model.py [--quick] [--json FILE] [--batches 1 8 32] [--no-compile]
+
+Rows: PyTorch eager, PyTorch compiled, ONNX Runtime fp32 and int8 (dynamic quantisation of the
+MatMul weights), each for the reference's work (one 50% mask: "one-pass") and for the deployed
+graph (two complementary masks, every token scored: "deployed"); on a CUDA machine also torch
+CUDA fp16/bf16 with CUDA graphs (timed with CUDA events).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from export.onnx_export import DeployedGraph  # noqa: E402
+from model import checkpoint  # noqa: E402
+from model.config import ModelConfig  # noqa: E402
+from model.info import inference_passes, pass_macs  # noqa: E402
+from model.network import AEDMAE  # noqa: E402
+from model.scoring import Scorer  # noqa: E402
+
+
+def matmul_gflops(seconds: float = 2.0, n: int = 1024) -> float:
+    """fp32 GEMM rate of this machine with torch's threads: the ceiling the model rows compare to."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    rates = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        a @ b
+        rates.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return statistics.median(rates)
+
+
+def time_fps(fn: Any, batch: int, repeats: int, min_seconds: float) -> float:
+    fn()  # warm-up
+    fn()
+    samples = []
+    end = time.perf_counter() + min_seconds
+    while len(samples) < repeats or time.perf_counter() < end:
+        t0 = time.perf_counter()
+        fn()
+        samples.append(batch / (time.perf_counter() - t0))
+        if len(samples) >= 4 * repeats:
+            break
+    return statistics.median(samples)
+
+
+def graphs_for(name: str, model_dir: Path | None, cfg: ModelConfig) -> dict[str, DeployedGraph]:
+    """The one-pass and deployed graphs of a model (shipped weights, or seeded random weights)."""
+    out = {}
+    for variant, masking in (("one-pass", "fixed"), ("deployed", "complementary")):
+        if model_dir is not None:
+            from model.evaluation import scorer_from_meta
+
+            net, meta = checkpoint.load(model_dir)
+            net.cfg = dataclasses.replace(net.cfg, inference_masking=masking)
+            scorer = scorer_from_meta(net, meta)
+        else:
+            torch.manual_seed(0)
+            net = AEDMAE(dataclasses.replace(cfg, inference_masking=masking)).eval()
+            scorer = Scorer(net.cfg.grid)
+        out[variant] = DeployedGraph(net, scorer).eval()
+    return out
+
+
+def onnx_session(graph: DeployedGraph, frames: np.ndarray, tmp: Path, int8: bool) -> Any:
+    import onnxruntime as ort
+
+    path = tmp / f"{id(graph)}.onnx"
+    if not path.exists():
+        torch.onnx.export(graph, (torch.from_numpy(frames[:2]),), str(path), input_names=["frames"],
+                          output_names=["score", "calibrated", "teacher_error", "discrepancy", "heatmap"],
+                          dynamic_axes={"frames": {0: "b"}}, opset_version=17, dynamo=False)
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        q = path.with_suffix(".int8.onnx")
+        if not q.exists():
+            quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        path = q
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def cuda_rows(graph: DeployedGraph, batches: list[int], flops_per_frame: float, label: str, variant: str,
+              repeats: int) -> list[dict[str, Any]]:
+    """torch CUDA fp32/fp16/bf16 with CUDA graphs, timed with CUDA events (frames/s, median)."""
+    rows = []
+    dev = torch.device("cuda")
+    g = graph.to(dev)
+    h, w = g.net.cfg.image_size
+    for dtype_name, dtype in (("fp32", None), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        for batch in batches:
+            x = torch.randint(0, 256, (batch, 3, h, w, g.net.cfg.channels), dtype=torch.uint8, device=dev)
+
+            def step(x: torch.Tensor = x, dtype: Any = dtype) -> Any:
+                with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+                    return g(x)
+
+            stream = torch.cuda.Stream()
+            with torch.inference_mode(), torch.cuda.stream(stream):
+                for _ in range(3):
+                    step()
+            torch.cuda.synchronize()
+            cuda_graph = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(cuda_graph, stream=stream):
+                step()
+            samples = []
+            for _ in range(repeats):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                iters = 20
+                start.record()
+                for _ in range(iters):
+                    cuda_graph.replay()
+                end.record()
+                end.synchronize()
+                samples.append(batch * iters / (start.elapsed_time(end) / 1000))
+            fps = statistics.median(samples)
+            rows.append({"model": label, "graph": variant, "runtime": f"torch cuda {dtype_name} + CUDA graphs",
+                         "batch": batch, "frames_per_s": round(fps, 1),
+                         "gflops_per_frame": round(flops_per_frame / 1e9, 3), "fraction_of_matmul": None,
+                         "device": torch.cuda.get_device_name()})
+            print(f"{label:18s} {variant:9s} cuda {dtype_name} graphs b={batch:<4d} {fps:10.1f} frames/s", flush=True)
+    graph.to("cpu")
+    return rows
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    from model.shipped import SHIPPED_DIR
+
+    models: list[tuple[str, Path | None, ModelConfig]] = [("reference 320x640", None, ModelConfig())]
+    if (SHIPPED_DIR / "model.json").exists() and not args.reference_only:
+        shipped_cfg = checkpoint.load(SHIPPED_DIR)[0].cfg
+        h, w = shipped_cfg.image_size
+        models.append((f"shipped {h}x{w}", SHIPPED_DIR, shipped_cfg))
+    ceiling = matmul_gflops(1.0 if args.quick else 3.0) if not args.cuda else float("nan")
+    print(f"fp32 matmul rate (torch, {torch.get_num_threads()} threads): {ceiling:.1f} GFLOP/s", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        for label, model_dir, cfg in models:
+            graphs = graphs_for(label, model_dir, cfg)
+            for variant, graph in graphs.items():
+                gcfg = graph.net.cfg
+                flops_per_frame = 2 * sum(pass_macs(gcfg).values()) * inference_passes(gcfg)
+                h, w = gcfg.image_size
+                if args.cuda:
+                    rows += cuda_rows(graph, args.cuda_batches, flops_per_frame, label, variant, args.repeats)
+                    continue
+                for batch in args.batches:
+                    frames = np.random.default_rng(0).integers(0, 256, (batch, 3, h, w, gcfg.channels), np.uint8)
+                    x = torch.from_numpy(frames)
+                    runtimes: dict[str, Any] = {}
+                    runtimes["torch eager"] = lambda g=graph, x=x: g(x)
+                    if not args.no_compile:
+                        compiled = torch.compile(graph, dynamic=False)
+                        runtimes["torch compiled"] = lambda c=compiled, x=x: c(x)
+                    for name, int8 in (("onnxruntime fp32", False), ("onnxruntime int8", True)):
+                        sess = onnx_session(graph, frames, tmp, int8)
+                        runtimes[name] = lambda s=sess, f=frames: s.run(None, {"frames": f})
+                    for name, fn in runtimes.items():
+                        with torch.inference_mode():
+                            fps = time_fps(fn, batch, args.repeats, args.min_seconds)
+                        row = {"model": label, "graph": variant, "runtime": name, "batch": batch,
+                               "frames_per_s": round(fps, 1), "gflops_per_frame": round(flops_per_frame / 1e9, 3),
+                               "fraction_of_matmul": round(fps * flops_per_frame / 1e9 / ceiling, 3)}
+                        rows.append(row)
+                        print(f"{label:18s} {variant:9s} {name:17s} b={batch:<3d} {fps:8.1f} frames/s "
+                              f"{row['fraction_of_matmul']:6.1%} of matmul", flush=True)
+    return {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                        "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+            "date": time.strftime("%Y-%m-%d"), "matmul_gflops": round(ceiling, 1), "rows": rows,
+            "settings": vars(args)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="CI-sized: batch 8 only, reference model, no compile")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--min-seconds", type=float, default=2.0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--reference-only", action="store_true")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--cuda", action="store_true", help="GPU rows only: torch CUDA fp32/fp16/bf16 + CUDA graphs")
+    p.add_argument("--cuda-batches", type=int, nargs="+", default=[32, 128, 512])
+    args = p.parse_args()
+    if args.quick:
+        args.batches, args.repeats, args.min_seconds, args.no_compile = [8], 2, 0.0, True
+        args.reference_only = True
+    result = run(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"written {args.json}")
+
+
+if __name__ == "__main__":
+    main()

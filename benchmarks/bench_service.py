@@ -1,0 +1,206 @@
+"""End-to-end service speed: real footage as JPEG batches from concurrent clients over loopback.
+
+    python benchmarks/bench_service.py [--clients 8] [--frames-per-request 8] [--seconds 20]
+        [--compare-batch1] [--serve-args "..."] [--json FILE] [--quick]
+
+Starts ``aedmae serve`` (the shipped model unless --serve-args says otherwise) on a free loopback
+port, sends JPEGs cut from ../shared/data/footage/*.mp4 (a generated clip when that is absent),
+and reports frames/s, request latency p50/p95/p99, the batch-size distribution and rejections
+(from the server's own /metrics). ``--compare-batch1`` runs again with max_batch_size=1, and the
+model-level frames/s of the same backend (ONNX Runtime, same threads, batch = the served max batch)
+is measured in the same run, so both targets are ratios from one run on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FOOTAGE = ROOT.parent / "shared" / "data" / "footage"
+
+
+def footage_jpegs(count: int) -> list[bytes]:
+    """Real surveillance frames as JPEG (640x360), or a generated clip without ../shared."""
+    frames: list[np.ndarray] = []
+    for video in sorted(FOOTAGE.glob("*.mp4")):
+        cap = cv2.VideoCapture(str(video))
+        while len(frames) < count:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+        cap.release()
+    if not frames:
+        print(f"note: {FOOTAGE} not found; using a generated clip", file=sys.stderr)
+        sys.path.insert(0, str(ROOT))
+        from model.golden import golden_clip
+
+        frames = list(golden_clip(360, 640, 3, frames=count))
+    return [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for f in frames]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(serve_args: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *shlex.split(serve_args)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 180
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not become ready")
+
+
+def metric_values(text: str, name: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    codes: dict[int, int] = {}
+    frames_done = [0]
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client(k: int) -> None:
+        with httpx.Client(timeout=60) as c:
+            i = k * per_request
+            while time.monotonic() < stop_at:
+                batch = [jpegs[(i + j) % len(jpegs)] for j in range(per_request)]
+                i += per_request
+                files = [("frames", (f"{j}.jpg", b, "image/jpeg")) for j, b in enumerate(batch)]
+                t0 = time.perf_counter()
+                r = c.post(url + "/v1/score", files=files)
+                dt = time.perf_counter() - t0
+                with lock:
+                    codes[r.status_code] = codes.get(r.status_code, 0) + 1
+                    if r.status_code == 200:
+                        latencies.append(dt)
+                        frames_done[0] += per_request
+                    elif r.status_code == 429:
+                        time.sleep(float(r.headers.get("retry-after", "1")))
+
+    before = metric_values(httpx.get(url + "/metrics").text, "aedmae_batch_size")
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    after = metric_values(httpx.get(url + "/metrics").text, "aedmae_batch_size")
+    batches = after.get("aedmae_batch_size_count", 0) - before.get("aedmae_batch_size_count", 0)
+    total = after.get("aedmae_batch_size_sum", 0) - before.get("aedmae_batch_size_sum", 0)
+    buckets = {k.split('le="')[1].rstrip('"}'): v - before.get(k, 0) for k, v in after.items() if "_bucket" in k}
+    q = np.quantile(latencies, [0.5, 0.95, 0.99]) if latencies else [float("nan")] * 3
+    return {"frames_per_s": round(frames_done[0] / elapsed, 1), "requests": sum(codes.values()), "codes": codes,
+            "latency_s": {"p50": round(q[0], 4), "p95": round(q[1], 4), "p99": round(q[2], 4)},
+            "mean_batch_size": round(total / batches, 2) if batches else 0, "batch_size_buckets": buckets,
+            "clients": clients, "frames_per_request": per_request, "seconds": round(elapsed, 1)}
+
+
+def model_level_fps(url: str, batch: int) -> float:
+    """ONNX Runtime frames/s of the served graph at the served batch size, threads as the server's."""
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(ROOT))
+    from export.bundle import load_bundle
+    from model.shipped import SHIPPED_DIR
+
+    info = httpx.get(url + "/v1/model").json()
+    bundle = load_bundle(SHIPPED_DIR)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = os.cpu_count() or 1
+    sess = ort.InferenceSession(str(bundle.graph), opts, providers=["CPUExecutionProvider"])
+    h, w = info["resolution"]
+    x = np.random.default_rng(0).integers(0, 256, (batch, 3, h, w, info["channels"]), np.uint8)
+    sess.run(None, {"frames": x})
+    samples = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        sess.run(None, {"frames": x})
+        samples.append(batch / (time.perf_counter() - t0))
+    return statistics.median(samples)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--frames-per-request", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--serve-args", default="--max-batch-size 16")
+    p.add_argument("--compare-batch1", action="store_true", help="also serve with max_batch_size=1 (1 frame/req)")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json")
+    args = p.parse_args()
+    if args.quick:
+        args.seconds, args.clients = 3, 4
+    jpegs = footage_jpegs(64)
+    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "settings": vars(args)}
+    proc, url = start_server(args.serve_args)
+    try:
+        result["dynamic"] = load(url, jpegs, args.clients, args.frames_per_request, args.seconds)
+        if not args.serve_args.count("cuda"):
+            served_batch = int(httpx.get(url + "/v1/model").json()["max_batch_size"])
+            result["model_level_fps"] = round(model_level_fps(url, served_batch), 1)
+            result["end_to_end_vs_model"] = round(result["dynamic"]["frames_per_s"] / result["model_level_fps"], 3)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    print(json.dumps({k: v for k, v in result.items() if k != "settings"}, indent=1))
+    if args.compare_batch1:
+        proc, url = start_server(args.serve_args + " --max-batch-size 1")
+        try:
+            result["batch1"] = load(url, jpegs, args.clients, 1, args.seconds)
+            result["dynamic_1frame"] = None
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        proc, url = start_server(args.serve_args)
+        try:
+            result["dynamic_1frame"] = load(url, jpegs, args.clients, 1, args.seconds)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        result["dynamic_vs_batch1"] = round(result["dynamic_1frame"]["frames_per_s"] /
+                                            max(result["batch1"]["frames_per_s"], 1e-9), 2)
+        print(json.dumps({k: result[k] for k in ("batch1", "dynamic_1frame", "dynamic_vs_batch1")}, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
