@@ -1,0 +1,64 @@
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from service.decoding import decode_image, header_dimensions, heatmap_png, images_to_frames, npy_to_frames
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.settings import Settings
+
+
+def encode(ext, h=30, w=50):
+    image = np.random.default_rng(0).integers(0, 255, (h, w, 3), np.uint8)
+    return cv2.imencode(ext, image)[1].tobytes(), image
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_header_dimensions(ext):
+    data, _ = encode(ext, 37, 53)
+    assert header_dimensions(data) == (53, 37)
+
+
+def test_decode_rejects_bombs_before_decoding():
+    data, _ = encode(".png", 300, 400)
+    with pytest.raises(PayloadTooLarge, match="400x300"):
+        decode_image(data, 0, max_pixels=1000)
+    with pytest.raises(UnsupportedMediaType):
+        decode_image(b"BM" + b"\x00" * 50, 0, 10**6)
+    with pytest.raises(BadRequest, match="frame 2: corrupt"):
+        decode_image(encode(".png")[0][:40], 2, 10**6)
+
+
+def test_frames_resized_to_model_size_and_channels():
+    data, image = encode(".png")
+    frames = images_to_frames([data, data], (16, 24), 1, 10**6)
+    assert frames.shape == (2, 16, 24, 1)
+    buf = io.BytesIO()
+    np.save(buf, np.stack([image[..., ::-1]]))  # RGB body
+    rgb = npy_to_frames(buf.getvalue(), (30, 50), 3, 10**6)
+    assert np.array_equal(rgb[0], image[..., ::-1])  # BGR decode == RGB npy at native size
+
+
+def test_heatmap_png_scale():
+    png = heatmap_png(np.array([[0.0, 1.0], [2.0, 4.0]]), scale=2.0)
+    back = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert back.tolist() == [[0, 128], [255, 255]]
+
+
+def test_settings_env_and_config_file(tmp_path, monkeypatch):
+    cfg = tmp_path / "aedmae.json"
+    cfg.write_text(json.dumps({"max_batch_size": 4, "workers": 2, "cameras": [{"id": "gate", "url": "rtsp://x"}]}))
+    monkeypatch.setenv("AEDMAE_CONFIG", str(cfg))
+    monkeypatch.setenv("AEDMAE_WORKERS", "3")
+    s = Settings(port=9000)
+    assert (s.max_batch_size, s.workers, s.port, s.cameras[0].id) == (4, 3, 9000, "gate")  # init > env > file
+    toml = tmp_path / "aedmae.toml"
+    toml.write_text('max_batch_delay_ms = 2.5\n')
+    monkeypatch.setenv("AEDMAE_CONFIG", str(toml))
+    assert Settings().max_batch_delay_ms == 2.5
+    with pytest.raises(ValueError, match="device"):
+        Settings(device="gpu")
+    with pytest.raises(ValueError):
+        Settings(unknown_field=1)
