@@ -129,6 +129,10 @@ class AnomalySynthesizer:
         return self.procedural_object(rng)
 
     def _recolour(self, obj: SceneObject, rng: np.random.Generator) -> SceneObject:
+        """Half the footage objects keep their look (a familiar object moving wrongly, like a cyclist
+        among walkers); the others are inverted or have their brightness and contrast changed."""
+        if rng.random() < 0.5:
+            return obj
         img = obj.image.astype(np.float32)
         img = 255.0 - img if rng.random() < 0.4 else img * rng.uniform(0.5, 1.5) + rng.uniform(-60, 60)
         if self.channels == 3 and rng.random() < 0.3:
