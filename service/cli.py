@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from model.errors import AedmaeError, ConfigError
 
@@ -54,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _learning_curve_hook(args: argparse.Namespace, trainer: object) -> object:
+def _learning_curve_hook(args: argparse.Namespace, trainer: Any) -> Any:
     """Epoch hook recording synthetic-anomaly validation AUC (what recipe choices use) and, with
     --eval-data, the test-set AUC for the learning curve (recorded only, never used to choose)."""
     import numpy as np
@@ -65,17 +66,17 @@ def _learning_curve_hook(args: argparse.Namespace, trainer: object) -> object:
 
     videos = read_test_set(args.eval_data)[1] if args.eval_data else None
 
-    def hook(stage: str, epoch: int, net: object, held: list) -> dict[str, float]:
+    def hook(stage: str, epoch: int, net: Any, held: list) -> dict[str, float]:
         out: dict[str, float] = {}
-        epochs = trainer.cfg.epochs_teacher if stage == "teacher" else trainer.cfg.epochs_student  # type: ignore[attr-defined]
+        epochs = trainer.cfg.epochs_teacher if stage == "teacher" else trainer.cfg.epochs_student
         if epoch % args.eval_every and epoch != epochs:
             return out
-        synth = trainer.dataset.synthesizer  # type: ignore[attr-defined]
+        synth = trainer.dataset.synthesizer
         if held and synth is not None:
-            out.update(synthetic_validation(net, held, synth))  # type: ignore[arg-type]
+            out.update(synthetic_validation(net, held, synth))
         if videos:
-            raw = score_test_set(net, videos, trainer.cache, progress=False)  # type: ignore[arg-type, attr-defined]
-            scorers = {"paper": Scorer(net.cfg.grid)}  # type: ignore[attr-defined]
+            raw = score_test_set(net, videos, trainer.cache, progress=False)
+            scorers = {"paper": Scorer(net.cfg.grid)}
             if held:
                 scorers["configured"] = fit_scorer(net, [(s.video, np.asarray(s.frames)) for s in held])[0]
             for name, scorer in scorers.items():
