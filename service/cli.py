@@ -41,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         log.info("train config: %s", json.dumps(to_dict(train_cfg)))
         trainer = Trainer(args.data, out, model_cfg, train_cfg, cache_dir=args.cache_dir,  # type: ignore[arg-type]
                           progress=not args.no_progress)
-        trainer.epoch_hook = _learning_curve_hook(args, trainer)  # type: ignore[assignment]
+        trainer.epoch_hook = _learning_curve_hook(args, trainer)
         log.info("data: %s", json.dumps(trainer.data_summary))
         summary = trainer.run(resume=args.resume)
     finally:
