@@ -1,0 +1,78 @@
+"""Behaviour under load against a live server: bursts beyond the queue, backend parity."""
+
+from __future__ import annotations
+
+import gc
+import io
+import threading
+
+import httpx
+import numpy as np
+import pytest
+
+from service.backends import create_backend
+from service.settings import Settings
+from tests.conftest import scene_frames
+from tests.service.conftest import live_server
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def npy(frames: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, frames)
+    return buf.getvalue()
+
+
+@pytest.mark.slow
+def test_burst_over_capacity_gets_429s_and_memory_returns(tiny_checkpoint):
+    body = npy(scene_frames(8, 120, 180, seed=1))
+    with live_server(model=tiny_checkpoint, queue_capacity=16, max_batch_size=4, max_batch_delay_ms=20) as s:
+        def burst() -> dict[int, int]:
+            codes: dict[int, int] = {}
+            lock = threading.Lock()
+
+            def one() -> None:
+                r = httpx.post(s.url + "/v1/score", content=body, headers={"content-type": "application/x-npy"},
+                               timeout=60)
+                with lock:
+                    codes[r.status_code] = codes.get(r.status_code, 0) + 1
+                if r.status_code == 429:
+                    assert int(r.headers["retry-after"]) >= 1 and r.json()["error"] == "overloaded"
+
+            threads = [threading.Thread(target=one) for _ in range(40)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return codes
+
+        burst()  # first burst: allocator and caches reach their working size
+        gc.collect()
+        baseline = rss_mb()
+        codes = {}
+        for _ in range(3):
+            for k, v in burst().items():
+                codes[k] = codes.get(k, 0) + v
+        gc.collect()
+        grown = rss_mb() - baseline
+        assert codes.get(429, 0) > 0 and codes.get(200, 0) > 0 and set(codes) <= {200, 429}, codes
+        assert grown < 50, f"RSS grew by {grown:.1f} MB over three bursts (bound: 50 MB)"
+        assert s.runtime.batcher.depth == 0
+        r = httpx.post(s.url + "/v1/score", content=body, headers={"content-type": "application/x-npy"})
+        assert r.status_code == 200, "the server keeps serving after the bursts"
+        text = httpx.get(s.url + "/metrics").text
+        assert 'aedmae_requests_rejected_total{reason="queue_full"}' in text
+
+
+def test_torch_and_onnxruntime_backends_agree(tiny_checkpoint):
+    from export.bundle import compare_outputs, load_bundle
+
+    bundle = load_bundle(tiny_checkpoint)
+    frames = np.random.default_rng(0).integers(0, 256, (6, 3, 32, 48, 3), np.uint8)
+    ort = create_backend("onnxruntime", bundle, Settings(model=tiny_checkpoint)).infer(frames)
+    pt = create_backend("torch", bundle, Settings(model=tiny_checkpoint, backend="torch")).infer(frames)
+    assert compare_outputs(pt, ort, "fp32")["ok"]
