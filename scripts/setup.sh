@@ -9,6 +9,13 @@ PYTHON=${PYTHON:-python3}
 VENV=${AEDMAE_VENV:-.venv}
 TORCH=${AEDMAE_TORCH:-torch==2.13.0}
 
+# System packages the tests use: a real Prometheus (and promtool) from Debian. Installed when we are
+# root with apt (CI, containers); otherwise the tests that need them say what is missing.
+if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing Debian packages: prometheus"
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV with $($PYTHON --version)"
   "$PYTHON" -m venv "$VENV"

@@ -39,6 +39,12 @@ class Metrics:
         self.build_info.info({"version": model.__version__})
         self.anomaly_threshold = Gauge(f"{p}_anomaly_threshold", "calibrated alert threshold", registry=r)
         self.anomaly_threshold.set(0.5)
+        # Known label values start at zero, so dashboards and alerts see series before the first event.
+        for reason in ("queue_full", "deadline", "payload_too_large", "unsupported_media_type"):
+            self.rejected.labels(reason=reason)
+        for trigger in ("full", "timeout"):
+            self.batches.labels(trigger=trigger)
+        self.inference_errors.labels(reason="backend_error")
         self.score_distribution = Histogram(f"{p}_anomaly_score_distribution", "calibrated scores of scored frames",
                                             ["source"], buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
                                             registry=r)

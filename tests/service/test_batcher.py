@@ -108,7 +108,7 @@ def test_failed_batch_fails_only_its_jobs_and_serving_continues():
     good = [job(2), job(3)]
     b.submit(good)
     assert [float(j.future.result(5)["score"]) for j in good] == [2, 3]
-    assert b.metrics.inference_errors.labels(reason="RuntimeError")._value.get() == 1
+    assert b.metrics.inference_errors.labels(reason="backend_error")._value.get() == 1
     b.stop()
 
 
