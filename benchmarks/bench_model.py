@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     x = torch.from_numpy(frames)
                     runtimes: dict[str, Any] = {}
                     runtimes["torch eager"] = lambda g=graph, x=x: g(x)
-                    if not args.no_compile:
+                    if not args.no_compile and batch == 8:  # compiling takes minutes on 2 cores: batch 8 only
                         compiled = torch.compile(graph, dynamic=False)
                         runtimes["torch compiled"] = lambda c=compiled, x=x: c(x)
                     for name, int8 in (("onnxruntime fp32", False), ("onnxruntime int8", True)):
