@@ -1,0 +1,25 @@
+"""The benchmark scripts run and write well-formed JSON (their numbers are read from RESULTS.md,
+never asserted: these machines are shared and noisy)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_bench_model_quick(tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, "benchmarks/bench_model.py", "--quick", "--json", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    runtimes = {(row["graph"], row["runtime"]) for row in result["rows"]}
+    assert {("one-pass", "onnxruntime fp32"), ("deployed", "onnxruntime int8"), ("deployed", "torch eager")} <= runtimes
+    assert result["matmul_gflops"] > 0
+    assert all(row["frames_per_s"] > 0 and row["fraction_of_matmul"] > 0 for row in result["rows"])
+    assert "of matmul" in r.stdout
