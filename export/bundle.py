@@ -81,10 +81,6 @@ class Bundle:
     def precision(self) -> str:
         return str(self.sidecar["precision"])
 
-    @property
-    def threshold(self) -> float:
-        return 0.5
-
     def golden_inputs(self) -> np.ndarray:
         return golden_inputs(self.image_size, self.channels)
 
