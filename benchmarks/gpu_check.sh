@@ -14,6 +14,16 @@ PY=${PYTHON:-python3}
 export PYTHONPATH=${PYTHONPATH:-.}
 log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 
+# The GPU image has torch, onnx, onnxruntime and OpenCV but not everything aedmae imports; a folder
+# wheels/ carried along (11 MB) fills the gap; make it with:
+#   pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+#     --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d wheels safetensors tqdm \
+#     fastapi "uvicorn[standard]" httpx pydantic-settings python-multipart prometheus-client
+if [ -d wheels ]; then
+  $PY -m pip install -q --no-index --find-links wheels safetensors tqdm fastapi uvicorn httpx pydantic-settings \
+    python-multipart prometheus-client 2>&1 | tail -n 2
+fi
+
 log "machine $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || log "nvidia-smi not available"
 $PY - <<'PY' 2>&1 | tee -a "$OUT/summary.txt"

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from model.calibration import fit_calibration
 from model.config import ScoringConfig
@@ -34,7 +33,7 @@ class ClipErrors:
 
 
 @torch.no_grad()
-def clip_errors(net: AEDMAE, frames: np.ndarray, batch_size: int = 16, bar: tqdm | None = None,
+def clip_errors(net: AEDMAE, frames: np.ndarray, batch_size: int = 16, bar: Any = None,
                 keep: torch.Tensor | None = None) -> ClipErrors:
     """Per-token errors for every frame t of a clip (N, H, W, C) uint8, edges clamped."""
     device = next(net.parameters()).device
@@ -64,6 +63,8 @@ def fit_scorer(net: AEDMAE, normal_clips: Iterable[tuple[str, np.ndarray]], cfg:
     clips = list(normal_clips)
     if not clips:
         raise DataError("calibration needs normal frames (none were held out)")
+    from tqdm import tqdm
+
     total = sum(len(f) for _, f in clips)
     bar = tqdm(total=total, desc="calibrate", unit="frame", disable=not progress)
     errors = [clip_errors(net, f, bar=bar) for _, f in clips]
@@ -119,6 +120,8 @@ def score_test_set(net: AEDMAE, videos: list[TestVideo], cache: FrameCache, prog
         if len(frames) != len(v.labels):
             raise DataError(f"{v.source.path}: {len(frames)} frames but {len(v.labels)} labels")
         decoded.append((v, frames))
+    from tqdm import tqdm
+
     bar = tqdm(total=sum(len(f) for _, f in decoded), desc="score", unit="frame", disable=not progress)
     out = {}
     for v, frames in decoded:
