@@ -9,11 +9,19 @@ PYTHON=${PYTHON:-python3}
 VENV=${AEDMAE_VENV:-.venv}
 TORCH=${AEDMAE_TORCH:-torch==2.13.0}
 
-# System packages the tests use: a real Prometheus (and promtool) from Debian. Installed when we are
+# System packages the tests use, from Debian: a real Prometheus (and promtool), and GStreamer's RTSP
+# server (run by the system python through python3-gi) for the camera tests. Installed when we are
 # root with apt (CI, containers); otherwise the tests that need them say what is missing.
-if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "setup: installing Debian packages: prometheus"
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+APT_PACKAGES="prometheus python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools"
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  missing=$(for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+  if [ -n "$missing" ]; then
+    echo "setup: installing Debian packages:" $missing
+    apt-get update -qq >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  fi
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
