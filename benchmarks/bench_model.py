@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from export.onnx_export import DeployedGraph  # noqa: E402
+from export.onnx_export import DeployedGraph, export_graph  # noqa: E402
 from model import checkpoint  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
 from model.info import inference_passes, pass_macs  # noqa: E402
@@ -88,9 +88,7 @@ def onnx_session(graph: DeployedGraph, frames: np.ndarray, tmp: Path, int8: bool
 
     path = tmp / f"{id(graph)}.onnx"
     if not path.exists():
-        torch.onnx.export(graph, (torch.from_numpy(frames[:2]),), str(path), input_names=["frames"],
-                          output_names=["score", "calibrated", "teacher_error", "discrepancy", "heatmap"],
-                          dynamic_axes={"frames": {0: "b"}}, opset_version=17, dynamo=False)
+        export_graph(graph, frames, path)
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 

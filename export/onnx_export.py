@@ -69,6 +69,14 @@ def run_onnxruntime(path: str | Path, frames: np.ndarray, batch: int = 8) -> dic
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
+def export_graph(graph: DeployedGraph, frames: np.ndarray, path: str | Path, opset: int = OPSET) -> None:
+    """Trace a deployed graph to ONNX with the bundle's stable names and a dynamic batch dimension."""
+    dynamic = {INPUT_NAME: {0: "batch"}} | {k: {0: "batch"} for k in OUTPUT_NAMES}
+    torch.onnx.export(graph, (torch.from_numpy(frames[:2]),), str(path), input_names=[INPUT_NAME],
+                      output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic, opset_version=opset,
+                      dynamo=False, do_constant_folding=True)
+
+
 def _to_fp16(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -99,10 +107,7 @@ def export_onnx(model_path: str | Path, out: str | Path, precision: str = "fp32"
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        dynamic = {INPUT_NAME: {0: "batch"}} | {k: {0: "batch"} for k in OUTPUT_NAMES}
-        torch.onnx.export(graph, (torch.from_numpy(frames[:2]),), str(fp32), input_names=[INPUT_NAME],
-                          output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic, opset_version=opset,
-                          dynamo=False, do_constant_folding=True)
+        export_graph(graph, frames, fp32, opset)
         if precision == "fp16":
             _to_fp16(fp32, out)
         else:
