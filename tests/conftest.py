@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import cv2
@@ -9,6 +13,38 @@ import numpy as np
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_ready(url: str, proc: subprocess.Popen, seconds: float = 90) -> None:
+    """Poll ``url`` until it answers 200 while ``proc`` keeps running; fail with its output otherwise."""
+    import httpx
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            output = proc.communicate()[0] if proc.stdout else ""
+            raise AssertionError(f"{proc.args} exited early: {output}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not ready within {seconds} s")
+
+
+def npy_body(frames: np.ndarray) -> bytes:
+    """An application/x-npy request body."""
+    buf = io.BytesIO()
+    np.save(buf, frames)
+    return buf.getvalue()
 
 
 def require_shared(*parts: str) -> Path:

@@ -3,12 +3,10 @@ real `aedmae serve` so that every metric the dashboard and the alerts name is on
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +15,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+
+from tests.conftest import free_port, npy_body, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -75,29 +75,10 @@ def referenced_metrics() -> set[str]:
     return names
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], seconds: float = 90) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        assert proc.poll() is None, f"{proc.args} exited early"
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not ready")
-
-
 @pytest.mark.slow
 def test_real_prometheus_scrapes_every_referenced_metric(tiny_checkpoint, tmp_path):
     prometheus = tool("prometheus")
-    port, prom_port = _port(), _port()
+    port, prom_port = free_port(), free_port()
     serve = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--model", str(tiny_checkpoint),
                               "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     config = tmp_path / "prometheus.yml"
@@ -111,12 +92,11 @@ def test_real_prometheus_scrapes_every_referenced_metric(tiny_checkpoint, tmp_pa
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url, prom_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{prom_port}"
-        _wait(url + "/readyz", serve)
-        _wait(prom_url + "/-/ready", prom)
-        buf = io.BytesIO()
-        np.save(buf, np.random.default_rng(0).integers(0, 256, (6, 48, 72, 3), np.uint8))
+        wait_until_ready(url + "/readyz", serve)
+        wait_until_ready(prom_url + "/-/ready", prom)
+        body = npy_body(np.random.default_rng(0).integers(0, 256, (6, 48, 72, 3), np.uint8))
         for _ in range(5):  # traffic: scores, a bad request (rejection counters), metrics
-            assert httpx.post(url + "/v1/score", content=buf.getvalue(),
+            assert httpx.post(url + "/v1/score", content=body,
                               headers={"content-type": "application/x-npy"}).status_code == 200
             httpx.post(url + "/v1/score", content=b"x", headers={"content-type": "text/plain"})
         names = referenced_metrics()

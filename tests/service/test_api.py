@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import io
 
 import cv2
 import httpx
 import numpy as np
 import pytest
 
+from tests.conftest import npy_body as npy
 from tests.conftest import scene_frames
 
 
@@ -20,12 +20,6 @@ def jpegs(frames: np.ndarray) -> list[tuple[str, tuple[str, bytes, str]]]:
         assert ok
         files.append(("frames", (f"{i}.jpg", buf.tobytes(), "image/jpeg")))
     return files
-
-
-def npy(frames: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, frames)
-    return buf.getvalue()
 
 
 CLIP = scene_frames(14, 96, 144, seed=4)  # any size: the server resizes to the model's

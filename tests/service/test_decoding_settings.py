@@ -1,4 +1,3 @@
-import io
 import json
 
 import cv2
@@ -8,6 +7,7 @@ import pytest
 from service.decoding import decode_image, header_dimensions, heatmap_png, images_to_frames, npy_to_frames
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from service.settings import Settings
+from tests.conftest import npy_body
 
 
 def encode(ext, h=30, w=50):
@@ -35,9 +35,7 @@ def test_frames_resized_to_model_size_and_channels():
     data, image = encode(".png")
     frames = images_to_frames([data, data], (16, 24), 1, 10**6)
     assert frames.shape == (2, 16, 24, 1)
-    buf = io.BytesIO()
-    np.save(buf, np.stack([image[..., ::-1]]))  # RGB body
-    rgb = npy_to_frames(buf.getvalue(), (30, 50), 3, 10**6)
+    rgb = npy_to_frames(npy_body(np.stack([image[..., ::-1]])), (30, 50), 3, 10**6)  # RGB body
     assert np.array_equal(rgb[0], image[..., ::-1])  # BGR decode == RGB npy at native size
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import io
 import threading
 
 import httpx
@@ -12,6 +11,7 @@ import pytest
 
 from service.backends import create_backend
 from service.settings import Settings
+from tests.conftest import npy_body as npy
 from tests.conftest import scene_frames
 from tests.service.conftest import live_server
 
@@ -19,12 +19,6 @@ from tests.service.conftest import live_server
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
-
-
-def npy(frames: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, frames)
-    return buf.getvalue()
 
 
 @pytest.mark.slow

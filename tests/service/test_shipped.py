@@ -1,9 +1,7 @@
 """`aedmae serve` out of the box: the shipped model, a real process, real frames over HTTP."""
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -11,15 +9,9 @@ import httpx
 import pytest
 
 from model.shipped import SHIPPED_DIR
-from tests.conftest import SHARED_DATA, scene_frames
+from tests.conftest import SHARED_DATA, free_port, scene_frames, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _real_frames() -> list[bytes]:
@@ -32,21 +24,12 @@ def _real_frames() -> list[bytes]:
 @pytest.mark.slow
 def test_serve_shipped_model_out_of_the_box():
     assert (SHIPPED_DIR / "model.onnx").is_file(), "the shipped model is part of the repository"
-    port = _port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        end = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < end, "not ready within 120 s"
-            time.sleep(0.3)
+        wait_until_ready(url + "/readyz", proc, 120)
         files = [("frames", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(_real_frames())]
         r = httpx.post(url + "/v1/score?heatmap=png", files=files, timeout=60)
         assert r.status_code == 200, r.text

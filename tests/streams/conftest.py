@@ -5,23 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, free_port
 
 SERVER = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _have_gst_rtsp() -> bool:
@@ -49,7 +42,7 @@ def footage_mp4(tmp_path_factory) -> Path:
 class RtspServer:
     def __init__(self, footage: Path) -> None:
         self.footage = footage
-        self.port = _port()
+        self.port = free_port()
         self.proc: subprocess.Popen[str] | None = None
 
     @property
