@@ -42,10 +42,6 @@ class FrameWindow:
         self._seen = 0  # frames pushed so far
 
     @property
-    def frames_seen(self) -> int:
-        return self._seen
-
-    @property
     def pending(self) -> int:
         """Frames pushed but not yet returned (waiting for their look-ahead)."""
         return self._seen - self._next
@@ -56,7 +52,7 @@ class FrameWindow:
         return np.stack([self._frames[i] for i in idx])
 
     def push(self, frame: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """Add frame ``frames_seen``; returns [(t, (3, H, W, C) input)] for frames now ready."""
+        """Add the next frame; returns [(t, (3, H, W, C) input)] for frames now ready."""
         self._frames.append(frame)
         self._seen += 1
         ready = []

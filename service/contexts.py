@@ -32,14 +32,6 @@ class StreamContexts:
         with self._lock:
             return self._items.pop(stream_id, None) is not None
 
-    def __contains__(self, stream_id: str) -> bool:
-        with self._lock:
-            self._expire(time.monotonic())
-            return stream_id in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
     def _expire(self, now: float) -> None:
         for key in [k for k, (_, seen, _) in self._items.items() if now - seen > self.ttl_s]:
             del self._items[key]
