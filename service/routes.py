@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from model.window import LOOKAHEAD
 from service.decoding import heatmap_png, images_to_frames, npy_to_frames
-from service.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from service.errors import BadRequest, NotFound, NotReady, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from service.runtime import FrameResult, ScoringRuntime
 
 STREAM_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
@@ -49,8 +49,6 @@ class ErrorBody(BaseModel):
 def get_runtime(request: Request) -> ScoringRuntime:
     runtime: ScoringRuntime | None = request.app.state.runtime
     if runtime is None:
-        from service.errors import NotReady
-
         raise NotReady(f"the model is still loading ({request.app.state.startup_error or 'starting'})")
     return runtime
 
