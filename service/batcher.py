@@ -88,7 +88,9 @@ class Batcher:
             self._stopping = True
             if not drain:
                 while self._queue:
-                    self._queue.popleft().future.set_exception(NotReady("the server is shutting down"))
+                    future = self._queue.popleft().future
+                    if future.set_running_or_notify_cancel():
+                        future.set_exception(NotReady("the server is shutting down"))
             self._cond.notify_all()
         for t in self._threads:
             t.join(timeout_s)
@@ -132,10 +134,11 @@ class Batcher:
             now = time.monotonic()
             live = []
             for job in batch:
-                if job.future.cancelled():
+                if not job.future.set_running_or_notify_cancel():  # cancelled while queued; no longer cancellable
                     continue
                 if job.deadline < now:
-                    self.metrics.rejected.labels(reason="deadline").inc()
+                    if job.source == "http":  # a camera counts its own drops (stale frames), by camera
+                        self.metrics.rejected.labels(reason="deadline").inc()
                     job.future.set_exception(DeadlineExceeded("the frame waited past its deadline"))
                     continue
                 self.metrics.queue_wait.observe(now - job.enqueued)
@@ -163,5 +166,4 @@ class Batcher:
             result = {k: v[i] for k, v in outputs.items()}
             if self.on_result is not None:
                 self.on_result(job, result)
-            if not job.future.cancelled():
-                job.future.set_result(result)
+            job.future.set_result(result)
