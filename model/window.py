@@ -42,6 +42,11 @@ class FrameWindow:
         self._seen = 0  # frames pushed so far
 
     @property
+    def seen(self) -> int:
+        """Frames pushed so far (the index the next frame will get)."""
+        return self._seen
+
+    @property
     def pending(self) -> int:
         """Frames pushed but not yet returned (waiting for their look-ahead)."""
         return self._seen - self._next

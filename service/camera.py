@@ -1,6 +1,9 @@
 """One camera's connection: a reader thread that pulls frames from an RTSP/HTTP URL or a file with
 open/read timeouts, reconnects with capped exponential backoff, and notices a hung server (a read
 that yields nothing for ``stall_timeout_s``). It never blocks another camera: each has its own thread.
+
+A local file is read once, as fast as ``on_frame`` takes its frames (the callback may block to apply
+back-pressure; the stall watchdog does not count that time), and then the reader ends ("ended").
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ def redact(url: str) -> str:
 
 @dataclass
 class CameraStats:
-    state: str = "connecting"  # connecting | up | down | stalled | stopped
+    state: str = "connecting"  # connecting | up | down | stalled | ended | stopped
     frames_received: int = 0
     reconnects: int = 0
     stalls: int = 0
@@ -35,17 +38,21 @@ class CameraStats:
     last_stall_at: float | None = None  # time.monotonic() when the latest stall was noticed
     connected_at: float | None = None
     history: list[str] = field(default_factory=list)  # recent state changes, newest last
+    source_fps: float | None = None  # as the source declares it (container or SDP), when it does
 
 
 class CameraReader:
-    """Reads one camera in a daemon thread and hands every frame to ``on_frame(frame_bgr, t_capture)``."""
+    """Reads one camera in a daemon thread and hands every frame to ``on_frame(frame_bgr, t_capture,
+    t_media)``: the wall-clock time it was read, and its time in the source (the file position for a
+    file, the wall clock for a live stream)."""
 
-    def __init__(self, camera_id: str, url: str, on_frame: Callable[[np.ndarray, float], None],
+    def __init__(self, camera_id: str, url: str, on_frame: Callable[[np.ndarray, float, float], None],
                  stall_timeout_s: float = 10.0, open_timeout_s: float = 5.0,
                  backoff_s: tuple[float, float] = (0.5, 10.0),
-                 on_state: Callable[[str, str], None] | None = None) -> None:
+                 on_state: Callable[[str, str], None] | None = None, is_file: bool = False) -> None:
         self.camera_id = camera_id
         self.url = url
+        self.is_file = is_file
         self.on_frame = on_frame
         self.on_state = on_state
         self.stall_timeout_s = stall_timeout_s
@@ -57,6 +64,7 @@ class CameraReader:
         self._thread = threading.Thread(target=self._run, name=f"camera-{camera_id}", daemon=True)
         self._watchdog = threading.Thread(target=self._watch, name=f"camera-{camera_id}-watchdog", daemon=True)
         self._lock = threading.Lock()
+        self._in_callback = False  # on_frame is applying back-pressure: not a stall
 
     def start(self) -> CameraReader:
         self._thread.start()
@@ -68,8 +76,9 @@ class CameraReader:
         FFmpeg (which may retry its own timeouts several times before giving up)."""
         while not self._stop.wait(min(0.2, self.stall_timeout_s / 4)):
             last = self.stats.last_frame_at
-            if self.stats.state == "up" and last is not None and time.monotonic() - last > self.stall_timeout_s:
-                self._stall(time.monotonic() - last)
+            silent = time.monotonic() - last if last is not None else 0.0
+            if self.stats.state == "up" and silent > self.stall_timeout_s and not self._in_callback:
+                self._stall(silent)
 
     def _stall(self, seconds: float) -> None:
         with self._lock:
@@ -84,7 +93,8 @@ class CameraReader:
         self._reconnect_now.set()
         self._thread.join(timeout_s)
         self._watchdog.join(timeout_s)
-        self._set_state("stopped")
+        if self.stats.state != "ended":
+            self._set_state("stopped")
 
     def reconnect(self) -> None:
         """Drop the connection and connect again now (skipping any backoff wait)."""
@@ -125,8 +135,14 @@ class CameraReader:
             if cap is None:
                 self._set_state("down", f"cannot open {redact(self.url)}")
             else:
-                attempt = 0 if self._read(cap) else attempt
+                fps = cap.get(cv2.CAP_PROP_FPS)
+                self.stats.source_fps = float(fps) if 0 < fps < 1000 else None
+                got_any = self._read(cap)
+                attempt = 0 if got_any else attempt
                 cap.release()
+                if self.is_file and got_any and not self._reconnect_now.is_set():
+                    self._set_state("ended", "end of file")
+                    return
             if self._stop.is_set():
                 break
             wait = min(self.backoff_s[1], self.backoff_s[0] * 2**attempt)
@@ -140,7 +156,10 @@ class CameraReader:
         while not self._stop.is_set() and not self._reconnect_now.is_set():
             ok, frame = cap.read()
             now = time.monotonic()
+            t_media = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000 if self.is_file else time.time()
             if not ok or frame is None:
+                if self.is_file and got_any:
+                    return True
                 if now - last >= self.stall_timeout_s * 0.9:
                     self._stall(now - last)
                 elif self.stats.state != "stalled":
@@ -153,5 +172,10 @@ class CameraReader:
             last = now
             self.stats.frames_received += 1
             self.stats.last_frame_at = now
-            self.on_frame(frame, time.time())
+            self._in_callback = True
+            try:
+                self.on_frame(frame, time.time(), t_media)
+            finally:
+                self._in_callback = False
+                self.stats.last_frame_at = time.monotonic()
         return got_any

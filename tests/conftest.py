@@ -40,6 +40,16 @@ def wait_until_ready(url: str, proc: subprocess.Popen, seconds: float = 90) -> N
     raise AssertionError(f"{url} not ready within {seconds} s")
 
 
+def wait_for(predicate, seconds: float, every: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``seconds`` pass (False)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
+
+
 def npy_body(frames: np.ndarray) -> bytes:
     """An application/x-npy request body."""
     buf = io.BytesIO()

@@ -5,15 +5,7 @@ import threading
 import time
 
 from service.camera import CameraReader, redact
-
-
-def wait_for(predicate, seconds):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+from tests.conftest import wait_for
 
 
 class Sink:
@@ -22,7 +14,7 @@ class Sink:
         self.shapes = set()
         self.lock = threading.Lock()
 
-    def __call__(self, frame, t_capture):
+    def __call__(self, frame, t_capture, t_media):
         with self.lock:
             self.frames += 1
             self.shapes.add(frame.shape)
@@ -75,7 +67,7 @@ def test_hung_server_is_noticed_within_the_stall_timeout(rtsp_server):
 
 def test_failed_first_connect_is_down_and_stoppable(caplog):
     caplog.set_level(logging.INFO)
-    reader = CameraReader("nowhere", "rtsp://admin:hunter2@127.0.0.1:9/cam", lambda f, t: None,
+    reader = CameraReader("nowhere", "rtsp://admin:hunter2@127.0.0.1:9/cam", lambda f, t, m: None,
                           open_timeout_s=1, backoff_s=(0.1, 0.5)).start()
     assert wait_for(lambda: reader.stats.state == "down", 10)
     reader.stop()
