@@ -21,10 +21,11 @@ def overlay_heatmap(frame: np.ndarray, heatmap: np.ndarray, vmax: float, alpha: 
     return (rgb * (1 - weight) + colour * weight).astype(np.uint8)
 
 
-def caption(image: np.ndarray, text: str, alert: bool = False) -> np.ndarray:
-    """Draw a one-line caption in the top-left corner (red when ``alert``)."""
+def caption(image: np.ndarray, text: str, alert: bool = False, scale: float = 1.0) -> np.ndarray:
+    """Draw a one-line caption in the top-left corner (red when ``alert``); ``scale`` sizes the text."""
     out = image.copy()
     colour = (255, 40, 40) if alert else (255, 255, 255)
-    cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+    org, size = (round(4 * scale), round(14 * scale)), 0.4 * scale
+    cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), max(3, round(3 * scale)), cv2.LINE_AA)
+    cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, colour, max(1, round(scale)), cv2.LINE_AA)
     return out

@@ -10,10 +10,12 @@ VENV=${AEDMAE_VENV:-.venv}
 TORCH=${AEDMAE_TORCH:-torch==2.13.0}
 
 # System packages the tests use, from Debian: a real Prometheus (and promtool), and GStreamer's RTSP
-# server (run by the system python through python3-gi) for the camera tests. Installed when we are
+# server (run by the system python through python3-gi) for the camera tests; headless Chromium for the
+# live-preview test. Installed when we are
 # root with apt (CI, containers); otherwise the tests that need them say what is missing.
 APT_PACKAGES="prometheus python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base
-  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools"
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+  chromium"
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=$(for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
   if [ -n "$missing" ]; then

@@ -17,11 +17,12 @@ from fastapi.responses import JSONResponse
 
 import model
 from model.errors import AedmaeError
-from service import routes
+from service import routes, stream_routes
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.runtime import ScoringRuntime
 from service.settings import Settings
+from service.stream_hub import StreamManager
 
 log = logging.getLogger("aedmae.service")
 
@@ -35,6 +36,12 @@ def _load(app: FastAPI, settings: Settings) -> None:
         runtime.start()
         app.state.runtime = runtime
         log.info("ready: %s", runtime.readiness)
+        app.state.streams = manager = StreamManager(runtime, settings, app.state.metrics)
+        for spec in settings.cameras:  # a camera that cannot start is logged; the others still start
+            try:
+                manager.add(spec)
+            except AedmaeError as e:
+                log.error("camera %s from the config file not started: %s", spec.id, e)
     except Exception as e:  # the process stays up and says why in /readyz
         app.state.startup_error = f"model failed to load: {e}"
         log.exception("model failed to load")
@@ -49,6 +56,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await loader
+        if app.state.streams is not None:
+            await asyncio.to_thread(app.state.streams.stop)
         runtime: ScoringRuntime | None = app.state.runtime
         if runtime is not None:
             await asyncio.to_thread(runtime.stop)
@@ -65,8 +74,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.runtime = None
+    app.state.streams = None
     app.state.startup_error = None
     app.include_router(routes.router)
+    app.include_router(stream_routes.router)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:

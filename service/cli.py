@@ -196,7 +196,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                    ("max_batch_size", args.max_batch_size)) if v is not None}
     settings = Settings(**overrides)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                timeout_graceful_shutdown=30)
+                timeout_graceful_shutdown=10)  # SSE and preview clients are cut after 10 s
     return 0
 
 

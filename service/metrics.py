@@ -45,6 +45,12 @@ class Metrics:
         for trigger in ("full", "timeout"):
             self.batches.labels(trigger=trigger)
         self.inference_errors.labels(reason="backend_error")
+        self.frame_age = Histogram(f"{p}_frame_age_seconds", "camera frames: capture to score", ["stream"],
+                                   buckets=LATENCY_BUCKETS, registry=r)
+        self.webhook_deliveries = Counter(f"{p}_webhook_deliveries", "event webhook POSTs by outcome", ["outcome"],
+                                          registry=r)
+        for outcome in ("delivered", "failed", "dropped"):
+            self.webhook_deliveries.labels(outcome=outcome)
         self.score_distribution = Histogram(f"{p}_anomaly_score_distribution", "calibrated scores of scored frames",
                                             ["source"], buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
                                             registry=r)

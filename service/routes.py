@@ -17,8 +17,7 @@ from model.window import LOOKAHEAD
 from service.decoding import heatmap_png, images_to_frames, npy_to_frames
 from service.errors import BadRequest, NotFound, NotReady, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from service.runtime import FrameResult, ScoringRuntime
-
-STREAM_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+from service.settings import STREAM_ID_PATTERN
 
 
 class FrameScore(BaseModel):

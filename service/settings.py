@@ -10,19 +10,65 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from model.errors import ConfigError
 
+STREAM_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+URL_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
 
-class CameraSettings(BaseModel):
-    """A camera declared in the config file; it starts with the server."""
 
-    id: str
-    url: str
-    fps: float | None = None
-    stall_timeout_s: float = 10.0
+class EventSettings(BaseModel):
+    """When a camera raises an anomaly event. Scores are calibrated (0.5 = the training footage's
+    alert threshold) and smoothed causally over ``smoothing_sigma_s`` before these thresholds apply."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enter: float = Field(0.7, ge=0, le=1, description="an event starts once the smoothed score stays >= this ...")
+    exit: float = Field(0.5, ge=0, le=1, description="... and ends once it falls below this")
+    min_duration_s: float = Field(0.4, ge=0, le=60, description="... for at least this long (both ways)")
+    cooldown_s: float = Field(5.0, ge=0, le=3600, description="no new event this soon after the previous one ended")
+    smoothing_sigma_s: float = Field(0.2, ge=0, le=10, description="causal half-Gaussian smoothing, seconds")
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> EventSettings:
+        if self.exit > self.enter:
+            raise ValueError(f"exit ({self.exit}) must not exceed enter ({self.enter})")
+        return self
+
+
+class StreamSpec(BaseModel):
+    """A camera: the body of POST /v1/streams, and an entry of ``cameras`` in the config file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=STREAM_ID_PATTERN, description="camera id (the `stream` metric label)")
+    url: str = Field(min_length=1, max_length=2048,
+                     description="rtsp://, rtsps://, http(s):// or a local video file (path or file://)")
+    fps: float | None = Field(None, gt=0, le=120, description="score this many frames per second (default: all)")
+    stall_timeout_s: float = Field(10.0, ge=0.5, le=600, description="no frame for this long: stalled")
+    open_timeout_s: float = Field(5.0, ge=0.5, le=120)
+    staleness_s: float | None = Field(None, ge=0.01, le=60,
+                                      description="live cameras: a frame not scored this soon after capture is "
+                                                  "dropped (default: the server's stream_staleness_s)")
+    realtime: bool = Field(False, description="files: play at the file's own frame rate, like a live camera")
+    events: EventSettings = Field(default_factory=EventSettings)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        scheme = v.split("://", 1)[0].lower() if "://" in v else None
+        if scheme is not None and scheme not in URL_SCHEMES:
+            raise ValueError(f"unsupported URL scheme {scheme!r}: use one of {', '.join(URL_SCHEMES)}")
+        return v
+
+    @property
+    def file_path(self) -> Path | None:
+        """The local file this camera reads, or None for a network stream."""
+        if self.url.startswith("file://"):
+            return Path(self.url[len("file://"):])
+        return None if "://" in self.url else Path(self.url)
 
 
 class _ConfigFileSource(PydanticBaseSettingsSource):
@@ -65,7 +111,18 @@ class Settings(BaseSettings):
     max_stream_contexts: int = Field(1024, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    cameras: list[CameraSettings] = Field(default_factory=list)
+    cameras: list[StreamSpec] = Field(default_factory=list, description="cameras started with the server")
+    max_streams: int = Field(64, ge=1, le=4096, description="cameras registered at once, at most")
+    stream_staleness_s: float = Field(1.0, gt=0, le=60, description="live frames older than this are dropped")
+    max_pending_per_stream: int = Field(8, ge=1, le=1024,
+                                        description="a camera's frames queued for inference, at most; when "
+                                                    "more arrive the oldest is dropped (freshest first)")
+    stream_history: int = Field(3000, ge=10, le=1_000_000, description="recent scores kept per camera")
+    allow_file_streams: bool = Field(True, description="allow local video files as cameras (recorded clips)")
+    webhook_url: str | None = Field(None, description="POST every event start and end here (JSON)")
+    webhook_timeout_s: float = Field(5.0, gt=0, le=120)
+    webhook_retries: int = Field(3, ge=0, le=20)
+    preview_fps: float = Field(5.0, gt=0, le=30, description="MJPEG preview frames per second, at most")
 
     @field_validator("device")
     @classmethod

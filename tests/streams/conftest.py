@@ -80,3 +80,12 @@ def rtsp_server(footage_mp4):
     server = RtspServer(footage_mp4).start()
     yield server
     server.kill()
+
+
+@pytest.fixture(scope="module")
+def stream_server(tiny_checkpoint):
+    """A live aedmae server (tiny model) for camera tests."""
+    from tests.service.conftest import live_server
+
+    with live_server(model=tiny_checkpoint, max_batch_size=8, max_batch_delay_ms=5) as s:
+        yield s

@@ -1,0 +1,208 @@
+"""Anomaly events: alert hysteresis over a camera's smoothed scores, the bus that fans events out to
+Server-Sent-Event clients, and the webhook sender.
+
+An event starts when the smoothed calibrated score has stayed at or above ``enter`` for
+``min_duration_s`` (of the camera's own clock) and ends when it has stayed below ``exit`` for as long;
+no new event starts within ``cooldown_s`` of the last end. A gap in the stream (disconnect, stall,
+end of file) or an invalid frame (frozen or blank picture) ends an open event at once and restarts
+the count: no event spans a gap, and none starts from a frozen or covered camera.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import queue
+import threading
+import time
+import urllib.request
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.settings import EventSettings
+
+log = logging.getLogger(__name__)
+EPS = 1e-6  # clock comparisons: 0.7 - 0.4 is 0.29999999999999993 in floating point
+
+
+@dataclass
+class Event:
+    id: str
+    stream: str
+    start_time: float  # unix time of the first frame at or above `enter` (capture time)
+    start_frame: int
+    peak_score: float
+    peak_frame: int
+    end_time: float | None = None
+    end_frame: int | None = None
+    end_reason: str | None = None  # "score" | "gap" | "invalid_input" | "stream_removed"
+    snapshot: Any = field(default=None, repr=False)  # (frame, heatmap) at the peak, or encoded JPEG bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "stream": self.stream, "start_time": self.start_time, "start_frame": self.start_frame,
+                "end_time": self.end_time, "end_frame": self.end_frame, "end_reason": self.end_reason,
+                "peak_score": round(self.peak_score, 6), "peak_frame": self.peak_frame,
+                "active": self.end_time is None, "snapshot": f"/v1/events/{self.id}/snapshot.jpg"}
+
+
+class EventDetector:
+    """Hysteresis for one camera. ``update`` takes each scored frame in order and returns the events
+    that started or ended with it, as ("start" | "end", event)."""
+
+    def __init__(self, stream: str, settings: EventSettings) -> None:
+        self.stream = stream
+        self.s = settings
+        self.active: Event | None = None
+        self._above_since: tuple[float, float, int] | None = None  # (media t, unix t, frame) of the run's start
+        self._below_since: float | None = None
+        self._cooldown_until = float("-inf")
+        self._last: tuple[float, int] = (0.0, -1)  # (unix time, frame) of the last valid frame
+
+    def update(self, frame: int, t_media: float, t_unix: float, smoothed: float | None,
+               snapshot: tuple[np.ndarray, np.ndarray] | None = None) -> list[tuple[str, Event]]:
+        """``smoothed`` is None for an invalid frame (frozen/blank picture)."""
+        if smoothed is None:
+            return self.interrupt("invalid_input")
+        out: list[tuple[str, Event]] = []
+        self._last = (t_unix, frame)
+        if self.active is not None:
+            ev = self.active
+            if smoothed > ev.peak_score:
+                ev.peak_score, ev.peak_frame, ev.snapshot = smoothed, frame, snapshot
+            if smoothed < self.s.exit:
+                self._below_since = t_media if self._below_since is None else self._below_since
+                if t_media - self._below_since >= self.s.min_duration_s - EPS:
+                    out.append(("end", self._end("score", t_unix, frame, t_media)))
+            else:
+                self._below_since = None
+            return out
+        if smoothed < self.s.enter or t_media < self._cooldown_until - EPS:
+            self._above_since = None
+            return out
+        if self._above_since is None:
+            self._above_since = (t_media, t_unix, frame)
+        if t_media - self._above_since[0] >= self.s.min_duration_s - EPS:
+            _, start_unix, start_frame = self._above_since
+            self.active = Event(uuid.uuid4().hex[:16], self.stream, start_unix, start_frame, smoothed, frame,
+                                snapshot=snapshot)
+            self._above_since = self._below_since = None
+            out.append(("start", self.active))
+        return out
+
+    def interrupt(self, reason: str) -> list[tuple[str, Event]]:
+        """A gap or an invalid frame: end the open event (at the last good frame) and restart counting."""
+        self._above_since = self._below_since = None
+        if self.active is None:
+            return []
+        return [("end", self._end(reason, *self._last, None))]
+
+    def _end(self, reason: str, t_unix: float, frame: int, t_media: float | None) -> Event:
+        ev = self.active
+        assert ev is not None
+        ev.end_time, ev.end_frame, ev.end_reason = t_unix, frame, reason
+        self.active = None
+        self._below_since = None
+        if t_media is not None:
+            self._cooldown_until = t_media + self.s.cooldown_s
+        return ev
+
+
+class EventBus:
+    """Keeps recent events and hands each start/end to every SSE subscriber (asyncio queues fed from
+    worker threads). A subscriber that does not keep up loses messages, never the server's memory."""
+
+    def __init__(self, keep: int = 500, subscriber_queue: int = 256) -> None:
+        self.recent: deque[Event] = deque(maxlen=keep)
+        self.log: deque[tuple[int, str, dict[str, Any]]] = deque(maxlen=keep)  # (seq, kind, event) for replay
+        self._seq = itertools.count(1)
+        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[tuple[int, str, dict[str, Any]]]]] = set()
+        self._queue_size = subscriber_queue
+        self._lock = threading.Lock()
+
+    def publish(self, kind: str, event: Event) -> tuple[int, str, dict[str, Any]]:
+        with self._lock:
+            if kind == "start":
+                self.recent.append(event)
+            message = (next(self._seq), kind, event.to_dict())
+            self.log.append(message)
+            subscribers = list(self._subscribers)
+        for loop, q in subscribers:
+            loop.call_soon_threadsafe(_offer, q, message)
+        return message
+
+    def find(self, event_id: str) -> Event | None:
+        with self._lock:
+            return next((e for e in self.recent if e.id == event_id), None)
+
+    def subscribe(self, after: int = 0) -> asyncio.Queue[tuple[int, str, dict[str, Any]]]:
+        """A queue of (seq, kind, event) for the running loop, first replaying messages after ``after``."""
+        q: asyncio.Queue[tuple[int, str, dict[str, Any]]] = asyncio.Queue(self._queue_size)
+        with self._lock:
+            for message in self.log:
+                if message[0] > after:
+                    _offer(q, message)
+            self._subscribers.add((asyncio.get_running_loop(), q))
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[tuple[int, str, dict[str, Any]]]) -> None:
+        with self._lock:
+            self._subscribers = {s for s in self._subscribers if s[1] is not q}
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+
+def _offer(q: asyncio.Queue[tuple[int, str, dict[str, Any]]], message: tuple[int, str, dict[str, Any]]) -> None:
+    if q.full():
+        q.get_nowait()  # the oldest goes: a slow client sees a gap in `id`, the server stays bounded
+    q.put_nowait(message)
+
+
+class WebhookSender:
+    """POSTs each event message as JSON to one URL from a background thread, with a timeout and
+    retries (exponential backoff). A full backlog drops the newest message; outcomes are counted."""
+
+    def __init__(self, url: str, timeout_s: float, retries: int, on_outcome: Any, backlog: int = 1000) -> None:
+        self.url, self.timeout_s, self.retries = url, timeout_s, retries
+        self.on_outcome = on_outcome  # called with "delivered" | "failed" | "dropped"
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(backlog)
+        self._thread = threading.Thread(target=self._run, name="aedmae-webhook", daemon=True)
+        self._thread.start()
+
+    def send(self, kind: str, event: dict[str, Any]) -> None:
+        try:
+            self._queue.put_nowait({"type": kind, "event": event})
+        except queue.Full:
+            self.on_outcome("dropped")
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout_s)
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while (message := self._queue.get()) is not None:
+            body = json.dumps(message).encode()
+            for attempt in range(self.retries + 1):
+                try:
+                    request = urllib.request.Request(self.url, body, method="POST", headers={
+                        "Content-Type": "application/json", "X-Aedmae-Event": message["type"]})
+                    with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                        response.read()
+                    self.on_outcome("delivered")
+                    break
+                except Exception as e:  # any HTTP error, refusal or timeout: retry, then give up
+                    if attempt == self.retries:
+                        log.warning("webhook: giving up on event %s after %d attempts: %s",
+                                    message["event"]["id"], attempt + 1, e)
+                        self.on_outcome("failed")
+                    else:
+                        time.sleep(min(8.0, 0.5 * 2**attempt))

@@ -1,0 +1,170 @@
+"""The registry of cameras (add, list, remove, reconnect), their Prometheus series, the event fan-out
+(bus and webhook) and the pictures operators look at (MJPEG preview frames, event snapshots)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import cv2
+import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from model.overlay import caption, overlay_heatmap
+from service.errors import BadRequest, Conflict, NotFound, Overloaded
+from service.events import Event, EventBus, WebhookSender
+from service.metrics import Metrics
+from service.settings import Settings, StreamSpec
+from service.streams import DROP_REASONS, Stream
+
+log = logging.getLogger(__name__)
+PREVIEW_WIDTH = 640
+
+
+def render(image: np.ndarray, heatmap: np.ndarray, vmax: float, text: str, alert: bool) -> bytes:
+    """A model-size frame with its heatmap and a caption, upscaled for people, as JPEG."""
+    picture = overlay_heatmap(image, heatmap, vmax)
+    h, w = picture.shape[:2]
+    if w < PREVIEW_WIDTH:
+        picture = cv2.resize(picture, (PREVIEW_WIDTH, round(h * PREVIEW_WIDTH / w)), interpolation=cv2.INTER_LINEAR)
+    picture = caption(picture, text, alert, scale=picture.shape[1] / 320)
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    assert ok
+    return jpeg.tobytes()
+
+
+class StreamManager:
+    def __init__(self, runtime: Any, settings: Settings, metrics: Metrics) -> None:
+        self.runtime, self.settings, self.metrics = runtime, settings, metrics
+        self.bus = EventBus()
+        self.webhook = (WebhookSender(settings.webhook_url, settings.webhook_timeout_s, settings.webhook_retries,
+                                      lambda outcome: metrics.webhook_deliveries.labels(outcome=outcome).inc())
+                        if settings.webhook_url else None)
+        self._streams: dict[str, Stream] = {}
+        self._lock = threading.Lock()
+        self._collector = StreamCollector(self)
+        metrics.registry.register(self._collector)
+
+    # -- registry ----------------------------------------------------------------------------------
+    def add(self, spec: StreamSpec) -> Stream:
+        path = spec.file_path
+        if path is not None:
+            if not self.settings.allow_file_streams:
+                raise BadRequest("local files are not allowed as cameras here (allow_file_streams=false)")
+            try:
+                found = path.is_file()
+            except OSError as e:  # a name too long, a path through a file, ...
+                raise BadRequest(f"not a usable file path: {e.strerror}") from None
+            if not found:
+                raise BadRequest(f"no such video file: {path}")
+        with self._lock:
+            if spec.id in self._streams:
+                raise Conflict(f"camera {spec.id!r} already exists: DELETE it first to change it")
+            if len(self._streams) >= self.settings.max_streams:
+                raise Overloaded(f"{len(self._streams)} cameras are registered (max_streams)")
+            stream = self._streams[spec.id] = Stream(spec, self)
+        stream.start()
+        return stream
+
+    def get(self, stream_id: str) -> Stream:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise NotFound(f"no camera {stream_id!r}")
+        return stream
+
+    def has(self, stream: Stream) -> bool:
+        return self._streams.get(stream.spec.id) is stream
+
+    def list(self) -> list[Stream]:
+        with self._lock:
+            return list(self._streams.values())
+
+    def remove(self, stream_id: str) -> None:
+        """Stop the camera (blocking until its reader ends, at most its timeouts) and forget it."""
+        with self._lock:
+            stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            raise NotFound(f"no camera {stream_id!r}")
+        stream.stop()
+        with contextlib.suppress(KeyError):  # a camera that never scored a frame has no series
+            self.metrics.frame_age.remove(stream_id)
+
+    def stop(self) -> None:
+        streams = self.list()
+        threads = [threading.Thread(target=self.remove, args=(s.spec.id,), daemon=True) for s in streams]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        if self.webhook is not None:
+            self.webhook.close()
+        self.metrics.registry.unregister(self._collector)
+
+    # -- results -----------------------------------------------------------------------------------
+    def observe_frame(self, stream_id: str, age_s: float, score: float) -> None:
+        self.metrics.frame_age.labels(stream=stream_id).observe(age_s)
+        self.metrics.score_distribution.labels(source="stream").observe(score)
+
+    def publish(self, kind: str, event: Event) -> None:
+        if kind == "end" and isinstance(event.snapshot, tuple):
+            event.snapshot = self.snapshot_jpeg(event)  # keep a small JPEG, not the arrays
+        _, _, body = self.bus.publish(kind, event)
+        log.info("event %s %s: camera %s, peak %.3f at frame %d", kind, event.id, event.stream, event.peak_score,
+                 event.peak_frame)
+        if self.webhook is not None:
+            self.webhook.send(kind, body)
+
+    # -- pictures ----------------------------------------------------------------------------------
+    def snapshot_jpeg(self, event: Event) -> bytes:
+        if isinstance(event.snapshot, bytes):
+            return event.snapshot
+        frame, heatmap = event.snapshot
+        return render(frame, heatmap, self.runtime.heatmap_scale, f"{event.stream} event peak {event.peak_score:.2f}",
+                      alert=True)
+
+    def preview_jpeg(self, stream: Stream) -> bytes | None:
+        latest = stream.latest
+        if latest is None:
+            return None
+        score = latest["smoothed"] if latest["smoothed"] is not None else latest["calibrated"]
+        state = latest["invalid_reason"] or ("EVENT" if latest["event"] else "")
+        text = f"{stream.spec.id} #{latest['frame']} score {score:.2f} {state}".rstrip()
+        return render(latest["image"], latest["heatmap"], self.runtime.heatmap_scale, text, bool(latest["event"]))
+
+
+class StreamCollector(Collector):
+    """Per-camera series read from the cameras at scrape time (a removed camera's series go with it)."""
+
+    def __init__(self, manager: StreamManager) -> None:
+        self.manager = manager
+
+    def collect(self) -> Iterator[Any]:
+        p = "aedmae"
+        up = GaugeMetricFamily(f"{p}_stream_up", "1 while the camera delivers frames", labels=["stream"])
+        frames = CounterMetricFamily(f"{p}_stream_frames", "camera frames by stage (received, sampled, scored)",
+                                     labels=["stream", "stage"])
+        dropped = CounterMetricFamily(f"{p}_stream_frames_dropped", "camera frames dropped unscored, by reason",
+                                      labels=["stream", "reason"])
+        reconnects = CounterMetricFamily(f"{p}_stream_reconnects", "reconnection attempts", labels=["stream"])
+        stalls = CounterMetricFamily(f"{p}_stream_stalls", "stalls noticed (no frame for stall_timeout_s)",
+                                     labels=["stream"])
+        score = GaugeMetricFamily(f"{p}_anomaly_score", "latest smoothed calibrated anomaly score", labels=["stream"])
+        events = CounterMetricFamily(f"{p}_anomaly_events", "anomaly events started", labels=["stream"])
+        for s in self.manager.list():
+            sid, st = s.spec.id, s.reader.stats
+            up.add_metric([sid], 1.0 if st.state == "up" else 0.0)
+            for stage, n in (("received", s.received), ("sampled", s.sampled), ("scored", s.scored)):
+                frames.add_metric([sid, stage], n)
+            for reason in DROP_REASONS:
+                dropped.add_metric([sid, reason], s.dropped[reason])
+            reconnects.add_metric([sid], st.reconnects)
+            stalls.add_metric([sid], st.stalls)
+            latest = s.latest
+            if latest is not None:
+                score.add_metric([sid], latest["smoothed"] if latest["smoothed"] is not None else latest["calibrated"])
+            events.add_metric([sid], s.events_total)
+        yield from (up, frames, dropped, reconnects, stalls, score, events)

@@ -1,0 +1,80 @@
+"""Small per-camera helpers: frame-rate sampling, rate meters, and the picture-validity check that
+keeps frozen or covered cameras from raising events."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+
+
+class Sampler:
+    """Keeps frames at ``fps`` on the source's own clock (all frames when fps is None)."""
+
+    def __init__(self, fps: float | None) -> None:
+        self.period = 1.0 / fps if fps else 0.0
+        self._next: float | None = None
+
+    def reset(self) -> None:
+        self._next = None
+
+    def take(self, t: float) -> bool:
+        if not self.period:
+            return True
+        if self._next is not None and t < self._next - 1e-6:
+            return False
+        # the next slot follows this one; after a long pause it restarts from now (no burst to catch up)
+        self._next = t + self.period if self._next is None or t - self._next > self.period else self._next + self.period
+        return True
+
+
+class RateMeter:
+    """Events per second over the last ``window_s`` seconds."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._times: deque[float] = deque()
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._times.append(now)
+        while self._times and now - self._times[0] > self.window_s:
+            self._times.popleft()
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        while self._times and now - self._times[0] > self.window_s:
+            self._times.popleft()
+        if len(self._times) < 2:
+            return 0.0
+        span = max(now - self._times[0], self._times[-1] - self._times[0])
+        return (len(self._times) - 1) / span if span > 0 else 0.0
+
+
+class Validity:
+    """Flags frames no event may come from: a frozen picture (the same frame for ``frozen_s``) and a
+    blank one (covered, blacked out or saturated: almost no spatial variation)."""
+
+    def __init__(self, frozen_s: float = 1.0, frozen_diff: float = 0.25, blank_std: float = 3.0) -> None:
+        self.frozen_s, self.frozen_diff, self.blank_std = frozen_s, frozen_diff, blank_std
+        self._previous: np.ndarray | None = None
+        self._same_since: float | None = None
+
+    def reset(self) -> None:
+        self._previous, self._same_since = None, None
+
+    def check(self, frame: np.ndarray, t: float) -> str | None:
+        """None for a valid frame, else "frozen" or "blank". ``t`` is the source's clock in seconds."""
+        small = frame[::4, ::4].astype(np.int16)
+        same = self._previous is not None and float(np.abs(small - self._previous).mean()) < self.frozen_diff
+        self._previous = small
+        if not same:
+            self._same_since = None
+        elif self._same_since is None:
+            self._same_since = t
+        if float(small.std()) < self.blank_std:
+            return "blank"
+        if self._same_since is not None and t - self._same_since >= self.frozen_s:
+            return "frozen"
+        return None

@@ -1,0 +1,294 @@
+"""Cameras: each registered camera has its own reader thread (service/camera.py), samples frames to
+its target fps, keeps its own temporal window (frames t-3..t+3) and sends its ready frames into the
+shared batcher, where they share batches with HTTP traffic. Results come back through the job's
+future: causal smoothing, event hysteresis, recent scores, the preview frame.
+
+Drop policy (every drop is counted by reason):
+- live cameras keep at most ``max_pending_per_stream`` frames queued; a newer frame replaces the
+  oldest still waiting ("superseded"), so inference always works on the freshest frames;
+- a live frame still unscored ``staleness_s`` after capture is dropped without running ("stale");
+- a full server queue refuses the frame ("queue_full"); a failed batch loses its frames ("error").
+Local files are not live: every frame is scored, the reader waits for room instead of dropping
+(unless the camera is registered with ``realtime``, which plays the file like a live camera).
+A dropped frame is not scored, but it stays in the window as context for its neighbours.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model.frames import to_model_frame
+from model.metrics import CausalSmoother
+from model.window import LOOKAHEAD, FrameWindow
+from service.batcher import Job
+from service.camera import CameraReader, redact
+from service.errors import DeadlineExceeded, Overloaded, ServiceError
+from service.events import EventDetector
+from service.settings import StreamSpec
+from service.stream_parts import RateMeter, Sampler, Validity
+
+log = logging.getLogger(__name__)
+DROP_REASONS = ("superseded", "stale", "queue_full", "error", "not_ready")
+
+
+@dataclass
+class FrameMeta:
+    t_capture: float  # unix time the frame was read
+    t_media: float  # the source's clock (file position, or unix time for live cameras)
+    frame: np.ndarray  # model-size frame (H, W, C), for the preview and event snapshots
+    invalid: str | None  # "frozen" | "blank" | None
+    segment: int  # frames of one connection; a gap starts the next
+
+
+class Stream:
+    def __init__(self, spec: StreamSpec, hub: Any) -> None:
+        """``hub`` is the StreamManager: runtime, settings, metrics and the event bus."""
+        self.spec, self.hub = spec, hub
+        self.file = spec.file_path is not None
+        self.live = not self.file or spec.realtime
+        s = hub.settings
+        self.staleness_s = spec.staleness_s or s.stream_staleness_s
+        self.max_pending = s.max_pending_per_stream
+        self.reader = CameraReader(spec.id, spec.url, self._on_frame, spec.stall_timeout_s, spec.open_timeout_s,
+                                   on_state=self._on_state, is_file=self.file)
+        self.created = time.time()
+        self.received = self.sampled = self.scored = 0
+        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self.events_total = 0
+        self.input_rate, self.scored_rate = RateMeter(), RateMeter()
+        self.history: deque[dict[str, Any]] = deque(maxlen=s.stream_history)
+        self.latest: dict[str, Any] | None = None  # the newest scored frame: preview and GET
+        self.preview_seq = 0
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._pending: deque[tuple[int, Job]] = deque()  # queued jobs, oldest first
+        self._meta: dict[int, FrameMeta] = {}
+        self._base = 0  # stream frame index of the current segment's frame 0
+        self._last_done = -1
+        self._realtime_start: tuple[float, float] | None = None
+        self._segment = 0  # segment that new frames belong to
+        self._scored_segment = 0  # segment the smoother and the event detector are following
+        self.detector = EventDetector(spec.id, spec.events)
+        self._reset_window()
+        self._reset_scoring()
+
+    # -- segments: a gap (reconnect, stall, end of file) starts a fresh window, smoother and count ----
+    def _reset_window(self) -> None:
+        self.window = FrameWindow()
+        self.sampler = Sampler(self.spec.fps)
+        self.validity = Validity()
+        self._realtime_start = None
+
+    def _reset_scoring(self) -> list[Any]:
+        fps = self.spec.fps or self.reader.stats.source_fps or 25.0
+        self.smoother = CausalSmoother(self.spec.events.smoothing_sigma_s * fps)
+        return self.detector.interrupt("gap")
+
+    def _end_segment(self) -> None:
+        """Score the frames still waiting for their look-ahead (edges clamped), wait for the segment's
+        frames in flight, then end any open event: no event spans the gap."""
+        with self._lock:
+            ready = self.window.flush()
+            base = self._base
+            self._base += self.window.seen
+            self._segment += 1
+            self._reset_window()
+        for t, x in ready:
+            self._submit(base + t, x)
+        with self._lock:
+            end = time.monotonic() + (self.staleness_s + 1 if self.live else 30.0)
+            while any(i < self._base for i, _ in self._pending) and time.monotonic() < end:
+                self._room.wait(0.1)
+            events = self._reset_scoring() if self._scored_segment < self._segment else []
+            self._scored_segment = self._segment
+        self._publish(events)
+
+    def _on_state(self, camera_id: str, state: str) -> None:
+        if state in ("down", "stalled", "ended"):
+            self._end_segment()
+        if state == "ended":
+            log.info("camera %s: end of file after %d frames", camera_id, self.received)
+
+    # -- reader thread ------------------------------------------------------------------------------
+    def _on_frame(self, image: np.ndarray, t_capture: float, t_media: float) -> None:
+        self.received += 1
+        self.input_rate.tick()
+        if self.file and self.spec.realtime:
+            self._pace(t_media)
+        if not self.sampler.take(t_media):
+            return
+        self.sampled += 1
+        runtime = self.hub.runtime
+        frame = to_model_frame(image, runtime.bundle.image_size, runtime.bundle.channels)
+        with self._lock:
+            invalid = self.validity.check(frame, t_media)
+            ready = self.window.push(frame)
+            index = self._base + self.window.seen - 1
+            self._meta[index] = FrameMeta(t_capture, t_media, frame, invalid, self._segment)
+            base = self._base
+        for t, x in ready:
+            self._submit(base + t, x)
+
+    def _pace(self, t_media: float) -> None:
+        """Realtime files: wait until the frame's time in the file has come."""
+        now = time.monotonic()
+        if self._realtime_start is None:
+            self._realtime_start = (now, t_media)
+        delay = self._realtime_start[0] + (t_media - self._realtime_start[1]) - now
+        if delay > 0:
+            self.reader._stop.wait(delay)
+
+    def _submit(self, index: int, x: np.ndarray) -> None:
+        runtime = self.hub.runtime
+        now = time.monotonic()
+        meta = self._meta.get(index)
+        age = time.time() - meta.t_capture if meta else 0.0
+        deadline = now + (self.staleness_s - age if self.live else runtime.settings.request_timeout_s * 100)
+        job = Job(x, deadline, source=self.spec.id)
+        superseded = []
+        with self._lock:
+            if self.live:
+                while len(self._pending) >= self.max_pending:
+                    superseded.append(self._pending.popleft()[1])
+            else:
+                while len(self._pending) >= self.max_pending and not self.reader._stop.is_set():
+                    self._room.wait(0.5)  # a file waits for room: every frame is scored
+            self._pending.append((index, job))
+        for old in superseded:  # outside the lock: cancel() runs the done-callback, which takes the lock;
+            old.future.cancel()  # a job already running cannot be cancelled and is scored after all
+        while True:
+            try:
+                runtime.batcher.submit([job])
+                break
+            except Overloaded:
+                if self.live or self.reader._stop.is_set():
+                    self._finish(index, job, "queue_full")
+                    return
+                time.sleep(0.05)
+            except ServiceError:
+                self._finish(index, job, "not_ready")
+                return
+        job.future.add_done_callback(lambda f: self._done(index, job, f))
+
+    # -- worker threads (batch results) -------------------------------------------------------------
+    def _done(self, index: int, job: Job, future: Future[dict[str, Any]]) -> None:
+        if future.cancelled():
+            self._finish(index, job, "superseded")
+        elif isinstance(future.exception(), DeadlineExceeded):
+            self._finish(index, job, "stale")
+        elif future.exception() is not None:
+            self._finish(index, job, "error")
+        else:
+            self._finish(index, job, None, future.result())
+
+    def _finish(self, index: int, job: Job, dropped: str | None, out: dict[str, Any] | None = None) -> None:
+        events: list[Any] = []
+        with self._lock:
+            self._pending = deque(p for p in self._pending if p[1] is not job)
+            self._room.notify_all()
+            meta = self._meta.pop(index, None)
+            if dropped is not None or out is None or meta is None:
+                self.dropped[dropped or "error"] += 1
+                return
+            self.scored += 1
+            self.scored_rate.tick()
+            calibrated = float(out["calibrated"])
+            if meta.segment > self._scored_segment:  # the gap's own reset has not run yet: do it now
+                events += self._reset_scoring()
+                self._scored_segment = meta.segment
+            in_order = index > self._last_done and meta.segment == self._scored_segment
+            smoothed = None
+            if meta.invalid is None and in_order:
+                smoothed = self.smoother.push(calibrated)
+            if in_order:
+                self._last_done = index
+                events += self.detector.update(index, meta.t_media, meta.t_capture, smoothed,
+                                              (meta.frame, out["heatmap"]))
+            age = time.time() - meta.t_capture
+            record = {"frame": index, "capture_time": meta.t_capture, "media_time": round(meta.t_media, 4),
+                      "score": float(out["score"]), "teacher_error": float(out["teacher_error"]),
+                      "discrepancy": float(out["discrepancy"]), "calibrated": calibrated, "smoothed": smoothed,
+                      "valid": meta.invalid is None, "invalid_reason": meta.invalid,
+                      "event": self.detector.active.id if self.detector.active else None,
+                      "frame_age_s": round(age, 4), "lookahead_frames": LOOKAHEAD,
+                      "lookahead_s": round(LOOKAHEAD / (self.spec.fps or self.reader.stats.source_fps or 25.0), 4)}
+            self.history.append(record)
+            self.latest = {**record, "image": meta.frame, "heatmap": out["heatmap"]}
+            self.preview_seq += 1
+        self.hub.observe_frame(self.spec.id, age, calibrated if smoothed is None else smoothed)
+        self._publish(events)
+
+    def _publish(self, events: list[Any]) -> None:
+        for kind, ev in events:
+            if kind == "start":
+                self.events_total += 1
+            self.hub.publish(kind, ev)
+
+    # -- control and description --------------------------------------------------------------------
+    def start(self) -> Stream:
+        self.reader.start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            self.reader._stop.set()
+            self._room.notify_all()
+        self.reader.stop()
+        with self._lock:
+            pending = [job for _, job in self._pending]
+        for job in pending:
+            job.future.cancel()
+        self._publish(self.detector.interrupt("stream_removed"))
+
+    def scores_since(self, since: float | None, limit: int) -> list[dict[str, Any]]:
+        with self._lock:
+            items = [r for r in self.history if since is None or r["capture_time"] > since]
+        return items[-limit:]
+
+    def quality(self) -> dict[str, Any]:
+        st = self.reader.stats
+        expected = self.spec.fps or st.source_fps
+        input_fps = self.input_rate.rate()
+        wanted = min(expected, input_fps) if expected and self.spec.fps else input_fps
+        ratio = self.scored_rate.rate() / wanted if wanted > 0 else None
+        recent_trouble = st.last_stall_at is not None and time.monotonic() - st.last_stall_at < 300
+        if st.state not in ("up", "ended"):
+            grade = "down"
+        elif (ratio is not None and ratio < 0.9) or recent_trouble:
+            grade = "degraded"
+        else:
+            grade = "good"
+        return {"grade": grade, "scored_to_wanted_fps": None if ratio is None else round(ratio, 3),
+                "reconnects": st.reconnects, "stalls": st.stalls,
+                "uptime_s": round(time.monotonic() - st.connected_at, 1) if st.connected_at and st.state == "up"
+                else 0.0}
+
+    def describe(self, detail: bool = True) -> dict[str, Any]:
+        st = self.reader.stats
+        out: dict[str, Any] = {
+            "id": self.spec.id, "url": redact(self.spec.url), "state": st.state, "fps": self.spec.fps,
+            "source_fps": st.source_fps, "input_fps": round(self.input_rate.rate(), 2),
+            "scored_fps": round(self.scored_rate.rate(), 2), "quality": self.quality(),
+        }
+        if detail:
+            latest = self.latest
+            out |= {
+                "frames": {"received": self.received, "sampled": self.sampled, "scored": self.scored,
+                           "dropped": dict(self.dropped)},
+                "reconnects": st.reconnects, "stalls": st.stalls, "last_error": st.last_error,
+                "state_history": list(st.history), "staleness_s": self.staleness_s if self.live else None,
+                "live": self.live, "events": self.spec.events.model_dump(), "events_total": self.events_total,
+                "active_event": self.detector.active.to_dict() if self.detector.active else None,
+                "latest": None if latest is None else {k: v for k, v in latest.items()
+                                                       if k not in ("image", "heatmap")},
+                "lookahead_frames": LOOKAHEAD, "created_at": self.created,
+            }
+        return out

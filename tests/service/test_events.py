@@ -1,0 +1,154 @@
+"""Event hysteresis, sampling, validity, the SSE bus and the webhook sender (real HTTP on loopback)."""
+
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from service.events import Event, EventBus, EventDetector, WebhookSender
+from service.settings import EventSettings, StreamSpec
+from service.stream_parts import RateMeter, Sampler, Validity
+from tests.conftest import wait_for
+
+
+def run(detector, scores, fps=10.0, start=0):
+    """Feed smoothed scores at `fps`; returns [(kind, frame)] and the events."""
+    out, events = [], []
+    for i, s in enumerate(scores, start):
+        for kind, ev in detector.update(i, i / fps, 1000 + i / fps, s):
+            out.append((kind, i))
+            events.append(ev)
+    return out, events
+
+
+def test_event_needs_min_duration_above_enter_and_ends_below_exit():
+    d = EventDetector("cam", EventSettings(enter=0.7, exit=0.5, min_duration_s=0.3, cooldown_s=0))
+    # a 2-frame blip (0.1 s) does not start an event; a long run does, 0.3 s after it began
+    scores = [0.2, 0.9, 0.9, 0.2, 0.8, 0.8, 0.8, 0.8, 0.9, 0.6, 0.6, 0.4, 0.4, 0.4, 0.4, 0.2]
+    marks, events = run(d, scores)
+    assert marks == [("start", 7), ("end", 14)]
+    ev = events[0]
+    assert ev.start_frame == 4 and ev.peak_frame == 8 and ev.peak_score == 0.9
+    assert ev.end_reason == "score" and ev.end_frame == 14 and ev.start_time == pytest.approx(1000.4)
+
+
+def test_scores_between_exit_and_enter_keep_an_event_open():
+    d = EventDetector("cam", EventSettings(enter=0.7, exit=0.5, min_duration_s=0, cooldown_s=0))
+    marks, _ = run(d, [0.8, 0.6, 0.55, 0.6, 0.65, 0.4])
+    assert marks == [("start", 0), ("end", 5)]
+
+
+def test_cooldown_blocks_a_new_event_too_soon():
+    d = EventDetector("cam", EventSettings(enter=0.7, exit=0.5, min_duration_s=0, cooldown_s=1.0))
+    marks, _ = run(d, [0.9, 0.1] + [0.9] * 5 + [0.1] * 3 + [0.9] * 3)  # cooldown: until 1.1 s (frame 11)
+    assert marks == [("start", 0), ("end", 1), ("start", 11)]
+
+
+def test_a_gap_or_an_invalid_frame_ends_the_event_and_restarts_the_count():
+    d = EventDetector("cam", EventSettings(enter=0.7, exit=0.5, min_duration_s=0.2, cooldown_s=0))
+    marks, _ = run(d, [0.9, 0.9, 0.9, 0.9])
+    assert marks == [("start", 2)]
+    [(kind, ev)] = d.update(4, 0.4, 1000.4, None)  # frozen picture
+    assert kind == "end" and ev.end_reason == "invalid_input" and ev.end_frame == 3
+    marks, _ = run(d, [0.9, 0.9], start=5)  # 0.1 s above enter after the gap: not yet
+    assert marks == []
+    assert d.interrupt("gap") == []  # nothing open: nothing to end
+    marks, _ = run(d, [0.9, 0.9, 0.9], start=7)
+    assert marks == [("start", 9)]
+
+
+def test_hysteresis_settings_are_checked():
+    with pytest.raises(ValueError, match="exit"):
+        EventSettings(enter=0.5, exit=0.6)
+    with pytest.raises(ValueError, match="scheme"):
+        StreamSpec(id="a", url="ftp://cam/x")
+    with pytest.raises(ValueError):
+        StreamSpec(id="bad id with spaces", url="rtsp://cam/x")
+    assert StreamSpec(id="a", url="file:///v.mp4").file_path.as_posix() == "/v.mp4"
+    assert StreamSpec(id="a", url="rtsp://cam/x").file_path is None
+
+
+def test_sampler_keeps_the_target_rate_on_the_source_clock():
+    s = Sampler(5.0)
+    kept = [i for i in range(100) if s.take(i / 25)]  # 25 fps source, 4 s
+    assert len(kept) == 20 and kept[:3] == [0, 5, 10]
+    assert s.take(100.0) and not s.take(100.1) and s.take(100.2)  # after a pause: no burst
+    assert all(Sampler(None).take(t) for t in (0, 0, 0.001))
+
+
+def test_rate_meter():
+    m = RateMeter(window_s=2.0)
+    for i in range(41):
+        m.tick(i * 0.05)
+    assert m.rate(2.0) == pytest.approx(20, rel=0.05)
+    assert m.rate(10.0) == 0.0
+
+
+def test_validity_flags_frozen_and_blank_pictures():
+    rng = np.random.default_rng(0)
+    v = Validity(frozen_s=0.5)
+    still = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    assert [v.check(still, t / 10) for t in range(4)] == [None] * 4  # the same picture for 0.3 s
+    assert v.check(still, 0.6) == "frozen"
+    assert v.check(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), 0.7) is None  # it moves again
+    assert v.check(np.full((48, 64, 3), 3, np.uint8), 0.8) == "blank"
+
+
+def test_bus_replays_after_an_id_and_bounds_slow_subscribers():
+    bus = EventBus(keep=10, subscriber_queue=3)
+    ev = Event("e1", "cam", 1.0, 0, 0.9, 0)
+    bus.publish("start", ev)
+
+    async def main():
+        q = bus.subscribe(after=0)
+        assert (await q.get())[:2] == (1, "start")
+        for _ in range(5):
+            bus.publish("end", ev)
+        await asyncio.sleep(0.05)
+        seqs = [q.get_nowait()[0] for _ in range(q.qsize())]
+        bus.unsubscribe(q)
+        return seqs
+
+    assert asyncio.run(main()) == [4, 5, 6]  # the three newest; the client sees the gap in ids
+    assert bus.find("e1") is ev and bus.subscribers == 0
+
+
+class Receiver(BaseHTTPRequestHandler):
+    fail_first = 1
+    bodies: ClassVar[list] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        cls = type(self)
+        if cls.fail_first > 0:
+            cls.fail_first -= 1
+            self.send_response(503)
+        else:
+            cls.bodies.append((self.headers["X-Aedmae-Event"], body))
+            self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_webhook_retries_then_delivers_and_gives_up_on_a_dead_url():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    outcomes = []
+    sender = WebhookSender(f"http://127.0.0.1:{httpd.server_port}/hook", 2.0, 2, outcomes.append)
+    try:
+        sender.send("start", {"id": "e1", "stream": "cam"})
+        assert wait_for(lambda: outcomes == ["delivered"], 10), outcomes
+        assert Receiver.bodies == [("start", {"type": "start", "event": {"id": "e1", "stream": "cam"}})]
+    finally:
+        sender.close()
+        httpd.shutdown()
+    dead = WebhookSender(f"http://127.0.0.1:{httpd.server_port}/hook", 0.5, 1, outcomes.append)
+    dead.send("end", {"id": "e2", "stream": "cam"})
+    assert wait_for(lambda: outcomes[-1:] == ["failed"], 10), outcomes
+    dead.close()
