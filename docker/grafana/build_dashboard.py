@@ -44,7 +44,42 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]], int]] = [
      [("{{le}}", "sum by (le) (rate(aedmae_anomaly_score_distribution_bucket[5m]))")], 12),
     ("Alert threshold and in-flight requests", "timeseries", "none",
      [("threshold", "max(aedmae_anomaly_threshold)"), ("in flight", "sum(aedmae_http_requests_in_flight)")], 12),
+    # cameras ($stream: the cameras picked at the top of the dashboard)
+    ("Camera frames per second (received / scored)", "timeseries", "fps",
+     [("{{stream}} received", 'sum by (stream) (rate(aedmae_stream_frames_total{stage="received",stream=~"$stream"}'
+                              '[1m]))'),
+      ("{{stream}} scored", 'sum by (stream) (rate(aedmae_stream_frames_total{stage="scored",stream=~"$stream"}[1m]))')],
+     12),
+    ("Camera up", "state-timeline", "none", [("{{stream}}", 'max by (stream) (aedmae_stream_up{stream=~"$stream"})')],
+     12),
+    ("Anomaly score per camera (events as annotations)", "timeseries", "none",
+     [("{{stream}}", 'max by (stream) (aedmae_anomaly_score{stream=~"$stream"})'),
+      ("threshold", "max(aedmae_anomaly_threshold)")], 24),
+    ("Reconnects and stalls per camera (1h)", "timeseries", "none",
+     [("{{stream}} reconnects", 'sum by (stream) (increase(aedmae_stream_reconnects_total{stream=~"$stream"}[1h]))'),
+      ("{{stream}} stalls", 'sum by (stream) (increase(aedmae_stream_stalls_total{stream=~"$stream"}[1h]))')], 8),
+    ("Dropped camera frames by reason", "timeseries", "fps",
+     [("{{stream}} {{reason}}", 'sum by (stream, reason) '
+                                '(rate(aedmae_stream_frames_dropped_total{stream=~"$stream"}[5m]))')], 8),
+    ("Frame age p99 (capture to score)", "timeseries", "s",
+     [("{{stream}}", 'histogram_quantile(0.99, sum by (le, stream) '
+                     '(rate(aedmae_frame_age_seconds_bucket{stream=~"$stream"}[5m])))')], 8),
+    ("Anomaly events (last hour) and webhook deliveries", "timeseries", "none",
+     [("{{stream}} events", 'sum by (stream) (increase(aedmae_anomaly_events_total{stream=~"$stream"}[1h]))'),
+      ("webhook {{outcome}}", "sum by (outcome) (increase(aedmae_webhook_deliveries_total[1h]))")], 24),
 ]
+STREAM_VARIABLE = {
+    "name": "stream", "label": "camera", "type": "query", "datasource": DS,
+    "definition": "label_values(aedmae_stream_up, stream)",
+    "query": {"query": "label_values(aedmae_stream_up, stream)", "refId": "cameras"},
+    "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2, "sort": 1,
+    "current": {"text": "All", "value": "$__all"},
+}
+EVENT_ANNOTATION = {
+    "name": "Anomaly events", "datasource": DS, "enable": True, "iconColor": "red", "step": "15s",
+    "expr": 'increase(aedmae_anomaly_events_total{stream=~"$stream"}[1m]) > 0',
+    "titleFormat": "anomaly event", "textFormat": "camera {{stream}}", "tagKeys": "stream",
+}
 
 
 def panel(i: int, title: str, kind: str, unit: str, targets: list[tuple[str, str]], width: int,
@@ -68,7 +103,7 @@ def build() -> dict:
     return {
         "uid": "aedmae", "title": "aedmae: video anomaly detection service", "schemaVersion": 39, "version": 1,
         "editable": True, "refresh": "10s", "time": {"from": "now-1h", "to": "now"}, "tags": ["aedmae"],
-        "templating": {"list": []}, "annotations": {"list": []}, "panels": panels,
+        "templating": {"list": [STREAM_VARIABLE]}, "annotations": {"list": [EVENT_ANNOTATION]}, "panels": panels,
     }
 
 

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import free_port, npy_body, wait_until_ready
+from tests.conftest import free_port, npy_body, scene_frames, wait_for, wait_until_ready, write_video
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -68,6 +68,7 @@ def test_dashboard_json_is_generated():
 def referenced_metrics() -> set[str]:
     dashboard = json.loads((DOCKER / "grafana" / "dashboards" / "aedmae.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [a["expr"] for a in dashboard["annotations"]["list"]]
     exprs += re.findall(r"expr: (.+)", (DOCKER / "prometheus" / "alerts.yml").read_text())
     names = set()
     for e in exprs:
@@ -99,6 +100,15 @@ def test_real_prometheus_scrapes_every_referenced_metric(tiny_checkpoint, tmp_pa
             assert httpx.post(url + "/v1/score", content=body,
                               headers={"content-type": "application/x-npy"}).status_code == 200
             httpx.post(url + "/v1/score", content=b"x", headers={"content-type": "text/plain"})
+        # a camera with an event 4 s in: Prometheus must see its counter at 0 first, for increase()
+        clip = write_video(tmp_path / "camera.mp4", scene_frames(200, 96, 128, seed=7))
+        camera = {"id": "cam1", "url": str(clip), "realtime": True,
+                  "events": {"enter": 0, "exit": 0, "min_duration_s": 4.0}}
+        assert httpx.post(url + "/v1/streams", json=camera).status_code == 201
+        zero = 'aedmae_anomaly_events_total{stream="cam1"} == 0'
+        assert wait_for(lambda: httpx.get(prom_url + "/api/v1/query", params={"query": zero})
+                        .json()["data"]["result"], 4), "Prometheus did not scrape the new camera"
+        assert wait_for(lambda: httpx.get(url + "/v1/streams/cam1").json()["events_total"] == 1, 30)
         names = referenced_metrics()
         assert {"aedmae_inference_frames_total", "aedmae_model_ready", "aedmae_queue_depth"} <= names
         missing = set(names)
@@ -111,12 +121,17 @@ def test_real_prometheus_scrapes_every_referenced_metric(tiny_checkpoint, tmp_pa
                     missing.discard(name)
         assert not missing, f"named in the dashboard/alerts but not exported by aedmae serve: {sorted(missing)}"
         rules = httpx.get(prom_url + "/api/v1/rules").json()["data"]["groups"][0]["rules"]
-        assert len(rules) == 7 and all(r["health"] == "ok" for r in rules), rules
+        assert len(rules) == 11 and all(r["health"] == "ok" for r in rules), rules
         dashboard = json.loads((DOCKER / "grafana" / "dashboards" / "aedmae.json").read_text())
-        for panel in dashboard["panels"]:
-            for target in panel["targets"]:
-                r = httpx.get(prom_url + "/api/v1/query", params={"query": target["expr"]})
-                assert r.json()["status"] == "success", (panel["title"], target["expr"], r.text)
+        assert dashboard["templating"]["list"][0]["query"]["query"] == "label_values(aedmae_stream_up, stream)"
+        queries = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+        queries += [(a["name"], a["expr"]) for a in dashboard["annotations"]["list"]]
+        for title, expr in queries:  # "$stream" as Grafana sends it with every camera picked
+            r = httpx.get(prom_url + "/api/v1/query", params={"query": expr.replace("$stream", ".*")})
+            assert r.json()["status"] == "success", (title, expr, r.text)
+        annotation = dashboard["annotations"]["list"][0]["expr"].replace("$stream", ".*")
+        assert wait_for(lambda: httpx.get(prom_url + "/api/v1/query", params={"query": annotation})
+                        .json()["data"]["result"], 20), "the camera's event shows as no annotation"
     finally:
         for p in (serve, prom):
             p.terminate()
