@@ -4,8 +4,8 @@
 # 1. machine facts; 2. model-level CUDA speed (torch fp32/fp16/bf16 + CUDA graphs, CUDA-event timing)
 # for the reference and the shipped model; 3. parity of torch CUDA (fp32, bf16) against ONNX Runtime on
 # the golden clip; 4. TensorRT engine build + parity + timing, where TensorRT is installed;
-# 5. the service end to end on the GPU (torch backend, CUDA streams per worker), where FastAPI is
-# installed. A step whose requirements are missing says so and the script goes on.
+# 5. the service end to end on the GPU (torch backend, CUDA streams per worker) and 6. the number of
+# 25 fps cameras it scores in real time, where FastAPI is installed. A step whose requirements are missing says so and the script goes on.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/gpu-results}
@@ -72,7 +72,11 @@ if $PY -c "import fastapi, uvicorn, httpx, pydantic_settings" 2>/dev/null; then
   timeout 200 $PY benchmarks/bench_service.py --serve-args "--backend torch --device cuda --workers 2 \
     --max-batch-size 128" --clients 32 --seconds 30 --json "$OUT/bench_service_gpu.json" 2>&1 \
     | tee "$OUT/bench_service_gpu.txt" | tail -n 8
+  log "cameras on the GPU: 25 fps file cameras (realtime) scored in real time (bench_streams.py)"
+  timeout 280 $PY benchmarks/bench_streams.py --source file --fps 25 --max-cameras 64 --seconds 10 --warmup 4 \
+    --serve-args "--backend torch --device cuda --workers 2 --max-batch-size 128" \
+    --json "$OUT/bench_streams_gpu.json" 2>&1 | tee "$OUT/bench_streams_gpu.txt" | tail -n 6
 else
-  log "FastAPI/uvicorn not installed here: service benchmark skipped"
+  log "FastAPI/uvicorn not installed here: service and camera benchmarks skipped"
 fi
 log "done; results in $OUT"

@@ -23,3 +23,15 @@ def test_bench_model_quick(tmp_path):
     assert result["matmul_gflops"] > 0
     assert all(row["frames_per_s"] > 0 and row["fraction_of_matmul"] > 0 for row in result["rows"])
     assert "of matmul" in r.stdout
+
+
+@pytest.mark.slow
+def test_bench_streams_quick(tmp_path):
+    out = tmp_path / "streams.json"
+    r = subprocess.run([sys.executable, "benchmarks/bench_streams.py", "--quick", "--source", "file", "--json",
+                        str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [s["fps"] for s in result["summary"]] == [5.0] and result["source"] == "file"
+    assert all(t["scored_fps_total"] > 0 and t["frame_age_p99_s"] >= t["lookahead_s"] for t in result["trials"])
+    assert "cameras in real time" in r.stdout

@@ -1,0 +1,184 @@
+"""How many live 25 fps cameras one machine scores in real time.
+
+    python benchmarks/bench_streams.py [--fps 25 10 5] [--max-cameras 16] [--seconds 20]
+        [--source rtsp|file] [--serve-args "..."] [--json FILE] [--quick]
+
+Starts ``aedmae serve`` (the shipped model unless --serve-args says otherwise) and a real GStreamer
+RTSP server on 127.0.0.1 (tests/streams/rtsp_server.py, run by the system python) that streams
+../shared/data/footage/avenue_train_10.mp4 (640x360, 25 fps, H.264) in real time, or a generated
+clip without ../shared. For each scoring rate (the camera's ``fps``: every frame at 25, or sampled
+down), it registers 1, 2, 4, ... cameras on that server (doubling, then bisecting) and measures,
+after a warm-up, each camera's scored fps, drops and the capture-to-score frame age over
+``--seconds``. A count is "real time" when no frame was dropped, every camera scored >= 95% of its
+target fps and the frame age p99 stayed within the look-ahead + 1 s; the table gives the largest
+such count per rate and the frame age p50/p99 there.
+The frame age includes the 3-frame look-ahead (frame t is scored once t+3 is captured: 3/fps
+seconds), reported beside it.
+
+``--source file`` (the default where GStreamer's RTSP server is missing, e.g. a GPU machine without
+apt) registers the same mp4 as ``realtime`` file cameras instead: the same decoding and pacing,
+without the RTSP transport.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from bench_service import free_port, start_server
+
+ROOT = Path(__file__).resolve().parents[1]
+FOOTAGE = ROOT.parent / "shared" / "data" / "footage" / "avenue_train_10.mp4"
+RTSP_SERVER = ROOT / "tests" / "streams" / "rtsp_server.py"
+LAG_BUDGET_S = 1.0  # real time: frame age p99 within the look-ahead + this (the default staleness budget)
+
+
+def footage() -> Path:
+    if FOOTAGE.exists():
+        return FOOTAGE
+    print(f"note: {FOOTAGE} not found; generating a 60 s test-pattern clip", file=sys.stderr)
+    out = Path(tempfile.mkdtemp()) / "clip.mp4"
+    subprocess.run(["gst-launch-1.0", "-q", "videotestsrc", "num-buffers=1500", "!",
+                    "video/x-raw,width=640,height=360,framerate=25/1", "!", "x264enc", "!", "h264parse", "!",
+                    "mp4mux", "!", "filesink", f"location={out}"], check=True)
+    return out
+
+
+def start_rtsp(clip: Path) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    proc = subprocess.Popen(["/usr/bin/python3", str(RTSP_SERVER), str(port), str(clip)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", "RTSP server did not start"
+    return proc, f"rtsp://127.0.0.1:{port}/cam"
+
+
+def trial(url: str, source: str, cameras: int, fps: float, warmup: float, seconds: float) -> dict[str, Any]:
+    """Register ``cameras`` cameras, measure over ``seconds`` after ``warmup``, remove them."""
+    ids = [f"bench{i}" for i in range(cameras)]
+    with httpx.Client(base_url=url, timeout=30) as c:
+        for sid in ids:
+            body = {"id": sid, "url": source, "fps": fps, "stall_timeout_s": 5,
+                    "realtime": "://" not in source}
+            assert c.post("/v1/streams", json=body).status_code == 201
+        time.sleep(warmup)
+        before = {sid: c.get(f"/v1/streams/{sid}").json() for sid in ids}
+        t0 = time.time()
+        time.sleep(seconds)
+        after = {sid: c.get(f"/v1/streams/{sid}").json() for sid in ids}
+        ages = [s["frame_age_s"] for sid in ids
+                for s in c.get(f"/v1/streams/{sid}/scores", params={"since": t0, "limit": 10000}).json()["scores"]]
+        for sid in ids:
+            c.delete(f"/v1/streams/{sid}")
+    per_camera = []
+    for sid in ids:
+        b, a = before[sid]["frames"], after[sid]["frames"]
+        per_camera.append({
+            "state": after[sid]["state"],
+            "scored_fps": (a["scored"] - b["scored"]) / seconds,
+            "received_fps": (a["received"] - b["received"]) / seconds,
+            "dropped": sum(a["dropped"].values()) - sum(b["dropped"].values()),
+        })
+    p99 = float(np.percentile(ages, 99)) if ages else float("inf")
+    realtime = p99 <= 3 / fps + LAG_BUDGET_S and all(
+        p["state"] in ("up", "ended") and p["dropped"] == 0 and p["scored_fps"] >= 0.95 * fps for p in per_camera)
+    return {
+        "cameras": cameras, "fps": fps, "realtime": realtime, "lookahead_s": round(3 / fps, 3),
+        "scored_fps_total": round(sum(p["scored_fps"] for p in per_camera), 2),
+        "min_camera_scored_fps": round(min(p["scored_fps"] for p in per_camera), 2),
+        "dropped": sum(p["dropped"] for p in per_camera),
+        "frame_age_p50_s": round(float(np.percentile(ages, 50)), 3) if ages else None,
+        "frame_age_p99_s": round(float(np.percentile(ages, 99)), 3) if ages else None,
+    }
+
+
+def search(run: Any, most: int) -> dict[str, Any] | None:
+    """The largest camera count in 1..most that runs in real time: double until one fails, then
+    bisect (assumes more cameras never make it easier). None when one camera is already too many."""
+    best, n = None, 1
+    while n <= most:
+        row = run(n)
+        if not row["realtime"]:
+            break
+        best, n = row, n * 2
+    lo, hi = (best["cameras"] if best else 0), min(n, most + 1)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        row = run(mid)
+        if row["realtime"]:
+            best, lo = row, mid
+        else:
+            hi = mid
+    return best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fps", type=float, nargs="+", default=[25.0, 10.0, 5.0], help="scoring rates to try")
+    p.add_argument("--max-cameras", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=20.0, help="measurement window per trial")
+    p.add_argument("--warmup", type=float, default=5.0)
+    p.add_argument("--source", choices=["rtsp", "file"], help="camera source (default: rtsp if available)")
+    p.add_argument("--serve-args", default="", help="extra `aedmae serve` arguments (e.g. --device cuda)")
+    p.add_argument("--json")
+    p.add_argument("--quick", action="store_true", help="smoke run: 5 fps, at most 2 cameras, 4 s windows")
+    args = p.parse_args()
+    if args.quick:
+        args.fps, args.max_cameras, args.seconds, args.warmup = [5.0], 2, 4.0, 3.0
+    have_rtsp = subprocess.run(["/usr/bin/python3", "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
+                               capture_output=True).returncode == 0 if Path("/usr/bin/python3").exists() else False
+    source = args.source or ("rtsp" if have_rtsp else "file")
+    if source == "rtsp" and not have_rtsp:
+        sys.exit("--source rtsp needs GStreamer's RTSP server for the system python (scripts/setup.sh installs it)")
+    if not FOOTAGE.exists() and not shutil.which("gst-launch-1.0"):
+        sys.exit(f"needs {FOOTAGE} or gst-launch-1.0 to make a clip")
+    clip = footage()
+    server, url = start_server(args.serve_args)
+    trials, summary = [], []
+    try:
+        for fps in args.fps:
+            def run(n: int, fps: float = fps) -> dict[str, Any]:
+                if source == "file":
+                    row = trial(url, str(clip), n, fps, args.warmup, args.seconds)
+                else:
+                    rtsp_proc, rtsp = start_rtsp(clip)  # a fresh server per trial: the clip plays from its start
+                    try:
+                        row = trial(url, rtsp, n, fps, args.warmup, args.seconds)
+                    finally:
+                        rtsp_proc.kill()
+                        rtsp_proc.wait(10)
+                trials.append(row)
+                print(f"  {n:>3} camera(s) at {fps:g} fps: {row}", flush=True)
+                return row
+
+            best = search(run, args.max_cameras)
+            summary.append({"fps": fps, "max_realtime_cameras": best["cameras"] if best else 0,
+                            "frame_age_p50_s": best["frame_age_p50_s"] if best else None,
+                            "frame_age_p99_s": best["frame_age_p99_s"] if best else None,
+                            "scored_fps_total": best["scored_fps_total"] if best else None})
+        model = httpx.get(url + "/v1/model").json()
+    finally:
+        server.terminate()
+        server.wait(30)
+    print(f"\nsource {source}; frame age = capture to score, including the look-ahead of 3 frames")
+    print(f"{'scoring fps':>11} | {'look-ahead':>10} | {'cameras in real time':>20} | {'frame age p50':>13} | "
+          f"{'p99':>7} | scored fps")
+    for s in summary:
+        print(f"{s['fps']:>11g} | {3 / s['fps']:>10.2f} | {s['max_realtime_cameras']:>20} | "
+              f"{s['frame_age_p50_s'] or '-':>13} | {s['frame_age_p99_s'] or '-':>7} | {s['scored_fps_total'] or '-'}")
+    result = {"source": source, "footage": str(clip), "seconds": args.seconds, "backend": model["backend"],
+              "file": model["file"], "max_batch_size": model["max_batch_size"], "summary": summary, "trials": trials}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
