@@ -88,6 +88,14 @@ class CameraReader:
             self.stats.last_stall_at = time.monotonic()
             self._set_state("stalled", f"no frame for {seconds:.1f} s")
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def sleep(self, seconds: float) -> bool:
+        """Wait (e.g. to pace a file) unless told to stop; True when stopping."""
+        return self._stop.wait(seconds)
+
     def stop(self, timeout_s: float = 15.0) -> None:
         self._stop.set()
         self._reconnect_now.set()

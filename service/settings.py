@@ -44,14 +44,14 @@ class StreamSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(pattern=STREAM_ID_PATTERN, description="camera id (the `stream` metric label)")
-    url: str = Field(min_length=1, max_length=2048,
+    url: str = Field(min_length=1, max_length=2048, repr=False,  # may hold credentials: never in a repr
                      description="rtsp://, rtsps://, http(s):// or a local video file (path or file://)")
     fps: float | None = Field(None, gt=0, le=120, description="score this many frames per second (default: all)")
     stall_timeout_s: float = Field(10.0, ge=0.5, le=600, description="no frame for this long: stalled")
     open_timeout_s: float = Field(5.0, ge=0.5, le=120)
     staleness_s: float | None = Field(None, ge=0.01, le=60,
-                                      description="live cameras: a frame not scored this soon after capture is "
-                                                  "dropped (default: the server's stream_staleness_s)")
+                                      description="live cameras: a frame not scored this soon after its look-ahead "
+                                                  "frame arrived is dropped (default: stream_staleness_s)")
     realtime: bool = Field(False, description="files: play at the file's own frame rate, like a live camera")
     events: EventSettings = Field(default_factory=EventSettings)
 
@@ -113,7 +113,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     cameras: list[StreamSpec] = Field(default_factory=list, description="cameras started with the server")
     max_streams: int = Field(64, ge=1, le=4096, description="cameras registered at once, at most")
-    stream_staleness_s: float = Field(1.0, gt=0, le=60, description="live frames older than this are dropped")
+    stream_staleness_s: float = Field(1.0, gt=0, le=60,
+                                      description="live frames waiting longer than this (after their look-ahead "
+                                                  "frame arrived) are dropped")
     max_pending_per_stream: int = Field(8, ge=1, le=1024,
                                         description="a camera's frames queued for inference, at most; when "
                                                     "more arrive the oldest is dropped (freshest first)")

@@ -6,7 +6,8 @@ future: causal smoothing, event hysteresis, recent scores, the preview frame.
 Drop policy (every drop is counted by reason):
 - live cameras keep at most ``max_pending_per_stream`` frames queued; a newer frame replaces the
   oldest still waiting ("superseded"), so inference always works on the freshest frames;
-- a live frame still unscored ``staleness_s`` after capture is dropped without running ("stale");
+- a live frame still unscored ``staleness_s`` after its input is complete (its look-ahead frame t+3 has
+  arrived) is dropped without running ("stale");
 - a full server queue refuses the frame ("queue_full"); a failed batch loses its frames ("error").
 Local files are not live: every frame is scored, the reader waits for room instead of dropping
 (unless the camera is registered with ``realtime``, which plays the file like a live camera).
@@ -144,14 +145,12 @@ class Stream:
             self._realtime_start = (now, t_media)
         delay = self._realtime_start[0] + (t_media - self._realtime_start[1]) - now
         if delay > 0:
-            self.reader._stop.wait(delay)
+            self.reader.sleep(delay)
 
     def _submit(self, index: int, x: np.ndarray) -> None:
         runtime = self.hub.runtime
-        now = time.monotonic()
-        meta = self._meta.get(index)
-        age = time.time() - meta.t_capture if meta else 0.0
-        deadline = now + (self.staleness_s - age if self.live else runtime.settings.request_timeout_s * 100)
+        # the staleness budget runs from when the frame's input is complete (its look-ahead frame arrived)
+        deadline = time.monotonic() + (self.staleness_s if self.live else runtime.settings.request_timeout_s * 100)
         job = Job(x, deadline, source=self.spec.id)
         superseded = []
         with self._lock:
@@ -159,7 +158,7 @@ class Stream:
                 while len(self._pending) >= self.max_pending:
                     superseded.append(self._pending.popleft()[1])
             else:
-                while len(self._pending) >= self.max_pending and not self.reader._stop.is_set():
+                while len(self._pending) >= self.max_pending and not self.reader.stopping:
                     self._room.wait(0.5)  # a file waits for room: every frame is scored
             self._pending.append((index, job))
         for old in superseded:  # outside the lock: cancel() runs the done-callback, which takes the lock;
@@ -169,7 +168,7 @@ class Stream:
                 runtime.batcher.submit([job])
                 break
             except Overloaded:
-                if self.live or self.reader._stop.is_set():
+                if self.live or self.reader.stopping:
                     self._finish(index, job, "queue_full")
                     return
                 time.sleep(0.05)
@@ -238,10 +237,7 @@ class Stream:
         return self
 
     def stop(self) -> None:
-        with self._lock:
-            self.reader._stop.set()
-            self._room.notify_all()
-        self.reader.stop()
+        self.reader.stop()  # a file's reader waiting for room wakes within 0.5 s and sees it
         with self._lock:
             pending = [job for _, job in self._pending]
         for job in pending:

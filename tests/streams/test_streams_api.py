@@ -96,14 +96,17 @@ def test_failed_first_connect_is_listed_and_deletable(client):
     assert client.get("/v1/streams").json()["streams"] == []
 
 
-def test_four_cameras_share_the_batcher(client, rtsp_server):
+def test_four_cameras_share_the_batcher_and_a_broken_one_slows_none(client, rtsp_server):
+    broken = {"id": "broken", "url": "rtsp://127.0.0.1:9/cam", "open_timeout_s": 3}
+    assert client.post("/v1/streams", json=broken).status_code == 201
     for i in range(4):
         body = {"id": f"cam{i}", "url": rtsp_server.url, "fps": 10}
         assert client.post("/v1/streams", json=body).status_code == 201
     ok = wait_for(lambda: all(state(client, f"cam{i}")["frames"]["scored"] >= 20 for i in range(4)), 40)
     assert ok, [state(client, f"cam{i}")["frames"] for i in range(4)]
     assert all(state(client, f"cam{i}")["state"] == "up" for i in range(4))
-    assert len(client.get("/v1/streams").json()["streams"]) == 4
+    assert state(client, "broken")["state"] == "down"
+    assert len(client.get("/v1/streams").json()["streams"]) == 5
 
 
 def test_mutations_need_the_api_key_when_one_is_set(tiny_checkpoint, rtsp_server):
