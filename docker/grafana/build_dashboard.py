@@ -48,7 +48,8 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]], int]] = [
     ("Camera frames per second (received / scored)", "timeseries", "fps",
      [("{{stream}} received", 'sum by (stream) (rate(aedmae_stream_frames_total{stage="received",stream=~"$stream"}'
                               '[1m]))'),
-      ("{{stream}} scored", 'sum by (stream) (rate(aedmae_stream_frames_total{stage="scored",stream=~"$stream"}[1m]))')],
+      ("{{stream}} scored", 'sum by (stream) (rate(aedmae_stream_frames_total{stage="scored",stream=~"$stream"}'
+                            '[1m]))')],
      12),
     ("Camera up", "state-timeline", "none", [("{{stream}}", 'max by (stream) (aedmae_stream_up{stream=~"$stream"})')],
      12),

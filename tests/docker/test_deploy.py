@@ -100,14 +100,14 @@ def test_real_prometheus_scrapes_every_referenced_metric(tiny_checkpoint, tmp_pa
             assert httpx.post(url + "/v1/score", content=body,
                               headers={"content-type": "application/x-npy"}).status_code == 200
             httpx.post(url + "/v1/score", content=b"x", headers={"content-type": "text/plain"})
-        # a camera with an event 4 s in: Prometheus must see its counter at 0 first, for increase()
-        clip = write_video(tmp_path / "camera.mp4", scene_frames(200, 96, 128, seed=7))
+        # a camera with an event 8 s in: Prometheus must see its counter at 0 first, for increase()
+        clip = write_video(tmp_path / "camera.mp4", scene_frames(300, 96, 128, seed=7))
         camera = {"id": "cam1", "url": str(clip), "realtime": True,
-                  "events": {"enter": 0, "exit": 0, "min_duration_s": 4.0}}
+                  "events": {"enter": 0, "exit": 0, "min_duration_s": 8.0}}
         assert httpx.post(url + "/v1/streams", json=camera).status_code == 201
         zero = 'aedmae_anomaly_events_total{stream="cam1"} == 0'
         assert wait_for(lambda: httpx.get(prom_url + "/api/v1/query", params={"query": zero})
-                        .json()["data"]["result"], 4), "Prometheus did not scrape the new camera"
+                        .json()["data"]["result"], 8), "Prometheus did not scrape the new camera"
         assert wait_for(lambda: httpx.get(url + "/v1/streams/cam1").json()["events_total"] == 1, 30)
         names = referenced_metrics()
         assert {"aedmae_inference_frames_total", "aedmae_model_ready", "aedmae_queue_depth"} <= names
