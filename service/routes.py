@@ -62,9 +62,12 @@ def require_api_key(request: Request) -> None:
 
 
 Runtime = Annotated[ScoringRuntime, Depends(get_runtime)]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 429, 500, 503, 504)
-}
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error statuses: every error has the body ``{error, detail}``."""
+    return {code: {"model": ErrorBody} for code in codes}
+
+
+ERRORS = error_responses(400, 401, 404, 413, 415, 422, 429, 500, 503, 504)
 router = APIRouter()
 
 SCORE_BODY = {

@@ -12,14 +12,21 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.errors import NotFound, NotReady
-from service.routes import require_api_key
+from service.routes import error_responses, require_api_key
 from service.settings import STREAM_ID_PATTERN, StreamSpec
 from service.stream_hub import StreamManager
 
 BOUNDARY = "aedmaeframe"
+MJPEG = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
 KEEPALIVE_S = 15.0
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"description": "error body {error, detail}"}
-                                           for code in (400, 401, 404, 409, 422, 429, 503)}
+ERRORS = error_responses(400, 401, 404, 409, 422, 429, 503)
+
+
+def picture_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"content": {media_type: {}}}, **error_responses(404)}
+
+
+JPEG = picture_responses("image/jpeg")
 
 
 def get_manager(request: Request) -> StreamManager:
@@ -112,7 +119,7 @@ async def events(
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.get("/v1/events/{event_id}/snapshot.jpg", responses={404: {}, 200: {"content": {"image/jpeg": {}}}},
+@router.get("/v1/events/{event_id}/snapshot.jpg", responses=JPEG,
             response_class=Response, summary="the event's peak frame with its heatmap")
 async def event_snapshot(event_id: Annotated[str, Path(pattern=r"^[0-9a-f]{1,32}$")], manager: Manager) -> Response:
     event = manager.bus.find(event_id)
@@ -123,7 +130,7 @@ async def event_snapshot(event_id: Annotated[str, Path(pattern=r"^[0-9a-f]{1,32}
 
 
 @router.get("/v1/streams/{stream_id}/preview.jpg", response_class=Response,
-            responses={404: {}, 200: {"content": {"image/jpeg": {}}}}, summary="the latest scored frame, with heatmap")
+            responses=JPEG, summary="the latest scored frame, with heatmap")
 async def preview_jpg(stream_id: StreamId, manager: Manager) -> Response:
     jpeg = await asyncio.to_thread(manager.preview_jpeg, manager.get(stream_id))
     if jpeg is None:
@@ -132,7 +139,7 @@ async def preview_jpg(stream_id: StreamId, manager: Manager) -> Response:
 
 
 @router.get("/v1/streams/{stream_id}/preview.mjpg", response_class=StreamingResponse,
-            responses={404: {}, 200: {"content": {f"multipart/x-mixed-replace; boundary={BOUNDARY}": {}}}},
+            responses=picture_responses(MJPEG),
             summary="live preview for a browser: frames with the heatmap and score drawn (MJPEG)")
 async def preview_mjpg(request: Request, stream_id: StreamId, manager: Manager) -> StreamingResponse:
     stream = manager.get(stream_id)
@@ -149,5 +156,5 @@ async def preview_mjpg(request: Request, stream_id: StreamId, manager: Manager) 
                            .encode() + jpeg + b"\r\n")
             await asyncio.sleep(period)
 
-    return StreamingResponse(parts(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+    return StreamingResponse(parts(), media_type=MJPEG,
                              headers={"Cache-Control": "no-store"})

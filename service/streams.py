@@ -88,9 +88,13 @@ class Stream:
         self.validity = Validity()
         self._realtime_start = None
 
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second after sampling: the target fps, else the source's, else 25."""
+        return self.spec.fps or self.reader.stats.source_fps or 25.0
+
     def _reset_scoring(self) -> list[Any]:
-        fps = self.spec.fps or self.reader.stats.source_fps or 25.0
-        self.smoother = CausalSmoother(self.spec.events.smoothing_sigma_s * fps)
+        self.smoother = CausalSmoother(self.spec.events.smoothing_sigma_s * self.frame_rate)
         return self.detector.interrupt("gap")
 
     def _end_segment(self) -> None:
@@ -218,7 +222,7 @@ class Stream:
                       "valid": meta.invalid is None, "invalid_reason": meta.invalid,
                       "event": self.detector.active.id if self.detector.active else None,
                       "frame_age_s": round(age, 4), "lookahead_frames": LOOKAHEAD,
-                      "lookahead_s": round(LOOKAHEAD / (self.spec.fps or self.reader.stats.source_fps or 25.0), 4)}
+                      "lookahead_s": round(LOOKAHEAD / self.frame_rate, 4)}
             self.history.append(record)
             self.latest = {**record, "image": meta.frame, "heatmap": out["heatmap"]}
             self.preview_seq += 1
@@ -251,9 +255,8 @@ class Stream:
 
     def quality(self) -> dict[str, Any]:
         st = self.reader.stats
-        expected = self.spec.fps or st.source_fps
         input_fps = self.input_rate.rate()
-        wanted = min(expected, input_fps) if expected and self.spec.fps else input_fps
+        wanted = min(self.spec.fps, input_fps) if self.spec.fps else input_fps
         ratio = self.scored_rate.rate() / wanted if wanted > 0 else None
         recent_trouble = st.last_stall_at is not None and time.monotonic() - st.last_stall_at < 300
         if st.state not in ("up", "ended"):
