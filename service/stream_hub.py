@@ -105,9 +105,9 @@ class StreamManager:
         self.metrics.registry.unregister(self._collector)
 
     # -- results -----------------------------------------------------------------------------------
-    def observe_frame(self, stream_id: str, age_s: float, score: float) -> None:
+    def observe_frame(self, stream_id: str, age_s: float, calibrated: float) -> None:
         self.metrics.frame_age.labels(stream=stream_id).observe(age_s)
-        self.metrics.score_distribution.labels(source="stream").observe(score)
+        self.metrics.score_distribution.labels(source="stream").observe(calibrated)
 
     def publish(self, kind: str, event: Event) -> None:
         if kind == "end" and isinstance(event.snapshot, tuple):

@@ -226,7 +226,7 @@ class Stream:
             self.history.append(record)
             self.latest = {**record, "image": meta.frame, "heatmap": out["heatmap"]}
             self.preview_seq += 1
-        self.hub.observe_frame(self.spec.id, age, calibrated if smoothed is None else smoothed)
+        self.hub.observe_frame(self.spec.id, age, calibrated)
         self._publish(events)
 
     def _publish(self, events: list[Any]) -> None:
