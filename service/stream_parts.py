@@ -36,16 +36,17 @@ class RateMeter:
         self.window_s = window_s
         self._times: deque[float] = deque()
 
-    def tick(self, now: float | None = None) -> None:
+    def _trim(self, now: float | None) -> float:
         now = time.monotonic() if now is None else now
-        self._times.append(now)
         while self._times and now - self._times[0] > self.window_s:
             self._times.popleft()
+        return now
+
+    def tick(self, now: float | None = None) -> None:
+        self._times.append(self._trim(now))
 
     def rate(self, now: float | None = None) -> float:
-        now = time.monotonic() if now is None else now
-        while self._times and now - self._times[0] > self.window_s:
-            self._times.popleft()
+        now = self._trim(now)
         if len(self._times) < 2:
             return 0.0
         span = max(now - self._times[0], self._times[-1] - self._times[0])
