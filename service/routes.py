@@ -45,10 +45,16 @@ class ErrorBody(BaseModel):
     detail: Any
 
 
-def get_runtime(request: Request) -> ScoringRuntime:
-    runtime: ScoringRuntime | None = request.app.state.runtime
-    if runtime is None:
+def loaded(request: Request, part: str) -> Any:
+    """``app.state.<part>`` (the runtime, the camera manager) once the model has loaded, else 503."""
+    value = getattr(request.app.state, part)
+    if value is None:
         raise NotReady(f"the model is still loading ({request.app.state.startup_error or 'starting'})")
+    return value
+
+
+def get_runtime(request: Request) -> ScoringRuntime:
+    runtime: ScoringRuntime = loaded(request, "runtime")
     return runtime
 
 

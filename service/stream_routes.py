@@ -11,8 +11,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from service.errors import NotFound, NotReady
-from service.routes import error_responses, require_api_key
+from service.errors import NotFound
+from service.routes import error_responses, loaded, require_api_key
 from service.settings import STREAM_ID_PATTERN, StreamSpec
 from service.stream_hub import StreamManager
 
@@ -30,9 +30,7 @@ JPEG = picture_responses("image/jpeg")
 
 
 def get_manager(request: Request) -> StreamManager:
-    manager: StreamManager | None = request.app.state.streams
-    if manager is None:
-        raise NotReady(f"the model is still loading ({request.app.state.startup_error or 'starting'})")
+    manager: StreamManager = loaded(request, "streams")
     return manager
 
 

@@ -50,6 +50,11 @@ def wait_for(predicate, seconds: float, every: float = 0.05) -> bool:
     return False
 
 
+def camera(client, sid: str) -> dict:
+    """A camera's description, GET /v1/streams/{sid}."""
+    return client.get(f"/v1/streams/{sid}").json()
+
+
 def npy_body(frames: np.ndarray) -> bytes:
     """An application/x-npy request body."""
     buf = io.BytesIO()

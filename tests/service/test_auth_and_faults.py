@@ -41,5 +41,7 @@ def test_corrupt_model_keeps_process_up_and_not_ready(tiny_checkpoint, tmp_path)
         assert r.status_code == 503 and "does not match its sidecar" in r.text
         r = httpx.post(server.url + "/v1/score", content=b"x", headers={"content-type": "application/x-npy"})
         assert r.status_code == 503 and r.json()["error"] == "not_ready"
+        r = httpx.get(server.url + "/v1/streams")  # the camera routes say the same
+        assert r.status_code == 503 and "does not match its sidecar" in r.json()["detail"]
     finally:
         server.stop()

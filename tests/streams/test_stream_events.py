@@ -11,14 +11,10 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import require_shared, scene_frames, wait_for, write_video
+from tests.conftest import camera, require_shared, scene_frames, wait_for, write_video
 from tests.service.conftest import live_server
 
 ALWAYS = {"enter": 0.0, "exit": 0.0, "min_duration_s": 0.0, "cooldown_s": 0.0}  # any valid frame is an event
-
-
-def state(c, sid):
-    return c.get(f"/v1/streams/{sid}").json()
 
 
 class Hook(BaseHTTPRequestHandler):
@@ -57,10 +53,10 @@ def test_file_camera_event_reaches_sse_webhook_and_snapshot(tiny_checkpoint, tmp
         assert wait_for(lambda: srv.app.state.streams.bus.subscribers == 1, 10)
         r = c.post("/v1/streams", json={"id": "clip", "url": str(clip), "events": ALWAYS})
         assert r.status_code == 201
-        assert wait_for(lambda: state(c, "clip")["state"] == "ended" and len(messages) == 2, 30), (state(c, "clip"),
+        assert wait_for(lambda: camera(c, "clip")["state"] == "ended" and len(messages) == 2, 30), (camera(c, "clip"),
                                                                                                    messages)
         stop.set()
-        s = state(c, "clip")
+        s = camera(c, "clip")
         assert s["frames"]["scored"] == s["frames"]["received"] == 40  # a file: every frame, no drops
         assert sum(s["frames"]["dropped"].values()) == 0 and s["events_total"] == 1
         (k1, start), (k2, end) = messages
@@ -91,10 +87,10 @@ def test_frozen_or_blank_camera_raises_no_event(tiny_checkpoint, tmp_path):
     with live_server(model=tiny_checkpoint) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         for name, path in (("moving", moving), ("frozen", frozen), ("blank", blank)):
             assert c.post("/v1/streams", json={"id": name, "url": str(path), "events": events}).status_code == 201
-        assert wait_for(lambda: all(state(c, n)["state"] == "ended" for n in ("moving", "frozen", "blank")), 40)
-        assert wait_for(lambda: state(c, "blank")["frames"]["scored"] == 75, 10)
-        assert state(c, "moving")["events_total"] == 1
-        assert state(c, "frozen")["events_total"] == 0 and state(c, "blank")["events_total"] == 0
+        assert wait_for(lambda: all(camera(c, n)["state"] == "ended" for n in ("moving", "frozen", "blank")), 40)
+        assert wait_for(lambda: camera(c, "blank")["frames"]["scored"] == 75, 10)
+        assert camera(c, "moving")["events_total"] == 1
+        assert camera(c, "frozen")["events_total"] == 0 and camera(c, "blank")["events_total"] == 0
         reasons = {x["invalid_reason"] for x in c.get("/v1/streams/frozen/scores").json()["scores"]}
         assert reasons == {None, "frozen"}
         assert {x["invalid_reason"] for x in c.get("/v1/streams/blank/scores").json()["scores"]} == {"blank"}
@@ -106,10 +102,10 @@ def test_live_drop_policy_keeps_the_freshest_and_counts_every_drop(tiny_checkpoi
     with live_server(model=tiny_checkpoint, max_batch_delay_ms=300, max_pending_per_stream=2,
                      stream_staleness_s=0.2) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.post("/v1/streams", json={"id": "live", "url": str(clip), "realtime": True}).status_code == 201
-        assert wait_for(lambda: state(c, "live")["state"] == "ended", 30)
-        assert wait_for(lambda: sum(state(c, "live")["frames"]["dropped"].values())
-                        + state(c, "live")["frames"]["scored"] == 100, 10), state(c, "live")
-        frames = state(c, "live")["frames"]
+        assert wait_for(lambda: camera(c, "live")["state"] == "ended", 30)
+        assert wait_for(lambda: sum(camera(c, "live")["frames"]["dropped"].values())
+                        + camera(c, "live")["frames"]["scored"] == 100, 10), camera(c, "live")
+        frames = camera(c, "live")["frames"]
         assert frames["dropped"]["superseded"] > 0 and frames["scored"] > 0, frames
         assert max(x["frame_age_s"] for x in c.get("/v1/streams/live/scores").json()["scores"]) < 0.2 + 0.1
         metrics = c.get("/metrics").text
@@ -124,8 +120,8 @@ def test_config_file_cameras_start_with_the_server(tiny_checkpoint, tmp_path, mo
     monkeypatch.setenv("AEDMAE_CONFIG", str(config))
     with live_server(model=tiny_checkpoint) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         assert wait_for(lambda: c.get("/v1/streams/door").status_code == 200
-                        and state(c, "door")["state"] == "ended", 20)
-        assert state(c, "door")["frames"]["sampled"] == 10  # 25 fps file sampled at 12.5
+                        and camera(c, "door")["state"] == "ended", 20)
+        assert camera(c, "door")["frames"]["sampled"] == 10  # 25 fps file sampled at 12.5
         assert c.get("/v1/streams/gone").status_code == 404  # logged, not started; the server still runs
 
 
@@ -144,8 +140,8 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2_video
     writer.release()
     with live_server() as srv, httpx.Client(base_url=srv.url, timeout=30) as c:  # the shipped model
         assert c.post("/v1/streams", json={"id": "ped2-07", "url": str(clip)}).status_code == 201
-        assert wait_for(lambda: state(c, "ped2-07")["state"] == "ended"
-                        and state(c, "ped2-07")["frames"]["scored"] == len(frames), 120), state(c, "ped2-07")
+        assert wait_for(lambda: camera(c, "ped2-07")["state"] == "ended"
+                        and camera(c, "ped2-07")["frames"]["scored"] == len(frames), 120), camera(c, "ped2-07")
         events = c.get("/v1/streams/ped2-07/events").json()["events"]
     assert events, "no event during the labelled anomaly"
     for e in events:

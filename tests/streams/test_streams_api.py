@@ -8,7 +8,7 @@ import threading
 import httpx
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import camera, wait_for
 
 
 def metric(client, name, **labels):
@@ -31,17 +31,13 @@ def client(stream_server):
             c.delete(f"/v1/streams/{s['id']}")
 
 
-def state(client, sid):
-    return client.get(f"/v1/streams/{sid}").json()
-
-
 def test_camera_scores_flow_with_metrics_and_no_credentials_anywhere(client, rtsp_server, caplog):
     caplog.set_level(logging.INFO)
     url = rtsp_server.url.replace("rtsp://", "rtsp://admin:s3cret@")
     r = client.post("/v1/streams", json={"id": "gate", "url": url, "fps": 10, "stall_timeout_s": 5})
     assert r.status_code == 201 and r.headers["location"] == "/v1/streams/gate"
-    assert wait_for(lambda: state(client, "gate")["frames"]["scored"] >= 20, 30), state(client, "gate")
-    s = state(client, "gate")
+    assert wait_for(lambda: camera(client, "gate")["frames"]["scored"] >= 20, 30), camera(client, "gate")
+    s = camera(client, "gate")
     assert s["state"] == "up" and s["quality"]["reconnects"] == 0
     assert s["frames"]["sampled"] < s["frames"]["received"]  # 25 fps sampled down to 10
     latest = s["latest"]
@@ -67,20 +63,20 @@ def test_camera_scores_flow_with_metrics_and_no_credentials_anywhere(client, rts
 def test_camera_survives_server_death_and_hang(client, rtsp_server):
     body = {"id": "yard", "url": rtsp_server.url, "stall_timeout_s": 2}
     assert client.post("/v1/streams", json=body).status_code == 201
-    assert wait_for(lambda: state(client, "yard")["frames"]["scored"] >= 10, 30)
+    assert wait_for(lambda: camera(client, "yard")["frames"]["scored"] >= 10, 30)
     rtsp_server.kill()
-    assert wait_for(lambda: state(client, "yard")["state"] in ("down", "stalled"), 15), state(client, "yard")
+    assert wait_for(lambda: camera(client, "yard")["state"] in ("down", "stalled"), 15), camera(client, "yard")
     assert metric(client, "aedmae_stream_up", stream="yard") == 0
-    assert wait_for(lambda: state(client, "yard")["reconnects"] >= 1, 15)
+    assert wait_for(lambda: camera(client, "yard")["reconnects"] >= 1, 15)
     rtsp_server.start()  # same port: the camera comes back by itself
-    scored = state(client, "yard")["frames"]["scored"]
-    assert wait_for(lambda: state(client, "yard")["state"] == "up"
-                    and state(client, "yard")["frames"]["scored"] > scored + 10, 40), state(client, "yard")
+    scored = camera(client, "yard")["frames"]["scored"]
+    assert wait_for(lambda: camera(client, "yard")["state"] == "up"
+                    and camera(client, "yard")["frames"]["scored"] > scored + 10, 40), camera(client, "yard")
     assert metric(client, "aedmae_stream_reconnects_total", stream="yard") >= 1
     rtsp_server.pause()  # a hung server: the stall is noticed within stall_timeout_s (+ the 0.5 s check)
     try:
-        assert wait_for(lambda: state(client, "yard")["stalls"] >= 1, 10), state(client, "yard")
-        assert state(client, "yard")["state"] == "stalled"
+        assert wait_for(lambda: camera(client, "yard")["stalls"] >= 1, 10), camera(client, "yard")
+        assert camera(client, "yard")["state"] == "stalled"
         assert metric(client, "aedmae_stream_stalls_total", stream="yard") >= 1
     finally:
         rtsp_server.resume()
@@ -90,7 +86,7 @@ def test_camera_survives_server_death_and_hang(client, rtsp_server):
 def test_failed_first_connect_is_listed_and_deletable(client):
     r = client.post("/v1/streams", json={"id": "nowhere", "url": "rtsp://127.0.0.1:9/cam", "open_timeout_s": 1})
     assert r.status_code == 201
-    assert wait_for(lambda: state(client, "nowhere")["state"] == "down", 10)
+    assert wait_for(lambda: camera(client, "nowhere")["state"] == "down", 10)
     assert [s["id"] for s in client.get("/v1/streams").json()["streams"]] == ["nowhere"]
     assert client.delete("/v1/streams/nowhere").status_code == 204
     assert client.get("/v1/streams").json()["streams"] == []
@@ -102,10 +98,10 @@ def test_four_cameras_share_the_batcher_and_a_broken_one_slows_none(client, rtsp
     for i in range(4):
         body = {"id": f"cam{i}", "url": rtsp_server.url, "fps": 10}
         assert client.post("/v1/streams", json=body).status_code == 201
-    ok = wait_for(lambda: all(state(client, f"cam{i}")["frames"]["scored"] >= 20 for i in range(4)), 40)
-    assert ok, [state(client, f"cam{i}")["frames"] for i in range(4)]
-    assert all(state(client, f"cam{i}")["state"] == "up" for i in range(4))
-    assert state(client, "broken")["state"] == "down"
+    ok = wait_for(lambda: all(camera(client, f"cam{i}")["frames"]["scored"] >= 20 for i in range(4)), 40)
+    assert ok, [camera(client, f"cam{i}")["frames"] for i in range(4)]
+    assert all(camera(client, f"cam{i}")["state"] == "up" for i in range(4))
+    assert camera(client, "broken")["state"] == "down"
     assert len(client.get("/v1/streams").json()["streams"]) == 5
 
 
@@ -133,7 +129,7 @@ RSS_BOUND_KIB = 24 * 1024  # over 40 cycles after 10 warm-up cycles; measured 5.
 def test_add_delete_fifty_times_leaks_nothing(client, rtsp_server):
     def cycle(i):
         assert client.post("/v1/streams", json={"id": "flap", "url": rtsp_server.url}).status_code == 201
-        assert wait_for(lambda: state(client, "flap")["frames"]["received"] > 0, 20), (i, state(client, "flap"))
+        assert wait_for(lambda: camera(client, "flap")["frames"]["received"] > 0, 20), (i, camera(client, "flap"))
         assert client.delete("/v1/streams/flap").status_code == 204
 
     for i in range(10):
@@ -167,8 +163,8 @@ def test_http_video_url_is_a_camera_too(client, tmp_path):
     try:
         body = {"id": "web", "url": f"http://127.0.0.1:{httpd.server_port}/clip.mp4"}
         assert client.post("/v1/streams", json=body).status_code == 201
-        assert wait_for(lambda: state(client, "web")["frames"]["scored"] >= 20, 30), state(client, "web")
-        assert state(client, "web")["live"] is True  # a network source: the live drop policy applies
+        assert wait_for(lambda: camera(client, "web")["frames"]["scored"] >= 20, 30), camera(client, "web")
+        assert camera(client, "web")["live"] is True  # a network source: the live drop policy applies
     finally:
         client.delete("/v1/streams/web")
         httpd.shutdown()
