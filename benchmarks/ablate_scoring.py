@@ -17,6 +17,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,21 +42,33 @@ from model.scoring import Scorer
 from model.synthetic import AnomalySynthesizer
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(doc: str | None) -> argparse.ArgumentParser:
+    """The options both scoring scripts take: the model, its training footage, a test set."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
     p.add_argument("--train", required=True, help="the training footage (its held-out tails are used)")
     p.add_argument("--test", help="a labelled test set (AUC is reported, never used to choose)")
-    p.add_argument("--random-runs", type=int, default=5)
-    p.add_argument("--sigma", type=float, default=3.0)
+    p.add_argument("--sigma", type=float, default=3.0, help="offline smoothing, frames")
     p.add_argument("--json")
-    args = p.parse_args()
+    return p
+
+
+def load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], TrainConfig, FrameCache, list[Any], list[Any]]:
+    """(network, checkpoint metadata, its training config, frame cache, training segments, held-out
+    segments; the training segments when nothing was held out)."""
     torch.manual_seed(0)
     net, meta = checkpoint.load(args.model)
     train_cfg = checkpoint.train_config(meta) or TrainConfig()
     cache = FrameCache(default_cache_dir())
     train, held, _ = load_segments([args.train], net.cfg, train_cfg, cache)
-    held = held or train
+    return net, meta, train_cfg, cache, train, held or train
+
+
+def main() -> None:
+    p = arguments(__doc__)
+    p.add_argument("--random-runs", type=int, default=5)
+    args = p.parse_args()
+    net, _, train_cfg, cache, train, held = load(args)
     clips = [(f"{s.video}@{s.start}", np.asarray(s.frames)) for s in held]
     base, _ = fit_scorer(net, clips)
     variants = ablation_scorers(base)

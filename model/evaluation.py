@@ -168,13 +168,11 @@ def ablation_scorers(base: Scorer) -> dict[str, Scorer]:
 
 
 @torch.no_grad()
-def synthetic_validation(net: AEDMAE, segments: list[Any], synthesizer: Any, scorers: dict[str, Scorer] | None = None,
-                         seed: int = 0, max_frames: int = 256) -> dict[str, float]:
-    """AUC of telling held-out normal frames from the same frames with synthetic anomalies pasted.
-    Needs no test labels: recipe and scoring choices are made on this. Without ``scorers`` it
-    reports the teacher error, the discrepancy and the paper's score."""
+def synthetic_pairs(net: AEDMAE, segments: list[Any], synthesizer: Any, seed: int = 0,
+                    max_frames: int = 256) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """Labels (2N,) and raw per-token errors (2N, L) of N held-out normal frames, then the same frames
+    with synthetic anomalies pasted: the label-free validation set recipe and scoring choices use."""
     from model.dataset import TrainingClips
-    from model.metrics import roc_auc
 
     clips = TrainingClips(segments, synthesizer, fraction=1.0, seed=seed)
     idx = np.random.default_rng(seed).choice(len(clips), size=min(max_frames, len(clips)), replace=False)
@@ -189,9 +187,17 @@ def synthetic_validation(net: AEDMAE, segments: list[Any], synthesizer: Any, sco
         e, d = token_errors(net, torch.cat([clean, pasted]).to(device))
         errors.append((e.cpu(), d.cpu()))
         labels.append(np.r_[np.zeros(len(chunk)), np.ones(len(chunk))])
-    y = np.concatenate(labels)
-    te = torch.cat([e for e, _ in errors])
-    dis = torch.cat([d for _, d in errors])
+    return np.concatenate(labels), torch.cat([e for e, _ in errors]), torch.cat([d for _, d in errors])
+
+
+def synthetic_validation(net: AEDMAE, segments: list[Any], synthesizer: Any, scorers: dict[str, Scorer] | None = None,
+                         seed: int = 0, max_frames: int = 256) -> dict[str, float]:
+    """AUC of telling held-out normal frames from the same frames with synthetic anomalies pasted.
+    Needs no test labels: recipe and scoring choices are made on this. Without ``scorers`` it
+    reports the teacher error, the discrepancy and the paper's score."""
+    from model.metrics import roc_auc
+
+    y, te, dis = synthetic_pairs(net, segments, synthesizer, seed, max_frames)
     if scorers is None:
         s = Scorer(net.cfg.grid, replace(net.cfg.scoring, token_normalization=False))(te, dis)
         return {f"synthetic_auc_{k}": roc_auc(y, getattr(s, k).numpy())

@@ -113,6 +113,21 @@ def footage(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture
+def labelled_test_set(tmp_path: Path) -> Path:
+    """A test set in the ../shared/data/ped2 layout: video "a" normal (12 frames); video "b" normal
+    walking, then a bright square in its second half (frames 8-15 labelled 1)."""
+    root = tmp_path / "test"
+    write_frame_folder(root / "test", "a", scene_frames(12, seed=1))
+    frames = scene_frames(16, seed=2)
+    frames[8:, 10:30, 20:40] = 255
+    write_frame_folder(root / "test", "b", frames)
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_text("0\n" * 12)
+    (root / "labels" / "b.txt").write_text("0\n" * 8 + "1\n" * 8)
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A tiny seeded model with token statistics and calibration fitted on generated footage, and its

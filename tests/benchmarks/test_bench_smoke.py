@@ -43,3 +43,25 @@ def test_bench_streams_quick(tmp_path):
     assert [s["fps"] for s in result["summary"]] == [5.0] and result["source"] == "file"
     assert all(t["scored_fps_total"] > 0 and t["frame_age_p99_s"] >= t["lookahead_s"] for t in result["trials"])
     assert "cameras in real time" in r.stdout
+
+
+@pytest.mark.slow
+def test_scoring_ablation_and_selection_scripts(tiny_checkpoint, footage, labelled_test_set, tmp_path):
+    env = os.environ | {"AEDMAE_CACHE_DIR": str(tmp_path / "cache")}
+    common = ["--model", str(tiny_checkpoint), "--train", str(footage), "--test", str(labelled_test_set)]
+    out = tmp_path / "ablate.json"
+    r = subprocess.run([sys.executable, "benchmarks/ablate_scoring.py", *common, "--random-runs", "2",
+                        "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert len(result["inference_masking_micro_auc"]["random"]["runs"]) == 2
+    assert all(0 <= v["micro"] <= 1 for v in result["test_micro_auc"].values())
+    out = tmp_path / "select.json"
+    r = subprocess.run([sys.executable, "benchmarks/select_scoring.py", *common, "--json", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    best = result["rows"][0]
+    assert result["chosen"] == best["name"] and r.stdout.startswith(f"chosen on validation: {best['name']}")
+    assert best["validation_mean"] == max(row["validation_mean"] for row in result["rows"])
+    assert {"standard", "familiar"} == set(best["validation"]) and 0 <= best["test"]["micro"] <= 1

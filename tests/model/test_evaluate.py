@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from service.cli import main
-from tests.conftest import scene_frames, write_frame_folder
+from tests.conftest import scene_frames
 
 
 @pytest.mark.slow
-def test_train_calibrate_evaluate_end_to_end(footage, tmp_path, capsys):
+def test_train_calibrate_evaluate_end_to_end(footage, labelled_test_set, tmp_path, capsys):
     out = tmp_path / "run"
     cache = str(tmp_path / "cache")
     assert main(["train", "--data", str(footage), "--out", str(out), "--preset", "tiny", "--no-progress",
@@ -18,18 +18,9 @@ def test_train_calibrate_evaluate_end_to_end(footage, tmp_path, capsys):
     assert cal["threshold"] > cal["median"] > 0 and cal["held_out"] is False
     assert len(meta["token_stats"]["teacher_error"]) == 4 * 6
 
-    # a test set: normal walking, then a bright square appears in the second half of video "b"
-    test = tmp_path / "test"
-    write_frame_folder(test / "test", "a", scene_frames(12, seed=1))
-    frames = scene_frames(16, seed=2)
-    frames[8:, 10:30, 20:40] = 255
-    write_frame_folder(test / "test", "b", frames)
-    (test / "labels").mkdir()
-    (test / "labels" / "a.txt").write_text("0\n" * 12)
-    (test / "labels" / "b.txt").write_text("0\n" * 8 + "1\n" * 8)
     ev = tmp_path / "eval"
-    assert main(["evaluate", "--data", str(test), "--model", str(out), "--out", str(ev), "--cache-dir", cache,
-                 "--no-progress", "--ablations", "--examples", "b"]) == 0
+    assert main(["evaluate", "--data", str(labelled_test_set), "--model", str(out), "--out", str(ev),
+                 "--cache-dir", cache, "--no-progress", "--ablations", "--examples", "b"]) == 0
     printed = capsys.readouterr().out
     assert "micro" in printed and "single class" in printed
     metrics = json.loads((ev / "metrics.json").read_text())
