@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from export.onnx_export import DeployedGraph, export_graph  # noqa: E402
+from export.quantize import quantize_int8  # noqa: E402
 from model import checkpoint  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
 from model.info import inference_passes, pass_macs  # noqa: E402
@@ -111,12 +112,8 @@ def onnx_session(graph: DeployedGraph, frames: np.ndarray, tmp: Path, int8: bool
     if not path.exists():
         export_graph(graph, frames, path)
     if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         q = path.with_suffix(".int8.onnx")
-        if not q.exists():
-            quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-        path = q
+        path = q if q.exists() else quantize_int8(path, q, "dynamic")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.log_severity_level = 3

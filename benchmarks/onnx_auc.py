@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.bundle import load_bundle
 from export.onnx_export import run_onnxruntime
+from export.quantize import quantize_int8
 from model.datasets import read_test_set
 from model.frames import FrameCache, default_cache_dir
 from model.metrics import gaussian_smooth, summarize
@@ -51,14 +52,11 @@ def main() -> None:
     p.add_argument("--sigma", type=float, default=3.0)
     p.add_argument("--json")
     args = p.parse_args()
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     bundle = load_bundle(args.model)
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         int8 = Path(tmp) / "int8.onnx"
-        quantize_dynamic(str(bundle.graph), str(int8), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gemm"])
+        quantize_int8(bundle.graph, int8, "dynamic")
         for name, graph in (("fp32", bundle.graph), ("int8", int8)):
             result[name] = test_set_auc(graph, args.data, bundle.image_size, bundle.channels, args.sigma)
             print(f"{name}: micro AUC {100 * result[name]['micro_auc']:.2f} (smoothed "

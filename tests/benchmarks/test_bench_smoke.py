@@ -65,3 +65,18 @@ def test_scoring_ablation_and_selection_scripts(tiny_checkpoint, footage, labell
     assert result["chosen"] == best["name"] and r.stdout.startswith(f"chosen on validation: {best['name']}")
     assert best["validation_mean"] == max(row["validation_mean"] for row in result["rows"])
     assert {"standard", "familiar"} == set(best["validation"]) and 0 <= best["test"]["micro"] <= 1
+
+
+@pytest.mark.slow
+def test_int8_study(tiny_checkpoint, footage, tmp_path):
+    out = tmp_path / "int8.json"
+    r = subprocess.run([sys.executable, "benchmarks/int8_study.py", "--model", str(tiny_checkpoint), "--calibration",
+                        str(footage), "--repeats", "2", "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600, env=os.environ | {"AEDMAE_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["rows"]) == {"fp32", "int8 dynamic", "int8 static"}
+    for row in result["rows"].values():
+        assert row["frames_per_s"] > 0 and sum(row["profile"].values()) == pytest.approx(1.0)
+    assert result["rows"]["fp32"]["profile"]["weight GEMM"] > 0 and result["amdahl_bound_weight_int8"] > 1
+    assert "at most" in r.stdout

@@ -8,7 +8,7 @@ import torch
 from export.bundle import OUTPUT_NAMES, compare_outputs, load_bundle
 from export.onnx_export import DeployedGraph, ExportError, export_onnx, run_onnxruntime
 from model import checkpoint
-from model.errors import CheckpointError
+from model.errors import AedmaeError, CheckpointError
 from model.evaluation import scorer_from_meta
 from tests.conftest import frames_batch
 
@@ -77,3 +77,25 @@ def test_corrupt_and_mismatched_files(tiny_onnx, tmp_path):
         load_bundle(tmp_path / "empty")
     with pytest.raises(ExportError, match="fp32 or fp16"):
         export_onnx(tiny_onnx.parent, tmp_path / "x.onnx", precision="int4")
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_int8_graphs_stay_within_the_int8_tolerance(tiny_onnx, tmp_path, mode):
+    from export.quantize import quantize_int8
+
+    bundle = load_bundle(tiny_onnx)
+    frames = bundle.golden_inputs()
+    q = quantize_int8(tiny_onnx, tmp_path / f"{mode}.onnx", mode, calibration=frames)
+    model = onnx.load(str(q))
+    quantised_ops = {"dynamic": "DynamicQuantizeLinear", "static": "QuantizeLinear"}[mode]
+    assert any(n.op_type == quantised_ops for n in model.graph.node)
+    assert not list(tmp_path.glob("*.prepared.onnx"))
+    parity = compare_outputs(run_onnxruntime(q, frames), run_onnxruntime(tiny_onnx, frames), "int8")
+    assert parity["ok"], parity
+
+
+def test_static_int8_without_calibration_frames_is_a_clear_error(tiny_onnx, tmp_path):
+    from export.quantize import quantize_int8
+
+    with pytest.raises(AedmaeError, match="needs calibration frames"):
+        quantize_int8(tiny_onnx, tmp_path / "s.onnx", "static")

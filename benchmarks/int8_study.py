@@ -1,0 +1,129 @@
+"""Why int8 does not double fp32 here: speed of the fp32, dynamic-int8 and static-int8 graphs, where
+ONNX Runtime spends their time, and the most weight-only int8 could give (Amdahl).
+
+    python benchmarks/int8_study.py [--model model/weights/ped2] --calibration ../shared/data/ped2/train \
+        [--batch 8] [--json FILE]
+
+dynamic = int8 MatMul/Gemm weights (what bench_model.py's int8 rows run); static = QDQ with activation
+ranges calibrated on 64 real training frames, the attention products included (export/quantize.py).
+The profile splits MatMul time into weight GEMMs (one input is a constant) and attention products
+(both inputs computed), from ONNX Runtime's per-node profile of its optimised graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_model import time_fps
+
+from export.bundle import INPUT_NAME, load_bundle
+from export.quantize import quantize_int8
+from model.datasets import discover
+from model.frames import FrameCache, default_cache_dir
+from model.shipped import SHIPPED_DIR
+from model.window import clip_windows
+
+# matmul-like op types and the positions of their two operands
+MATMULS = {"MatMul": (0, 1), "FusedMatMul": (0, 1), "Gemm": (0, 1), "DynamicQuantizeMatMul": (0, 1),
+           "MatMulInteger": (0, 1), "MatMulIntegerToFloat": (0, 1), "QLinearMatMul": (0, 3)}
+
+
+def calibration_frames(folder: str, size: tuple[int, int], channels: int, count: int = 64) -> np.ndarray:
+    """``count`` model inputs (N, 3, H, W, C) from frames spread over the training videos."""
+    sources = discover(folder)
+    cache = FrameCache(default_cache_dir())
+    rng = np.random.default_rng(0)
+    per_video = max(1, count // len(sources))
+    windows = []
+    for src in sources:
+        frames = cache.load(src, size, channels)
+        windows.append(clip_windows(frames, rng.choice(len(frames), min(per_video, len(frames)), replace=False)))
+    return np.concatenate(windows)[:count]
+
+
+def session(path: Path, threads: int, profile_dir: Path | None = None) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    if profile_dir is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(profile_dir / path.stem)
+        opts.optimized_model_filepath = str(profile_dir / f"{path.stem}.optimised.onnx")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def profile(path: Path, frames: np.ndarray, threads: int, tmp: Path, runs: int = 5) -> dict[str, float]:
+    """Share of kernel time per op type; matmuls split into weight GEMMs and attention products."""
+    import onnx
+
+    sess = session(path, threads, tmp)
+    for _ in range(runs):
+        sess.run(None, {INPUT_NAME: frames})
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    optimised = onnx.load(str(tmp / f"{path.stem}.optimised.onnx"))
+    constants = {i.name for i in optimised.graph.initializer}
+    constants |= {o for n in optimised.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants
+                  for o in n.output}
+    weighted = {n.name for n in optimised.graph.node
+                if n.op_type in MATMULS and any(n.input[i] in constants for i in MATMULS[n.op_type])}
+    time: collections.Counter[str] = collections.Counter()
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        op, node = e["args"]["op_name"], e["name"].removesuffix("_kernel_time")
+        kind = ("weight GEMM" if node in weighted else "attention product") if op in MATMULS else op
+        time[kind] += e["dur"]
+    total = sum(time.values())
+    return {k: v / total for k, v in time.most_common()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=str(SHIPPED_DIR), help="model folder with model.onnx")
+    p.add_argument("--calibration", required=True, help="training footage for the static ranges")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--json")
+    args = p.parse_args()
+    bundle = load_bundle(args.model)
+    calib = calibration_frames(args.calibration, bundle.image_size, bundle.channels)
+    frames = calib[: args.batch]
+    result: dict[str, Any] = {"model": str(bundle.graph), "batch": args.batch, "threads": args.threads, "rows": {}}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        graphs = {"fp32": bundle.graph, "int8 dynamic": quantize_int8(bundle.graph, tmp / "dynamic.onnx", "dynamic"),
+                  "int8 static": quantize_int8(bundle.graph, tmp / "static.onnx", "static", calib)}
+        for name, path in graphs.items():
+            sess = session(path, args.threads)
+            fps = time_fps(lambda s=sess: s.run(None, {INPUT_NAME: frames}), args.batch, args.repeats, 3.0)
+            result["rows"][name] = {"frames_per_s": round(fps, 2), "profile": profile(path, frames, args.threads, tmp)}
+    rows = result["rows"]
+    fp32 = rows["fp32"]
+    weight_share = fp32["profile"].get("weight GEMM", 0.0)
+    result["amdahl_bound_weight_int8"] = 1 / (1 - weight_share)
+    print(f"{'graph':14s} {'frames/s':>9s} {'vs fp32':>8s}   time shares (top 5)")
+    for name, row in rows.items():
+        row["speedup"] = round(row["frames_per_s"] / fp32["frames_per_s"], 3)
+        shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(row["profile"].items())[:5])
+        print(f"{name:14s} {row['frames_per_s']:9.1f} {row['speedup']:7.2f}x   {shares}")
+    print(f"weight GEMMs are {100 * weight_share:.0f}% of the fp32 time: int8 weights that cost nothing would give "
+          f"at most {result['amdahl_bound_weight_int8']:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
