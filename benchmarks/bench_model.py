@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from export.onnx_export import DeployedGraph, export_graph  # noqa: E402
+from export.ort_fusion import ort_session  # noqa: E402
 from export.quantize import quantize_int8  # noqa: E402
 from model import checkpoint  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
@@ -117,7 +118,7 @@ def onnx_session(graph: DeployedGraph, frames: np.ndarray, tmp: Path, int8: bool
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort_session(path, opts)
 
 
 def cuda_rows(graph: DeployedGraph, batches: list[int], flops_per_frame: float, label: str, variant: str,

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_model import time_fps
 
 from export.bundle import INPUT_NAME, load_bundle
+from export.ort_fusion import ort_session
 from export.quantize import quantize_int8
 from model.datasets import discover
 from model.frames import FrameCache, default_cache_dir
@@ -61,7 +62,7 @@ def session(path: Path, threads: int, profile_dir: Path | None = None) -> Any:
         opts.enable_profiling = True
         opts.profile_file_prefix = str(profile_dir / path.stem)
         opts.optimized_model_filepath = str(profile_dir / f"{path.stem}.optimised.onnx")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort_session(path, opts)
 
 
 def profile(path: Path, frames: np.ndarray, threads: int, tmp: Path, runs: int = 5) -> dict[str, float]:
@@ -83,7 +84,8 @@ def profile(path: Path, frames: np.ndarray, threads: int, tmp: Path, runs: int =
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
             continue
         op, node = e["args"]["op_name"], e["name"].removesuffix("_kernel_time")
-        kind = ("weight GEMM" if node in weighted else "attention product") if op in MATMULS else op
+        kind = ("weight GEMM" if node in weighted else "attention product") if op in MATMULS else \
+            "attention (fused)" if op == "MultiHeadAttention" else op
         time[kind] += e["dur"]
     total = sum(time.values())
     return {k: v / total for k, v in time.most_common()}

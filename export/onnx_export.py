@@ -23,6 +23,7 @@ from export.bundle import (
     sha256,
     sidecar_path,
 )
+from export.ort_fusion import ort_session
 from model import checkpoint
 from model.errors import AedmaeError
 from model.masking import inference_keep
@@ -60,7 +61,7 @@ def run_onnxruntime(path: str | Path, frames: np.ndarray, batch: int = 8) -> dic
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = ort_session(path, opts)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in OUTPUT_NAMES}
     for i in range(0, len(frames), batch):
         out = session.run(list(OUTPUT_NAMES), {INPUT_NAME: frames[i : i + batch]})

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from export.bundle import INPUT_NAME, OUTPUT_NAMES, Bundle
+from export.ort_fusion import ort_session
 from model.errors import ConfigError
 from service.settings import Settings
 
@@ -48,7 +49,7 @@ class OnnxRuntimeBackend:
         opts.intra_op_num_threads = settings.intra_op_threads()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(bundle.graph), opts, providers=providers)
+        self.session = ort_session(bundle.graph, opts, providers)
         self.providers = self.session.get_providers()
         self.max_batch = settings.max_batch_size
 
