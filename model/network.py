@@ -141,7 +141,7 @@ class AEDMAE(nn.Module):
         self.student_block = CvTBlock(dd, cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
         self.student_norm = nn.LayerNorm(dd)
         self.student_head = nn.Linear(dd, head_out)
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     # -- parameter groups (model-info, freezing) ----------------------------------------------------
     def encoder_modules(self) -> list[nn.Module | nn.Parameter]:
@@ -191,7 +191,7 @@ class AEDMAE(nn.Module):
         return self.forward_decoders(self.forward_encoder(x, keep), keep, with_student)
 
 
-def _init_weights(module: nn.Module) -> None:
+def init_weights(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:

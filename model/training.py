@@ -27,7 +27,7 @@ from model.errors import CheckpointError, ConfigError
 from model.frames import FrameCache, default_cache_dir
 from model.loss import distillation_loss, motion_weights, teacher_loss
 from model.masking import keep_to_mask, train_keep
-from model.network import AEDMAE, normalize, reconstruction_target
+from model.network import AEDMAE, init_weights, normalize, reconstruction_target
 from model.synthetic import AnomalySynthesizer
 
 log = logging.getLogger(__name__)
@@ -233,26 +233,62 @@ class Trainer:
         for m in net.encoder_modules() + net.teacher_modules():
             m.requires_grad_(False)
 
-    def run(self, resume: bool = False) -> dict[str, Any]:
-        """Train both stages; returns the report written into the checkpoint."""
+    def _take_teacher(self, net: AEDMAE, source: str | Path, reports: dict[str, StageReport]) -> None:
+        """Encoder + teacher weights from a trained checkpoint of the same architecture, and that
+        stage's report (its cost stays in the accounting)."""
+        trained, meta = checkpoint.load(source)
+        ours, theirs = to_dict(self.model_cfg), to_dict(trained.cfg)
+        differs = sorted(k for k in ours if k not in ("scoring", "inference_masking") and ours[k] != theirs.get(k))
+        if differs:
+            raise ConfigError(f"--teacher {source}: its model differs in {', '.join(differs)}")
+        weights = {k: v for k, v in trained.state_dict().items() if not k.startswith("student_")}
+        missing = net.load_state_dict(weights, strict=False).missing_keys
+        assert all(k.startswith("student_") for k in missing), missing
+        stage = (meta.get("training") or {}).get("stages", {}).get("teacher")
+        if stage:
+            reports["teacher"] = StageReport("teacher", stage["epochs"], stage["steps"], stage["frames"],
+                                             stage["seconds"], list(stage["losses"]))
+        self.history = [h for h in (meta.get("training") or {}).get("history", []) if h.get("stage") == "teacher"]
+        log.info("teacher stage taken from %s; training the student only", source)
+
+    @staticmethod
+    def _reset_student(net: AEDMAE) -> None:
+        """Fresh student weights from the seeded generator: the student stage then depends only on
+        the teacher, the seed and the config, whether the teacher was trained now or taken."""
+        for m in net.student_modules():
+            assert isinstance(m, torch.nn.Module)
+            for sub in m.modules():
+                reset = getattr(sub, "reset_parameters", None)
+                if callable(reset):
+                    reset()
+            m.apply(init_weights)
+
+    def run(self, resume: bool = False, teacher: str | Path | None = None) -> dict[str, Any]:
+        """Train both stages (only the student's with ``teacher``, a trained checkpoint whose encoder and
+        teacher are kept); returns the report written into the checkpoint."""
         self.out.mkdir(parents=True, exist_ok=True)
         seed_everything(self.cfg.seed)
         net = AEDMAE(self.model_cfg).to(self.device)
         state = self._load_state() if resume else None
         reports: dict[str, StageReport] = {}
+        if state is None and teacher is not None:
+            self._take_teacher(net, teacher, reports)
         if state is not None:
             net.load_state_dict(state["model"])
             torch.set_rng_state(state["torch_rng"])
             reports = {k: StageReport(**v) for k, v in state["reports"].items()}
             self.history = state["history"]
             log.info("resuming after %s epoch %d", state["stage"], state["epoch"] + 1)
-        if state is None or state["stage"] == "teacher":
+        if (state is None and teacher is None) or (state is not None and state["stage"] == "teacher"):
             for p in net.student_modules():
                 p.requires_grad_(False)
             self._set_train_mode(net, teacher_stage=True)
             self._run_stage(net, "teacher", state, reports)
             state = None
         self._freeze_backbone(net)
+        if state is None:
+            seed_everything(self.cfg.seed + 1)
+            self._reset_student(net)
         for p in net.student_modules():
             p.requires_grad_(True)
         self._set_train_mode(net, teacher_stage=False)

@@ -43,7 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                           progress=not args.no_progress)
         trainer.epoch_hook = _learning_curve_hook(args, trainer)
         log.info("data: %s", json.dumps(trainer.data_summary))
-        summary = trainer.run(resume=args.resume)
+        summary = trainer.run(resume=args.resume, teacher=args.teacher)
     finally:
         for logger in loggers:
             logger.removeHandler(handler)
@@ -261,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frame folders (<root>/<video>/<frame>) or video files; repeatable")
     p.add_argument("--out", required=True, help="output folder for the checkpoint, log and train state")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    p.add_argument("--teacher", metavar="CKPT",
+                   help="keep this checkpoint's encoder + teacher and train only the student (same architecture)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     p.add_argument("--eval-data", help="a labelled test set to record a learning curve on (never used to choose)")
     p.add_argument("--eval-every", type=int, default=1, help="learning-curve points every N epochs (and the last)")

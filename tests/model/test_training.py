@@ -6,7 +6,7 @@ import torch
 
 from model import checkpoint
 from model.config import apply_overrides
-from model.errors import CheckpointError
+from model.errors import CheckpointError, ConfigError
 from model.network import AEDMAE
 from model.scoring import score_frames
 from model.training import Trainer
@@ -91,6 +91,24 @@ def test_resume_after_interruption_and_refuse_other_config(footage, tmp_path, ti
     assert summary["stages"]["teacher"]["steps"] == 4, "the teacher stage is not run again"
     assert summary["stages"]["student"]["epochs"] == 2
     assert [h["stage"] for h in summary["history"]] == ["teacher", "teacher", "student", "student"]
+
+
+def test_student_distilled_from_a_taken_teacher_equals_the_full_run(footage, tmp_path, tiny):
+    model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=1, epochs_student=2, max_steps_per_epoch=3)
+    full = Trainer([str(footage)], tmp_path / "full", model_cfg, train_cfg, cache_dir=tmp_path / "c", progress=False)
+    full_summary = full.run()
+    again = Trainer([str(footage)], tmp_path / "again", model_cfg, train_cfg, cache_dir=tmp_path / "c",
+                    progress=False)
+    summary = again.run(teacher=tmp_path / "full")
+    carried = ("epochs", "steps", "frames", "seconds", "losses")
+    assert all(summary["stages"]["teacher"][k] == full_summary["stages"]["teacher"][k] for k in carried)
+    a, b = checkpoint.load(tmp_path / "full")[0].state_dict(), checkpoint.load(tmp_path / "again")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "same teacher + seed + config -> the same student"
+
+    other = dataclasses.replace(model_cfg, decoder_dim=model_cfg.decoder_dim * 2)
+    with pytest.raises(ConfigError, match="differs in decoder_dim"):
+        Trainer([str(footage)], tmp_path / "x", other, train_cfg, cache_dir=tmp_path / "c",
+                progress=False).run(teacher=tmp_path / "full")
 
 
 def test_corrupt_and_mismatched_checkpoints(tmp_path, tiny):
