@@ -138,13 +138,14 @@ def model_level_fps(url: str, batch: int) -> float:
 
     sys.path.insert(0, str(ROOT))
     from export.bundle import load_bundle
+    from export.ort_fusion import ort_session
     from model.shipped import SHIPPED_DIR
 
     info = httpx.get(url + "/v1/model").json()
     bundle = load_bundle(SHIPPED_DIR)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = os.cpu_count() or 1
-    sess = ort.InferenceSession(str(bundle.graph), opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(bundle.graph, opts)  # the session the server's backend makes
     h, w = info["resolution"]
     x = np.random.default_rng(0).integers(0, 256, (batch, 3, h, w, info["channels"]), np.uint8)
     sess.run(None, {"frames": x})

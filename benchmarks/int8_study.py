@@ -1,5 +1,6 @@
-"""Why int8 does not double fp32 here: speed of the fp32, dynamic-int8 and static-int8 graphs, where
-ONNX Runtime spends their time, and the most weight-only int8 could give (Amdahl).
+"""Where ONNX Runtime spends the deployed graph's time on this CPU: fp32 with and without attention fusion
+(export/ort_fusion.py), dynamic int8 and static int8, each profiled per op, and the most weight-only
+int8 could give (Amdahl): why int8 does not double fp32 here.
 
     python benchmarks/int8_study.py [--model model/weights/ped2] --calibration ../shared/data/ped2/train \
         [--batch 8] [--json FILE]
@@ -52,7 +53,7 @@ def calibration_frames(folder: str, size: tuple[int, int], channels: int, count:
     return np.concatenate(windows)[:count]
 
 
-def session(path: Path, threads: int, profile_dir: Path | None = None) -> Any:
+def session(path: Path, threads: int, profile_dir: Path | None = None, fused: bool = True) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -62,14 +63,16 @@ def session(path: Path, threads: int, profile_dir: Path | None = None) -> Any:
         opts.enable_profiling = True
         opts.profile_file_prefix = str(profile_dir / path.stem)
         opts.optimized_model_filepath = str(profile_dir / f"{path.stem}.optimised.onnx")
-    return ort_session(path, opts)
+    if fused:
+        return ort_session(path, opts)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def profile(path: Path, frames: np.ndarray, threads: int, tmp: Path, runs: int = 5) -> dict[str, float]:
+def profile(path: Path, frames: np.ndarray, threads: int, tmp: Path, fused: bool, runs: int = 5) -> dict[str, float]:
     """Share of kernel time per op type; matmuls split into weight GEMMs and attention products."""
     import onnx
 
-    sess = session(path, threads, tmp)
+    sess = session(path, threads, tmp, fused)
     for _ in range(runs):
         sess.run(None, {INPUT_NAME: frames})
     events = json.loads(Path(sess.end_profiling()).read_text())
@@ -106,21 +109,23 @@ def main() -> None:
     result: dict[str, Any] = {"model": str(bundle.graph), "batch": args.batch, "threads": args.threads, "rows": {}}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        graphs = {"fp32": bundle.graph, "int8 dynamic": quantize_int8(bundle.graph, tmp / "dynamic.onnx", "dynamic"),
-                  "int8 static": quantize_int8(bundle.graph, tmp / "static.onnx", "static", calib)}
-        for name, path in graphs.items():
-            sess = session(path, args.threads)
+        graphs = {"fp32, attention not fused": (bundle.graph, False), "fp32": (bundle.graph, True),
+                  "int8 dynamic": (quantize_int8(bundle.graph, tmp / "dynamic.onnx", "dynamic"), True),
+                  "int8 static": (quantize_int8(bundle.graph, tmp / "static.onnx", "static", calib), True)}
+        for name, (path, fused) in graphs.items():
+            sess = session(path, args.threads, fused=fused)
             fps = time_fps(lambda s=sess: s.run(None, {INPUT_NAME: frames}), args.batch, args.repeats, 3.0)
-            result["rows"][name] = {"frames_per_s": round(fps, 2), "profile": profile(path, frames, args.threads, tmp)}
+            shares = profile(path, frames, args.threads, tmp, fused)
+            result["rows"][name] = {"frames_per_s": round(fps, 2), "profile": shares}
     rows = result["rows"]
     fp32 = rows["fp32"]
     weight_share = fp32["profile"].get("weight GEMM", 0.0)
     result["amdahl_bound_weight_int8"] = 1 / (1 - weight_share)
-    print(f"{'graph':14s} {'frames/s':>9s} {'vs fp32':>8s}   time shares (top 5)")
+    print(f"{'graph':25s} {'frames/s':>9s} {'vs fp32':>8s}   time shares (top 5)")
     for name, row in rows.items():
         row["speedup"] = round(row["frames_per_s"] / fp32["frames_per_s"], 3)
         shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(row["profile"].items())[:5])
-        print(f"{name:14s} {row['frames_per_s']:9.1f} {row['speedup']:7.2f}x   {shares}")
+        print(f"{name:25s} {row['frames_per_s']:9.1f} {row['speedup']:7.2f}x   {shares}")
     print(f"weight GEMMs are {100 * weight_share:.0f}% of the fp32 time: int8 weights that cost nothing would give "
           f"at most {result['amdahl_bound_weight_int8']:.2f}x")
     if args.json:

@@ -75,7 +75,9 @@ def test_int8_study(tiny_checkpoint, footage, tmp_path):
                        timeout=600, env=os.environ | {"AEDMAE_CACHE_DIR": str(tmp_path / "cache")})
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert set(result["rows"]) == {"fp32", "int8 dynamic", "int8 static"}
+    assert set(result["rows"]) == {"fp32, attention not fused", "fp32", "int8 dynamic", "int8 static"}
+    assert "attention (fused)" in result["rows"]["fp32"]["profile"]
+    assert "attention (fused)" not in result["rows"]["fp32, attention not fused"]["profile"]
     for row in result["rows"].values():
         assert row["frames_per_s"] > 0 and sum(row["profile"].values()) == pytest.approx(1.0)
     assert result["rows"]["fp32"]["profile"]["weight GEMM"] > 0 and result["amdahl_bound_weight_int8"] > 1
