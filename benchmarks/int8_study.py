@@ -16,16 +16,16 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench_model import time_fps
 
 from export.bundle import INPUT_NAME, load_bundle
 from export.ort_fusion import ort_session
@@ -94,13 +94,27 @@ def profile(path: Path, frames: np.ndarray, threads: int, tmp: Path, fused: bool
     return {k: v / total for k, v in time.most_common()}
 
 
+def interleaved_fps(sessions: dict[str, Any], frames: np.ndarray, rounds: int) -> dict[str, float]:
+    """Median frames/s of each session, timed in turns (one call each per round), so that a shared
+    machine's slow spells fall on every graph alike and the ratios stay comparable."""
+    for sess in sessions.values():
+        sess.run(None, {INPUT_NAME: frames})
+    samples: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(rounds):
+        for name, sess in sessions.items():
+            t0 = time.perf_counter()
+            sess.run(None, {INPUT_NAME: frames})
+            samples[name].append(len(frames) / (time.perf_counter() - t0))
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(SHIPPED_DIR), help="model folder with model.onnx")
     p.add_argument("--calibration", required=True, help="training footage for the static ranges")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=15, help="timing rounds (each graph once per round)")
     p.add_argument("--json")
     args = p.parse_args()
     bundle = load_bundle(args.model)
@@ -112,11 +126,11 @@ def main() -> None:
         graphs = {"fp32, attention not fused": (bundle.graph, False), "fp32": (bundle.graph, True),
                   "int8 dynamic": (quantize_int8(bundle.graph, tmp / "dynamic.onnx", "dynamic"), True),
                   "int8 static": (quantize_int8(bundle.graph, tmp / "static.onnx", "static", calib), True)}
+        sessions = {name: session(path, args.threads, fused=fused) for name, (path, fused) in graphs.items()}
+        fps = interleaved_fps(sessions, frames, args.repeats)
         for name, (path, fused) in graphs.items():
-            sess = session(path, args.threads, fused=fused)
-            fps = time_fps(lambda s=sess: s.run(None, {INPUT_NAME: frames}), args.batch, args.repeats, 3.0)
             shares = profile(path, frames, args.threads, tmp, fused)
-            result["rows"][name] = {"frames_per_s": round(fps, 2), "profile": shares}
+            result["rows"][name] = {"frames_per_s": round(fps[name], 2), "profile": shares}
     rows = result["rows"]
     fp32 = rows["fp32"]
     weight_share = fp32["profile"].get("weight GEMM", 0.0)
