@@ -38,7 +38,6 @@ from model.evaluation import (
 )
 from model.frames import FrameCache, default_cache_dir
 from model.masking import inference_keep
-from model.scoring import Scorer
 from model.synthetic import AnomalySynthesizer
 
 
@@ -72,9 +71,6 @@ def main() -> None:
     clips = [(f"{s.video}@{s.start}", np.asarray(s.frames)) for s in held]
     base, _ = fit_scorer(net, clips)
     variants = ablation_scorers(base)
-    te_only = dataclasses.replace(base.cfg, discrepancy_weight=0.0)
-    variants["teacher error only (top-k, normalised)"] = Scorer(
-        base.grid, dataclasses.replace(te_only, reduction="topk", token_normalization=True), None, *base.token_means())
     synth = AnomalySynthesizer([s.frames for s in train], train_cfg.synthetic)
     result: dict[str, object] = {"synthetic_validation_auc": synthetic_validation(net, held, synth, variants)}
     print("label-free synthetic validation AUC (held-out normal frames vs the same with pasted objects):")

@@ -162,6 +162,8 @@ def ablation_scorers(base: Scorer) -> dict[str, Scorer]:
         "mean, token-normalised": replace(cfg, reduction="mean", token_normalization=True),
         "top-k, raw": replace(cfg, reduction="topk", token_normalization=False),
         "top-k, token-normalised": replace(cfg, reduction="topk", token_normalization=True),
+        "teacher error only (top-k, normalised)": replace(cfg, reduction="topk", token_normalization=True,
+                                                          discrepancy_weight=0.0),
     }
     return {k: Scorer(base.grid, v, None, *base.token_means())
             for k, v in variants.items()}

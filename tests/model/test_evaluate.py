@@ -27,7 +27,7 @@ def test_train_calibrate_evaluate_end_to_end(footage, labelled_test_set, tmp_pat
     for key in ("micro_auc", "macro_auc", "per_video", "frames", "model", "settings"):
         assert key in metrics
     assert metrics["frames"] == 28 and metrics["per_video"]["a"] is None
-    assert 0 <= metrics["micro_auc"] <= 1 and len(metrics["ablations"]) == 4
+    assert 0 <= metrics["micro_auc"] <= 1 and len(metrics["ablations"]) == 5
     assert "detection_online" in metrics
     for name in ("roc.png", "timelines.png", "heatmaps_b.png", "scores.csv"):
         assert (ev / name).stat().st_size > 0
