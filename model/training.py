@@ -279,7 +279,8 @@ class Trainer:
             reports = {k: StageReport(**v) for k, v in state["reports"].items()}
             self.history = state["history"]
             log.info("resuming after %s epoch %d", state["stage"], state["epoch"] + 1)
-        if (state is None and teacher is None) or (state is not None and state["stage"] == "teacher"):
+        train_teacher = state["stage"] == "teacher" if state is not None else teacher is None
+        if train_teacher:
             for p in net.student_modules():
                 p.requires_grad_(False)
             self._set_train_mode(net, teacher_stage=True)
