@@ -63,9 +63,7 @@ def session(path: Path, threads: int, profile_dir: Path | None = None, fused: bo
         opts.enable_profiling = True
         opts.profile_file_prefix = str(profile_dir / path.stem)
         opts.optimized_model_filepath = str(profile_dir / f"{path.stem}.optimised.onnx")
-    if fused:
-        return ort_session(path, opts)
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort_session(path, opts, fuse=fused)
 
 
 def profile(path: Path, frames: np.ndarray, threads: int, tmp: Path, fused: bool, runs: int = 5) -> dict[str, float]:
@@ -82,16 +80,16 @@ def profile(path: Path, frames: np.ndarray, threads: int, tmp: Path, fused: bool
                   for o in n.output}
     weighted = {n.name for n in optimised.graph.node
                 if n.op_type in MATMULS and any(n.input[i] in constants for i in MATMULS[n.op_type])}
-    time: collections.Counter[str] = collections.Counter()
+    spent: collections.Counter[str] = collections.Counter()
     for e in events:
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
             continue
         op, node = e["args"]["op_name"], e["name"].removesuffix("_kernel_time")
         kind = ("weight GEMM" if node in weighted else "attention product") if op in MATMULS else \
             "attention (fused)" if op == "MultiHeadAttention" else op
-        time[kind] += e["dur"]
-    total = sum(time.values())
-    return {k: v / total for k, v in time.most_common()}
+        spent[kind] += e["dur"]
+    total = sum(spent.values())
+    return {k: v / total for k, v in spent.most_common()}
 
 
 def interleaved_fps(sessions: dict[str, Any], frames: np.ndarray, rounds: int) -> dict[str, float]:

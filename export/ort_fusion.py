@@ -150,15 +150,16 @@ def _live(nodes: list[Any], outputs: set[str]) -> list[Any]:
         nodes = alive
 
 
-def ort_session(path: str | Path, options: Any = None, providers: list[Any] | None = None) -> Any:
-    """An ONNX Runtime session of the graph at ``path``, attention fused unless TensorRT is among
-    the providers (it cannot run contributed ops; it reads the standard graph instead)."""
+def ort_session(path: str | Path, options: Any = None, providers: list[Any] | None = None, fuse: bool = True) -> Any:
+    """An ONNX Runtime session of the graph at ``path``, attention fused unless ``fuse`` is off (to
+    measure the plain file) or TensorRT is among the providers (it cannot run contributed ops; it
+    reads the standard graph instead)."""
     import onnx
     import onnxruntime as ort
 
     providers = providers or ["CPUExecutionProvider"]
     names = [p[0] if isinstance(p, tuple) else p for p in providers]
-    if "TensorrtExecutionProvider" in names:
+    if not fuse or "TensorrtExecutionProvider" in names:
         return ort.InferenceSession(str(path), options, providers=providers)
     model = onnx.load(str(path))
     count = fuse_attention(model)
