@@ -107,18 +107,13 @@ def graphs_for(name: str, model_dir: Path | None, cfg: ModelConfig) -> dict[str,
 
 
 def onnx_session(graph: DeployedGraph, frames: np.ndarray, tmp: Path, int8: bool) -> Any:
-    import onnxruntime as ort
-
     path = tmp / f"{id(graph)}.onnx"
     if not path.exists():
         export_graph(graph, frames, path)
     if int8:
         q = path.with_suffix(".int8.onnx")
         path = q if q.exists() else quantize_int8(path, q, "dynamic")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.log_severity_level = 3
-    return ort_session(path, opts)
+    return ort_session(path, torch.get_num_threads())
 
 
 def cuda_rows(graph: DeployedGraph, batches: list[int], flops_per_frame: float, label: str, variant: str,

@@ -134,8 +134,6 @@ def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: 
 
 def model_level_fps(url: str, batch: int) -> float:
     """ONNX Runtime frames/s of the served graph at the served batch size, threads as the server's."""
-    import onnxruntime as ort
-
     sys.path.insert(0, str(ROOT))
     from export.bundle import load_bundle
     from export.ort_fusion import ort_session
@@ -143,9 +141,7 @@ def model_level_fps(url: str, batch: int) -> float:
 
     info = httpx.get(url + "/v1/model").json()
     bundle = load_bundle(SHIPPED_DIR)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = os.cpu_count() or 1
-    sess = ort_session(bundle.graph, opts)  # the session the server's backend makes
+    sess = ort_session(bundle.graph, os.cpu_count())  # the server's session: one worker, every core
     h, w = info["resolution"]
     x = np.random.default_rng(0).integers(0, 256, (batch, 3, h, w, info["channels"]), np.uint8)
     sess.run(None, {"frames": x})

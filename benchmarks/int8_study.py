@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.bundle import INPUT_NAME, load_bundle
-from export.ort_fusion import ort_session
+from export.ort_fusion import ort_session, session_options
 from export.quantize import quantize_int8
 from model.datasets import discover
 from model.frames import FrameCache, default_cache_dir
@@ -54,16 +54,12 @@ def calibration_frames(folder: str, size: tuple[int, int], channels: int, count:
 
 
 def session(path: Path, threads: int, profile_dir: Path | None = None, fused: bool = True) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
+    opts = session_options(threads)
     if profile_dir is not None:
         opts.enable_profiling = True
         opts.profile_file_prefix = str(profile_dir / path.stem)
         opts.optimized_model_filepath = str(profile_dir / f"{path.stem}.optimised.onnx")
-    return ort_session(path, opts, fuse=fused)
+    return ort_session(path, fuse=fused, options=opts)
 
 
 def profile(path: Path, frames: np.ndarray, threads: int, tmp: Path, fused: bool, runs: int = 5) -> dict[str, float]:

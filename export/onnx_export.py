@@ -57,11 +57,7 @@ class DeployedGraph(nn.Module):
 
 def run_onnxruntime(path: str | Path, frames: np.ndarray, batch: int = 8) -> dict[str, np.ndarray]:
     """Outputs of an ONNX graph under ONNX Runtime (CPU), in batches of ``batch``."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort_session(path, opts)
+    session = ort_session(path)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in OUTPUT_NAMES}
     for i in range(0, len(frames), batch):
         out = session.run(list(OUTPUT_NAMES), {INPUT_NAME: frames[i : i + batch]})

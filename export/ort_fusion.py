@@ -150,13 +150,29 @@ def _live(nodes: list[Any], outputs: set[str]) -> list[Any]:
         nodes = alive
 
 
-def ort_session(path: str | Path, options: Any = None, providers: list[Any] | None = None, fuse: bool = True) -> Any:
-    """An ONNX Runtime session of the graph at ``path``, attention fused unless ``fuse`` is off (to
-    measure the plain file) or TensorRT is among the providers (it cannot run contributed ops; it
-    reads the standard graph instead)."""
+def session_options(threads: int | None = None) -> Any:
+    """The project's ONNX Runtime session options: quiet logs, one inter-op thread, ``threads``
+    intra-op threads (None: ONNX Runtime's default, one per core)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.inter_op_num_threads = 1
+    if threads:
+        opts.intra_op_num_threads = threads
+    return opts
+
+
+def ort_session(path: str | Path, threads: int | None = None, providers: list[Any] | None = None,
+                fuse: bool = True, options: Any = None) -> Any:
+    """An ONNX Runtime session of the graph at ``path`` with :func:`session_options` (or ``options``,
+    built from it, for extras such as profiling), attention fused unless ``fuse`` is off (to measure
+    the plain file) or TensorRT is among the providers (it cannot run contributed ops; it reads the
+    standard graph instead)."""
     import onnx
     import onnxruntime as ort
 
+    options = options or session_options(threads)
     providers = providers or ["CPUExecutionProvider"]
     names = [p[0] if isinstance(p, tuple) else p for p in providers]
     if not fuse or "TensorrtExecutionProvider" in names:

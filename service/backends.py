@@ -45,11 +45,7 @@ class OnnxRuntimeBackend:
             providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
             if "TensorrtExecutionProvider" in available:
                 providers.insert(0, ("TensorrtExecutionProvider", {"device_id": device_id}))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = settings.intra_op_threads()
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self.session = ort_session(bundle.graph, opts, providers)
+        self.session = ort_session(bundle.graph, settings.intra_op_threads(), providers)
         self.providers = self.session.get_providers()
         self.max_batch = settings.max_batch_size
 
