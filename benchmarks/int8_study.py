@@ -8,7 +8,9 @@ int8 could give (Amdahl): why int8 does not double fp32 here.
 dynamic = int8 MatMul/Gemm weights (what bench_model.py's int8 rows run); static = QDQ with activation
 ranges calibrated on 64 real training frames, the attention products included (export/quantize.py).
 The profile splits MatMul time into weight GEMMs (one input is a constant) and attention products
-(both inputs computed), from ONNX Runtime's per-node profile of its optimised graph.
+(both inputs computed), from ONNX Runtime's per-node profile of its optimised graph. "batch dep." is how
+much a frame's score moves between being scored in the batch and alone: why dynamic int8 is not a
+serving precision (the dynamic batcher decides which frames share a call).
 """
 
 from __future__ import annotations
@@ -102,6 +104,15 @@ def interleaved_fps(sessions: dict[str, Any], frames: np.ndarray, rounds: int) -
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
+def batch_dependence(sess: Any, frames: np.ndarray) -> float:
+    """Largest relative change of a frame's score between scoring it in the batch and alone: 0 up to
+    rounding for fp32; dynamic int8 scales activations per call, so a frame's score then depends on the
+    frames it was batched with (which the service's dynamic batcher chooses)."""
+    together = sess.run(["score"], {INPUT_NAME: frames})[0]
+    alone = np.concatenate([sess.run(["score"], {INPUT_NAME: frames[i : i + 1]})[0] for i in range(len(frames))])
+    return float(np.max(np.abs(together - alone) / np.maximum(np.abs(alone), 1e-12)))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(SHIPPED_DIR), help="model folder with model.onnx")
@@ -124,16 +135,18 @@ def main() -> None:
         fps = interleaved_fps(sessions, frames, args.repeats)
         for name, (path, fused) in graphs.items():
             shares = profile(path, frames, args.threads, tmp, fused)
-            result["rows"][name] = {"frames_per_s": round(fps[name], 2), "profile": shares}
+            result["rows"][name] = {"frames_per_s": round(fps[name], 2), "profile": shares,
+                                    "batch_dependence": batch_dependence(sessions[name], frames)}
     rows = result["rows"]
     fp32 = rows["fp32"]
     weight_share = fp32["profile"].get("weight GEMM", 0.0)
     result["amdahl_bound_weight_int8"] = 1 / (1 - weight_share)
-    print(f"{'graph':25s} {'frames/s':>9s} {'vs fp32':>8s}   time shares (top 5)")
+    print(f"{'graph':25s} {'frames/s':>9s} {'vs fp32':>8s} {'batch dep.':>10s}   time shares (top 5)")
     for name, row in rows.items():
         row["speedup"] = round(row["frames_per_s"] / fp32["frames_per_s"], 3)
         shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(row["profile"].items())[:5])
-        print(f"{name:25s} {row['frames_per_s']:9.1f} {row['speedup']:7.2f}x   {shares}")
+        dep = row["batch_dependence"]
+        print(f"{name:25s} {row['frames_per_s']:9.1f} {row['speedup']:7.2f}x {dep:10.1e}   {shares}")
     print(f"weight GEMMs are {100 * weight_share:.0f}% of the fp32 time: int8 weights that cost nothing would give "
           f"at most {result['amdahl_bound_weight_int8']:.2f}x")
     if args.json:

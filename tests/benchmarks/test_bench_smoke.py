@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +69,31 @@ def test_scoring_ablation_and_selection_scripts(tiny_checkpoint, footage, labell
 
 
 @pytest.mark.slow
+def test_score_levels(tiny_checkpoint, footage, labelled_test_set, tmp_path):
+    out = tmp_path / "levels.json"
+    r = subprocess.run([sys.executable, "benchmarks/score_levels.py", "--model", str(tiny_checkpoint), "--train",
+                        str(footage), "--test", str(labelled_test_set), "--json", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600,
+                       env=os.environ | {"AEDMAE_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    test_rows = {row["video"]: row for row in result["rows"] if row["set"] == "test"}
+    assert set(test_rows) == {"a", "b"}  # both have normal frames
+    assert test_rows["a"]["normal"]["frames"] == 12 and test_rows["b"]["normal"]["frames"] == 8
+    train_rows = [row for row in result["rows"] if row["set"] == "train"]
+    assert train_rows and all(row["trained"]["median"] <= row["trained"]["q90"] for row in train_rows)
+
+
+def test_motion_energy_by_hand():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from score_levels import motion_energy
+
+    frames = np.zeros((4, 2, 2, 1), np.uint8)
+    frames[2] = 10  # frame 1 sees |f2 - f0| = 10, frame 3 sees |f3 - f2| = 10 (end clamped)
+    assert motion_energy(frames).tolist() == [0.0, 10.0, 0.0, 10.0]
+
+
+@pytest.mark.slow
 def test_int8_study(tiny_checkpoint, footage, tmp_path):
     out = tmp_path / "int8.json"
     r = subprocess.run([sys.executable, "benchmarks/int8_study.py", "--model", str(tiny_checkpoint), "--calibration",
@@ -81,4 +107,5 @@ def test_int8_study(tiny_checkpoint, footage, tmp_path):
     for row in result["rows"].values():
         assert row["frames_per_s"] > 0 and sum(row["profile"].values()) == pytest.approx(1.0)
     assert result["rows"]["fp32"]["profile"]["weight GEMM"] > 0 and result["amdahl_bound_weight_int8"] > 1
+    assert result["rows"]["fp32"]["batch_dependence"] < 1e-5  # fp32: a frame's score ignores its batch
     assert "at most" in r.stdout

@@ -1,0 +1,79 @@
+"""Where normal frames' score levels sit: per training video (the frames it trained on and its held-out
+tail), and the normal frames of a labelled test set, beside each video's motion energy.
+
+    python benchmarks/score_levels.py --model CKPT --train ../shared/data/ped2/train \
+        [--test ../shared/data/ped2] [--json FILE]
+
+Pooled (micro) AUC and a single alert threshold both need normal frames to score alike in every video.
+This prints, per video, the median and 90th percentile of the model's score on normal frames and the
+mean |frame t-1 - frame t+1| (how much moves: a crowd moves more than an empty walkway), so a level
+that follows the crowd rather than the anomaly is visible. Test labels only select the normal frames.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ablate_scoring import arguments, load
+
+from model.datasets import read_test_set
+from model.evaluation import apply_scorer, clip_errors, scorer_from_meta
+
+
+def motion_energy(frames: np.ndarray) -> np.ndarray:
+    """Per frame t of a clip (N, H, W, C) uint8: mean |frame t-1 - frame t+1| in grey levels, edges clamped."""
+    f = np.asarray(frames, dtype=np.float32)
+    idx = np.arange(len(f))
+    before, after = np.clip(idx - 1, 0, len(f) - 1), np.clip(idx + 1, 0, len(f) - 1)
+    return np.abs(f[after] - f[before]).reshape(len(f), -1).mean(1)
+
+
+def level(scores: np.ndarray) -> dict[str, float]:
+    return {"frames": len(scores), "median": float(np.median(scores)), "q90": float(np.quantile(scores, 0.9))}
+
+
+def main() -> None:
+    args = arguments(__doc__).parse_args()
+    net, meta, _, cache, train, held = load(args)
+    scorer = scorer_from_meta(net, meta)
+
+    def scores(frames: np.ndarray) -> np.ndarray:
+        return apply_scorer(scorer, clip_errors(net, np.asarray(frames))).score.numpy()
+
+    rows: list[dict[str, Any]] = []
+    tails = {s.video: s for s in held} if held is not train else {}
+    for seg in train:
+        row = {"set": "train", "video": seg.video, "motion": float(motion_energy(seg.frames).mean()),
+               "trained": level(scores(seg.frames))}
+        if seg.video in tails:
+            row["held_out"] = level(scores(tails[seg.video].frames))
+        rows.append(row)
+    if args.test:
+        _, videos = read_test_set(args.test)
+        for v in videos:
+            normal = v.labels == 0
+            if not normal.any():
+                continue
+            frames = cache.load(v.source, net.cfg.image_size, net.cfg.channels)
+            s = scores(frames)  # score the whole clip (context), keep the normal frames
+            rows.append({"set": "test", "video": v.name, "motion": float(motion_energy(frames)[normal].mean()),
+                         "normal": level(s[normal])})
+    threshold = (meta.get("calibration") or {}).get("threshold")
+    print(f"alert threshold (raw score): {threshold}")
+    print("set    video  motion   median   q90  (trained frames | held-out tail | normal test frames)")
+    for r in rows:
+        parts = [f"{r[k]['median']:8.2f} {r[k]['q90']:6.2f}" for k in ("trained", "held_out", "normal") if k in r]
+        print(f"{r['set']:6s} {r['video']:6s} {r['motion']:6.2f} " + " | ".join(parts))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"threshold": threshold, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
