@@ -120,6 +120,10 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = 50  # linear warm-up, then cosine decay to lr/10 over the stage
     motion_weighting: bool = True  # weight the teacher loss by the motion gradient (paper)
+    # Paste synthetic anomalies into the student stage's samples too, as the reference code does (one
+    # loader for both stages). False distils the student on normal frames only: the student then never
+    # learns to copy the teacher on anomalies, which is where their discrepancy is meant to grow.
+    student_synthetic: bool = True
     frame_step: int = 1  # use every k-th frame of each video as a sample centre
     max_steps_per_epoch: int = 0  # 0 = a full pass over the samples
     holdout_fraction: float = 0.1  # tail of each training video held out (calibration, validation)

@@ -66,6 +66,28 @@ def test_student_stage_freezes_backbone(footage, tmp_path, tiny):
     assert summary["history"][0]["hook"] == 1.0
 
 
+@pytest.mark.parametrize("student_synthetic", [True, False])
+def test_student_stage_sees_pasted_anomalies_only_when_asked(footage, tmp_path, tiny, student_synthetic):
+    model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=1, epochs_student=1, max_steps_per_epoch=4,
+                                 student_synthetic=student_synthetic)
+    train_cfg = dataclasses.replace(train_cfg, synthetic=dataclasses.replace(train_cfg.synthetic, fraction=1.0))
+    trainer = Trainer([str(footage)], tmp_path / "run", model_cfg, train_cfg, cache_dir=tmp_path / "cache",
+                      progress=False)
+    pasted = {"teacher": 0.0, "student": 0.0}
+    steps = {"teacher": trainer._step_teacher, "student": trainer._step_student}
+
+    def counting(stage):
+        def step(net, batch, gen):
+            pasted[stage] += float(batch["mask"].sum())
+            return steps[stage](net, batch, gen)
+        return step
+
+    trainer._step_teacher, trainer._step_student = counting("teacher"), counting("student")
+    trainer.run()
+    assert pasted["teacher"] > 0
+    assert (pasted["student"] > 0) == student_synthetic
+
+
 def test_resume_after_interruption_and_refuse_other_config(footage, tmp_path, tiny):
     model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=2, epochs_student=2, max_steps_per_epoch=2)
     out = tmp_path / "run"
