@@ -13,6 +13,18 @@ mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONPATH=${PYTHONPATH:-.}
 log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
+# The whole script fits one device call (10 minutes at most, 15 minutes of device time a session, machine
+# start included): each step gets its own limit, cut to what is left of BUDGET seconds (default 540).
+BUDGET=${BUDGET:-540}
+limit() {  # limit SECONDS -> the smaller of SECONDS and what is left of the budget (0 when none)
+  local left=$((BUDGET - SECONDS)); [ "$left" -lt 0 ] && left=0
+  echo $(( $1 < left ? $1 : left ))
+}
+step() {  # step SECONDS CMD...: run CMD under its limit, or say it was skipped for lack of time
+  local t; t=$(limit "$1"); shift
+  if [ "$t" -lt 20 ]; then log "skipped (budget spent): $*"; return 0; fi
+  timeout "$t" "$@"
+}
 
 # The GPU image has torch, onnx, onnxruntime and OpenCV but not everything aedmae imports; a folder
 # wheels/ carried along (11 MB) fills the gap; make it with:
@@ -33,11 +45,11 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "device",
 PY
 
 log "model-level CUDA speed (bench_model.py --cuda)"
-timeout 240 $PY benchmarks/bench_model.py --cuda --cuda-batches 32 128 512 --repeats 5 \
+step 150 $PY benchmarks/bench_model.py --cuda --cuda-batches 32 128 512 --repeats 5 \
   --json "$OUT/bench_model_cuda.json" 2>&1 | tee "$OUT/bench_model_cuda.txt" | tail -n 12
 
 log "parity: torch CUDA (fp32, bf16) vs ONNX Runtime on the golden clip"
-timeout 120 $PY - <<'PY' 2>&1 | tee "$OUT/parity.txt"
+step 60 $PY - <<'PY' 2>&1 | tee "$OUT/parity.txt"
 import json, tempfile, torch, numpy as np
 from pathlib import Path
 from export.bundle import compare_outputs, load_bundle, OUTPUT_NAMES
@@ -61,7 +73,7 @@ PY
 
 if $PY -c "import tensorrt" 2>/dev/null; then
   log "TensorRT engine: build, parity vs ONNX Runtime"
-  timeout 300 $PY -m service.cli export tensorrt --onnx model/weights/ped2/model.onnx --out "$OUT/model.engine" \
+  step 150 $PY -m service.cli export tensorrt --onnx model/weights/ped2/model.onnx --out "$OUT/model.engine" \
     --min-batch 1 --opt-batch 32 --max-batch 256 2>&1 | tee "$OUT/tensorrt.txt" | tail -n 5
 else
   log "TensorRT not installed here: engine build skipped (torch CUDA rows above stand in)"
@@ -69,14 +81,14 @@ fi
 
 if $PY -c "import fastapi, uvicorn, httpx, pydantic_settings" 2>/dev/null; then
   log "service end to end on the GPU (torch backend, 2 workers on their own CUDA streams)"
-  timeout 200 $PY benchmarks/bench_service.py --serve-args "--backend torch --device cuda --workers 2 \
-    --max-batch-size 128" --clients 32 --seconds 30 --json "$OUT/bench_service_gpu.json" 2>&1 \
+  step 90 $PY benchmarks/bench_service.py --serve-args "--backend torch --device cuda --workers 2 \
+    --max-batch-size 128" --clients 32 --seconds 20 --json "$OUT/bench_service_gpu.json" 2>&1 \
     | tee "$OUT/bench_service_gpu.txt" | tail -n 8
   log "cameras on the GPU: 25 fps file cameras (realtime) scored in real time (bench_streams.py)"
-  timeout 280 $PY benchmarks/bench_streams.py --source file --fps 25 --max-cameras 64 --seconds 10 --warmup 4 \
+  step 120 $PY benchmarks/bench_streams.py --source file --fps 25 --max-cameras 64 --seconds 8 --warmup 3 \
     --serve-args "--backend torch --device cuda --workers 2 --max-batch-size 128" \
     --json "$OUT/bench_streams_gpu.json" 2>&1 | tee "$OUT/bench_streams_gpu.txt" | tail -n 6
 else
   log "FastAPI/uvicorn not installed here: service and camera benchmarks skipped"
 fi
-log "done; results in $OUT"
+log "done in ${SECONDS}s (budget ${BUDGET}s); results in $OUT"

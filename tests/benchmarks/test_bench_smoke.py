@@ -109,3 +109,14 @@ def test_int8_study(tiny_checkpoint, footage, tmp_path):
     assert result["rows"]["fp32"]["profile"]["weight GEMM"] > 0 and result["amdahl_bound_weight_int8"] > 1
     assert result["rows"]["fp32"]["batch_dependence"] < 1e-5  # fp32: a frame's score ignores its batch
     assert "at most" in r.stdout
+
+
+def test_gpu_check_keeps_to_its_budget(tmp_path):
+    """gpu_check.sh must fit one device call: with no budget left every timed step is skipped, said
+    so, and the script still finishes (the GPU steps themselves run only on a GPU machine)."""
+    r = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=os.environ | {"OUT": str(tmp_path), "BUDGET": "0", "PYTHON": sys.executable})
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = (tmp_path / "summary.txt").read_text()
+    assert summary.count("skipped (budget spent)") >= 2  # model-level speed and parity at least
+    assert "bench_model.py" in summary and "done in" in summary and "budget 0s" in summary
