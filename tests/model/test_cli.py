@@ -35,6 +35,10 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
                "--cache-dir", str(tmp_path / "c")])
     assert rc == 2
     assert "needs at least 7" in capsys.readouterr().err
+    rc = main(["train", "--data", str(tmp_path / "short"), "--out", str(tmp_path / "o"), "--preset", "tiny",
+               "--eval-every", "0"])
+    assert rc == 2
+    assert "--eval-every 0: give a number of epochs" in capsys.readouterr().err
 
 
 def test_anomaly_examples_command(footage, tmp_path, capsys):
