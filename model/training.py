@@ -165,7 +165,7 @@ class Trainer:
         teacher_stage = name == "teacher"
         epochs = self.cfg.epochs_teacher if teacher_stage else self.cfg.epochs_student
         pasted = teacher_stage or self.cfg.student_synthetic
-        self.dataset.fraction = self.cfg.synthetic.fraction if pasted and self.dataset.synthesizer is not None else 0.0
+        self.dataset.fraction = self.cfg.synthetic.fraction if pasted else 0.0  # no synthesizer: fraction is 0
         params = [p for p in net.parameters() if p.requires_grad]
         lr = self.cfg.lr if teacher_stage else self.cfg.lr_student
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=self.cfg.weight_decay, betas=self.cfg.betas)
