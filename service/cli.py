@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-data", help="a labelled test set to record a learning curve on (never used to choose)")
     p.add_argument("--eval-every", type=int, default=10,
                    help="learning-curve points every N epochs and at the end of each stage (each one is a "
-                        "synthetic validation, ~30 s for the ped2 preset on 2 cores, plus ~1 min with --eval-data)")
+                        "synthetic validation, ~35 s for the ped2 preset on 2 cores, plus ~1 min with --eval-data)")
     _add_config_args(p, "quick")
     p.set_defaults(func=cmd_train)
 
