@@ -15,7 +15,7 @@ from model.config import ScoringConfig
 from model.datasets import TestVideo
 from model.errors import DataError
 from model.frames import FrameCache
-from model.metrics import CausalSmoother, detection_at, gaussian_smooth, summarize
+from model.metrics import CausalSmoother, detection_at, gaussian_smooth, reference_postprocess, summarize
 from model.network import AEDMAE
 from model.scoring import FrameScores, Scorer, token_errors
 from model.window import clip_windows
@@ -144,6 +144,7 @@ def metrics_for(results: dict[str, tuple[np.ndarray, FrameScores]], sigma: float
     parts = {"teacher_error_only": "teacher_error", "discrepancy_only": "discrepancy"}
     for key, field in parts.items():
         report[key] = summarize({k: (y, getattr(s, field).numpy()) for k, (y, s) in results.items()})["micro_auc"]
+    report["reference_protocol"] = reference_protocol(results)
     if threshold is not None:
         labels = np.concatenate([y for y, _ in online.values()])
         calibrated = np.concatenate([s.calibrated.numpy() for _, s in results.values()])
@@ -152,6 +153,19 @@ def metrics_for(results: dict[str, tuple[np.ndarray, FrameScores]], sigma: float
         report["detection_raw"] = vars(detection_at(labels, calibrated, 0.5))
         report["detection_online"] = vars(detection_at(labels, smoothed_cal, 0.5))
     return report
+
+
+def reference_protocol(results: dict[str, tuple[np.ndarray, FrameScores]]) -> dict[str, float]:
+    """Micro AUC through the reference code's own post-processing (metrics.reference_postprocess), so
+    its reported figures can be compared on the same metric: our score, the teacher error alone (what
+    that code scores outside Avenue) and a constant score (what the post-processing alone gives)."""
+    def micro(pick: Any) -> float:
+        auc = summarize({k: (y, reference_postprocess(pick(s))) for k, (y, s) in results.items()})["micro_auc"]
+        assert isinstance(auc, float)
+        return auc
+
+    return {"score": micro(lambda s: s.score.numpy()), "teacher_error": micro(lambda s: s.teacher_error.numpy()),
+            "constant": micro(lambda s: np.ones(len(s.score)))}
 
 
 def ablation_scorers(base: Scorer) -> dict[str, Scorer]:

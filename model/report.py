@@ -14,7 +14,7 @@ from model import checkpoint
 from model.datasets import read_test_set
 from model.evaluation import ablation_scorers, apply_scorer, metrics_for, score_test_set, scorer_from_meta
 from model.frames import FrameCache
-from model.metrics import CausalSmoother, gaussian_smooth
+from model.metrics import REFERENCE_SIGMA, CausalSmoother, gaussian_smooth
 from model.plots import heatmap_strip, plot_roc, plot_timelines
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,13 @@ def format_table(metrics: dict[str, Any]) -> str:
              f"{'smoothed (offline, centred)':28s} {_pct(sm['micro_auc']):>6s} {_pct(sm['macro_auc']):>6s}",
              f"{'smoothed (online, causal)':28s} {_pct(on['micro_auc']):>6s} {_pct(on['macro_auc']):>6s}",
              f"{'teacher error only (raw)':28s} {_pct(metrics['teacher_error_only']):>6s}",
-             f"{'discrepancy only (raw)':28s} {_pct(metrics['discrepancy_only']):>6s}", "", "per video (raw AUC):"]
+             f"{'discrepancy only (raw)':28s} {_pct(metrics['discrepancy_only']):>6s}"]
+    if "reference_protocol" in metrics:
+        ref = metrics["reference_protocol"]
+        lines.append(f"{'reference post-processing':28s} {_pct(ref['score']):>6s}   (teacher error only "
+                     f"{_pct(ref['teacher_error']).strip()}, a constant score {_pct(ref['constant']).strip()}: "
+                     "offline, whole-video min-max)")
+    lines += ["", "per video (raw AUC):"]
     for name, auc in raw["per_video_auc"].items():
         lines.append(f"  {name:12s} {_pct(auc) if auc is not None else 'single class'}")
     if raw["single_class_videos"]:
@@ -73,7 +79,9 @@ def run_evaluation(model_path: str | Path, data: str | Path, out_dir: str | Path
         "model": {"path": str(Path(model_path).resolve()), "code_version": meta.get("code_version"),
                   "config": meta["model"], **scorer.describe()},
         "settings": {"data": str(Path(data).resolve()), "layout": layout_name, "sigma": sigma,
-                     "smoothing": "gaussian, edge-repeating (offline); causal half-gaussian (online)"},
+                     "smoothing": "gaussian, edge-repeating (offline); causal half-gaussian (online)",
+                     "reference_protocol": f"the reference code's non-Avenue evaluation: zero-padded gaussian, "
+                                           f"sigma {REFERENCE_SIGMA:g} frames, then min-max per video"},
     })
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     _write_scores(out / "scores.csv", results, sigma)

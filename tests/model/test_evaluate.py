@@ -29,6 +29,9 @@ def test_train_calibrate_evaluate_end_to_end(footage, labelled_test_set, tmp_pat
     assert metrics["frames"] == 28 and metrics["per_video"]["a"] is None
     assert 0 <= metrics["micro_auc"] <= 1 and len(metrics["ablations"]) == 5
     assert "detection_online" in metrics
+    ref = metrics["reference_protocol"]
+    assert set(ref) == {"score", "teacher_error", "constant"} and all(0 <= v <= 1 for v in ref.values())
+    assert "reference post-processing" in printed and "sigma 282" in metrics["settings"]["reference_protocol"]
     for name in ("roc.png", "timelines.png", "heatmaps_b.png", "scores.csv"):
         assert (ev / name).stat().st_size > 0
     rows = (ev / "scores.csv").read_text().splitlines()

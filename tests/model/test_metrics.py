@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 
 from model.calibration import fit_calibration
-from model.metrics import CausalSmoother, detection_at, gaussian_smooth, roc_auc, roc_curve, summarize
+from model.metrics import (
+    CausalSmoother,
+    detection_at,
+    gaussian_smooth,
+    reference_postprocess,
+    roc_auc,
+    roc_curve,
+    summarize,
+)
 
 
 def test_auc_hand_checked():
@@ -53,6 +61,27 @@ def test_gaussian_smoothing_repeats_edges():
     sm = gaussian_smooth(step, 2)
     assert sm[0] == pytest.approx(0) and sm[-1] == pytest.approx(1) and 0.4 < sm[10] < 0.7
     assert np.array_equal(gaussian_smooth(step, 0), step)
+
+
+def test_reference_postprocess_by_hand():
+    # sigma 1, reach 1: out[i] = sum over n in {i-1, i, i+1} of x[n] * exp(-(n - i + 1) ** 2 / 2), zeros
+    # outside the video, then min-max; by hand for x = [1, 2, 4]:
+    x = np.array([1.0, 2.0, 4.0])
+    g = lambda d: np.exp(-0.5 * (d + 1) ** 2)  # noqa: E731  offset d = n - i, centred one frame early
+    raw = [x[0] * g(0) + x[1] * g(1), x[0] * g(-1) + x[1] * g(0) + x[2] * g(1), x[1] * g(-1) + x[2] * g(0)]
+    want = (np.array(raw) - min(raw)) / (max(raw) - min(raw))
+    assert reference_postprocess(x, sigma=1.0, half_width=1) == pytest.approx(want)
+    assert np.array_equal(reference_postprocess(np.array([5.0])), [0.0]), "one frame: no span, zeros"
+
+
+def test_reference_postprocess_rewards_a_constant_score_in_mid_video_anomalies():
+    """Why it is only ever reported beside a constant baseline: zero padding turns a constant into a
+    bump that peaks mid-video, and min-max stretches it to [0, 1]."""
+    labels = np.r_[np.zeros(60), np.ones(60), np.zeros(60)]
+    const = np.ones(180)
+    assert roc_auc(labels, const) == pytest.approx(0.5)
+    assert roc_auc(labels, reference_postprocess(const)) > 0.99  # not 1: its bump peaks a frame early
+    assert roc_auc(labels, gaussian_smooth(const, 3)) == pytest.approx(0.5), "edge-repeating smoothing does not"
 
 
 def test_causal_smoother_uses_only_the_past():
