@@ -84,6 +84,31 @@ def test_score_levels(tiny_checkpoint, footage, labelled_test_set, tmp_path):
     assert train_rows and all(row["trained"]["median"] <= row["trained"]["q90"] for row in train_rows)
 
 
+def test_grid_phase(tiny_checkpoint, footage, labelled_test_set, tmp_path):
+    out = tmp_path / "phase.json"
+    r = subprocess.run([sys.executable, "benchmarks/grid_phase.py", "--model", str(tiny_checkpoint), "--train",
+                        str(footage), "--test", str(labelled_test_set), "--json", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600,
+                       env=os.environ | {"AEDMAE_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert rows["test, normal"]["frames"] == 20 and rows["test, abnormal"]["frames"] == 8
+    for row in rows.values():
+        assert len(row["fires_per_shift"]) == 4 and max(row["fires_per_shift"]) <= row["fires_in_any_shift"]
+        assert 0 <= row["map_share_of_discrepancy_median"] <= 1
+
+
+def test_grid_phase_shift_by_hand():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from grid_phase import shift
+
+    frames = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4, 1)
+    moved = shift(frames, 1, 2)
+    assert moved.shape == frames.shape
+    assert moved[0, 1:, 2:, 0].tolist() == frames[0, :2, :2, 0].tolist(), "content moves down 1, right 2"
+    assert moved[0, 0, :, 0].tolist() == [0, 0, 0, 1], "the top row repeats the edge"
+
+
 def test_motion_energy_by_hand():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from score_levels import motion_energy
