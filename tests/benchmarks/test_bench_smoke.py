@@ -14,18 +14,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_benchmark(tmp_path: Path, script: str, *args: str) -> tuple[dict, str]:
+    """Run benchmarks/SCRIPT ARGS --json FILE with its own frame cache; (the JSON it wrote, its stdout)."""
+    out = tmp_path / f"{Path(script).stem}.json"
+    r = subprocess.run([sys.executable, f"benchmarks/{script}", *args, "--json", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600,
+                       env=os.environ | {"AEDMAE_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(out.read_text()), r.stdout
+
+
 @pytest.mark.slow
 def test_bench_model_quick(tmp_path):
-    out = tmp_path / "bench.json"
-    r = subprocess.run([sys.executable, "benchmarks/bench_model.py", "--quick", "--json", str(out)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result, stdout = run_benchmark(tmp_path, "bench_model.py", "--quick")
     runtimes = {(row["graph"], row["runtime"]) for row in result["rows"]}
     assert {("one-pass", "onnxruntime fp32"), ("deployed", "onnxruntime int8"), ("deployed", "torch eager")} <= runtimes
     assert result["matmul_gflops"] > 0
     assert all(row["frames_per_s"] > 0 and row["fraction_of_matmul"] > 0 for row in result["rows"])
-    assert "of matmul" in r.stdout
+    assert "of matmul" in stdout
 
 
 @pytest.mark.slow
@@ -36,47 +42,29 @@ def test_bench_streams_quick(tmp_path):
         if os.environ.get("CI"):
             pytest.fail("no footage and no gst-launch-1.0 to make a clip: scripts/setup.sh installs GStreamer")
         pytest.skip(f"needs {SHARED_DATA / 'footage'} or gst-launch-1.0 (scripts/setup.sh installs it as root)")
-    out = tmp_path / "streams.json"
-    r = subprocess.run([sys.executable, "benchmarks/bench_streams.py", "--quick", "--source", "file", "--json",
-                        str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result, stdout = run_benchmark(tmp_path, "bench_streams.py", "--quick", "--source", "file")
     assert [s["fps"] for s in result["summary"]] == [5.0] and result["source"] == "file"
     assert all(t["scored_fps_total"] > 0 and t["frame_age_p99_s"] >= t["lookahead_s"] for t in result["trials"])
-    assert "cameras in real time" in r.stdout
+    assert "cameras in real time" in stdout
 
 
 @pytest.mark.slow
 def test_scoring_ablation_and_selection_scripts(tiny_checkpoint, footage, labelled_test_set, tmp_path):
-    env = os.environ | {"AEDMAE_CACHE_DIR": str(tmp_path / "cache")}
     common = ["--model", str(tiny_checkpoint), "--train", str(footage), "--test", str(labelled_test_set)]
-    out = tmp_path / "ablate.json"
-    r = subprocess.run([sys.executable, "benchmarks/ablate_scoring.py", *common, "--random-runs", "2",
-                        "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result, _ = run_benchmark(tmp_path, "ablate_scoring.py", *common, "--random-runs", "2")
     assert len(result["inference_masking_micro_auc"]["random"]["runs"]) == 2
     assert all(0 <= v["micro"] <= 1 for v in result["test_micro_auc"].values())
-    out = tmp_path / "select.json"
-    r = subprocess.run([sys.executable, "benchmarks/select_scoring.py", *common, "--json", str(out)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600, env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result, stdout = run_benchmark(tmp_path, "select_scoring.py", *common)
     best = result["rows"][0]
-    assert result["chosen"] == best["name"] and r.stdout.startswith(f"chosen on validation: {best['name']}")
+    assert result["chosen"] == best["name"] and stdout.startswith(f"chosen on validation: {best['name']}")
     assert best["validation_mean"] == max(row["validation_mean"] for row in result["rows"])
     assert {"standard", "familiar"} == set(best["validation"]) and 0 <= best["test"]["micro"] <= 1
 
 
 @pytest.mark.slow
 def test_score_levels(tiny_checkpoint, footage, labelled_test_set, tmp_path):
-    out = tmp_path / "levels.json"
-    r = subprocess.run([sys.executable, "benchmarks/score_levels.py", "--model", str(tiny_checkpoint), "--train",
-                        str(footage), "--test", str(labelled_test_set), "--json", str(out)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600,
-                       env=os.environ | {"AEDMAE_CACHE_DIR": str(tmp_path / "cache")})
-    assert r.returncode == 0, r.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result, _ = run_benchmark(tmp_path, "score_levels.py", "--model", str(tiny_checkpoint), "--train", str(footage),
+                              "--test", str(labelled_test_set))
     test_rows = {row["video"]: row for row in result["rows"] if row["set"] == "test"}
     assert set(test_rows) == {"a", "b"}  # both have normal frames
     assert test_rows["a"]["normal"]["frames"] == 12 and test_rows["b"]["normal"]["frames"] == 8
@@ -84,14 +72,11 @@ def test_score_levels(tiny_checkpoint, footage, labelled_test_set, tmp_path):
     assert train_rows and all(row["trained"]["median"] <= row["trained"]["q90"] for row in train_rows)
 
 
+@pytest.mark.slow
 def test_grid_phase(tiny_checkpoint, footage, labelled_test_set, tmp_path):
-    out = tmp_path / "phase.json"
-    r = subprocess.run([sys.executable, "benchmarks/grid_phase.py", "--model", str(tiny_checkpoint), "--train",
-                        str(footage), "--test", str(labelled_test_set), "--json", str(out)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600,
-                       env=os.environ | {"AEDMAE_CACHE_DIR": str(tmp_path / "cache")})
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = json.loads(out.read_text())["rows"]
+    result, _ = run_benchmark(tmp_path, "grid_phase.py", "--model", str(tiny_checkpoint), "--train", str(footage),
+                              "--test", str(labelled_test_set))
+    rows = result["rows"]
     assert rows["test, normal"]["frames"] == 20 and rows["test, abnormal"]["frames"] == 8
     for row in rows.values():
         assert len(row["fires_per_shift"]) == 4 and max(row["fires_per_shift"]) <= row["fires_in_any_shift"]
@@ -120,12 +105,8 @@ def test_motion_energy_by_hand():
 
 @pytest.mark.slow
 def test_int8_study(tiny_checkpoint, footage, tmp_path):
-    out = tmp_path / "int8.json"
-    r = subprocess.run([sys.executable, "benchmarks/int8_study.py", "--model", str(tiny_checkpoint), "--calibration",
-                        str(footage), "--repeats", "2", "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
-                       timeout=600, env=os.environ | {"AEDMAE_CACHE_DIR": str(tmp_path / "cache")})
-    assert r.returncode == 0, r.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result, stdout = run_benchmark(tmp_path, "int8_study.py", "--model", str(tiny_checkpoint), "--calibration",
+                                   str(footage), "--repeats", "2")
     assert set(result["rows"]) == {"fp32, attention not fused", "fp32", "int8 dynamic", "int8 static"}
     assert "attention (fused)" in result["rows"]["fp32"]["profile"]
     assert "attention (fused)" not in result["rows"]["fp32, attention not fused"]["profile"]
@@ -133,7 +114,7 @@ def test_int8_study(tiny_checkpoint, footage, tmp_path):
         assert row["frames_per_s"] > 0 and sum(row["profile"].values()) == pytest.approx(1.0)
     assert result["rows"]["fp32"]["profile"]["weight GEMM"] > 0 and result["amdahl_bound_weight_int8"] > 1
     assert result["rows"]["fp32"]["batch_dependence"] < 1e-5  # fp32: a frame's score ignores its batch
-    assert "at most" in r.stdout
+    assert "at most" in stdout
 
 
 def test_gpu_check_keeps_to_its_budget(tmp_path):
