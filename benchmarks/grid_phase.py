@@ -77,13 +77,9 @@ def main() -> None:
     fired: dict[str, list[np.ndarray]] = {}
     share: dict[str, list[np.ndarray]] = {}
     for kind, frames, labels in clips:
-        per_shift = []
-        for dy, dx in shifts:
-            peak, s = map_and_share(net, scorer, shift(frames, dy, dx))
-            per_shift.append(peak > 0)
-            if (dy, dx) == (0, 0):
-                base_share = s
-        fires = np.stack(per_shift, 1)  # (N, shifts)
+        measured = [map_and_share(net, scorer, shift(frames, dy, dx)) for dy, dx in shifts]
+        fires = np.stack([peak > 0 for peak, _ in measured], 1)  # (N, shifts)
+        base_share = measured[0][1]  # shifts[0] is the unshifted grid
         groups = {kind: np.ones(len(labels), bool)} if kind != "test" else \
             {"test, normal": ~labels, "test, abnormal": labels}
         for name, sel in groups.items():
