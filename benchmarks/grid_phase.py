@@ -1,16 +1,20 @@
 """Does a detection depend on where an object sits on the token grid? The teacher's anomaly-map head
 (trained on pasted objects) and the student (which only ever predicts "normal" there) make most of
-the discrepancy on abnormal frames; this measures how often that head fires when the frames are
-shifted by half a token, which should not change whether a frame is abnormal.
+the discrepancy on abnormal frames; this measures how often that head fires, and what the scores are
+worth, when the frames are shifted by half a token, which should not change whether a frame is abnormal.
 
     python benchmarks/grid_phase.py --model CKPT --train ../shared/data/ped2/train \
         [--test ../shared/data/ped2] [--json FILE]
 
-Per shift of the frames (down/right by 0 or half a patch, edges repeated): the share of frames whose
-teacher anomaly map fires (its maximum over the frame > 0, the midpoint of its -1..+1 target) on the
-held-out normal tails of the training videos and, with --test, on normal and abnormal test frames;
-frames firing in any shift; and what share of the scored discrepancy (its top-k tokens, unshifted)
-comes from the anomaly-map channel. Test labels only split frames into normal and abnormal.
+Per shift of the frames (down/right by 0 or half a patch, edges repeated):
+  * label-free, on the held-out normal tails of the training videos: the share of frames above the
+    checkpoint's alert threshold (about 1 - its calibration quantile unshifted) and the synthetic
+    validation AUC (the same frames with pasted objects);
+  * with --test: micro AUC raw and smoothed (reported, never used to choose);
+  * the share of frames whose teacher anomaly map fires (its maximum over the frame > 0, the midpoint
+    of its -1..+1 target) on held-out frames and on normal and abnormal test frames, frames firing in
+    any shift, and what share of the scored discrepancy (its top-k tokens, unshifted) comes from the
+    anomaly-map channel.
 """
 
 from __future__ import annotations
@@ -27,28 +31,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablate_scoring import arguments, load
 
+from model.dataset import Segment, shift_image
 from model.datasets import read_test_set
-from model.evaluation import scorer_from_meta
+from model.evaluation import scorer_from_meta, synthetic_validation
 from model.masking import inference_keep
-from model.scoring import Scorer, reconstruct
+from model.metrics import gaussian_smooth, roc_auc
+from model.scoring import Scorer, errors_of, reconstruct
+from model.synthetic import AnomalySynthesizer
 from model.window import clip_windows
 
 
 def shift(frames: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """Frames (N, H, W, C) moved down by dy and right by dx pixels, the top/left edge repeated."""
-    h, w = frames.shape[1:3]
-    return np.pad(frames, ((0, 0), (dy, 0), (dx, 0), (0, 0)), mode="edge")[:, :h, :w]
+    return shift_image(frames, dy, dx, axes=(1, 2))
 
 
 @torch.no_grad()
-def map_and_share(net: Any, scorer: Scorer, frames: np.ndarray, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame: the teacher anomaly map's maximum, and the anomaly-map channel's share of the
-    discrepancy summed over the scorer's top-k tokens (token-normalised as the scorer does)."""
+def map_and_share(net: Any, scorer: Scorer, frames: np.ndarray,
+                  batch: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame: the teacher anomaly map's maximum, the anomaly-map channel's share of the
+    discrepancy summed over the scorer's top-k tokens (token-normalised as the scorer does), and the
+    frame's score."""
     keep, channels = inference_keep(net.cfg), net.cfg.channels
-    peaks, shares = [], []
+    peaks, shares, scores = [], [], []
     for start in range(0, len(frames), batch):
         centres = np.arange(start, min(start + batch, len(frames)))
-        teacher, student = reconstruct(net, torch.from_numpy(clip_windows(frames, centres)), keep)
+        windows = torch.from_numpy(clip_windows(frames, centres))
+        teacher, student = reconstruct(net, windows, keep)
+        scores.append(scorer(*errors_of(net, windows, teacher, student)).score.numpy())
         t = teacher.view(*teacher.shape[:2], -1, channels + 1)
         d = (t - student.view_as(t)).pow(2)
         values = d.shape[2] * d.shape[3]
@@ -57,12 +67,23 @@ def map_and_share(net: Any, scorer: Scorer, frames: np.ndarray, batch: int = 16)
         top = total.topk(scorer.topk, dim=1).indices
         shares.append((amap.gather(1, top).sum(1) / total.gather(1, top).sum(1).clamp(min=1e-12)).numpy())
         peaks.append(t[..., channels].amax((1, 2)).numpy())
-    return np.concatenate(peaks), np.concatenate(shares)
+    return np.concatenate(peaks), np.concatenate(shares), np.concatenate(scores)
+
+
+def per_shift_table(shifts: list[tuple[int, int]], rows: list[dict[str, Any]]) -> None:
+    print(f"{'shift':8s} {'held-out above threshold':>25s} {'synthetic validation':>21s} "
+          f"{'test micro raw':>15s} {'smoothed':>9s}")
+    for (dy, dx), r in zip(shifts, rows, strict=True):
+        test = (f"{100 * r['test_micro_raw']:15.1f} {100 * r['test_micro_smoothed']:9.1f}"
+                if "test_micro_raw" in r else "")
+        above = r["held_out_above_threshold"]
+        print(f"({dy},{dx}){'':3s} {'-' if above is None else f'{100 * above:.1f}%':>25s} "
+              f"{100 * r['synthetic_validation_auc']:21.1f} {test}")
 
 
 def main() -> None:
     args = arguments(__doc__).parse_args()
-    net, meta, _, cache, _, held = load(args)
+    net, meta, train_cfg, cache, train, held = load(args)
     net.eval()
     scorer = scorer_from_meta(net, meta)
     half = net.cfg.patch_size // 2
@@ -76,16 +97,18 @@ def main() -> None:
             clips.append(("test", frames, np.asarray(v.labels).astype(bool)))
     fired: dict[str, list[np.ndarray]] = {}
     share: dict[str, list[np.ndarray]] = {}
+    scored: dict[str, list[list[tuple[np.ndarray, np.ndarray]]]] = {"held": [], "test": []}
     for kind, frames, labels in clips:
         measured = [map_and_share(net, scorer, shift(frames, dy, dx)) for dy, dx in shifts]
-        fires = np.stack([peak > 0 for peak, _ in measured], 1)  # (N, shifts)
+        fires = np.stack([m[0] > 0 for m in measured], 1)  # (N, shifts)
         base_share = measured[0][1]  # shifts[0] is the unshifted grid
+        scored["test" if kind == "test" else "held"].append([(labels, m[2]) for m in measured])
         groups = {kind: np.ones(len(labels), bool)} if kind != "test" else \
             {"test, normal": ~labels, "test, abnormal": labels}
         for name, sel in groups.items():
             fired.setdefault(name, []).append(fires[sel])
             share.setdefault(name, []).append(base_share[sel])
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for name, parts in fired.items():
         f = np.concatenate(parts)
         if not len(f):
@@ -94,14 +117,31 @@ def main() -> None:
                       "fires_in_any_shift": float(f.any(1).mean()),
                       "shifts_disagree": float((f.any(1) & ~f.all(1)).mean()),
                       "map_share_of_discrepancy_median": float(np.median(np.concatenate(share[name])))}
+    threshold = scorer.calibration.threshold if scorer.calibration else None
+    synth = AnomalySynthesizer([s.frames for s in train], train_cfg.synthetic)
+    accuracy: list[dict[str, Any]] = []
+    for k, (dy, dx) in enumerate(shifts):
+        held_scores = np.concatenate([clip[k][1] for clip in scored["held"]])
+        moved = [Segment(s.video, shift(np.asarray(s.frames), dy, dx), s.start) for s in held]
+        row: dict[str, Any] = {
+            "held_out_above_threshold": None if threshold is None else float((held_scores > threshold).mean()),
+            "synthetic_validation_auc": synthetic_validation(net, moved, synth, {"score": scorer})["score"]}
+        if scored["test"]:
+            labels = np.concatenate([clip[k][0] for clip in scored["test"]])
+            row["test_micro_raw"] = roc_auc(labels, np.concatenate([clip[k][1] for clip in scored["test"]]))
+            row["test_micro_smoothed"] = roc_auc(labels, np.concatenate(
+                [gaussian_smooth(clip[k][1].astype(np.float64), args.sigma) for clip in scored["test"]]))
+        accuracy.append(row)
+    per_shift_table(shifts, accuracy)
     head = " / ".join(f"({dy},{dx})" for dy, dx in shifts)
-    print(f"{'frames':34s} {'n':>5s}  fires at shifts {head}  any   disagree  map share")
+    print(f"\n{'frames':34s} {'n':>5s}  fires at shifts {head}  any   disagree  map share")
     for name, r in rows.items():
         per = " / ".join(f"{100 * x:5.1f}" for x in r["fires_per_shift"])
         print(f"{name:34s} {r['frames']:5d}  {per:>38s}  {100 * r['fires_in_any_shift']:5.1f} "
               f"{100 * r['shifts_disagree']:7.1f}   {r['map_share_of_discrepancy_median']:.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model, "shifts": shifts, "rows": rows}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"model": args.model, "shifts": shifts, "per_shift": accuracy,
+                                               "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -125,6 +125,10 @@ class TrainConfig:
     # learns to copy the teacher on anomalies, which is where their discrepancy is meant to grow.
     student_synthetic: bool = True
     frame_step: int = 1  # use every k-th frame of each video as a sample centre
+    # Move each training sample down/right by 0..grid_shift pixels (edges repeated), drawn per sample,
+    # so that what the network learns does not hang on where an object sits on the token grid
+    # (benchmarks/grid_phase.py). 0 = off; patch_size - 1 covers every phase.
+    grid_shift: int = 0
     max_steps_per_epoch: int = 0  # 0 = a full pass over the samples
     holdout_fraction: float = 0.1  # tail of each training video held out (calibration, validation)
     seed: int = 0

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from model.config import ModelConfig, TrainConfig
+from model.errors import ConfigError
 from model.frames import MIN_FRAMES, FrameCache, VideoSource, discover
 from model.synthetic import FRAME_OFFSETS, AnomalySynthesizer
 
@@ -60,6 +61,18 @@ def load_segments(
     return train, held, summary
 
 
+def shift_image(image: np.ndarray, dy: int, dx: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """``image`` moved down by dy and right by dx pixels along ``axes`` (rows, columns), the top and
+    left edges repeated into the space it leaves; the shape is unchanged."""
+    if dy == 0 and dx == 0:
+        return image
+    pad = [(0, 0)] * image.ndim
+    pad[axes[0]], pad[axes[1]] = (dy, 0), (dx, 0)
+    crop = [slice(None)] * image.ndim
+    crop[axes[0]], crop[axes[1]] = slice(0, image.shape[axes[0]]), slice(0, image.shape[axes[1]])
+    return np.pad(image, pad, mode="edge")[tuple(crop)]
+
+
 def motion_gradient(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """|before - after| per channel: (H, W, C) uint8 pair -> (C, H, W) float32 in [0, 255]."""
     diff = np.abs(before.astype(np.int16) - after.astype(np.int16)).astype(np.float32)
@@ -75,6 +88,8 @@ class TrainingClips(Dataset[dict[str, torch.Tensor]]):
         target   (C, H, W)    uint8   the clean frame t (no pasted object)
         mask     (1, H, W)    float32 1 on pasted anomaly pixels of frame t, else 0
 
+    With ``max_shift`` > 0 all of them are moved by the same random (dy, dx) in 0..max_shift pixels
+    (:func:`shift_image`), so objects meet the token grid at every phase.
     Randomness (which samples get anomalies, and which) comes from (seed, epoch, index), so a
     sample is the same whatever worker builds it.
     """
@@ -86,11 +101,15 @@ class TrainingClips(Dataset[dict[str, torch.Tensor]]):
         fraction: float,
         frame_step: int = 1,
         seed: int = 0,
+        max_shift: int = 0,
     ) -> None:
         self.segments = segments
         self.synthesizer = synthesizer
         self.fraction = fraction if synthesizer is not None else 0.0
         self.seed = seed
+        if max_shift < 0:
+            raise ConfigError(f"train.grid_shift must be 0 or more pixels, got {max_shift}")
+        self.max_shift = max_shift
         self.epoch = 0
         self.index = [(s, t) for s, seg in enumerate(segments) for t in range(0, len(seg.frames), frame_step)]
 
@@ -111,6 +130,11 @@ class TrainingClips(Dataset[dict[str, torch.Tensor]]):
         if self.synthesizer is not None and rng.random() < self.fraction:
             frames, pasted = self.synthesizer.paste(clean, rng)
             mask = pasted.astype(np.float32)
+        if self.max_shift > 0:  # drawn after the paste so that the anomalies do not depend on it
+            dy, dx = (int(v) for v in rng.integers(0, self.max_shift + 1, size=2))
+            frames = {o: shift_image(f, dy, dx) for o, f in frames.items()}
+            clean = {0: shift_image(clean[0], dy, dx)}
+            mask = shift_image(mask, dy, dx)
         return {
             "frames": torch.from_numpy(np.stack([frames[-3], frames[0], frames[3]])),
             "gradient": torch.from_numpy(motion_gradient(frames[-1], frames[1])),

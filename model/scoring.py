@@ -61,10 +61,15 @@ def reconstruct(model: AEDMAE, frames: torch.Tensor, keep: torch.Tensor) -> tupl
 
 def token_errors(model: AEDMAE, frames: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """Raw per-token (B, L) teacher error and teacher-student discrepancy of frames t."""
-    cfg = model.cfg
-    teacher, student = reconstruct(model, frames, inference_keep(cfg) if keep is None else keep)
+    teacher, student = reconstruct(model, frames, inference_keep(model.cfg) if keep is None else keep)
+    return errors_of(model, frames, teacher, student)
+
+
+def errors_of(model: AEDMAE, frames: torch.Tensor, teacher: torch.Tensor,
+              student: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token (B, L) teacher error and discrepancy from :func:`reconstruct`'s outputs for ``frames``."""
     frame_t = frames[:, 1].permute(0, 3, 1, 2)  # (B, C, H, W)
-    target = reconstruction_target(frame_t, None, cfg.patch_size).to(teacher.dtype)
+    target = reconstruction_target(frame_t, None, model.cfg.patch_size).to(teacher.dtype)
     return (target - teacher).pow(2).mean(-1), (teacher - student).pow(2).mean(-1)
 
 

@@ -100,7 +100,8 @@ class Trainer:
         if train_cfg.synthetic.fraction > 0:
             synth = AnomalySynthesizer([s.frames for s in self.train_segments], train_cfg.synthetic)
         self.dataset = TrainingClips(
-            self.train_segments, synth, train_cfg.synthetic.fraction, train_cfg.frame_step, train_cfg.seed
+            self.train_segments, synth, train_cfg.synthetic.fraction, train_cfg.frame_step, train_cfg.seed,
+            train_cfg.grid_shift,
         )
         if len(self.dataset) == 0:
             raise ConfigError("no training samples")

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from model.config import SyntheticConfig
-from model.dataset import Segment, TrainingClips, motion_gradient, write_anomaly_examples
+from model.dataset import Segment, TrainingClips, motion_gradient, shift_image, write_anomaly_examples
+from model.errors import ConfigError
 from model.synthetic import FRAME_OFFSETS, AnomalySynthesizer
 from tests.conftest import scene_frames
 
@@ -83,6 +84,38 @@ def test_sample_layout_and_fraction(synth):
     assert np.array_equal(clean["gradient"].numpy(), expected)
     # edges clamp: the first sample's t-3 is frame 0
     assert np.array_equal(TrainingClips(segs, None, 0.0)[0]["frames"][0].numpy(), videos[0][0])
+
+
+def test_shift_image_by_hand():
+    image = np.arange(12).reshape(3, 4)
+    assert shift_image(image, 1, 2).tolist() == [[0, 0, 0, 1], [0, 0, 0, 1], [4, 4, 4, 5]]
+    frames = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4, 1)
+    moved = shift_image(frames, 1, 2, axes=(1, 2))
+    assert moved.shape == frames.shape and moved[1, :, :, 0].tolist() == shift_image(frames[1, :, :, 0], 1, 2).tolist()
+    assert shift_image(frames, 0, 0) is frames
+
+
+def test_grid_shift_moves_every_part_of_a_sample_alike(synth):
+    synthesizer, videos = synth
+    segs = [Segment("a", videos[0], 0)]
+    plain = TrainingClips(segs, synthesizer, fraction=1.0, seed=3)
+    moved = TrainingClips(segs, synthesizer, fraction=1.0, seed=3, max_shift=7)
+    seen = set()
+    for i in range(12):
+        a, b = plain[i], moved[i]
+        frames = a["frames"].numpy()
+        found = [(dy, dx) for dy in range(8) for dx in range(8)
+                 if np.array_equal(shift_image(frames, dy, dx, axes=(1, 2)), b["frames"].numpy())]
+        assert len(found) >= 1, "the frames are the unshifted sample moved by at most 7 pixels"
+        dy, dx = found[0]
+        assert np.array_equal(shift_image(a["target"].numpy(), dy, dx, axes=(1, 2)), b["target"].numpy())
+        assert np.array_equal(shift_image(a["mask"].numpy(), dy, dx, axes=(1, 2)), b["mask"].numpy())
+        assert b["mask"].sum() > 0, "the same object is pasted whatever the shift"
+        seen.add((dy, dx))
+        assert np.array_equal(moved[i]["frames"].numpy(), b["frames"].numpy()), "reproducible"
+    assert len(seen) > 3, "shifts vary between samples"
+    with pytest.raises(ConfigError, match="grid_shift"):
+        TrainingClips(segs, synthesizer, fraction=1.0, max_shift=-1)
 
 
 def test_write_examples(tmp_path, synth):
