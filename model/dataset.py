@@ -90,6 +90,7 @@ class TrainingClips(Dataset[dict[str, torch.Tensor]]):
 
     With ``max_shift`` > 0 all of them are moved by the same random (dy, dx) in 0..max_shift pixels
     (:func:`shift_image`), so objects meet the token grid at every phase.
+
     Randomness (which samples get anomalies, and which) comes from (seed, epoch, index), so a
     sample is the same whatever worker builds it.
     """
