@@ -11,6 +11,7 @@ Per shift of the frames (down/right by 0 or half a patch, edges repeated):
     checkpoint's alert threshold (about 1 - its calibration quantile unshifted) and the synthetic
     validation AUC (the same frames with pasted objects);
   * with --test: micro AUC raw and smoothed (reported, never used to choose);
+  * the same for the score averaged over the four grids (the held-out share and the test AUC);
   * the share of frames whose teacher anomaly map fires (its maximum over the frame > 0, the midpoint
     of its -1..+1 target) on held-out frames and on normal and abnormal test frames, frames firing in
     any shift, and what share of the scored discrepancy (its top-k tokens, unshifted) comes from the
@@ -81,6 +82,21 @@ def per_shift_table(shifts: list[tuple[int, int]], rows: list[dict[str, Any]]) -
               f"{100 * r['synthetic_validation_auc']:21.1f} {test}")
 
 
+def ensemble(scored: dict[str, list[list[tuple[np.ndarray, np.ndarray]]]], threshold: float | None,
+             sigma: float) -> dict[str, float | None]:
+    """The frame score averaged over the shifts: the held-out share above the threshold and, with
+    test clips, the test micro AUC raw and smoothed."""
+    held = np.concatenate([np.mean([s for _, s in clip], 0) for clip in scored["held"]])
+    out: dict[str, float | None] = {
+        "held_out_above_threshold": None if threshold is None else float((held > threshold).mean())}
+    if scored["test"]:
+        labels = np.concatenate([clip[0][0] for clip in scored["test"]])
+        means = [np.mean([s for _, s in clip], 0).astype(np.float64) for clip in scored["test"]]
+        out["test_micro_raw"] = roc_auc(labels, np.concatenate(means))
+        out["test_micro_smoothed"] = roc_auc(labels, np.concatenate([gaussian_smooth(m, sigma) for m in means]))
+    return out
+
+
 def main() -> None:
     args = arguments(__doc__).parse_args()
     net, meta, train_cfg, cache, train, held = load(args)
@@ -133,6 +149,9 @@ def main() -> None:
                 [gaussian_smooth(clip[k][1].astype(np.float64), args.sigma) for clip in scored["test"]]))
         accuracy.append(row)
     per_shift_table(shifts, accuracy)
+    mean_over_shifts = ensemble(scored, threshold, args.sigma)
+    print("score averaged over the four grids:", {k: round(100 * v, 2) for k, v in mean_over_shifts.items()
+                                                   if v is not None})
     head = " / ".join(f"({dy},{dx})" for dy, dx in shifts)
     print(f"\n{'frames':34s} {'n':>5s}  fires at shifts {head}  any   disagree  map share")
     for name, r in rows.items():
@@ -141,6 +160,7 @@ def main() -> None:
               f"{100 * r['shifts_disagree']:7.1f}   {r['map_share_of_discrepancy_median']:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "shifts": shifts, "per_shift": accuracy,
+                                               "mean_over_shifts": mean_over_shifts,
                                                "rows": rows}, indent=2) + "\n")
 
 

@@ -85,6 +85,8 @@ def test_grid_phase(tiny_checkpoint, footage, labelled_test_set, tmp_path):
     assert len(per_shift) == 4 and all(0 <= r["test_micro_raw"] <= 1 and 0 <= r["synthetic_validation_auc"] <= 1
                                        for r in per_shift)
     assert per_shift[0]["held_out_above_threshold"] <= 0.2, "unshifted, about 1 - the calibration quantile"
+    mean = result["mean_over_shifts"]
+    assert 0 <= mean["test_micro_raw"] <= 1 and 0 <= mean["held_out_above_threshold"] <= 1
 
 
 def test_motion_energy_by_hand():
