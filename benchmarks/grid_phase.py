@@ -82,18 +82,18 @@ def per_shift_table(shifts: list[tuple[int, int]], rows: list[dict[str, Any]]) -
               f"{100 * r['synthetic_validation_auc']:21.1f} {test}")
 
 
-def ensemble(scored: dict[str, list[list[tuple[np.ndarray, np.ndarray]]]], threshold: float | None,
-             sigma: float) -> dict[str, float | None]:
-    """The frame score averaged over the shifts: the held-out share above the threshold and, with
-    test clips, the test micro AUC raw and smoothed."""
-    held = np.concatenate([np.mean([s for _, s in clip], 0) for clip in scored["held"]])
-    out: dict[str, float | None] = {
-        "held_out_above_threshold": None if threshold is None else float((held > threshold).mean())}
-    if scored["test"]:
-        labels = np.concatenate([clip[0][0] for clip in scored["test"]])
-        means = [np.mean([s for _, s in clip], 0).astype(np.float64) for clip in scored["test"]]
-        out["test_micro_raw"] = roc_auc(labels, np.concatenate(means))
-        out["test_micro_smoothed"] = roc_auc(labels, np.concatenate([gaussian_smooth(m, sigma) for m in means]))
+def accuracy(held: list[np.ndarray], test: list[tuple[np.ndarray, np.ndarray]], threshold: float | None,
+             sigma: float) -> dict[str, Any]:
+    """From per-clip scores: the held-out share above the threshold and, with test clips
+    [(labels, scores)], the test micro AUC raw and smoothed."""
+    held_scores = np.concatenate(held)
+    out: dict[str, Any] = {
+        "held_out_above_threshold": None if threshold is None else float((held_scores > threshold).mean())}
+    if test:
+        labels = np.concatenate([y for y, _ in test])
+        out["test_micro_raw"] = roc_auc(labels, np.concatenate([s for _, s in test]))
+        out["test_micro_smoothed"] = roc_auc(labels, np.concatenate(
+            [gaussian_smooth(s.astype(np.float64), sigma) for _, s in test]))
     return out
 
 
@@ -135,21 +135,17 @@ def main() -> None:
                       "map_share_of_discrepancy_median": float(np.median(np.concatenate(share[name])))}
     threshold = scorer.calibration.threshold if scorer.calibration else None
     synth = AnomalySynthesizer([s.frames for s in train], train_cfg.synthetic)
-    accuracy: list[dict[str, Any]] = []
+    per_shift: list[dict[str, Any]] = []
     for k, (dy, dx) in enumerate(shifts):
-        held_scores = np.concatenate([clip[k][1] for clip in scored["held"]])
         moved = [Segment(s.video, shift(np.asarray(s.frames), dy, dx), s.start) for s in held]
-        row: dict[str, Any] = {
-            "held_out_above_threshold": None if threshold is None else float((held_scores > threshold).mean()),
-            "synthetic_validation_auc": synthetic_validation(net, moved, synth, {"score": scorer})["score"]}
-        if scored["test"]:
-            labels = np.concatenate([clip[k][0] for clip in scored["test"]])
-            row["test_micro_raw"] = roc_auc(labels, np.concatenate([clip[k][1] for clip in scored["test"]]))
-            row["test_micro_smoothed"] = roc_auc(labels, np.concatenate(
-                [gaussian_smooth(clip[k][1].astype(np.float64), args.sigma) for clip in scored["test"]]))
-        accuracy.append(row)
-    per_shift_table(shifts, accuracy)
-    mean_over_shifts = ensemble(scored, threshold, args.sigma)
+        row = accuracy([clip[k][1] for clip in scored["held"]], [clip[k] for clip in scored["test"]], threshold,
+                       args.sigma)
+        row["synthetic_validation_auc"] = synthetic_validation(net, moved, synth, {"score": scorer})["score"]
+        per_shift.append(row)
+    per_shift_table(shifts, per_shift)
+    mean_over_shifts = accuracy([np.mean([s for _, s in clip], 0) for clip in scored["held"]],
+                                [(clip[0][0], np.mean([s for _, s in clip], 0)) for clip in scored["test"]],
+                                threshold, args.sigma)
     print("score averaged over the four grids:", {k: round(100 * v, 2) for k, v in mean_over_shifts.items()
                                                    if v is not None})
     head = " / ".join(f"({dy},{dx})" for dy, dx in shifts)
@@ -159,7 +155,7 @@ def main() -> None:
         print(f"{name:34s} {r['frames']:5d}  {per:>38s}  {100 * r['fires_in_any_shift']:5.1f} "
               f"{100 * r['shifts_disagree']:7.1f}   {r['map_share_of_discrepancy_median']:.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model, "shifts": shifts, "per_shift": accuracy,
+        Path(args.json).write_text(json.dumps({"model": args.model, "shifts": shifts, "per_shift": per_shift,
                                                "mean_over_shifts": mean_over_shifts,
                                                "rows": rows}, indent=2) + "\n")
 
