@@ -79,9 +79,13 @@ def variants() -> list[Variant]:
 
 def frame_scores(v: Variant, te: torch.Tensor, dis: torch.Tensor, means: tuple[torch.Tensor, torch.Tensor],
                  grid: tuple[int, int]) -> np.ndarray:
+    """Per-frame scores of a variant from (N, S, L) errors: each grid scored, the S scores averaged
+    (as model.scoring does); ``means`` (S, L)."""
+    grids, num_tokens = means[0].shape
+    te, dis = te.reshape(-1, grids, num_tokens), dis.reshape(-1, grids, num_tokens)
     if v.token_normalization:
         te, dis = te / means[0], dis / means[1]
-    tokens = te + v.discrepancy_weight * dis
+    tokens = (te + v.discrepancy_weight * dis).flatten(0, 1)  # (N * S, L)
     if v.pool > 1:
         maps = tokens.view(-1, 1, *grid)
         tokens = F.avg_pool2d(maps, v.pool, 1, v.pool // 2, count_include_pad=False).flatten(1)
@@ -93,7 +97,7 @@ def frame_scores(v: Variant, te: torch.Tensor, dis: torch.Tensor, means: tuple[t
         score = score / tokens.median(1).values.clamp(min=1e-12)
     elif v.contrast == "diff":
         score = score - tokens.median(1).values
-    return score.numpy()
+    return score.view(-1, grids).mean(1).numpy()
 
 
 def main() -> None:

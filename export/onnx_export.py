@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ class DeployedGraph(nn.Module):
         self.register_buffer("keep", inference_keep(net.cfg))
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        s = self.scorer(*token_errors(self.net, frames, self.keep))
+        s = self.scorer(*token_errors(self.net, frames, self.keep, self.scorer.cfg.grid_shifts))
         return s.score, s.calibrated, s.teacher_error, s.discrepancy, s.heatmap
 
 
@@ -69,9 +70,14 @@ def run_onnxruntime(path: str | Path, frames: np.ndarray, batch: int = 8) -> dic
 def export_graph(graph: DeployedGraph, frames: np.ndarray, path: str | Path, opset: int = OPSET) -> None:
     """Trace a deployed graph to ONNX with the bundle's stable names and a dynamic batch dimension."""
     dynamic = {INPUT_NAME: {0: "batch"}} | {k: {0: "batch"} for k in OUTPUT_NAMES}
-    torch.onnx.export(graph, (torch.from_numpy(frames[:2]),), str(path), input_names=[INPUT_NAME],
-                      output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic, opset_version=opset,
-                      dynamo=False, do_constant_folding=True)
+    with warnings.catch_warnings():
+        # Shapes other than the batch (image size, grid, passes, grid shifts) are constants of the
+        # graph by design; the tracer's generic warnings about them are noise. Every export is
+        # checked against PyTorch (export_onnx) before it counts.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(graph, (torch.from_numpy(frames[:2]),), str(path), input_names=[INPUT_NAME],
+                          output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic, opset_version=opset,
+                          dynamo=False, do_constant_folding=True)
 
 
 def _to_fp16(src: Path, dst: Path) -> None:

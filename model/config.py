@@ -28,6 +28,11 @@ class ScoringConfig:
     # calibration), so busy regions do not dominate and rare places stand out.
     token_normalization: bool = False
     calibration_quantile: float = 0.99  # the alert threshold (calibrated score 0.5) among normal frames
+    # Score every frame on this many token grids and average the scores: 1 = the model's grid;
+    # 2 = also the frame moved half a patch down and right; 4 = also half a patch down only and right
+    # only (edges repeated). Whether an object is caught should not hang on where it sits on the
+    # grid (benchmarks/grid_phase.py); costs grid_shifts times the inference.
+    grid_shifts: int = 1
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,10 @@ class ModelConfig:
             raise ConfigError("model.scoring: reduction must be mean or topk, topk_fraction in (0, 1]")
         if not 0.5 <= self.scoring.calibration_quantile < 1:
             raise ConfigError("model.scoring.calibration_quantile must be in [0.5, 1)")
+        if self.scoring.grid_shifts not in (1, 2, 4):
+            raise ConfigError(f"model.scoring.grid_shifts must be 1, 2 or 4, got {self.scoring.grid_shifts}")
+        if self.scoring.grid_shifts > 1 and p < 2:
+            raise ConfigError("model.scoring.grid_shifts > 1 needs model.patch_size >= 2 (it moves by half a patch)")
         return self
 
 

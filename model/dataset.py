@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -15,6 +16,8 @@ from model.config import ModelConfig, TrainConfig
 from model.errors import ConfigError
 from model.frames import MIN_FRAMES, FrameCache, VideoSource, discover
 from model.synthetic import FRAME_OFFSETS, AnomalySynthesizer
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,11 @@ class Segment:
     video: str
     frames: np.ndarray
     start: int  # index of the first frame in the original video
+
+    @property
+    def name(self) -> str:
+        """``video[start:end]``, as calibrations record their source."""
+        return f"{self.video}[{self.start}:{self.start + len(self.frames)}]"
 
 
 def load_segments(
@@ -61,16 +69,19 @@ def load_segments(
     return train, held, summary
 
 
-def shift_image(image: np.ndarray, dy: int, dx: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
-    """``image`` moved down by dy and right by dx pixels along ``axes`` (rows, columns), the top and
-    left edges repeated into the space it leaves; the shape is unchanged."""
-    if dy == 0 and dx == 0:
-        return image
-    pad = [(0, 0)] * image.ndim
-    pad[axes[0]], pad[axes[1]] = (dy, 0), (dx, 0)
-    crop = [slice(None)] * image.ndim
-    crop[axes[0]], crop[axes[1]] = slice(0, image.shape[axes[0]]), slice(0, image.shape[axes[1]])
-    return np.pad(image, pad, mode="edge")[tuple(crop)]
+def shift_image(image: ArrayT, dy: int, dx: int, axes: tuple[int, int] = (0, 1)) -> ArrayT:
+    """``image`` (a numpy array or a torch tensor) moved down by dy and right by dx pixels along
+    ``axes`` (rows, columns), the top and left edges repeated into the space it leaves; the shape is
+    unchanged. Training (numpy) and the scoring's grid shifts (torch, traced into the ONNX graph as
+    a gather) share this one definition."""
+    for axis, step in zip(axes, (dy, dx), strict=True):
+        if step:
+            rows = np.clip(np.arange(int(image.shape[axis])) - step, 0, None)
+            if isinstance(image, torch.Tensor):
+                image = image.index_select(axis, torch.from_numpy(rows).to(image.device))
+            else:
+                image = np.take(image, rows, axis=axis)
+    return image
 
 
 def motion_gradient(before: np.ndarray, after: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ TOKEN_STAT_FLOOR = 0.05  # token means are floored at this fraction of their gri
 
 @dataclass
 class ClipErrors:
-    """Raw per-token errors of every frame of one clip: (N, L) float32 each."""
+    """Raw per-token errors of every frame of one clip on each scoring grid: (N, S, L) float32 each."""
 
     teacher_error: torch.Tensor
     discrepancy: torch.Tensor
@@ -34,14 +34,15 @@ class ClipErrors:
 
 @torch.no_grad()
 def clip_errors(net: AEDMAE, frames: np.ndarray, batch_size: int = 16, bar: Any = None,
-                keep: torch.Tensor | None = None) -> ClipErrors:
-    """Per-token errors for every frame t of a clip (N, H, W, C) uint8, edges clamped."""
+                keep: torch.Tensor | None = None, grids: int | None = None) -> ClipErrors:
+    """Per-token errors for every frame t of a clip (N, H, W, C) uint8, edges clamped, on ``grids``
+    grids (default the model's ``scoring.grid_shifts``)."""
     device = next(net.parameters()).device
     te, dis = [], []
     for start in range(0, len(frames), batch_size):
         centres = np.arange(start, min(start + batch_size, len(frames)))
         batch = torch.from_numpy(clip_windows(frames, centres)).to(device)
-        e, d = token_errors(net, batch, keep)
+        e, d = token_errors(net, batch, keep, grids)
         te.append(e.float().cpu())
         dis.append(d.float().cpu())
         if bar is not None:
@@ -67,11 +68,11 @@ def fit_scorer(net: AEDMAE, normal_clips: Iterable[tuple[str, np.ndarray]], cfg:
 
     total = sum(len(f) for _, f in clips)
     bar = tqdm(total=total, desc="calibrate", unit="frame", disable=not progress)
-    errors = [clip_errors(net, f, bar=bar) for _, f in clips]
+    errors = [clip_errors(net, f, bar=bar, grids=cfg.grid_shifts) for _, f in clips]
     bar.close()
     te = torch.cat([e.teacher_error for e in errors])
     dis = torch.cat([e.discrepancy for e in errors])
-    mean_te, mean_dis = te.mean(0), dis.mean(0)
+    mean_te, mean_dis = te.mean(0), dis.mean(0)  # (S, L)
     mean_te = mean_te.clamp(min=TOKEN_STAT_FLOOR * float(mean_te.mean()) + 1e-12)
     mean_dis = mean_dis.clamp(min=TOKEN_STAT_FLOOR * float(mean_dis.mean()) + 1e-12)
     grid = net.cfg.grid
@@ -81,7 +82,8 @@ def fit_scorer(net: AEDMAE, normal_clips: Iterable[tuple[str, np.ndarray]], cfg:
     calibration = fit_calibration(scores, cfg.calibration_quantile, groups)
     meta = {
         "calibration": calibration.to_dict() | {"source": [name for name, _ in clips]},
-        "token_stats": {"teacher_error": mean_te.tolist(), "discrepancy": mean_dis.tolist()},
+        # flat, grid-major (S * L values): the one-grid layout is unchanged
+        "token_stats": {"teacher_error": mean_te.flatten().tolist(), "discrepancy": mean_dis.flatten().tolist()},
     }
     return Scorer(grid, cfg, calibration, mean_te, mean_dis), meta
 
@@ -184,10 +186,11 @@ def ablation_scorers(base: Scorer) -> dict[str, Scorer]:
 
 
 @torch.no_grad()
-def synthetic_pairs(net: AEDMAE, segments: list[Any], synthesizer: Any, seed: int = 0,
-                    max_frames: int = 256) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-    """Labels (2N,) and raw per-token errors (2N, L) of N held-out normal frames, then the same frames
-    with synthetic anomalies pasted: the label-free validation set recipe and scoring choices use."""
+def synthetic_pairs(net: AEDMAE, segments: list[Any], synthesizer: Any, seed: int = 0, max_frames: int = 256,
+                    grids: int | None = None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """Labels (2N,) and raw per-token errors (2N, S, L) of N held-out normal frames, then the same frames
+    with synthetic anomalies pasted: the label-free validation set recipe and scoring choices use.
+    ``grids``: the scoring grids (default the model's)."""
     from model.dataset import TrainingClips
 
     clips = TrainingClips(segments, synthesizer, fraction=1.0, seed=seed)
@@ -200,7 +203,7 @@ def synthetic_pairs(net: AEDMAE, segments: list[Any], synthesizer: Any, seed: in
         pasted = torch.stack([clips[i]["frames"] for i in chunk])
         clean = torch.stack([torch.from_numpy(clip_windows(clips.segments[clips.index[i][0]].frames,
                                                            np.array([clips.index[i][1]]))[0]) for i in chunk])
-        e, d = token_errors(net, torch.cat([clean, pasted]).to(device))
+        e, d = token_errors(net, torch.cat([clean, pasted]).to(device), grids=grids)
         errors.append((e.cpu(), d.cpu()))
         labels.append(np.r_[np.zeros(len(chunk)), np.ones(len(chunk))])
     return np.concatenate(labels), torch.cat([e for e, _ in errors]), torch.cat([d for _, d in errors])
@@ -210,12 +213,13 @@ def synthetic_validation(net: AEDMAE, segments: list[Any], synthesizer: Any, sco
                          seed: int = 0, max_frames: int = 256) -> dict[str, float]:
     """AUC of telling held-out normal frames from the same frames with synthetic anomalies pasted.
     Needs no test labels: recipe and scoring choices are made on this. Without ``scorers`` it
-    reports the teacher error, the discrepancy and the paper's score."""
+    reports the teacher error, the discrepancy and the paper's score on one grid (the training
+    learning curve: cheap, and comparable across scoring configs)."""
     from model.metrics import roc_auc
 
-    y, te, dis = synthetic_pairs(net, segments, synthesizer, seed, max_frames)
+    y, te, dis = synthetic_pairs(net, segments, synthesizer, seed, max_frames, grids=1 if scorers is None else None)
     if scorers is None:
-        s = Scorer(net.cfg.grid, replace(net.cfg.scoring, token_normalization=False))(te, dis)
+        s = Scorer(net.cfg.grid, replace(net.cfg.scoring, token_normalization=False, grid_shifts=1))(te, dis)
         return {f"synthetic_auc_{k}": roc_auc(y, getattr(s, k).numpy())
                 for k in ("teacher_error", "discrepancy", "score")}
     return {name: roc_auc(y, scorer(te, dis).score.numpy()) for name, scorer in scorers.items()}

@@ -36,7 +36,8 @@ def pass_macs(cfg: ModelConfig, with_student: bool = True) -> dict[str, int]:
 
 
 def inference_passes(cfg: ModelConfig) -> int:
-    return 2 if cfg.inference_masking == "complementary" else 1
+    """Network passes per scored frame: the masking's passes on each of the scoring's grids."""
+    return (2 if cfg.inference_masking == "complementary" else 1) * cfg.scoring.grid_shifts
 
 
 def describe(cfg: ModelConfig, parameters: dict[str, int]) -> dict[str, Any]:
@@ -49,6 +50,7 @@ def describe(cfg: ModelConfig, parameters: dict[str, int]) -> dict[str, Any]:
         "patch_size": cfg.patch_size,
         "grid": list(cfg.grid),
         "inference_masking": cfg.inference_masking,
+        "grid_shifts": cfg.scoring.grid_shifts,
         "inference_passes": passes,
         "gflops_per_frame": {
             "one_pass": round(2 * one_pass / 1e9, 3),  # the reference's work: one 50% mask
@@ -67,7 +69,8 @@ def format_table(info: dict[str, Any]) -> str:
         ("  student decoder (own)", f"{p['student']:,}"),
         ("input", f"{info['image_size'][0]}x{info['image_size'][1]}, patch {info['patch_size']}, "
                   f"grid {info['grid'][0]}x{info['grid'][1]}"),
-        ("inference masking", f"{info['inference_masking']} ({info['inference_passes']} pass(es))"),
+        ("inference", f"{info['inference_masking']} masking on {info['grid_shifts']} grid(s): "
+                      f"{info['inference_passes']} pass(es)"),
         ("GFLOPs/frame, one pass", f"{g['one_pass']:.3f}"),
         ("GFLOPs/frame, deployed", f"{g['deployed']:.3f}"),
     ]

@@ -20,7 +20,7 @@ from model.evaluation import scorer_from_meta
 from model.frames import discover, read_frames, to_model_frame
 from model.metrics import CausalSmoother
 from model.overlay import caption, overlay_heatmap
-from model.scoring import token_errors
+from model.scoring import score_frames
 from model.window import FrameWindow
 
 CURVE_HEIGHT = 60
@@ -87,7 +87,7 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
         for start in range(0, len(ready), batch_size):
             chunk = ready[start : start + batch_size]
             with torch.no_grad():
-                s = scorer(*token_errors(net, torch.from_numpy(np.stack([w for _, w in chunk]))))
+                s = score_frames(net, torch.from_numpy(np.stack([w for _, w in chunk])), scorer)
             for k, (t, _) in enumerate(chunk):
                 calibrated = float(s.calibrated[k])
                 smoothed = smoother.push(0.0 if np.isnan(calibrated) else calibrated)

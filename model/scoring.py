@@ -13,6 +13,11 @@ each is divided by its mean over held-out normal frames at that token. Then, per
     teacher_error = R(teacher_error[l]), discrepancy = R(discrepancy[l]), score = R(heatmap[l])
 where R is the mean over tokens (paper) or the mean of the top-k tokens, and w the discrepancy
 weight (1 in the paper). ``calibrated`` maps the score to (0, 1), 0.5 being the alert threshold.
+
+With ``grid_shifts`` S > 1 the frames (all three) are also scored moved by half a patch (edges
+repeated; see :func:`grid_offsets`), each grid with its own token statistics, and the S frame scores
+(and components) are averaged; the heatmap is the mean of the S token maps, each grid's token (i, j)
+covering patch (i, j) moved up/left by its shift, so it is the per-patch score blurred by half a patch.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import torch
 from torch import nn
 
 from model.calibration import Calibration
-from model.config import ScoringConfig
+from model.config import ModelConfig, ScoringConfig
+from model.dataset import shift_image
+from model.errors import ConfigError
 from model.masking import inference_keep, keep_to_mask
 from model.network import AEDMAE, normalize, reconstruction_target
 
@@ -34,6 +41,12 @@ class FrameScores(NamedTuple):
     score: torch.Tensor  # (B,) float32, the frame's anomaly score
     calibrated: torch.Tensor  # (B,) float32 in (0, 1); 0.5 = alert threshold (NaN if uncalibrated)
     heatmap: torch.Tensor  # (B, h, w) float32, per-token score
+
+
+def grid_offsets(cfg: ModelConfig, grids: int) -> list[tuple[int, int]]:
+    """Pixel shifts (down, right) of the frames for each of ``grids`` token grids (1, 2 or 4)."""
+    half = cfg.patch_size // 2
+    return {1: [(0, 0)], 2: [(0, 0), (half, half)], 4: [(0, 0), (0, half), (half, 0), (half, half)]}[grids]
 
 
 def reconstruct(model: AEDMAE, frames: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,10 +72,17 @@ def reconstruct(model: AEDMAE, frames: torch.Tensor, keep: torch.Tensor) -> tupl
     return teacher, student
 
 
-def token_errors(model: AEDMAE, frames: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-    """Raw per-token (B, L) teacher error and teacher-student discrepancy of frames t."""
-    teacher, student = reconstruct(model, frames, inference_keep(model.cfg) if keep is None else keep)
-    return errors_of(model, frames, teacher, student)
+def token_errors(model: AEDMAE, frames: torch.Tensor, keep: torch.Tensor | None = None,
+                 grids: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw per-token (B, S, L) teacher error and teacher-student discrepancy of frames t on each of
+    the S grids (``grids``, default the model's ``scoring.grid_shifts``)."""
+    shifts = grid_offsets(model.cfg, grids or model.cfg.scoring.grid_shifts)
+    moved = frames if len(shifts) == 1 else torch.cat([shift_image(frames, dy, dx, axes=(2, 3))
+                                                       for dy, dx in shifts])  # (S*B, ...), grid-major
+    teacher, student = reconstruct(model, moved, inference_keep(model.cfg) if keep is None else keep)
+    e, d = errors_of(model, moved, teacher, student)
+    b = frames.shape[0]
+    return e.view(len(shifts), b, -1).transpose(0, 1), d.view(len(shifts), b, -1).transpose(0, 1)
 
 
 def errors_of(model: AEDMAE, frames: torch.Tensor, teacher: torch.Tensor,
@@ -74,10 +94,11 @@ def errors_of(model: AEDMAE, frames: torch.Tensor, teacher: torch.Tensor,
 
 
 class Scorer(nn.Module):
-    """Per-token errors (B, L) -> :class:`FrameScores`, per the scoring config and calibration."""
+    """Per-token errors (B, S, L) -> :class:`FrameScores`, per the scoring config and calibration.
+    (B, L) errors are read as one grid."""
 
-    error_scale: torch.Tensor  # (L,) 1 / mean teacher error of normal frames per token (or ones)
-    discrepancy_scale: torch.Tensor  # (L,) likewise for the discrepancy
+    error_scale: torch.Tensor  # (S, L) 1 / mean teacher error of normal frames per grid and token (or ones)
+    discrepancy_scale: torch.Tensor  # (S, L) likewise for the discrepancy
 
     def __init__(self, grid: tuple[int, int], cfg: ScoringConfig | None = None,
                  calibration: Calibration | None = None, token_mean_error: torch.Tensor | None = None,
@@ -88,21 +109,35 @@ class Scorer(nn.Module):
         self.calibration = calibration
         num_tokens = grid[0] * grid[1]
         self.topk = max(1, round(self.cfg.topk_fraction * num_tokens))
-        ones = torch.ones(num_tokens)
-        self.register_buffer("error_scale", ones if token_mean_error is None else 1 / token_mean_error.flatten())
-        self.register_buffer("discrepancy_scale",
-                             ones if token_mean_discrepancy is None else 1 / token_mean_discrepancy.flatten())
+        shape = (self.cfg.grid_shifts, num_tokens)
+        self.register_buffer("error_scale", self._scale(token_mean_error, shape))
+        self.register_buffer("discrepancy_scale", self._scale(token_mean_discrepancy, shape))
+
+    @staticmethod
+    def _scale(mean: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:
+        if mean is None:
+            return torch.ones(shape)
+        if mean.numel() != shape[0] * shape[1]:
+            raise ConfigError(f"token statistics hold {mean.numel()} values, scoring on {shape[0]} grid(s) of "
+                              f"{shape[1]} tokens needs {shape[0] * shape[1]}: refit them (aedmae calibrate)")
+        return 1 / mean.reshape(shape)
 
     def token_means(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The per-token normal means (L,) this scorer divides by when normalising."""
+        """The per-grid, per-token normal means (S, L) this scorer divides by when normalising."""
         return 1 / self.error_scale, 1 / self.discrepancy_scale
 
     def _reduce(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, S, L) -> (B,): R over each grid's tokens, then the mean over grids."""
         if self.cfg.reduction == "topk":
-            return tokens.topk(self.topk, dim=1).values.mean(1)
-        return tokens.mean(1)
+            return tokens.topk(self.topk, dim=2).values.mean(2).mean(1)
+        return tokens.mean(2).mean(1)
 
     def forward(self, teacher_error: torch.Tensor, discrepancy: torch.Tensor) -> FrameScores:
+        if teacher_error.dim() == 2:
+            teacher_error, discrepancy = teacher_error.unsqueeze(1), discrepancy.unsqueeze(1)
+        if not torch.jit.is_tracing() and teacher_error.shape[1] != self.cfg.grid_shifts:
+            raise ConfigError(f"errors on {teacher_error.shape[1]} grid(s), the scorer averages "
+                              f"{self.cfg.grid_shifts} (model.scoring.grid_shifts)")
         if self.cfg.token_normalization:
             teacher_error = teacher_error * self.error_scale
             discrepancy = discrepancy * self.discrepancy_scale
@@ -110,7 +145,7 @@ class Scorer(nn.Module):
         score = self._reduce(tokens)
         calibrated = self.calibration.apply(score) if self.calibration else torch.full_like(score, float("nan"))
         return FrameScores(self._reduce(teacher_error), self._reduce(discrepancy), score, calibrated,
-                           tokens.view(-1, self.grid[0], self.grid[1]))
+                           tokens.mean(1).view(-1, self.grid[0], self.grid[1]))
 
     def describe(self) -> dict[str, Any]:
         return {"scoring": vars(self.cfg) | {"topk_tokens": self.topk},
@@ -122,8 +157,8 @@ def score_frames(model: AEDMAE, frames: torch.Tensor, scorer: Scorer | None = No
     """Anomaly scores of frames t given (B, 3, H, W, C) uint8 frames t-3, t, t+3.
 
     ``keep`` defaults to the model's inference masking plan; ``scorer`` to the paper's scoring
-    without calibration. The model must be in eval mode. Deterministic for complementary and
-    fixed masking.
+    without calibration (on the grids the scorer averages). The model must be in eval mode.
+    Deterministic for complementary and fixed masking.
     """
     scorer = scorer if scorer is not None else Scorer(model.cfg.grid)
-    return scorer(*token_errors(model, frames, keep))
+    return scorer(*token_errors(model, frames, keep, scorer.cfg.grid_shifts))

@@ -314,7 +314,7 @@ class Trainer:
         from model.evaluation import fit_scorer
 
         held = self.held_segments or self.train_segments
-        clips = [(f"{s.video}[{s.start}:{s.start + len(s.frames)}]", np.asarray(s.frames)) for s in held]
+        clips = [(s.name, np.asarray(s.frames)) for s in held]
         _, meta = fit_scorer(net, clips, progress=self.progress)
         meta["calibration"]["held_out"] = bool(self.held_segments)
         return meta

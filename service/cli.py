@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from model.errors import AedmaeError, ConfigError
+from model.errors import AedmaeError, ConfigError, DataError
 
 log = logging.getLogger("aedmae")
 
@@ -62,6 +62,7 @@ def _learning_curve_hook(args: argparse.Namespace, trainer: Any) -> Any:
     --eval-data, the test-set AUC for the learning curve (recorded only, never used to choose)."""
     import numpy as np
 
+    from model.config import ScoringConfig
     from model.datasets import read_test_set
     from model.evaluation import apply_scorer, fit_scorer, metrics_for, score_test_set, synthetic_validation
     from model.scoring import Scorer
@@ -78,9 +79,10 @@ def _learning_curve_hook(args: argparse.Namespace, trainer: Any) -> Any:
             out.update(synthetic_validation(net, held, synth))
         if videos:
             raw = score_test_set(net, videos, trainer.cache, progress=False)
-            scorers = {"paper": Scorer(net.cfg.grid)}
+            # the paper's scoring (mean of raw errors) on the model's grids, and the configured one
+            scorers = {"paper": Scorer(net.cfg.grid, ScoringConfig(grid_shifts=net.cfg.scoring.grid_shifts))}
             if held:
-                scorers["configured"] = fit_scorer(net, [(s.video, np.asarray(s.frames)) for s in held])[0]
+                scorers["configured"] = fit_scorer(net, [(s.name, np.asarray(s.frames)) for s in held])[0]
             for name, scorer in scorers.items():
                 m = metrics_for({k: (y, apply_scorer(scorer, e)) for k, (y, e, _) in raw.items()}, 3.0, None)
                 out.update({f"test_micro_auc_{name}": m["raw"]["micro_auc"],
@@ -122,6 +124,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     from model import checkpoint
     from model.config import ScoringConfig, TrainConfig, apply_overrides
+    from model.dataset import load_segments
     from model.evaluation import fit_scorer
     from model.frames import FrameCache, default_cache_dir, discover
 
@@ -133,9 +136,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             raise ConfigError("calibrate can change model.scoring.* only (the weights fix the rest)")
         net.cfg = cfg
     cache = FrameCache(args.cache_dir or default_cache_dir())
-    clips = [(s.name, np.asarray(cache.load(s, cfg.image_size, cfg.channels))) for p in args.data for s in discover(p)]
-    _, scorer_meta = fit_scorer(net, clips, progress=not args.no_progress)
     train_cfg = checkpoint.train_config(meta)
+    if args.held_out_of:
+        _, held, _ = load_segments(args.held_out_of, cfg, train_cfg or TrainConfig(), cache)
+        if not held:
+            raise DataError("--held-out-of: the footage is too short to hold out a tail of any video")
+        clips = [(s.name, np.asarray(s.frames)) for s in held]
+    else:
+        clips = [(s.name, np.asarray(cache.load(s, cfg.image_size, cfg.channels))) for p in args.data
+                 for s in discover(p)]
+    _, scorer_meta = fit_scorer(net, clips, progress=not args.no_progress)
+    if args.held_out_of:
+        scorer_meta["calibration"]["held_out"] = True
     meta.update(scorer_meta)
     for key in ("format", "model", "code_version", "saved_at", "train"):
         meta.pop(key, None)
@@ -296,7 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calibrate", help="refit a checkpoint's scoring statistics and calibration on normal footage")
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
-    p.add_argument("--data", action="append", required=True, metavar="PATH", help="normal footage; repeatable")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", action="append", metavar="PATH", help="normal footage; repeatable")
+    src.add_argument("--held-out-of", action="append", metavar="PATH",
+                     help="the model's training footage: refit on its held-out tails, as training does; repeatable")
     p.add_argument("--out", required=True, help="folder for the recalibrated checkpoint")
     p.add_argument("--set", action="append", metavar="model.scoring.FIELD=VALUE")
     p.add_argument("--cache-dir")

@@ -99,3 +99,36 @@ def test_static_int8_without_calibration_frames_is_a_clear_error(tiny_onnx, tmp_
 
     with pytest.raises(AedmaeError, match="needs calibration frames"):
         quantize_int8(tiny_onnx, tmp_path / "s.onnx", "static")
+
+
+def test_two_grid_scoring_recalibrated_on_held_out_tails_exports_with_parity(tiny_checkpoint, tmp_path):
+    """`aedmae calibrate --held-out-of` refits per-grid statistics for model.scoring.grid_shifts=2 on the
+    training footage's held-out tails; the ONNX graph then averages the two grids as PyTorch does."""
+    from service.cli import main
+    from tests.conftest import scene_frames, write_frame_folder
+
+    footage = tmp_path / "train"
+    for i in range(2):
+        write_frame_folder(footage, f"v{i}", scene_frames(80, 32, 48, seed=i))  # 8-frame tails held out
+    recal, cache = tmp_path / "two", str(tmp_path / "cache")
+    assert main(["calibrate", "--model", str(tiny_checkpoint), "--held-out-of", str(footage), "--out", str(recal),
+                 "--cache-dir", cache, "--no-progress", "--set", "model.scoring.grid_shifts=2"]) == 0
+    meta = json.loads((recal / "model.json").read_text())
+    assert meta["model"]["scoring"]["grid_shifts"] == 2 and meta["calibration"]["held_out"] is True
+    assert meta["calibration"]["source"] == ["v0[72:80]", "v1[72:80]"]
+    net, _ = checkpoint.load(recal)
+    assert len(meta["token_stats"]["teacher_error"]) == 2 * net.cfg.grid[0] * net.cfg.grid[1]
+    sidecar = export_onnx(recal, recal / "model.onnx")
+    assert sidecar["parity_vs_pytorch"]["ok"]
+    frames = frames_batch(3, net.cfg, seed=4)
+    got = run_onnxruntime(recal / "model.onnx", frames)
+    assert not np.allclose(got["score"], run_onnxruntime(tiny_checkpoint / "model.onnx", frames)["score"])
+    with torch.no_grad():
+        ref = DeployedGraph(net, scorer_from_meta(net, meta)).eval()(torch.from_numpy(frames))
+    np.testing.assert_allclose(got["score"], ref[0].numpy(), rtol=1e-4)
+    # without held-out tails: a clear error, nothing written
+    short = tmp_path / "short"
+    write_frame_folder(short, "v0", scene_frames(20, 32, 48))
+    assert main(["calibrate", "--model", str(tiny_checkpoint), "--held-out-of", str(short), "--out",
+                 str(tmp_path / "none"), "--cache-dir", cache]) == 2
+    assert not (tmp_path / "none").exists()

@@ -4,7 +4,7 @@ import torch
 from model.config import ModelConfig, preset
 from model.masking import checkerboard_keep, inference_keep, keep_to_mask, train_keep
 from model.network import AEDMAE, count_parameters, patchify, unpatchify
-from model.scoring import reconstruct, score_frames
+from model.scoring import Scorer, reconstruct, score_frames, token_errors
 
 
 def _frames(cfg: ModelConfig, batch: int, seed: int = 0) -> torch.Tensor:
@@ -107,6 +107,41 @@ def test_inference_is_bit_identical(tiny):
     assert a.heatmap.shape == (4, *cfg.grid)
     assert torch.allclose(a.score, a.teacher_error + a.discrepancy)
     assert torch.allclose(a.heatmap.mean(dim=(1, 2)), a.score, rtol=1e-5)
+
+
+def test_grid_shifts_average_the_scores_of_the_moved_frames(tiny):
+    import dataclasses
+
+    from model.config import ScoringConfig
+    from model.dataset import shift_image
+    from model.errors import ConfigError
+
+    cfg = tiny[0]
+    torch.manual_seed(0)
+    net = AEDMAE(cfg).eval()
+    frames = _frames(cfg, 3)
+    half = cfg.patch_size // 2
+    with torch.no_grad():
+        te, dis = token_errors(net, frames, grids=4)
+        assert te.shape == dis.shape == (3, 4, cfg.grid[0] * cfg.grid[1])
+        for k, (dy, dx) in enumerate([(0, 0), (0, half), (half, 0), (half, half)]):
+            one_te, one_dis = token_errors(net, shift_image(frames, dy, dx, axes=(2, 3)), grids=1)
+            torch.testing.assert_close(te[:, k], one_te[:, 0], rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(dis[:, k], one_dis[:, 0], rtol=1e-4, atol=1e-6)
+    # per-grid token statistics, each grid scored as a one-grid scorer would, the scores averaged
+    means = te.mean(0) + 0.1, dis.mean(0) + 0.1  # (4, L), different per grid
+    four = ScoringConfig(reduction="topk", token_normalization=True, grid_shifts=4)
+    got = Scorer(cfg.grid, four, None, *means)(te, dis)
+    one = dataclasses.replace(four, grid_shifts=1)
+    per_grid = [Scorer(cfg.grid, one, None, means[0][k], means[1][k])(te[:, k], dis[:, k]) for k in range(4)]
+    for name in ("score", "teacher_error", "discrepancy", "heatmap"):
+        torch.testing.assert_close(getattr(got, name), torch.stack([getattr(s, name) for s in per_grid]).mean(0))
+    with pytest.raises(ConfigError, match="refit"):
+        Scorer(cfg.grid, four, None, means[0][0], means[1][0])  # one grid's statistics for four grids
+    with pytest.raises(ConfigError, match="grid_shifts"):
+        Scorer(cfg.grid, four)(te[:, :2], dis[:, :2])
+    with pytest.raises(ConfigError, match="grid_shifts must be 1, 2 or 4"):
+        dataclasses.replace(cfg, scoring=ScoringConfig(grid_shifts=3)).validate()
 
 
 def test_random_masking_is_not_deterministic(tiny):

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from model.config import SyntheticConfig
 from model.dataset import Segment, TrainingClips, motion_gradient, shift_image, write_anomaly_examples
@@ -93,6 +94,8 @@ def test_shift_image_by_hand():
     moved = shift_image(frames, 1, 2, axes=(1, 2))
     assert moved.shape == frames.shape and moved[1, :, :, 0].tolist() == shift_image(frames[1, :, :, 0], 1, 2).tolist()
     assert shift_image(frames, 0, 0) is frames
+    # the same definition on torch tensors (the scoring's grid shifts, traced into the ONNX graph)
+    assert torch.equal(shift_image(torch.from_numpy(frames), 1, 2, axes=(1, 2)), torch.from_numpy(moved))
 
 
 def test_grid_shift_moves_every_part_of_a_sample_alike(synth):

@@ -1,0 +1,124 @@
+"""What scoring every frame on several token grids is worth (model.scoring.grid_shifts), chosen on
+label-free measures, then measured on a test set.
+
+    python benchmarks/grid_scoring.py --model CKPT --train ../shared/data/ped2/train \
+        [--test ../shared/data/ped2] [--grids 1 2 4] [--json FILE]
+
+For each grid count S the network is set to score S grids and its token statistics and calibration
+are refit on the held-out tails of the training videos, as training fits them (the same refit as
+`aedmae calibrate --held-out-of TRAIN --set model.scoring.grid_shifts=S`). Then:
+  * label-free, on the held-out tails: the "familiar" and "standard" synthetic validation AUCs of
+    benchmarks/select_scoring.py and the calibration's cross-validated false-alarm rate;
+  * cost: frames/s of the scoring (network + scorer, PyTorch) at batch 8 on this machine, median of 3;
+  * with --test: micro AUC raw / offline-smoothed / online, macro AUC, per-video AUC, false alarms
+    on normal test frames at the alert threshold (reported, never used to choose).
+The choice (rule written before the first measurement, 2026-11-29): S > 1 is adoptable iff its
+familiar AUC is >= 0.2 points above one grid's, its standard AUC at most 0.1 points below, and its
+false-alarm rate <= 3%; the smallest adoptable S within 0.1 points of the best adoptable familiar
+AUC is chosen, else one grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ablate_scoring import arguments, load
+from select_scoring import FAMILIAR, FamiliarObjects
+
+from model.datasets import read_test_set
+from model.evaluation import apply_scorer, fit_scorer, metrics_for, score_test_set, synthetic_pairs
+from model.metrics import roc_auc
+from model.scoring import score_frames
+from model.synthetic import AnomalySynthesizer
+from model.window import clip_windows
+
+MIN_GAIN, MAX_LOSS, MAX_FALSE_ALARMS, NEAR_BEST = 0.002, 0.001, 0.03, 0.001
+
+
+def choose(rows: dict[int, dict[str, Any]]) -> int:
+    """The grid count the rule picks from the label-free measures of each option (1 must be there)."""
+    base = rows[1]
+    ok = {s: r for s, r in rows.items() if s > 1 and r["familiar_auc"] >= base["familiar_auc"] + MIN_GAIN
+          and r["standard_auc"] >= base["standard_auc"] - MAX_LOSS and r["false_alarm_rate"] <= MAX_FALSE_ALARMS}
+    if not ok:
+        return 1
+    best = max(r["familiar_auc"] for r in ok.values())
+    return min(s for s, r in ok.items() if r["familiar_auc"] >= best - NEAR_BEST)
+
+
+@torch.no_grad()
+def frames_per_second(net: Any, scorer: Any, frames: np.ndarray, batch: int = 8, repeats: int = 3) -> float:
+    windows = torch.from_numpy(clip_windows(frames, np.arange(min(batch, len(frames)))))
+    score_frames(net, windows, scorer)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        score_frames(net, windows, scorer)
+        times.append(time.perf_counter() - start)
+    return len(windows) / statistics.median(times)
+
+
+def main() -> None:
+    p = arguments(__doc__)
+    p.add_argument("--grids", type=int, nargs="+", default=[1, 2, 4], choices=[1, 2, 4])
+    args = p.parse_args()
+    if 1 not in args.grids:
+        p.error("--grids must include 1 (the rule compares against one grid)")
+    net, _, train_cfg, cache, train, held = load(args)
+    net.eval()
+    base = net.cfg
+    videos = [s.frames for s in train]
+    synthesizers = {"standard": (AnomalySynthesizer(videos, train_cfg.synthetic), 0),
+                    "familiar": (FamiliarObjects(videos, FAMILIAR), 1)}
+    rows: dict[int, dict[str, Any]] = {}
+    scorers = {}
+    for grids in sorted(set(args.grids)):
+        net.cfg = dataclasses.replace(base, scoring=dataclasses.replace(base.scoring, grid_shifts=grids))
+        scorer, meta = fit_scorer(net, [(s.name, np.asarray(s.frames)) for s in held])
+        row: dict[str, Any] = {"false_alarm_rate": meta["calibration"]["false_alarm_rate"],
+                               "threshold": meta["calibration"]["threshold"]}
+        for name, (synth, seed) in synthesizers.items():
+            y, te, dis = synthetic_pairs(net, held, synth, seed=seed)
+            row[f"{name}_auc"] = roc_auc(y, scorer(te, dis).score.numpy())
+        row["frames_per_s"] = frames_per_second(net, scorer, np.asarray(held[0].frames))
+        rows[grids], scorers[grids] = row, (net.cfg, scorer)
+        print(f"grids {grids}: {json.dumps(row)}", flush=True)
+    chosen = choose(rows)  # label-free: decided before any test label is read
+    print(f"chosen on the label-free measures: {chosen} grid(s)", flush=True)
+    for grids, (cfg, scorer) in scorers.items() if args.test else ():
+        net.cfg = cfg
+        raw = score_test_set(net, read_test_set(args.test)[1], cache, progress=False)
+        results = {k: (y, apply_scorer(scorer, e)) for k, (y, e, _) in raw.items()}
+        m = metrics_for(results, args.sigma, scorer.calibration.threshold if scorer.calibration else None)
+        normal = np.concatenate([s.calibrated.numpy()[y == 0] for y, s in results.values()])
+        rows[grids]["test"] = {"micro_raw": m["raw"]["micro_auc"], "micro_smoothed": m["smoothed"]["micro_auc"],
+                               "micro_online": m["online"]["micro_auc"], "macro": m["raw"]["macro_auc"],
+                               "per_video": m["raw"]["per_video_auc"],
+                               "normal_frames_above_threshold": float((normal >= 0.5).mean())}
+    print(f"\n{'grids':>5s} {'familiar':>9s} {'standard':>9s} {'false alarms':>13s} {'frames/s':>9s}"
+          + ("   test raw / smoothed / online   macro" if args.test else ""))
+    for grids, r in rows.items():
+        line = (f"{grids:5d} {100 * r['familiar_auc']:9.2f} {100 * r['standard_auc']:9.2f} "
+                f"{100 * r['false_alarm_rate']:12.1f}% {r['frames_per_s']:9.1f}")
+        if "test" in r:
+            t = r["test"]
+            line += (f"   {100 * t['micro_raw']:5.1f} / {100 * t['micro_smoothed']:5.1f} / "
+                     f"{100 * t['micro_online']:5.1f}     {100 * t['macro']:5.1f}")
+        print(line + ("   <- chosen" if grids == chosen else ""))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": args.model, "chosen": chosen, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
