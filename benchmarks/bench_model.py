@@ -3,10 +3,12 @@ each row's achieved FLOP/s as a fraction of this machine's fp32 matmul rate meas
 (the faster of torch and ONNX Runtime on a 1024^3 GEMM).
 
     python benchmarks/bench_model.py [--quick] [--json FILE] [--batches 1 8 32] [--no-compile]
+        [--reference-only | --shipped-only]
 
 Rows: PyTorch eager, PyTorch compiled, ONNX Runtime fp32 and int8 (dynamic quantisation of the
 MatMul weights), each for the reference's work (one 50% mask: "one-pass") and for the deployed
-graph (two complementary masks, every token scored: "deployed"); on a CUDA machine also torch
+graph (two complementary masks, every token scored, on the model's scoring grids: "deployed"; a
+model scored on several grids also gets "deployed, 1 grid"); on a CUDA machine also torch
 CUDA fp16/bf16 with CUDA graphs (timed with CUDA events).
 """
 
@@ -89,15 +91,23 @@ def time_fps(fn: Any, batch: int, repeats: int, min_seconds: float) -> float:
 
 
 def graphs_for(name: str, model_dir: Path | None, cfg: ModelConfig) -> dict[str, DeployedGraph]:
-    """The one-pass and deployed graphs of a model (shipped weights, or seeded random weights)."""
+    """The one-pass (one fixed mask, one grid) and deployed graphs of a model (shipped weights, or
+    seeded random weights); a model scored on several grids also gets "deployed, 1 grid"."""
+    grids = cfg.scoring.grid_shifts
+    variants = [("one-pass", "fixed", 1), ("deployed", "complementary", grids)]
+    if grids > 1:
+        variants.insert(1, ("deployed, 1 grid", "complementary", 1))
     out = {}
-    for variant, masking in (("one-pass", "fixed"), ("deployed", "complementary")):
+    for variant, masking, g in variants:
         if model_dir is not None:
             from model.evaluation import scorer_from_meta
 
             net, meta = checkpoint.load(model_dir)
-            net.cfg = dataclasses.replace(net.cfg, inference_masking=masking)
-            scorer = scorer_from_meta(net, meta)
+            full = scorer_from_meta(net, meta)
+            net.cfg = dataclasses.replace(net.cfg, inference_masking=masking,
+                                          scoring=dataclasses.replace(net.cfg.scoring, grid_shifts=g))
+            scorer = full if g == grids else Scorer(net.cfg.grid, net.cfg.scoring, None,
+                                                    *(m[:g] for m in full.token_means()))
         else:
             torch.manual_seed(0)
             net = AEDMAE(dataclasses.replace(cfg, inference_masking=masking)).eval()
@@ -163,7 +173,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     from model.shipped import SHIPPED_DIR
 
-    models: list[tuple[str, Path | None, ModelConfig]] = [("reference 320x640", None, ModelConfig())]
+    models: list[tuple[str, Path | None, ModelConfig]] = [] if args.shipped_only else [
+        ("reference 320x640", None, ModelConfig())]
     if (SHIPPED_DIR / "model.json").exists() and not args.reference_only:
         shipped_cfg = checkpoint.load(SHIPPED_DIR)[0].cfg
         h, w = shipped_cfg.image_size
@@ -220,6 +231,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--reference-only", action="store_true")
+    p.add_argument("--shipped-only", action="store_true")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--cuda", action="store_true", help="GPU rows only: torch CUDA fp32/fp16/bf16 + CUDA graphs")
     p.add_argument("--cuda-batches", type=int, nargs="+", default=[32, 128, 512])
