@@ -134,6 +134,8 @@ def test_grid_scoring(tiny_checkpoint, footage, labelled_test_set, tmp_path):
     for row in rows.values():
         assert 0 <= row["familiar_auc"] <= 1 and 0 <= row["standard_auc"] <= 1 and row["frames_per_s"] > 0
         assert 0 <= row["test"]["micro_raw"] <= 1 and set(row["test"]["per_video"]) == {"a", "b"}
+        assert set(row["held_out_above_threshold_moved"]) == {"0,4", "4,0", "4,4"}
+        assert all(0 <= v <= 1 for v in row["held_out_above_threshold_moved"].values())
     assert rows[1]["threshold"] != rows[4]["threshold"], "each grid count gets its own calibration"
 
 
