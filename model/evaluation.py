@@ -113,8 +113,10 @@ class VideoResult:
 
 
 def score_test_set(net: AEDMAE, videos: list[TestVideo], cache: FrameCache, progress: bool = True,
-                   keep: torch.Tensor | None = None) -> dict[str, tuple[np.ndarray, ClipErrors, np.ndarray]]:
-    """{video: (labels, per-token errors, frames)} for every test video."""
+                   keep: torch.Tensor | None = None,
+                   grids: int | None = None) -> dict[str, tuple[np.ndarray, ClipErrors, np.ndarray]]:
+    """{video: (labels, per-token errors, frames)} for every test video (on ``grids`` grids,
+    default the model's)."""
     cfg = net.cfg
     decoded = []
     for v in videos:
@@ -128,7 +130,7 @@ def score_test_set(net: AEDMAE, videos: list[TestVideo], cache: FrameCache, prog
     out = {}
     for v, frames in decoded:
         bar.set_postfix(video=v.name)
-        out[v.name] = (v.labels, clip_errors(net, frames, bar=bar, keep=keep), frames)
+        out[v.name] = (v.labels, clip_errors(net, frames, bar=bar, keep=keep, grids=grids), frames)
     bar.close()
     return out
 

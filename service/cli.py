@@ -60,9 +60,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _learning_curve_hook(args: argparse.Namespace, trainer: Any) -> Any:
     """Epoch hook recording synthetic-anomaly validation AUC (what recipe choices use) and, with
     --eval-data, the test-set AUC for the learning curve (recorded only, never used to choose)."""
+    import dataclasses
+
     import numpy as np
 
-    from model.config import ScoringConfig
     from model.datasets import read_test_set
     from model.evaluation import apply_scorer, fit_scorer, metrics_for, score_test_set, synthetic_validation
     from model.scoring import Scorer
@@ -78,11 +79,13 @@ def _learning_curve_hook(args: argparse.Namespace, trainer: Any) -> Any:
         if held and synth is not None:
             out.update(synthetic_validation(net, held, synth))
         if videos:
-            raw = score_test_set(net, videos, trainer.cache, progress=False)
-            # the paper's scoring (mean of raw errors) on the model's grids, and the configured one
-            scorers = {"paper": Scorer(net.cfg.grid, ScoringConfig(grid_shifts=net.cfg.scoring.grid_shifts))}
+            # on one grid, like the synthetic validation: the curve follows training, and scoring
+            # grids are a post-training choice that would multiply the cost of every point
+            raw = score_test_set(net, videos, trainer.cache, progress=False, grids=1)
+            scorers = {"paper": Scorer(net.cfg.grid)}  # mean of raw errors
             if held:
-                scorers["configured"] = fit_scorer(net, [(s.name, np.asarray(s.frames)) for s in held])[0]
+                one_grid = dataclasses.replace(net.cfg.scoring, grid_shifts=1)
+                scorers["configured"] = fit_scorer(net, [(s.name, np.asarray(s.frames)) for s in held], one_grid)[0]
             for name, scorer in scorers.items():
                 m = metrics_for({k: (y, apply_scorer(scorer, e)) for k, (y, e, _) in raw.items()}, 3.0, None)
                 out.update({f"test_micro_auc_{name}": m["raw"]["micro_auc"],

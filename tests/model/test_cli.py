@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from service.cli import main
 from tests.conftest import write_frame_folder
 
@@ -46,3 +48,25 @@ def test_anomaly_examples_command(footage, tmp_path, capsys):
                "--cache-dir", str(tmp_path / "cache")])
     assert rc == 0
     assert len(list((tmp_path / "ex").glob("*.png"))) == 2
+
+
+@pytest.mark.slow
+def test_learning_curve_with_eval_data_on_a_two_grid_model(labelled_test_set, tmp_path, capsys):
+    """--eval-data records the learning curve on one grid whatever the model's scoring grids; the
+    checkpoint is calibrated on its own grids (held-out tails: 8 frames of each 80-frame video)."""
+    from tests.conftest import scene_frames
+
+    footage = tmp_path / "long"
+    for i in range(2):
+        write_frame_folder(footage, f"v{i}", scene_frames(80, seed=i))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(footage), "--out", str(out), "--preset", "tiny", "--no-progress",
+                 "--cache-dir", str(tmp_path / "cache"), "--eval-data", str(labelled_test_set), "--eval-every", "1",
+                 "--set", "train.max_steps_per_epoch=2", "--set", "model.scoring.grid_shifts=2"]) == 0
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["model"]["scoring"]["grid_shifts"] == 2 and meta["calibration"]["held_out"] is True
+    assert len(meta["token_stats"]["discrepancy"]) == 2 * 4 * 6  # two grids of the tiny 4x6 grid
+    history = meta["training"]["history"]
+    assert history and all({"synthetic_auc_score", "test_micro_auc_paper", "test_micro_auc_configured"} <= set(h)
+                           for h in history)
+    assert all(0 <= h["test_micro_auc_configured"] <= 1 for h in history)
