@@ -33,6 +33,10 @@ class ScoringConfig:
     # only (edges repeated). Whether an object is caught should not hang on where it sits on the
     # grid (benchmarks/grid_phase.py); costs grid_shifts times the inference.
     grid_shifts: int = 1
+    # Frame-local contrast of the score on each grid: "ratio" divides it by the frame's median token,
+    # "diff" subtracts that median (a level the whole frame shares, e.g. a crowd, cancels); the
+    # components (teacher_error, discrepancy) stay uncontrasted. benchmarks/select_scoring.py ranks it.
+    contrast: Literal["none", "ratio", "diff"] = "none"
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,8 @@ class ModelConfig:
             raise ConfigError("model.scoring.calibration_quantile must be in [0.5, 1)")
         if self.scoring.grid_shifts not in (1, 2, 4):
             raise ConfigError(f"model.scoring.grid_shifts must be 1, 2 or 4, got {self.scoring.grid_shifts}")
+        if self.scoring.contrast not in ("none", "ratio", "diff"):
+            raise ConfigError(f"model.scoring.contrast must be none, ratio or diff, got {self.scoring.contrast!r}")
         if self.scoring.grid_shifts > 1 and p < 2:
             raise ConfigError("model.scoring.grid_shifts > 1 needs model.patch_size >= 2 (it moves by half a patch)")
         return self

@@ -12,7 +12,8 @@ each is divided by its mean over held-out normal frames at that token. Then, per
     heatmap[l]    = teacher_error[l] + w * discrepancy[l]
     teacher_error = R(teacher_error[l]), discrepancy = R(discrepancy[l]), score = R(heatmap[l])
 where R is the mean over tokens (paper) or the mean of the top-k tokens, and w the discrepancy
-weight (1 in the paper). ``calibrated`` maps the score to (0, 1), 0.5 being the alert threshold.
+weight (1 in the paper); with ``contrast`` the score's R is divided by (ratio) or reduced by (diff)
+the frame's median heatmap token. ``calibrated`` maps the score to (0, 1), 0.5 being the alert threshold.
 
 With ``grid_shifts`` S > 1 the frames (all three) are also scored moved by half a patch (edges
 repeated; see :func:`grid_offsets`), each grid with its own token statistics, and the S frame scores
@@ -126,11 +127,15 @@ class Scorer(nn.Module):
         """The per-grid, per-token normal means (S, L) this scorer divides by when normalising."""
         return 1 / self.error_scale, 1 / self.discrepancy_scale
 
-    def _reduce(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, S, L) -> (B,): R over each grid's tokens, then the mean over grids."""
-        if self.cfg.reduction == "topk":
-            return tokens.topk(self.topk, dim=2).values.mean(2).mean(1)
-        return tokens.mean(2).mean(1)
+    def _reduce(self, tokens: torch.Tensor, contrast: str = "none") -> torch.Tensor:
+        """(B, S, L) -> (B,): R over each grid's tokens, contrasted with that grid's median token
+        (lower median, as torch.median; taken with topk so that it exports), then the mean over grids."""
+        r = tokens.topk(self.topk, dim=2).values.mean(2) if self.cfg.reduction == "topk" else tokens.mean(2)
+        if contrast != "none":
+            num_tokens = tokens.shape[2]
+            median = tokens.topk(num_tokens - (num_tokens - 1) // 2, dim=2).values[..., -1]
+            r = r / median.clamp(min=1e-12) if contrast == "ratio" else r - median
+        return r.mean(1)
 
     def forward(self, teacher_error: torch.Tensor, discrepancy: torch.Tensor) -> FrameScores:
         if teacher_error.dim() == 2:
@@ -142,7 +147,7 @@ class Scorer(nn.Module):
             teacher_error = teacher_error * self.error_scale
             discrepancy = discrepancy * self.discrepancy_scale
         tokens = teacher_error + self.cfg.discrepancy_weight * discrepancy
-        score = self._reduce(tokens)
+        score = self._reduce(tokens, self.cfg.contrast)
         calibrated = self.calibration.apply(score) if self.calibration else torch.full_like(score, float("nan"))
         return FrameScores(self._reduce(teacher_error), self._reduce(discrepancy), score, calibrated,
                            tokens.mean(1).view(-1, self.grid[0], self.grid[1]))

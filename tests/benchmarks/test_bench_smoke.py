@@ -167,7 +167,9 @@ def test_select_scoring_variant_matches_the_scoring_definition_on_several_grids(
     grid = (4, 6)
     te, dis = torch.rand(5, 2, 24, generator=g), torch.rand(5, 2, 24, generator=g)
     means = torch.rand(2, 24, generator=g) + 0.5, torch.rand(2, 24, generator=g) + 0.5
-    cfg = ScoringConfig(reduction="topk", topk_fraction=0.1, token_normalization=True, grid_shifts=2)
-    want = Scorer(grid, cfg, None, *means)(te, dis).score.numpy()
-    got = frame_scores(Variant("topk", 0.1, True, 1.0, 1), te, dis, means, grid)
-    np.testing.assert_allclose(got, want, rtol=1e-6)
+    for contrast in ("none", "ratio", "diff"):
+        cfg = ScoringConfig(reduction="topk", topk_fraction=0.1, token_normalization=True, grid_shifts=2,
+                            contrast=contrast)  # type: ignore[arg-type]
+        want = Scorer(grid, cfg, None, *means)(te, dis).score.numpy()
+        got = frame_scores(Variant("topk", 0.1, True, 1.0, 1, contrast), te, dis, means, grid)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

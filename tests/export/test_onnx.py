@@ -112,9 +112,11 @@ def test_two_grid_scoring_recalibrated_on_held_out_tails_exports_with_parity(tin
         write_frame_folder(footage, f"v{i}", scene_frames(80, 32, 48, seed=i))  # 8-frame tails held out
     recal, cache = tmp_path / "two", str(tmp_path / "cache")
     assert main(["calibrate", "--model", str(tiny_checkpoint), "--held-out-of", str(footage), "--out", str(recal),
-                 "--cache-dir", cache, "--no-progress", "--set", "model.scoring.grid_shifts=2"]) == 0
+                 "--cache-dir", cache, "--no-progress", "--set", "model.scoring.grid_shifts=2",
+                 "--set", "model.scoring.contrast=ratio"]) == 0  # the median contrast exports too
     meta = json.loads((recal / "model.json").read_text())
     assert meta["model"]["scoring"]["grid_shifts"] == 2 and meta["calibration"]["held_out"] is True
+    assert meta["model"]["scoring"]["contrast"] == "ratio"
     assert meta["calibration"]["source"] == ["v0[72:80]", "v1[72:80]"]
     net, _ = checkpoint.load(recal)
     assert len(meta["token_stats"]["teacher_error"]) == 2 * net.cfg.grid[0] * net.cfg.grid[1]

@@ -140,6 +140,15 @@ def test_grid_shifts_average_the_scores_of_the_moved_frames(tiny):
         Scorer(cfg.grid, four, None, means[0][0], means[1][0])  # one grid's statistics for four grids
     with pytest.raises(ConfigError, match="grid_shifts"):
         Scorer(cfg.grid, four)(te[:, :2], dis[:, :2])
+    # contrast: each grid's score divided by its median heatmap token (torch's lower median)
+    ratio = Scorer(cfg.grid, dataclasses.replace(four, contrast="ratio"), None, *means)(te, dis)
+    tokens = te / means[0] + dis / means[1]
+    want = torch.stack([tokens[:, k].topk(Scorer(cfg.grid, one).topk, dim=1).values.mean(1)
+                        / tokens[:, k].median(dim=1).values for k in range(4)]).mean(0)
+    torch.testing.assert_close(ratio.score, want)
+    torch.testing.assert_close(ratio.teacher_error, got.teacher_error)  # components stay uncontrasted
+    with pytest.raises(ConfigError, match="contrast must be"):
+        dataclasses.replace(cfg, scoring=ScoringConfig(contrast="median")).validate()  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="grid_shifts must be 1, 2 or 4"):
         dataclasses.replace(cfg, scoring=ScoringConfig(grid_shifts=3)).validate()
 
