@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablate_scoring import arguments, load
+from bench_model import time_fps
 from select_scoring import FAMILIAR, FamiliarObjects
 
 from model.dataset import Segment, shift_image
@@ -76,13 +75,7 @@ def above_threshold_when_moved(net: Any, scorer: Scorer, held: list[Segment]) ->
 @torch.no_grad()
 def frames_per_second(net: Any, scorer: Any, frames: np.ndarray, batch: int = 8, repeats: int = 3) -> float:
     windows = torch.from_numpy(clip_windows(frames, np.arange(min(batch, len(frames)))))
-    score_frames(net, windows, scorer)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        score_frames(net, windows, scorer)
-        times.append(time.perf_counter() - start)
-    return len(windows) / statistics.median(times)
+    return time_fps(lambda: score_frames(net, windows, scorer), len(windows), repeats, min_seconds=0.0)
 
 
 def main() -> None:
