@@ -31,7 +31,7 @@ from model.datasets import read_test_set
 from model.evaluation import (
     ablation_scorers,
     apply_scorer,
-    fit_scorer,
+    fit_scorer_on_segments,
     metrics_for,
     score_test_set,
     synthetic_validation,
@@ -68,8 +68,7 @@ def main() -> None:
     p.add_argument("--random-runs", type=int, default=5)
     args = p.parse_args()
     net, _, train_cfg, cache, train, held = load(args)
-    clips = [(f"{s.video}@{s.start}", np.asarray(s.frames)) for s in held]
-    base, _ = fit_scorer(net, clips)
+    base, _ = fit_scorer_on_segments(net, held)
     variants = ablation_scorers(base)
     synth = AnomalySynthesizer([s.frames for s in train], train_cfg.synthetic)
     result: dict[str, object] = {"synthetic_validation_auc": synthetic_validation(net, held, synth, variants)}

@@ -37,7 +37,7 @@ from ablate_scoring import arguments, load
 
 from model.dataset import Segment, shift_image
 from model.datasets import read_test_set
-from model.evaluation import fit_scorer, scorer_from_meta, synthetic_validation
+from model.evaluation import fit_scorer_on_segments, scorer_from_meta, synthetic_validation
 from model.masking import inference_keep
 from model.metrics import gaussian_smooth, roc_auc
 from model.scoring import Scorer, errors_of, grid_offsets, reconstruct
@@ -56,7 +56,7 @@ def one_grid_scorer(net: Any, meta: dict[str, Any], held: list[Segment]) -> Scor
     if net.cfg.scoring.grid_shifts == 1:
         return scorer_from_meta(net, meta)
     net.cfg = replace(net.cfg, scoring=replace(net.cfg.scoring, grid_shifts=1))
-    return fit_scorer(net, [(s.name, np.asarray(s.frames)) for s in held])[0]
+    return fit_scorer_on_segments(net, held)[0]
 
 
 @torch.no_grad()

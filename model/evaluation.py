@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from model.metrics import CausalSmoother, detection_at, gaussian_smooth, referen
 from model.network import AEDMAE
 from model.scoring import FrameScores, Scorer, token_errors
 from model.window import clip_windows
+
+if TYPE_CHECKING:
+    from model.dataset import Segment
 
 log = logging.getLogger(__name__)
 TOKEN_STAT_FLOOR = 0.05  # token means are floored at this fraction of their grid-wide mean
@@ -86,6 +89,16 @@ def fit_scorer(net: AEDMAE, normal_clips: Iterable[tuple[str, np.ndarray]], cfg:
         "token_stats": {"teacher_error": mean_te.flatten().tolist(), "discrepancy": mean_dis.flatten().tolist()},
     }
     return Scorer(grid, cfg, calibration, mean_te, mean_dis), meta
+
+
+def fit_scorer_on_segments(net: AEDMAE, segments: Sequence[Segment], cfg: ScoringConfig | None = None,
+                           progress: bool = False, held_out: bool = True) -> tuple[Scorer, dict[str, Any]]:
+    """fit_scorer on training-footage segments, as training fits it: on the held-out tails of the
+    training videos (``held_out``: the metadata says whether they were held out of training, which
+    decides whether the false-alarm rate is honest)."""
+    scorer, meta = fit_scorer(net, [(s.name, np.asarray(s.frames)) for s in segments], cfg, progress)
+    meta["calibration"]["held_out"] = held_out
+    return scorer, meta
 
 
 def scorer_from_meta(net: AEDMAE, meta: dict[str, Any], cfg: ScoringConfig | None = None) -> Scorer:

@@ -311,10 +311,7 @@ class Trainer:
     def calibrate(self, net: AEDMAE) -> dict[str, Any]:
         """Token statistics and calibration from the held-out tails (or, without any, the training
         frames, which makes the false-alarm rate optimistic: the metadata says which)."""
-        from model.evaluation import fit_scorer
+        from model.evaluation import fit_scorer_on_segments
 
         held = self.held_segments or self.train_segments
-        clips = [(s.name, np.asarray(s.frames)) for s in held]
-        _, meta = fit_scorer(net, clips, progress=self.progress)
-        meta["calibration"]["held_out"] = bool(self.held_segments)
-        return meta
+        return fit_scorer_on_segments(net, held, progress=self.progress, held_out=bool(self.held_segments))[1]

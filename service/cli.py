@@ -62,10 +62,8 @@ def _learning_curve_hook(args: argparse.Namespace, trainer: Any) -> Any:
     --eval-data, the test-set AUC for the learning curve (recorded only, never used to choose)."""
     import dataclasses
 
-    import numpy as np
-
     from model.datasets import read_test_set
-    from model.evaluation import apply_scorer, fit_scorer, metrics_for, score_test_set, synthetic_validation
+    from model.evaluation import apply_scorer, fit_scorer_on_segments, metrics_for, score_test_set, synthetic_validation
     from model.scoring import Scorer
 
     videos = read_test_set(args.eval_data)[1] if args.eval_data else None
@@ -85,7 +83,7 @@ def _learning_curve_hook(args: argparse.Namespace, trainer: Any) -> Any:
             scorers = {"paper": Scorer(net.cfg.grid)}  # mean of raw errors
             if held:
                 one_grid = dataclasses.replace(net.cfg.scoring, grid_shifts=1)
-                scorers["configured"] = fit_scorer(net, [(s.name, np.asarray(s.frames)) for s in held], one_grid)[0]
+                scorers["configured"] = fit_scorer_on_segments(net, held, one_grid)[0]
             for name, scorer in scorers.items():
                 m = metrics_for({k: (y, apply_scorer(scorer, e)) for k, (y, e, _) in raw.items()}, 3.0, None)
                 out.update({f"test_micro_auc_{name}": m["raw"]["micro_auc"],
@@ -128,7 +126,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from model import checkpoint
     from model.config import ScoringConfig, TrainConfig, apply_overrides
     from model.dataset import load_segments
-    from model.evaluation import fit_scorer
+    from model.evaluation import fit_scorer, fit_scorer_on_segments
     from model.frames import FrameCache, default_cache_dir, discover
 
     net, meta = checkpoint.load(_model_path(args.model))
@@ -144,13 +142,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         _, held, _ = load_segments(args.held_out_of, cfg, train_cfg or TrainConfig(), cache)
         if not held:
             raise DataError("--held-out-of: the footage is too short to hold out a tail of any video")
-        clips = [(s.name, np.asarray(s.frames)) for s in held]
+        scorer_meta = fit_scorer_on_segments(net, held, progress=not args.no_progress)[1]
     else:
         clips = [(s.name, np.asarray(cache.load(s, cfg.image_size, cfg.channels))) for p in args.data
                  for s in discover(p)]
-    _, scorer_meta = fit_scorer(net, clips, progress=not args.no_progress)
-    if args.held_out_of:
-        scorer_meta["calibration"]["held_out"] = True
+        scorer_meta = fit_scorer(net, clips, progress=not args.no_progress)[1]
     meta.update(scorer_meta)
     for key in ("format", "model", "code_version", "saved_at", "train"):
         meta.pop(key, None)
