@@ -39,7 +39,14 @@ from select_scoring import FAMILIAR, FamiliarObjects
 
 from model.dataset import Segment, shift_image
 from model.datasets import read_test_set
-from model.evaluation import apply_scorer, clip_errors, fit_scorer, metrics_for, score_test_set, synthetic_pairs
+from model.evaluation import (
+    apply_scorer,
+    clip_errors,
+    fit_scorer_on_segments,
+    metrics_for,
+    score_test_set,
+    synthetic_pairs,
+)
 from model.metrics import roc_auc
 from model.scoring import Scorer, grid_offsets, score_frames
 from model.synthetic import AnomalySynthesizer
@@ -78,6 +85,53 @@ def frames_per_second(net: Any, scorer: Any, frames: np.ndarray, batch: int = 8,
     return time_fps(lambda: score_frames(net, windows, scorer), len(windows), repeats, min_seconds=0.0)
 
 
+def validators(train: list[Segment], train_cfg: Any, seeds: tuple[int, int] = (0, 1)) -> dict[str, Any]:
+    """{name: (synthesizer, seed)}: the standard (training synthesizer) and familiar validations."""
+    videos = [s.frames for s in train]
+    return {"standard": (AnomalySynthesizer(videos, train_cfg.synthetic), seeds[0]),
+            "familiar": (FamiliarObjects(videos, FAMILIAR), seeds[1])}
+
+
+def label_free_row(net: Any, held: list[Segment], synthesizers: dict[str, Any]) -> tuple[Scorer, dict[str, Any]]:
+    """The network's scorer refit on the held-out tails (as training fits it) and its label-free
+    measures: validation AUCs, false-alarm rate, threshold, frames/s, shares above threshold when moved."""
+    scorer, meta = fit_scorer_on_segments(net, held)
+    row: dict[str, Any] = {"false_alarm_rate": meta["calibration"]["false_alarm_rate"],
+                           "threshold": meta["calibration"]["threshold"]}
+    for name, (synth, seed) in synthesizers.items():
+        y, te, dis = synthetic_pairs(net, held, synth, seed=seed)
+        row[f"{name}_auc"] = roc_auc(y, scorer(te, dis).score.numpy())
+    row["frames_per_s"] = frames_per_second(net, scorer, np.asarray(held[0].frames))
+    row["held_out_above_threshold_moved"] = above_threshold_when_moved(net, scorer, held)
+    return scorer, row
+
+
+def test_row(net: Any, scorer: Scorer, test: str, cache: Any, sigma: float) -> dict[str, Any]:
+    """Development-split numbers of one scorer (reported, never used to choose)."""
+    raw = score_test_set(net, read_test_set(test)[1], cache, progress=False)
+    results = {k: (y, apply_scorer(scorer, e)) for k, (y, e, _) in raw.items()}
+    m = metrics_for(results, sigma, scorer.calibration.threshold if scorer.calibration else None)
+    normal = np.concatenate([s.calibrated.numpy()[y == 0] for y, s in results.values()])
+    return {"micro_raw": m["raw"]["micro_auc"], "micro_smoothed": m["smoothed"]["micro_auc"],
+            "micro_online": m["online"]["micro_auc"], "macro": m["raw"]["macro_auc"],
+            "per_video": m["raw"]["per_video_auc"], "normal_frames_above_threshold": float((normal >= 0.5).mean())}
+
+
+def print_table(rows: dict[Any, dict[str, Any]], chosen: Any, label: str) -> None:
+    test = any("test" in r for r in rows.values())
+    print(f"\n{label:>9s} {'familiar':>9s} {'standard':>9s} {'false alarms':>13s} {'moved 4 px, worst':>18s} "
+          f"{'frames/s':>9s}" + ("   test raw / smoothed / online   macro" if test else ""))
+    for key, r in rows.items():
+        moved = max(r["held_out_above_threshold_moved"].values())
+        line = (f"{key!s:>9s} {100 * r['familiar_auc']:9.2f} {100 * r['standard_auc']:9.2f} "
+                f"{100 * r['false_alarm_rate']:12.1f}% {100 * moved:17.1f}% {r['frames_per_s']:9.1f}")
+        if "test" in r:
+            t = r["test"]
+            line += (f"   {100 * t['micro_raw']:5.1f} / {100 * t['micro_smoothed']:5.1f} / "
+                     f"{100 * t['micro_online']:5.1f}     {100 * t['macro']:5.1f}")
+        print(line + ("   <- chosen" if key == chosen else ""))
+
+
 def main() -> None:
     p = arguments(__doc__)
     p.add_argument("--grids", type=int, nargs="+", default=[1, 2, 4], choices=[1, 2, 4])
@@ -87,47 +141,20 @@ def main() -> None:
     net, _, train_cfg, cache, train, held = load(args)
     net.eval()
     base = net.cfg
-    videos = [s.frames for s in train]
-    synthesizers = {"standard": (AnomalySynthesizer(videos, train_cfg.synthetic), 0),
-                    "familiar": (FamiliarObjects(videos, FAMILIAR), 1)}
+    synthesizers = validators(train, train_cfg)
     rows: dict[int, dict[str, Any]] = {}
     scorers = {}
     for grids in sorted(set(args.grids)):
         net.cfg = dataclasses.replace(base, scoring=dataclasses.replace(base.scoring, grid_shifts=grids))
-        scorer, meta = fit_scorer(net, [(s.name, np.asarray(s.frames)) for s in held])
-        row: dict[str, Any] = {"false_alarm_rate": meta["calibration"]["false_alarm_rate"],
-                               "threshold": meta["calibration"]["threshold"]}
-        for name, (synth, seed) in synthesizers.items():
-            y, te, dis = synthetic_pairs(net, held, synth, seed=seed)
-            row[f"{name}_auc"] = roc_auc(y, scorer(te, dis).score.numpy())
-        row["frames_per_s"] = frames_per_second(net, scorer, np.asarray(held[0].frames))
-        row["held_out_above_threshold_moved"] = above_threshold_when_moved(net, scorer, held)
+        scorer, row = label_free_row(net, held, synthesizers)
         rows[grids], scorers[grids] = row, (net.cfg, scorer)
         print(f"grids {grids}: {json.dumps(row)}", flush=True)
     chosen = choose(rows)  # label-free: decided before any test label is read
     print(f"chosen on the label-free measures: {chosen} grid(s)", flush=True)
     for grids, (cfg, scorer) in scorers.items() if args.test else ():
         net.cfg = cfg
-        raw = score_test_set(net, read_test_set(args.test)[1], cache, progress=False)
-        results = {k: (y, apply_scorer(scorer, e)) for k, (y, e, _) in raw.items()}
-        m = metrics_for(results, args.sigma, scorer.calibration.threshold if scorer.calibration else None)
-        normal = np.concatenate([s.calibrated.numpy()[y == 0] for y, s in results.values()])
-        rows[grids]["test"] = {"micro_raw": m["raw"]["micro_auc"], "micro_smoothed": m["smoothed"]["micro_auc"],
-                               "micro_online": m["online"]["micro_auc"], "macro": m["raw"]["macro_auc"],
-                               "per_video": m["raw"]["per_video_auc"],
-                               "normal_frames_above_threshold": float((normal >= 0.5).mean())}
-    print(f"\n{'grids':>5s} {'familiar':>9s} {'standard':>9s} {'false alarms':>13s} {'moved 4 px, worst':>18s} "
-          f"{'frames/s':>9s}"
-          + ("   test raw / smoothed / online   macro" if args.test else ""))
-    for grids, r in rows.items():
-        moved = max(r["held_out_above_threshold_moved"].values())
-        line = (f"{grids:5d} {100 * r['familiar_auc']:9.2f} {100 * r['standard_auc']:9.2f} "
-                f"{100 * r['false_alarm_rate']:12.1f}% {100 * moved:17.1f}% {r['frames_per_s']:9.1f}")
-        if "test" in r:
-            t = r["test"]
-            line += (f"   {100 * t['micro_raw']:5.1f} / {100 * t['micro_smoothed']:5.1f} / "
-                     f"{100 * t['micro_online']:5.1f}     {100 * t['macro']:5.1f}")
-        print(line + ("   <- chosen" if grids == chosen else ""))
+        rows[grids]["test"] = test_row(net, scorer, args.test, cache, args.sigma)
+    print_table(rows, chosen, "grids")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "chosen": chosen, "rows": rows}, indent=2) + "\n")
 

@@ -153,6 +153,48 @@ def test_grid_choice_rule_by_hand():
     assert choose({1: row(0.970), 4: row(0.975, standard=0.985)}) == 1  # standard validation lost 0.5
 
 
+@pytest.mark.slow
+def test_candidates(tiny_checkpoint, footage, labelled_test_set, tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from candidates import choose
+
+    result, stdout = run_benchmark(tmp_path, "candidates.py", "--train", str(footage), "--test",
+                                   str(labelled_test_set), "--candidate", "A", str(tiny_checkpoint),
+                                   "--candidate", "B", str(tiny_checkpoint), "contrast=ratio", "topk_fraction=0.1")
+    rows = result["rows"]
+    assert list(rows) == ["A", "B"] and result["chosen"] == choose(rows, {k: r["changes"] for k, r in rows.items()})
+    assert f"chosen on the label-free measures: {result['chosen']}" in stdout
+    assert (rows["A"]["changes"], rows["B"]["changes"]) == (0, 1)
+    assert rows["B"]["overrides"] == ["contrast=ratio", "topk_fraction=0.1"]
+    assert rows["A"]["threshold"] != rows["B"]["threshold"], "each candidate gets its own calibration"
+    for row in rows.values():
+        assert 0 <= row["familiar_auc"] <= 1 and 0 <= row["test"]["micro_raw"] <= 1
+
+
+def test_candidates_rejects_a_wrong_scoring_key(tiny_checkpoint, footage, tmp_path):
+    r = subprocess.run([sys.executable, "benchmarks/candidates.py", "--train", str(footage), "--candidate", "A",
+                        str(tiny_checkpoint), "--candidate", "B", str(tiny_checkpoint), "contrats=ratio"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=os.environ | {"AEDMAE_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 2 and "candidate B" in r.stderr and "no field 'contrats'" in r.stderr
+
+
+def test_candidate_choice_rule_by_hand():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from candidates import choose
+
+    def row(familiar, standard=0.99, false_alarms=0.02):
+        return {"familiar_auc": familiar, "standard_auc": standard, "false_alarm_rate": false_alarms}
+
+    changes = {"A": 0, "B": 1, "C": 1, "D": 2}
+    assert choose({"A": row(0.980), "B": row(0.9825), "C": row(0.982)}, changes) == "A"  # gains under 0.3
+    assert choose({"A": row(0.980), "B": row(0.984), "C": row(0.986), "D": row(0.9865)}, changes) == "C"
+    assert choose({"A": row(0.980), "B": row(0.986), "C": row(0.9855), "D": row(0.9865)}, changes) == "B"
+    assert choose({"A": row(0.980), "B": row(0.984), "D": row(0.990)}, changes) == "D"
+    assert choose({"A": row(0.980), "D": row(0.990, false_alarms=0.031)}, changes) == "A"
+    assert choose({"A": row(0.980), "B": row(0.990, standard=0.988)}, changes) == "A"  # standard lost 0.2
+
+
 def test_select_scoring_variant_matches_the_scoring_definition_on_several_grids():
     """select_scoring's variant of the model's own rule scores (N, S, L) errors as model.scoring does."""
     import torch

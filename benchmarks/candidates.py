@@ -1,0 +1,113 @@
+"""Choose between candidate models (weights x scoring settings) on label-free measures, by a rule
+written before the measurement, then report their development-split numbers.
+
+    python benchmarks/candidates.py --train ../shared/data/ped2/train [--test ../shared/data/ped2] \
+        --candidate A model/weights/ped2 \
+        --candidate B model/weights/ped2 topk_fraction=0.01 discrepancy_weight=4 contrast=ratio \
+        --candidate C runs/s70 [--json FILE]
+
+Every candidate is a checkpoint and optional `model.scoring` overrides; its token statistics and
+calibration are refit on the held-out tails of the training videos, as training fits them (what
+`aedmae calibrate --held-out-of TRAIN --set model.scoring.KEY=VALUE` stores). The measures are
+benchmarks/grid_scoring.py's (familiar and standard synthetic validations, cross-validated
+false-alarm rate, frames/s, shares above the threshold with the camera moved), with fresh validation
+draws by default (seeds 10 and 11, not the ones select_scoring.py chose scoring rules on).
+The rule (written 2026-11-29 18:45 UTC, before the first measurement; the first candidate is the
+baseline): another candidate is adoptable iff its familiar AUC is >= 0.3 points above the
+baseline's, its standard AUC at most 0.1 points below, and its false-alarm rate <= 3%. The adoptable
+candidate with the highest familiar AUC wins, except that one within 0.1 points of it with fewer
+changes wins (one change each for weights and for scoring settings that differ from the baseline's;
+ties: the earlier candidate); none adoptable -> the baseline. Test AUC is reported for every candidate and
+never used to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from grid_scoring import label_free_row, print_table, test_row, validators
+
+from model import checkpoint
+from model.config import TrainConfig, apply_overrides
+from model.dataset import load_segments
+from model.errors import ConfigError
+from model.frames import FrameCache, default_cache_dir
+
+MIN_GAIN, MAX_LOSS, MAX_FALSE_ALARMS, NEAR_BEST = 0.003, 0.001, 0.03, 0.001
+
+
+def choose(rows: dict[str, dict[str, Any]], changes: dict[str, int]) -> str:
+    """The candidate the rule picks from the label-free measures (the first row is the baseline)."""
+    names = list(rows)
+    base = rows[names[0]]
+    ok = [n for n in names[1:] if rows[n]["familiar_auc"] >= base["familiar_auc"] + MIN_GAIN
+          and rows[n]["standard_auc"] >= base["standard_auc"] - MAX_LOSS
+          and rows[n]["false_alarm_rate"] <= MAX_FALSE_ALARMS]
+    if not ok:
+        return names[0]
+    best = max(rows[n]["familiar_auc"] for n in ok)
+    near = [n for n in ok if rows[n]["familiar_auc"] >= best - NEAR_BEST]
+    return min(near, key=lambda n: (changes[n], names.index(n)))
+
+
+def weights_digest(folder: str) -> str:
+    return hashlib.sha256((Path(folder) / "model.safetensors").read_bytes()).hexdigest()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--candidate", nargs="+", action="append", required=True, metavar="NAME CKPT [KEY=VALUE]",
+                   help="a name, a checkpoint folder, model.scoring overrides; the first is the baseline")
+    p.add_argument("--train", required=True, help="the training footage (its held-out tails are used)")
+    p.add_argument("--test", help="a labelled test set (AUC is reported, never used to choose)")
+    p.add_argument("--sigma", type=float, default=3.0, help="offline smoothing, frames")
+    p.add_argument("--seeds", type=int, nargs=2, default=[10, 11], metavar=("STANDARD", "FAMILIAR"))
+    p.add_argument("--json")
+    args = p.parse_args()
+    if len(args.candidate) < 2 or any(len(c) < 2 for c in args.candidate):
+        p.error("give at least two candidates, each as NAME CKPT [KEY=VALUE ...]")
+    if len({c[0] for c in args.candidate}) != len(args.candidate):
+        p.error("candidate names must differ")
+    cache = FrameCache(default_cache_dir())
+    rows: dict[str, dict[str, Any]] = {}
+    nets, changes = {}, {}
+    base_weights, base_scoring = weights_digest(args.candidate[0][1]), None
+    for name, folder, *overrides in args.candidate:
+        torch.manual_seed(0)
+        net, meta = checkpoint.load(folder)
+        train_cfg = checkpoint.train_config(meta) or TrainConfig()
+        try:
+            net.cfg, _ = apply_overrides(net.cfg, train_cfg, [f"model.scoring.{o}" for o in overrides])
+        except ConfigError as e:
+            p.error(f"candidate {name}: {e}")
+        net.eval()
+        train, held, _ = load_segments([args.train], net.cfg, train_cfg, cache)
+        if not held:  # footage too short to hold out tails: measured on training frames, and said so
+            print(f"{name}: nothing held out of {args.train}; measuring on the training frames", file=sys.stderr)
+        scorer, row = label_free_row(net, held or train, validators(train, train_cfg, tuple(args.seeds)))
+        row["held_out"] = bool(held)
+        base_scoring = base_scoring or net.cfg.scoring
+        changes[name] = int(weights_digest(folder) != base_weights) + int(net.cfg.scoring != base_scoring)
+        rows[name] = {"model": folder, "overrides": overrides, "changes": changes[name]} | row
+        nets[name] = (net, scorer)
+        print(f"{name}: {json.dumps(rows[name])}", flush=True)
+    chosen = choose(rows, changes)  # label-free: decided before any test label is read
+    print(f"chosen on the label-free measures: {chosen}", flush=True)
+    for name, (net, scorer) in nets.items() if args.test else ():
+        rows[name]["test"] = test_row(net, scorer, args.test, cache, args.sigma)
+        print(f"{name} test: {json.dumps(rows[name]['test'])}", flush=True)
+    print_table(rows, chosen, "candidate")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"chosen": chosen, "seeds": args.seeds, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
