@@ -125,35 +125,40 @@ def test_config_file_cameras_start_with_the_server(tiny_checkpoint, tmp_path, mo
         assert c.get("/v1/streams/gone").status_code == 404  # logged, not started; the server still runs
 
 
-def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2_video_07(tmp_path):
-    """Ped2 test video 07: frames 1-45 normal, 46-180 abnormal (a cyclist). Video 01 (61-180 abnormal)
-    is where the shipped model is weakest (AUC 74, RESULTS.md): its crowded normal part crosses the
-    default enter threshold, so 07 is the development video with a normal beginning we hold it to.
+@pytest.mark.parametrize(("video", "in_view"), [("01", 60), ("07", 20)])
+def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(tmp_path, video, in_view):
+    """Ped2 test videos 01 (frames 0-59 normal, a crowd; 60-179 a small, far-away cyclist) and 07
+    (0-44 normal, 45-179 a cyclist), streamed through the server: no event before the anomaly is in
+    view, an event during it, and an event still open at the end of the file ends there.
 
-    The labels start at frame 45 (0-based), but the bicycle's front wheel comes in at the left edge at
-    frame 20 and is whole in view by 26 (look at rows 110-200, columns 0-120 of frames 20-28): the
-    models of sessions 4-6 score frames 23-27 at 0.74-1.00 calibrated, and the session-6 one opens an
-    event there (the four-grid scorer of session 7 does not: one event, 51-179). So the model is held
-    to no event before the bicycle is in view, and to an event on the labelled anomaly."""
-    folder = require_shared("ped2", "test", "07")
-    labels = np.loadtxt(require_shared("ped2", "labels", "07.txt"), dtype=int)
+    Video 01 is where the shipped model is weakest (AUC 84, RESULTS.md); since the frame-contrast
+    scorer (session 8) its crowded normal part stays under the threshold (calibrated at most 0.42), so
+    it is held to this too (events 82-98 and 148-179 in session 8). In 07 the labels start at frame 45,
+    but the bicycle's front wheel comes in at the left edge at frame 20 and is whole in view by 26
+    (look at rows 110-200, columns 0-120 of frames 20-28): the models of sessions 4-6 score frames
+    23-27 at 0.74-1.00 calibrated and open an event there, as does session 8's scorer (27-43, then
+    93-179; session 7's opened one, 51-179). So 07 is held to no event before frame 20."""
+    folder = require_shared("ped2", "test", video)
+    labels = np.loadtxt(require_shared("ped2", "labels", f"{video}.txt"), dtype=int)
     frames = [cv2.imread(str(p)) for p in sorted(folder.glob("*.jpg"))]
-    clip = tmp_path / "ped2_07.avi"
+    clip = tmp_path / f"ped2_{video}.avi"
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, frames[0].shape[1::-1])
     writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 95)
     for f in frames:
         writer.write(f)
     writer.release()
     with live_server() as srv, httpx.Client(base_url=srv.url, timeout=30) as c:  # the shipped model
-        assert c.post("/v1/streams", json={"id": "ped2-07", "url": str(clip)}).status_code == 201
-        assert wait_for(lambda: camera(c, "ped2-07")["state"] == "ended"
-                        and camera(c, "ped2-07")["frames"]["scored"] == len(frames), 120), camera(c, "ped2-07")
-        events = c.get("/v1/streams/ped2-07/events").json()["events"]
+        assert c.post("/v1/streams", json={"id": "ped2", "url": str(clip)}).status_code == 201
+        assert wait_for(lambda: camera(c, "ped2")["state"] == "ended"
+                        and camera(c, "ped2")["frames"]["scored"] == len(frames), 120), camera(c, "ped2")
+        # the end of the file ends an open event once the last frames are scored
+        assert wait_for(lambda: all(e["end_frame"] is not None
+                                    for e in c.get("/v1/streams/ped2/events").json()["events"]), 10)
+        events = c.get("/v1/streams/ped2/events").json()["events"]
     assert events, "no event at all"
-    first_abnormal, bicycle_in_view = int(np.argmax(labels)), 20
-    assert any((e["end_frame"] is None or e["end_frame"] >= first_abnormal) for e in events), \
-        (events, "no event during the labelled anomaly")
+    first_abnormal = int(np.argmax(labels))
+    assert any(e["end_frame"] >= first_abnormal for e in events), (events, "no event during the labelled anomaly")
     for e in events:
-        assert e["start_frame"] >= bicycle_in_view, (e, "an event started before the cyclist was in view")
+        assert e["start_frame"] >= in_view, (e, "an event started before the anomaly was in view")
     print("events:", [(e["start_frame"], e["end_frame"], round(e["peak_score"], 3)) for e in events])
-    assert pytest.approx(sum(labels)) == 135
+    assert sum(labels) == len(labels) - first_abnormal, "one labelled anomaly, to the end of the video"
