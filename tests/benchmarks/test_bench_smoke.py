@@ -179,6 +179,16 @@ def test_candidates_rejects_a_wrong_scoring_key(tiny_checkpoint, footage, tmp_pa
     assert r.returncode == 2 and "candidate B" in r.stderr and "no field 'contrats'" in r.stderr
 
 
+def test_scorer_cost(tiny_checkpoint, tmp_path):
+    result, stdout = run_benchmark(tmp_path, "scorer_cost.py", "--model", str(tiny_checkpoint), "--set",
+                                   "contrast=ratio", "--batches", "2", "--rounds", "1")
+    assert [r["batch"] for r in result["rows"]] == [2] and "--set contrast=ratio" in stdout
+    assert result["rows"][0]["model's scorer"] > 0 and result["rows"][0]["with --set"] > 0
+    r = subprocess.run([sys.executable, "benchmarks/scorer_cost.py", "--model", str(tiny_checkpoint), "--set",
+                        "grid_shifts=2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "bench_model.py" in r.stderr
+
+
 def test_candidate_choice_rule_by_hand():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from candidates import choose
