@@ -52,14 +52,14 @@ def arguments(doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
-def load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], TrainConfig, FrameCache, list[Any], list[Any]]:
+def load(model: str, footage: str) -> tuple[Any, dict[str, Any], TrainConfig, FrameCache, list[Any], list[Any]]:
     """(network, checkpoint metadata, its training config, frame cache, training segments, held-out
-    segments; the training segments when nothing was held out)."""
+    segments; the training segments themselves when nothing was held out)."""
     torch.manual_seed(0)
-    net, meta = checkpoint.load(args.model)
+    net, meta = checkpoint.load(model)
     train_cfg = checkpoint.train_config(meta) or TrainConfig()
     cache = FrameCache(default_cache_dir())
-    train, held, _ = load_segments([args.train], net.cfg, train_cfg, cache)
+    train, held, _ = load_segments([footage], net.cfg, train_cfg, cache)
     return net, meta, train_cfg, cache, train, held or train
 
 
@@ -67,7 +67,7 @@ def main() -> None:
     p = arguments(__doc__)
     p.add_argument("--random-runs", type=int, default=5)
     args = p.parse_args()
-    net, _, train_cfg, cache, train, held = load(args)
+    net, _, train_cfg, cache, train, held = load(args.model, args.train)
     base, _ = fit_scorer_on_segments(net, held)
     variants = ablation_scorers(base)
     synth = AnomalySynthesizer([s.frames for s in train], train_cfg.synthetic)

@@ -32,14 +32,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
+from ablate_scoring import load
 from grid_scoring import label_free_row, print_table, test_row, validators
 
-from model import checkpoint
-from model.config import TrainConfig, apply_overrides
-from model.dataset import load_segments
+from model.config import apply_overrides
 from model.errors import ConfigError
-from model.frames import FrameCache, default_cache_dir
 
 MIN_GAIN, MAX_LOSS, MAX_FALSE_ALARMS, NEAR_BEST = 0.003, 0.001, 0.03, 0.001
 
@@ -76,32 +73,27 @@ def main() -> None:
         p.error("give at least two candidates, each as NAME CKPT [KEY=VALUE ...]")
     if len({c[0] for c in args.candidate}) != len(args.candidate):
         p.error("candidate names must differ")
-    cache = FrameCache(default_cache_dir())
     rows: dict[str, dict[str, Any]] = {}
     nets, changes = {}, {}
-    base_weights, base_scoring = weights_digest(args.candidate[0][1]), None
     for name, folder, *overrides in args.candidate:
-        torch.manual_seed(0)
-        net, meta = checkpoint.load(folder)
-        train_cfg = checkpoint.train_config(meta) or TrainConfig()
+        net, _, train_cfg, cache, train, held = load(folder, args.train)
         try:
             net.cfg, _ = apply_overrides(net.cfg, train_cfg, [f"model.scoring.{o}" for o in overrides])
         except ConfigError as e:
             p.error(f"candidate {name}: {e}")
         net.eval()
-        train, held, _ = load_segments([args.train], net.cfg, train_cfg, cache)
-        if not held:  # footage too short to hold out tails: measured on training frames, and said so
+        if held is train:  # footage too short to hold out tails: measured on training frames, and said so
             print(f"{name}: nothing held out of {args.train}; measuring on the training frames", file=sys.stderr)
-        scorer, row = label_free_row(net, held or train, validators(train, train_cfg, tuple(args.seeds)))
-        row["held_out"] = bool(held)
-        base_scoring = base_scoring or net.cfg.scoring
-        changes[name] = int(weights_digest(folder) != base_weights) + int(net.cfg.scoring != base_scoring)
+        scorer, row = label_free_row(net, held, validators(train, train_cfg, tuple(args.seeds)))
+        row["held_out"] = held is not train
+        nets[name] = (net, scorer, weights_digest(folder))
+        base_net, _, base_digest = next(iter(nets.values()))
+        changes[name] = int(nets[name][2] != base_digest) + int(net.cfg.scoring != base_net.cfg.scoring)
         rows[name] = {"model": folder, "overrides": overrides, "changes": changes[name]} | row
-        nets[name] = (net, scorer)
         print(f"{name}: {json.dumps(rows[name])}", flush=True)
     chosen = choose(rows, changes)  # label-free: decided before any test label is read
     print(f"chosen on the label-free measures: {chosen}", flush=True)
-    for name, (net, scorer) in nets.items() if args.test else ():
+    for name, (net, scorer, _) in nets.items() if args.test else ():
         rows[name]["test"] = test_row(net, scorer, args.test, cache, args.sigma)
         print(f"{name} test: {json.dumps(rows[name]['test'])}", flush=True)
     print_table(rows, chosen, "candidate")

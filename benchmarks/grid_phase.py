@@ -111,7 +111,7 @@ def accuracy(held: list[np.ndarray], test: list[tuple[np.ndarray, np.ndarray]], 
 
 def main() -> None:
     args = arguments(__doc__).parse_args()
-    net, meta, train_cfg, cache, train, held = load(args)
+    net, meta, train_cfg, cache, train, held = load(args.model, args.train)
     net.eval()
     scorer = one_grid_scorer(net, meta, held)
     shifts = grid_offsets(net.cfg, 4)

@@ -138,7 +138,7 @@ def main() -> None:
     args = p.parse_args()
     if 1 not in args.grids:
         p.error("--grids must include 1 (the rule compares against one grid)")
-    net, _, train_cfg, cache, train, held = load(args)
+    net, _, train_cfg, cache, train, held = load(args.model, args.train)
     net.eval()
     base = net.cfg
     synthesizers = validators(train, train_cfg)

@@ -41,7 +41,7 @@ def level(scores: np.ndarray) -> dict[str, float]:
 
 def main() -> None:
     args = arguments(__doc__).parse_args()
-    net, meta, _, cache, train, held = load(args)
+    net, meta, _, cache, train, held = load(args.model, args.train)
     scorer = scorer_from_meta(net, meta)
 
     def scores(frames: np.ndarray) -> np.ndarray:

@@ -104,7 +104,7 @@ def main() -> None:
     p = arguments(__doc__)
     p.add_argument("--show", type=int, default=12, help="table rows: the best variants by validation")
     args = p.parse_args()
-    net, meta, train_cfg, cache, train, held = load(args)
+    net, meta, train_cfg, cache, train, held = load(args.model, args.train)
     grid = net.cfg.grid
     means = scorer_from_meta(net, meta).token_means()
     videos = [s.frames for s in train]
