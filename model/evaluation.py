@@ -15,7 +15,7 @@ from model.config import ScoringConfig
 from model.datasets import TestVideo
 from model.errors import DataError
 from model.frames import FrameCache
-from model.metrics import CausalSmoother, detection_at, gaussian_smooth, reference_postprocess, summarize
+from model.metrics import OnlineSmoother, detection_at, gaussian_smooth, reference_postprocess, summarize
 from model.network import AEDMAE
 from model.scoring import FrameScores, Scorer, token_errors
 from model.window import clip_windows
@@ -149,15 +149,18 @@ def score_test_set(net: AEDMAE, videos: list[TestVideo], cache: FrameCache, prog
 
 
 def metrics_for(results: dict[str, tuple[np.ndarray, FrameScores]], sigma: float,
-                threshold: float | None) -> dict[str, Any]:
-    """AUCs raw / offline-smoothed / online-smoothed, and detection at the calibrated threshold."""
+                threshold: float | None, delay: int | None = None) -> dict[str, Any]:
+    """AUCs raw / offline-smoothed / online-smoothed (the service's smoother, waiting ``delay`` frames;
+    None: the whole window) / causal (no wait), and detection at the calibrated threshold (online)."""
     def pick(transform: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return {k: (y, transform(s.score.numpy().astype(np.float64))) for k, (y, s) in results.items()}
 
     raw = pick(lambda s: s)
     offline = pick(lambda s: gaussian_smooth(s, sigma))
-    online = pick(lambda s: CausalSmoother(sigma).smooth(s))
-    report: dict[str, Any] = {"raw": summarize(raw), "smoothed": summarize(offline), "online": summarize(online)}
+    online = pick(lambda s: OnlineSmoother(sigma, delay).smooth(s))
+    causal = pick(lambda s: OnlineSmoother(sigma, 0).smooth(s))
+    report: dict[str, Any] = {"raw": summarize(raw), "smoothed": summarize(offline), "online": summarize(online),
+                              "causal": summarize(causal), "online_delay_frames": OnlineSmoother(sigma, delay).delay}
     parts = {"teacher_error_only": "teacher_error", "discrepancy_only": "discrepancy"}
     for key, field in parts.items():
         report[key] = summarize({k: (y, getattr(s, field).numpy()) for k, (y, s) in results.items()})["micro_auc"]
@@ -165,7 +168,7 @@ def metrics_for(results: dict[str, tuple[np.ndarray, FrameScores]], sigma: float
     if threshold is not None:
         labels = np.concatenate([y for y, _ in online.values()])
         calibrated = np.concatenate([s.calibrated.numpy() for _, s in results.values()])
-        smoothed_cal = np.concatenate([CausalSmoother(sigma).smooth(s.calibrated.numpy())
+        smoothed_cal = np.concatenate([OnlineSmoother(sigma, delay).smooth(s.calibrated.numpy())
                                        for _, s in results.values()])
         report["detection_raw"] = vars(detection_at(labels, calibrated, 0.5))
         report["detection_online"] = vars(detection_at(labels, smoothed_cal, 0.5))

@@ -55,13 +55,18 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     return fpr, tpr, np.r_[np.inf, s[distinct]]
 
 
+def smoothing_radius(sigma: float) -> int:
+    """How many frames either side the Gaussian smoothers reach (3 sigma; 0 without smoothing)."""
+    return int(np.ceil(3 * sigma)) if sigma > 0 else 0
+
+
 def gaussian_smooth(scores: np.ndarray, sigma: float) -> np.ndarray:
     """Offline, centred Gaussian smoothing that repeats the edge values (no zero padding, which would
     lower scores at video ends and reward a constant score; see METHOD.md). sigma in frames."""
     x = np.asarray(scores, dtype=np.float64)
     if sigma <= 0 or len(x) < 2:
         return x.copy()
-    radius = int(np.ceil(3 * sigma))
+    radius = smoothing_radius(sigma)
     k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     k /= k.sum()
     padded = np.pad(x, radius, mode="edge")
@@ -87,32 +92,58 @@ def reference_postprocess(scores: np.ndarray, sigma: float = REFERENCE_SIGMA,
     return (smoothed - smoothed.min()) / span if span > 0 else np.zeros_like(smoothed)
 
 
-class CausalSmoother:
-    """Online smoothing a live stream can do: a causal half-Gaussian over the last 3*sigma frames,
-    so each smoothed value uses only the present and the past (the service's smoother)."""
+class OnlineSmoother:
+    """The service's smoothing, one value at a time: a Gaussian over the past 3*sigma frames and the
+    next ``delay`` ones, so frame t's smoothed value is known once frame t+delay has been pushed.
 
-    def __init__(self, sigma: float) -> None:
+    ``delay`` = 0 is a causal half-Gaussian (no wait, but it lags and flattens onsets); ``delay`` =
+    None (or anything >= 3*sigma) waits for the whole window and is :func:`gaussian_smooth` exactly,
+    edges repeated at both ends (``flush`` repeats the last value for the frames still waiting)."""
+
+    def __init__(self, sigma: float, delay: int | None = None) -> None:
         self.sigma = sigma
-        radius = int(np.ceil(3 * sigma)) if sigma > 0 else 0
-        k = np.exp(-0.5 * (np.arange(radius + 1) / sigma) ** 2) if sigma > 0 else np.ones(1)
-        self.kernel = k / k.sum()  # kernel[0] weighs the newest value
-        self.history: list[float] = []
+        self.radius = smoothing_radius(sigma)
+        self.delay = self.radius if delay is None else min(max(0, int(delay)), self.radius)
+        offsets = np.arange(-self.radius, self.delay + 1)
+        k = np.exp(-0.5 * (offsets / sigma) ** 2) if sigma > 0 else np.ones(1)
+        self.kernel = k / k.sum()  # kernel[i] weighs the value offsets[i] frames from the one emitted
+        self._window: list[float] = []  # values from radius frames before the next frame out, onwards
 
     def reset(self) -> None:
-        self.history.clear()
+        self._window.clear()
 
-    def push(self, score: float) -> float:
-        if not self.history:  # warm start: the first value fills the window (edge repeat)
-            self.history = [score] * len(self.kernel)
-        self.history.append(score)
-        del self.history[: len(self.history) - len(self.kernel)]
-        return float(np.dot(self.kernel, self.history[::-1]))
+    @property
+    def waiting(self) -> int:
+        """Frames pushed whose smoothed value has not come out yet."""
+        return max(0, len(self._window) - self.radius)
+
+    def push(self, score: float) -> list[float]:
+        """Add the next frame's score; returns the smoothed values now final, oldest first (one per
+        push once ``delay`` frames are waiting; none before)."""
+        if not self._window:  # warm start: the first value stands for the frames before it (edge repeat)
+            self._window = [score] * self.radius
+        self._window.append(score)
+        return self._drain()
+
+    def flush(self) -> list[float]:
+        """The end of the stream: the waiting frames' values, the last score repeated past the end."""
+        if self.waiting:
+            self._window += [self._window[-1]] * self.delay
+        out = self._drain()
+        self.reset()
+        return out
+
+    def _drain(self) -> list[float]:
+        out = []
+        while len(self._window) >= len(self.kernel) and self.waiting:
+            out.append(float(np.dot(self.kernel, self._window[: len(self.kernel)])))
+            del self._window[0]
+        return out
 
     def smooth(self, scores: np.ndarray) -> np.ndarray:
         self.reset()
-        out = np.array([self.push(float(s)) for s in scores])
-        self.reset()
-        return out
+        out = [v for s in scores for v in self.push(float(s))] + self.flush()
+        return np.array(out)
 
 
 @dataclass(frozen=True)

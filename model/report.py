@@ -14,7 +14,7 @@ from model import checkpoint
 from model.datasets import read_test_set
 from model.evaluation import ablation_scorers, apply_scorer, metrics_for, score_test_set, scorer_from_meta
 from model.frames import FrameCache
-from model.metrics import REFERENCE_SIGMA, CausalSmoother, gaussian_smooth
+from model.metrics import REFERENCE_SIGMA, OnlineSmoother, gaussian_smooth
 from model.plots import heatmap_strip, plot_roc, plot_timelines
 
 log = logging.getLogger(__name__)
@@ -25,11 +25,13 @@ def _pct(x: float | None) -> str:
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    raw, sm, on = metrics["raw"], metrics["smoothed"], metrics["online"]
+    raw, sm, on, ca = metrics["raw"], metrics["smoothed"], metrics["online"], metrics["causal"]
+    online = f"smoothed (online, +{metrics['online_delay_frames']} frames)"
     lines = [f"{'':28s} {'micro':>6s} {'macro':>6s}",
              f"{'raw':28s} {_pct(raw['micro_auc']):>6s} {_pct(raw['macro_auc']):>6s}",
              f"{'smoothed (offline, centred)':28s} {_pct(sm['micro_auc']):>6s} {_pct(sm['macro_auc']):>6s}",
-             f"{'smoothed (online, causal)':28s} {_pct(on['micro_auc']):>6s} {_pct(on['macro_auc']):>6s}",
+             f"{online:28s} {_pct(on['micro_auc']):>6s} {_pct(on['macro_auc']):>6s}",
+             f"{'smoothed (online, causal)':28s} {_pct(ca['micro_auc']):>6s} {_pct(ca['macro_auc']):>6s}",
              f"{'teacher error only (raw)':28s} {_pct(metrics['teacher_error_only']):>6s}",
              f"{'discrepancy only (raw)':28s} {_pct(metrics['discrepancy_only']):>6s}"]
     if "reference_protocol" in metrics:
@@ -53,8 +55,9 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 def run_evaluation(model_path: str | Path, data: str | Path, out_dir: str | Path, layout: str = "auto",
                    sigma: float = 3.0, examples: list[str] | None = None, cache_dir: str | Path | None = None,
-                   progress: bool = True, ablations: bool = False) -> dict[str, Any]:
-    """Evaluate a checkpoint on a labelled test set; returns what metrics.json holds."""
+                   progress: bool = True, ablations: bool = False, delay: int | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on a labelled test set; returns what metrics.json holds. ``delay``: frames
+    the online smoother waits for (None: its whole window, as the service does by default)."""
     from model.frames import default_cache_dir
 
     out = Path(out_dir)
@@ -65,7 +68,7 @@ def run_evaluation(model_path: str | Path, data: str | Path, out_dir: str | Path
     raw = score_test_set(net, videos, FrameCache(cache_dir or default_cache_dir()), progress)
     results = {k: (labels, apply_scorer(scorer, errors)) for k, (labels, errors, _) in raw.items()}
     threshold = scorer.calibration.threshold if scorer.calibration else None
-    metrics: dict[str, Any] = metrics_for(results, sigma, threshold)
+    metrics: dict[str, Any] = metrics_for(results, sigma, threshold, delay)
     if ablations:
         metrics["ablations"] = {}
         for name, variant in ablation_scorers(scorer).items():
@@ -79,13 +82,15 @@ def run_evaluation(model_path: str | Path, data: str | Path, out_dir: str | Path
         "model": {"path": str(Path(model_path).resolve()), "code_version": meta.get("code_version"),
                   "config": meta["model"], **scorer.describe()},
         "settings": {"data": str(Path(data).resolve()), "layout": layout_name, "sigma": sigma,
-                     "smoothing": "gaussian, edge-repeating (offline); causal half-gaussian (online)",
+                     "online_delay_frames": metrics["online_delay_frames"],
+                     "smoothing": "gaussian, edge-repeating (offline); online: the same gaussian cut "
+                                  "online_delay_frames after the frame (the service's); causal: cut at the frame",
                      "reference_protocol": f"the reference code's non-Avenue evaluation: zero-padded gaussian, "
                                            f"sigma {REFERENCE_SIGMA:g} frames, then min-max per video"},
     })
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     _write_scores(out / "scores.csv", results, sigma)
-    _write_pictures(out, results, raw, scorer, sigma, examples)
+    _write_pictures(out, results, raw, scorer, OnlineSmoother(sigma, delay), examples)
     return metrics
 
 
@@ -100,11 +105,12 @@ def _write_scores(path: Path, results: dict[str, Any], sigma: float) -> None:
                             f"{s.discrepancy[i]:.6g}", f"{s.calibrated[i]:.6g}", f"{smoothed[i]:.6g}"])
 
 
-def _write_pictures(out: Path, results: dict[str, Any], raw: dict[str, Any], scorer: Any, sigma: float,
-                    examples: list[str] | None) -> None:
+def _write_pictures(out: Path, results: dict[str, Any], raw: dict[str, Any], scorer: Any,
+                    smoother: OnlineSmoother, examples: list[str] | None) -> None:
     labels = np.concatenate([y for y, _ in results.values()])
     pooled = {"raw": np.concatenate([s.score.numpy() for _, s in results.values()]),
-              "smoothed": np.concatenate([gaussian_smooth(s.score.numpy(), sigma) for _, s in results.values()])}
+              "smoothed": np.concatenate([gaussian_smooth(s.score.numpy(), smoother.sigma)
+                                          for _, s in results.values()])}
     from model.metrics import roc_auc
 
     plot_roc({k: (labels, v, roc_auc(labels, v)) for k, v in pooled.items()}, out / "roc.png")
@@ -112,7 +118,7 @@ def _write_pictures(out: Path, results: dict[str, Any], raw: dict[str, Any], sco
     series = {}
     for name, (y, s) in results.items():
         values = s.calibrated.numpy() if calibrated else s.score.numpy()
-        series[name] = {"labels": y, "score": values, "smoothed": CausalSmoother(sigma).smooth(values)}
+        series[name] = {"labels": y, "score": values, "smoothed": smoother.smooth(values)}
     plot_timelines(series, out / "timelines.png", 0.5 if calibrated else None)
     chosen = examples if examples is not None else list(results)[:3]
     vmax = float(np.quantile(np.concatenate([s.heatmap.numpy().ravel() for _, s in results.values()]), 0.999))

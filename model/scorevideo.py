@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from model import checkpoint
 from model.errors import DataError
 from model.evaluation import scorer_from_meta
 from model.frames import discover, read_frames, to_model_frame
-from model.metrics import CausalSmoother
+from model.metrics import OnlineSmoother
 from model.overlay import caption, overlay_heatmap
 from model.scoring import score_frames
 from model.window import FrameWindow
@@ -64,7 +65,9 @@ class _AnnotatedWriter:
 
 
 def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | Path, sigma: float = 3.0,
-                batch_size: int = 16, progress: bool = True) -> dict[str, Any]:
+                delay: int | None = None, batch_size: int = 16, progress: bool = True) -> dict[str, Any]:
+    """Score one unlabelled video; the alerts use the service's smoothing (``delay`` frames of look-ahead,
+    None = the whole window: see metrics.OnlineSmoother)."""
     net, meta = checkpoint.load(model_path)
     scorer = scorer_from_meta(net, meta)
     sources = discover(source_path)
@@ -75,9 +78,10 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     out.mkdir(parents=True, exist_ok=True)
     cfg = net.cfg
     window = FrameWindow()
-    smoother = CausalSmoother(sigma)
+    smoother = OnlineSmoother(sigma, delay)
     originals: dict[int, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
+    unsmoothed: deque[tuple[dict[str, Any], np.ndarray]] = deque()  # rows waiting for their smoothed value
     writer: _AnnotatedWriter | None = None
     vmax = 2 * scorer.calibration.threshold if scorer.calibration else 1.0
     total = len(source.frames) or int(cv2.VideoCapture(str(source.path)).get(cv2.CAP_PROP_FRAME_COUNT)) or None
@@ -90,14 +94,19 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
                 s = score_frames(net, torch.from_numpy(np.stack([w for _, w in chunk])), scorer)
             for k, (t, _) in enumerate(chunk):
                 calibrated = float(s.calibrated[k])
-                smoothed = smoother.push(0.0 if np.isnan(calibrated) else calibrated)
                 row = {"frame": t, "score": float(s.score[k]), "teacher_error": float(s.teacher_error[k]),
-                       "discrepancy": float(s.discrepancy[k]), "calibrated": calibrated, "smoothed": smoothed,
-                       "alert": smoothed >= 0.5}
+                       "discrepancy": float(s.discrepancy[k]), "calibrated": calibrated}
                 rows.append(row)
-                assert writer is not None
-                writer.write(originals.pop(t), s.heatmap[k].numpy(), row)
+                unsmoothed.append((row, s.heatmap[k].numpy()))
+                write(smoother.push(0.0 if np.isnan(calibrated) else calibrated))
             bar.update(len(chunk))
+
+    def write(smoothed: list[float]) -> None:
+        for value in smoothed:
+            row, heatmap = unsmoothed.popleft()
+            row.update(smoothed=value, alert=value >= 0.5)
+            assert writer is not None
+            writer.write(originals.pop(row["frame"]), heatmap, row)
 
     pending: list[tuple[int, np.ndarray]] = []
     for t, frame in enumerate(read_frames(source)):
@@ -111,6 +120,7 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     if writer is None:
         raise DataError(f"{source.path}: no frames decoded")
     run(pending + window.flush())
+    write(smoother.flush())
     writer.close()
     bar.close()
     _write_tables(out, rows)

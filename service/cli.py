@@ -100,7 +100,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = run_evaluation(_model_path(args.model), args.data, args.out, layout=args.layout, sigma=args.sigma,
                              examples=args.examples, cache_dir=args.cache_dir, progress=not args.no_progress,
-                             ablations=args.ablations)
+                             ablations=args.ablations, delay=args.delay)
     print(format_table(metrics))
     print(f"written: {Path(args.out) / 'metrics.json'}, scores.csv, roc.png, timelines.png, heatmaps_*.png")
     return 0
@@ -109,7 +109,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from model.scorevideo import score_video
 
-    result = score_video(_model_path(args.model), args.input, args.out, sigma=args.sigma,
+    result = score_video(_model_path(args.model), args.input, args.out, sigma=args.sigma, delay=args.delay,
                          progress=not args.no_progress)
     print(f"{result['frames']} frames scored, {result['alert_frames']} above the alert threshold (smoothed); "
           f"written to {result['out']}: scores.csv, scores.json, annotated.mp4, timeline.png")
@@ -291,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--layout", default="auto", help="override layout detection")
     p.add_argument("--sigma", type=float, default=3.0, help="temporal smoothing sigma, frames (default 3)")
+    p.add_argument("--delay", type=int, help="frames the online smoother waits for, 0 = causal "
+                                             "(default: its whole window, 3 sigma, as the service does)")
     p.add_argument("--examples", nargs="*", help="videos to draw heatmap strips for (default: the first three)")
     p.add_argument("--ablations", action="store_true", help="also evaluate the scoring variants")
     p.add_argument("--cache-dir")
@@ -302,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
     p.add_argument("--out", required=True)
     p.add_argument("--sigma", type=float, default=3.0, help="online smoothing sigma, frames")
+    p.add_argument("--delay", type=int, help="frames the smoother waits for, 0 = causal (default: 3 sigma)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_score)
 

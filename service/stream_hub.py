@@ -130,10 +130,11 @@ class StreamManager:
         latest = stream.latest
         if latest is None:
             return None
-        score = latest["smoothed"] if latest["smoothed"] is not None else latest["calibrated"]
-        state = latest["invalid_reason"] or ("EVENT" if latest["event"] else "")
+        score = stream.current_score()
+        active = stream.detector.active is not None
+        state = latest["invalid_reason"] or ("EVENT" if active else "")
         text = f"{stream.spec.id} #{latest['frame']} score {score:.2f} {state}".rstrip()
-        return render(latest["image"], latest["heatmap"], self.runtime.heatmap_scale, text, bool(latest["event"]))
+        return render(latest["image"], latest["heatmap"], self.runtime.heatmap_scale, text, active)
 
 
 class StreamCollector(Collector):
@@ -163,8 +164,8 @@ class StreamCollector(Collector):
                 dropped.add_metric([sid, reason], s.dropped[reason])
             reconnects.add_metric([sid], st.reconnects)
             stalls.add_metric([sid], st.stalls)
-            latest = s.latest
-            if latest is not None:
-                score.add_metric([sid], latest["smoothed"] if latest["smoothed"] is not None else latest["calibrated"])
+            current = s.current_score()
+            if current is not None:
+                score.add_metric([sid], current)
             events.add_metric([sid], s.events_total)
         yield from (up, frames, dropped, reconnects, stalls, score, events)

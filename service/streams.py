@@ -1,7 +1,8 @@
 """Cameras: each registered camera has its own reader thread (service/camera.py), samples frames to
 its target fps, keeps its own temporal window (frames t-3..t+3) and sends its ready frames into the
 shared batcher, where they share batches with HTTP traffic. Results come back through the job's
-future: causal smoothing, event hysteresis, recent scores, the preview frame.
+future: smoothing (a frame's smoothed score and event verdict wait for its smoothing look-ahead,
+``events.smoothing_delay_s``), event hysteresis, recent scores, the preview frame.
 
 Drop policy (every drop is counted by reason):
 - live cameras keep at most ``max_pending_per_stream`` frames queued; a newer frame replaces the
@@ -27,14 +28,14 @@ from typing import Any
 import numpy as np
 
 from model.frames import to_model_frame
-from model.metrics import CausalSmoother
+from model.metrics import OnlineSmoother
 from model.window import LOOKAHEAD, FrameWindow
 from service.batcher import Job
 from service.camera import CameraReader, redact
 from service.errors import DeadlineExceeded, Overloaded, ServiceError
 from service.events import EventDetector
 from service.settings import StreamSpec
-from service.stream_parts import RateMeter, Sampler, Validity
+from service.stream_parts import InOrderSmoothing, RateMeter, Sampler, Validity
 
 log = logging.getLogger(__name__)
 DROP_REASONS = ("superseded", "stale", "queue_full", "error", "not_ready")
@@ -78,6 +79,8 @@ class Stream:
         self._segment = 0  # segment that new frames belong to
         self._scored_segment = 0  # segment the smoother and the event detector are following
         self.detector = EventDetector(spec.id, spec.events)
+        self.smoothing: InOrderSmoothing | None = None
+        self.smoothed_latest: float | None = None  # the newest final smoothed score (smoothing delay behind)
         self._reset_window()
         self._reset_scoring()
 
@@ -94,8 +97,37 @@ class Stream:
         return self.spec.fps or self.reader.stats.source_fps or 25.0
 
     def _reset_scoring(self) -> list[Any]:
-        self.smoother = CausalSmoother(self.spec.events.smoothing_sigma_s * self.frame_rate)
-        return self.detector.interrupt("gap")
+        """A gap: the frames still waiting for smoothing get it (the last score repeated), then any open
+        event ends; the next scored frame starts a fresh smoother (at the source's frame rate, known by then)."""
+        events = self._apply_smoothed(self.smoothing.flush()) if self.smoothing else []
+        self.smoothing = None
+        return events + self.detector.interrupt("gap")
+
+    def _new_smoothing(self) -> InOrderSmoothing:
+        ev = self.spec.events
+        delay = None if ev.smoothing_delay_s is None else round(ev.smoothing_delay_s * self.frame_rate)
+        return InOrderSmoothing(OnlineSmoother(ev.smoothing_sigma_s * self.frame_rate, delay))
+
+    def _apply_smoothed(self, released: list[tuple[Any, float | None]]) -> list[Any]:
+        """Frames whose smoothed score is final, in order: into their records and the event detector."""
+        events: list[Any] = []
+        for (index, meta, heatmap, record), smoothed in released:
+            record["smoothed"] = smoothed
+            if smoothed is not None:
+                self.smoothed_latest = smoothed
+            events += self.detector.update(index, meta.t_media, meta.t_capture, smoothed, (meta.frame, heatmap))
+            record["event"] = self.detector.active.id if self.detector.active else None
+        return events
+
+    @property
+    def smoothing_delay_frames(self) -> int:
+        return (self.smoothing or self._new_smoothing()).smoother.delay
+
+    def current_score(self) -> float | None:
+        """The newest final smoothed score, else the newest calibrated one (the gauge and the preview)."""
+        if self.smoothed_latest is not None:
+            return self.smoothed_latest
+        return self.latest["calibrated"] if self.latest else None
 
     def _end_segment(self) -> None:
         """Score the frames still waiting for their look-ahead (edges clamped), wait for the segment's
@@ -208,21 +240,18 @@ class Stream:
                 events += self._reset_scoring()
                 self._scored_segment = meta.segment
             in_order = index > self._last_done and meta.segment == self._scored_segment
-            smoothed = None
-            if meta.invalid is None and in_order:
-                smoothed = self.smoother.push(calibrated)
-            if in_order:
-                self._last_done = index
-                events += self.detector.update(index, meta.t_media, meta.t_capture, smoothed,
-                                              (meta.frame, out["heatmap"]))
             age = time.time() - meta.t_capture
             record = {"frame": index, "capture_time": meta.t_capture, "media_time": round(meta.t_media, 4),
                       "score": float(out["score"]), "teacher_error": float(out["teacher_error"]),
-                      "discrepancy": float(out["discrepancy"]), "calibrated": calibrated, "smoothed": smoothed,
-                      "valid": meta.invalid is None, "invalid_reason": meta.invalid,
-                      "event": self.detector.active.id if self.detector.active else None,
+                      "discrepancy": float(out["discrepancy"]), "calibrated": calibrated, "smoothed": None,
+                      "valid": meta.invalid is None, "invalid_reason": meta.invalid, "event": None,
                       "frame_age_s": round(age, 4), "lookahead_frames": LOOKAHEAD,
                       "lookahead_s": round(LOOKAHEAD / self.frame_rate, 4)}
+            if in_order:  # smoothed and event are filled in once the smoothing look-ahead has arrived
+                self._last_done = index
+                self.smoothing = self.smoothing or self._new_smoothing()
+                events += self._apply_smoothed(self.smoothing.push((index, meta, out["heatmap"], record),
+                                                                   calibrated if meta.invalid is None else None))
             self.history.append(record)
             self.latest = {**record, "image": meta.frame, "heatmap": out["heatmap"]}
             self.preview_seq += 1
@@ -288,6 +317,7 @@ class Stream:
                 "active_event": self.detector.active.to_dict() if self.detector.active else None,
                 "latest": None if latest is None else {k: v for k, v in latest.items()
                                                        if k not in ("image", "heatmap")},
-                "lookahead_frames": LOOKAHEAD, "created_at": self.created,
+                "lookahead_frames": LOOKAHEAD, "smoothing_delay_frames": self.smoothing_delay_frames,
+                "created_at": self.created,
             }
         return out

@@ -189,6 +189,25 @@ def test_scorer_cost(tiny_checkpoint, tmp_path):
     assert r.returncode == 2 and "bench_model.py" in r.stderr
 
 
+def test_smoothing_delay_table(tmp_path):
+    from model.metrics import gaussian_smooth, roc_auc
+
+    rng = np.random.default_rng(0)
+    labels = {"a": np.r_[np.zeros(30), np.ones(20), np.zeros(10)], "b": np.r_[np.zeros(15), np.ones(25)]}
+    scores = {v: y + rng.normal(0, 0.8, len(y)) for v, y in labels.items()}
+    path = tmp_path / "scores.csv"
+    path.write_text("video,frame,label,score,calibrated\n" + "".join(
+        f"{v},{i},{int(y[i])},{scores[v][i]},{1 / (1 + np.exp(-scores[v][i]))}\n"
+        for v, y in labels.items() for i in range(len(y))))
+    result, stdout = run_benchmark(tmp_path, "smoothing_delay.py", "--scores", str(path), "--sigma", "2")
+    rows = result["rows"]
+    assert [r["delay_frames"] for r in rows] == list(range(7)) and "false alarms" in stdout
+    pooled = np.concatenate(list(labels.values()))
+    offline = roc_auc(pooled, np.concatenate([gaussian_smooth(s, 2) for s in scores.values()]))
+    assert rows[-1]["micro_auc"] == pytest.approx(offline), "the whole window is the offline smoothing"
+    assert rows[0]["micro_auc"] != pytest.approx(offline)
+
+
 def test_candidate_choice_rule_by_hand():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from candidates import choose

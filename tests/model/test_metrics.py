@@ -3,7 +3,7 @@ import pytest
 
 from model.calibration import fit_calibration
 from model.metrics import (
-    CausalSmoother,
+    OnlineSmoother,
     detection_at,
     gaussian_smooth,
     reference_postprocess,
@@ -86,11 +86,32 @@ def test_reference_postprocess_rewards_a_constant_score_in_mid_video_anomalies()
 
 def test_causal_smoother_uses_only_the_past():
     x = np.r_[np.zeros(10), np.ones(10)]
-    online = CausalSmoother(2).smooth(x)
+    online = OnlineSmoother(2, delay=0).smooth(x)
     assert np.all(online[:10] == 0), "nothing before the step may know about it"
     assert 0 < online[10] < 1 and online[-1] == pytest.approx(1, abs=1e-3)
-    s = CausalSmoother(2)
-    assert [s.push(v) for v in x] == pytest.approx(list(online))
+    s = OnlineSmoother(2, delay=0)
+    assert [v for x_t in x for v in s.push(x_t)] == pytest.approx(list(online)), "one value out per push"
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.4, 2.0, 3.0])
+def test_online_smoother_with_the_whole_window_is_the_offline_smoothing(sigma):
+    x = np.random.default_rng(0).random(40)
+    assert np.allclose(OnlineSmoother(sigma).smooth(x), gaussian_smooth(x, sigma), atol=1e-12)
+    assert np.allclose(OnlineSmoother(sigma).smooth(x[:1]), x[:1])
+
+
+def test_online_smoother_waits_delay_frames_and_sees_no_further():
+    x = np.r_[np.zeros(10), np.ones(10)]
+    s = OnlineSmoother(2, delay=3)  # radius 6
+    out = [s.push(v) for v in x]
+    assert out[:3] == [[], [], []] and all(len(o) == 1 for o in out[3:]), "frame t comes out with frame t+3"
+    assert s.waiting == 3
+    values = [v for o in out for v in o] + s.flush()
+    assert len(values) == len(x) and s.waiting == 0
+    assert np.all(np.array(values[:7]) == 0), "frame t knows frames up to t+3, no further"
+    assert 0 < values[7] < values[9] < values[10] < 1
+    assert values == pytest.approx(list(OnlineSmoother(2, delay=3).smooth(x)))
+    assert OnlineSmoother(2, delay=99).delay == 6, "no wait beyond the window"
 
 
 def test_detection_at_threshold():

@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
+from model.metrics import OnlineSmoother, gaussian_smooth
 from tests.conftest import camera, require_shared, scene_frames, wait_for, write_video
 from tests.service.conftest import live_server
 
@@ -96,6 +97,29 @@ def test_frozen_or_blank_camera_raises_no_event(tiny_checkpoint, tmp_path):
         assert {x["invalid_reason"] for x in c.get("/v1/streams/blank/scores").json()["scores"]} == {"blank"}
 
 
+def test_camera_smoothing_is_the_evaluations_and_causal_on_request(tiny_checkpoint, tmp_path):
+    clip = write_video(tmp_path / "clip.mp4", scene_frames(60, 32, 48, seed=0), fps=20)  # the calibration scene
+    sigma = 0.2 * 20  # frames
+    with live_server(model=tiny_checkpoint) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        for name, delay in (("centred", {}), ("causal", {"smoothing_delay_s": 0.0})):
+            events = {"smoothing_sigma_s": 0.2, **delay}
+            assert c.post("/v1/streams", json={"id": name, "url": str(clip), "events": events}).status_code == 201
+        assert wait_for(lambda: all(camera(c, n)["state"] == "ended" and camera(c, n)["frames"]["scored"] == 60
+                                    for n in ("centred", "causal")), 40)
+        centred, causal = (c.get(f"/v1/streams/{n}/scores", params={"limit": 100}).json()["scores"]
+                           for n in ("centred", "causal"))
+        delays = [camera(c, n)["smoothing_delay_frames"] for n in ("centred", "causal")]
+    assert delays == [12, 0], "3 sigma at the file's 20 fps, or none"
+    assert [x["frame"] for x in centred] == list(range(60)) and all(x["valid"] for x in centred)
+    calibrated = np.array([x["calibrated"] for x in centred])
+    assert np.array_equal(calibrated, [x["calibrated"] for x in causal]), "the same frames score the same"
+    assert np.allclose([x["smoothed"] for x in centred], gaussian_smooth(calibrated, sigma), atol=1e-9), \
+        "the service's default smoothing is the one `aedmae evaluate` reports"
+    assert np.allclose([x["smoothed"] for x in causal], OnlineSmoother(sigma, 0).smooth(calibrated), atol=1e-9)
+    assert calibrated.std() > 0.01 and not np.allclose([x["smoothed"] for x in centred],
+                                                       [x["smoothed"] for x in causal], atol=1e-3)
+
+
 def test_live_drop_policy_keeps_the_freshest_and_counts_every_drop(tiny_checkpoint, tmp_path):
     clip = write_video(tmp_path / "clip.mp4", scene_frames(100, 96, 128, seed=5))
     # batches wait up to 300 ms to fill; a camera may queue 2 frames and keep a frame 0.2 s: it must drop
@@ -133,11 +157,12 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(tmp_p
 
     Video 01 is where the shipped model is weakest (AUC 84, RESULTS.md); since the frame-contrast
     scorer (session 8) its crowded normal part stays under the threshold (calibrated at most 0.42), so
-    it is held to this too (events 82-98 and 148-179 in session 8). In 07 the labels start at frame 45,
+    it is held to this too (events 82-98 and 148-179 in session 8; 78-94 and 144-179 since the
+    smoothing waits for its whole window, session 9). In 07 the labels start at frame 45,
     but the bicycle's front wheel comes in at the left edge at frame 20 and is whole in view by 26
     (look at rows 110-200, columns 0-120 of frames 20-28): the models of sessions 4-6 score frames
     23-27 at 0.74-1.00 calibrated and open an event there, as does session 8's scorer (27-43, then
-    93-179; session 7's opened one, 51-179). So 07 is held to no event before frame 20."""
+    93-179, causally smoothed; 24-40 and 90-179 with the whole window; session 7's opened one, 51-179). So 07 is held to no event before frame 20."""
     folder = require_shared("ped2", "test", video)
     labels = np.loadtxt(require_shared("ped2", "labels", f"{video}.txt"), dtype=int)
     frames = [cv2.imread(str(p)) for p in sorted(folder.glob("*.jpg"))]
