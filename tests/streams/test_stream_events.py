@@ -162,7 +162,8 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(tmp_p
     but the bicycle's front wheel comes in at the left edge at frame 20 and is whole in view by 26
     (look at rows 110-200, columns 0-120 of frames 20-28): the models of sessions 4-6 score frames
     23-27 at 0.74-1.00 calibrated and open an event there, as does session 8's scorer (27-43, then
-    93-179, causally smoothed; 24-40 and 90-179 with the whole window; session 7's opened one, 51-179). So 07 is held to no event before frame 20."""
+    93-179, causally smoothed; 24-40 and 90-179 with the whole window; session 7's opened one,
+    51-179). So 07 is held to no event before frame 20."""
     folder = require_shared("ped2", "test", video)
     labels = np.loadtxt(require_shared("ped2", "labels", f"{video}.txt"), dtype=int)
     frames = [cv2.imread(str(p)) for p in sorted(folder.glob("*.jpg"))]
