@@ -146,6 +146,9 @@ class TrainConfig:
     grid_shift: int = 0
     max_steps_per_epoch: int = 0  # 0 = a full pass over the samples
     holdout_fraction: float = 0.1  # tail of each training video held out (calibration, validation)
+    # Training videos held out whole (by name), beside the tails: normal footage of people the model
+    # never saw, for calibration and validation that see what new footage does to the score.
+    holdout_videos: tuple[str, ...] = ()
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 1  # data-loading worker processes
@@ -233,6 +236,8 @@ def _parse_value(raw: str, current: Any, where: str) -> Any:
             if raw.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(raw)
+        if isinstance(current, tuple) and not current:  # an empty tuple of names
+            return tuple(x.strip() for x in raw.split(",") if x.strip())
         if isinstance(current, tuple):
             return tuple(type(current[0])(x) for x in raw.replace("x", ",").split(","))
         if current is None:

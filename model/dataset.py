@@ -40,18 +40,28 @@ def load_segments(
     paths: list[str], model_cfg: ModelConfig, train_cfg: TrainConfig, cache: FrameCache
 ) -> tuple[list[Segment], list[Segment], dict[str, object]]:
     """Decode (once, through the cache) every video under ``paths`` and split each into a training
-    head and a held-out tail (``train_cfg.holdout_fraction``; no tail when it would be too short).
+    head and a held-out tail (``train_cfg.holdout_fraction``; no tail when it would be too short);
+    the videos named in ``train_cfg.holdout_videos`` are held out whole.
 
     Returns (train segments, held-out segments, data summary for the checkpoint).
     """
     sources: list[VideoSource] = []
     for p in paths:
         sources.extend(discover(p))
+    whole = set(train_cfg.holdout_videos)
+    if missing := whole - {src.name for src in sources}:
+        raise ConfigError(f"train.holdout_videos: no video named {', '.join(sorted(missing))} in the footage "
+                          f"({', '.join(src.name for src in sources)})")
+    if sources and all(src.name in whole for src in sources):
+        raise ConfigError("train.holdout_videos holds out every video: nothing is left to train on")
     train, held = [], []
     total = 0
     for src in sources:
         frames = cache.load(src, model_cfg.image_size, model_cfg.channels)
         total += len(frames)
+        if src.name in whole:
+            held.append(Segment(src.name, frames, 0))
+            continue
         n_held = round(len(frames) * train_cfg.holdout_fraction)
         if n_held < MIN_FRAMES or len(frames) - n_held < MIN_FRAMES:
             n_held = 0
@@ -65,6 +75,7 @@ def load_segments(
         "frames": total,
         "train_frames": sum(len(s.frames) for s in train),
         "holdout_frames": sum(len(s.frames) for s in held),
+        "holdout_videos": sorted(whole),
     }
     return train, held, summary
 

@@ -179,6 +179,35 @@ def test_candidates_rejects_a_wrong_scoring_key(tiny_checkpoint, footage, tmp_pa
     assert r.returncode == 2 and "candidate B" in r.stderr and "no field 'contrats'" in r.stderr
 
 
+@pytest.mark.slow
+def test_unseen_videos(tiny_checkpoint, labelled_test_set, tmp_path):
+    """A model trained with a video held out whole (train.holdout_videos), measured on it."""
+    from service.cli import main
+    from tests.conftest import scene_frames, write_frame_folder
+
+    footage = tmp_path / "long"
+    for i in range(3):
+        write_frame_folder(footage, f"v{i}", scene_frames(80, seed=i))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(footage), "--out", str(out), "--preset", "tiny", "--no-progress",
+                 "--cache-dir", str(tmp_path / "cache"), "--set", "train.max_steps_per_epoch=2",
+                 "--set", "train.holdout_videos=v2"]) == 0
+    data = json.loads((out / "model.json").read_text())["data"]
+    assert data["holdout_videos"] == ["v2"] and data["train_frames"] == 2 * 72 and data["holdout_frames"] == 2 * 8 + 80
+    result, stdout = run_benchmark(tmp_path, "unseen_videos.py", "--model", str(out), "--train", str(footage),
+                                   "--test", str(labelled_test_set))
+    assert list(result["rows"]) == ["model", "session7"] and result["unseen"] == ["v2"]
+    for row in result["rows"].values():
+        assert list(row["unseen_above_threshold_per_video"]) == ["v2"]
+        assert 0 <= row["unseen_above_threshold"] <= 1 and 0 <= row["familiar_unseen_auc"] <= 1
+        assert "micro_raw" in row["test"]
+    assert "familiar tails / unseen" in stdout and "context only" in stdout
+    r = subprocess.run([sys.executable, "benchmarks/unseen_videos.py", "--model", str(tiny_checkpoint), "--train",
+                        str(footage)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=os.environ | {"AEDMAE_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 2 and "held out no whole video" in r.stderr
+
+
 def test_scorer_cost(tiny_checkpoint, tmp_path):
     result, stdout = run_benchmark(tmp_path, "scorer_cost.py", "--model", str(tiny_checkpoint), "--set",
                                    "contrast=ratio", "--batches", "2", "--rounds", "1")

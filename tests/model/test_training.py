@@ -162,3 +162,20 @@ def test_overrides(tiny):
         apply_overrides(*tiny, ["train.batch_size=many"])
     with pytest.raises(ConfigError, match="multiple of"):
         apply_overrides(*tiny, ["model.patch_size=5"])
+
+
+def test_holdout_videos_are_held_out_whole_and_checked(footage, tmp_path, tiny):
+    from model.dataset import load_segments
+    from model.frames import FrameCache
+
+    model_cfg, train_cfg = apply_overrides(*tiny, ["train.holdout_videos=02"])
+    assert train_cfg.holdout_videos == ("02",)
+    cache = FrameCache(tmp_path / "cache")
+    train, held, summary = load_segments([str(footage)], model_cfg, train_cfg, cache)
+    assert [(s.video, len(s.frames)) for s in train] == [("01", 24)], "24 frames: too short to hold a tail out"
+    assert [(s.video, s.start, len(s.frames)) for s in held] == [("02", 0, 24)], "02 held out whole"
+    assert summary["holdout_videos"] == ["02"]
+    with pytest.raises(ConfigError, match="no video named 03"):
+        load_segments([str(footage)], *apply_overrides(*tiny, ["train.holdout_videos=01,03"]), cache)
+    with pytest.raises(ConfigError, match="nothing is left to train on"):
+        load_segments([str(footage)], *apply_overrides(*tiny, ["train.holdout_videos=01,02"]), cache)
