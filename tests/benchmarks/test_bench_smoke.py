@@ -180,7 +180,7 @@ def test_candidates_rejects_a_wrong_scoring_key(tiny_checkpoint, footage, tmp_pa
 
 
 @pytest.mark.slow
-def test_unseen_videos(tiny_checkpoint, labelled_test_set, tmp_path):
+def test_unseen_videos(tiny_checkpoint, labelled_test_set, tmp_path, capsys):
     """A model trained with a video held out whole (train.holdout_videos), measured on it."""
     from service.cli import main
     from tests.conftest import scene_frames, write_frame_folder
@@ -192,6 +192,7 @@ def test_unseen_videos(tiny_checkpoint, labelled_test_set, tmp_path):
     assert main(["train", "--data", str(footage), "--out", str(out), "--preset", "tiny", "--no-progress",
                  "--cache-dir", str(tmp_path / "cache"), "--set", "train.max_steps_per_epoch=2",
                  "--set", "train.holdout_videos=v2"]) == 0
+    assert "the people the model trained on" not in capsys.readouterr().out, "a whole video held out: no warning"
     data = json.loads((out / "model.json").read_text())["data"]
     assert data["holdout_videos"] == ["v2"] and data["train_frames"] == 2 * 72 and data["holdout_frames"] == 2 * 8 + 80
     result, stdout = run_benchmark(tmp_path, "unseen_videos.py", "--model", str(out), "--train", str(footage),

@@ -101,7 +101,7 @@ def test_static_int8_without_calibration_frames_is_a_clear_error(tiny_onnx, tmp_
         quantize_int8(tiny_onnx, tmp_path / "s.onnx", "static")
 
 
-def test_two_grid_scoring_recalibrated_on_held_out_tails_exports_with_parity(tiny_checkpoint, tmp_path):
+def test_two_grid_scoring_recalibrated_on_held_out_tails_exports_with_parity(tiny_checkpoint, tmp_path, capsys):
     """`aedmae calibrate --held-out-of` refits per-grid statistics for model.scoring.grid_shifts=2 on the
     training footage's held-out tails; the ONNX graph then averages the two grids as PyTorch does."""
     from service.cli import main
@@ -114,6 +114,8 @@ def test_two_grid_scoring_recalibrated_on_held_out_tails_exports_with_parity(tin
     assert main(["calibrate", "--model", str(tiny_checkpoint), "--held-out-of", str(footage), "--out", str(recal),
                  "--cache-dir", cache, "--no-progress", "--set", "model.scoring.grid_shifts=2",
                  "--set", "model.scoring.contrast=ratio"]) == 0  # the median contrast exports too
+    printed = capsys.readouterr().out
+    assert "cross-validated false-alarm rate" in printed and "the people the model trained on" in printed
     meta = json.loads((recal / "model.json").read_text())
     assert meta["model"]["scoring"]["grid_shifts"] == 2 and meta["calibration"]["held_out"] is True
     assert meta["model"]["scoring"]["contrast"] == "ratio"

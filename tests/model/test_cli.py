@@ -63,6 +63,7 @@ def test_learning_curve_with_eval_data_on_a_two_grid_model(labelled_test_set, tm
     assert main(["train", "--data", str(footage), "--out", str(out), "--preset", "tiny", "--no-progress",
                  "--cache-dir", str(tmp_path / "cache"), "--eval-data", str(labelled_test_set), "--eval-every", "1",
                  "--set", "train.max_steps_per_epoch=2", "--set", "model.scoring.grid_shifts=2"]) == 0
+    assert "the people the model trained on" in capsys.readouterr().out, "tail calibration says what it is worth"
     meta = json.loads((out / "model.json").read_text())
     assert meta["model"]["scoring"]["grid_shifts"] == 2 and meta["calibration"]["held_out"] is True
     assert len(meta["token_stats"]["discrepancy"]) == 2 * 4 * 6  # two grids of the tiny 4x6 grid
