@@ -42,10 +42,10 @@ def read_scores(path: Path) -> dict[str, dict[str, np.ndarray]]:
 
 def delay_rows(videos: dict[str, dict[str, np.ndarray]], sigma: float, fps: float) -> list[dict[str, Any]]:
     rows = []
+    labels = np.concatenate([c["label"] for c in videos.values()])
     for delay in range(smoothing_radius(sigma) + 1):
         smoothed = {v: (c["label"], OnlineSmoother(sigma, delay).smooth(c["score"])) for v, c in videos.items()}
         auc = summarize(smoothed)
-        labels = np.concatenate([c["label"] for c in videos.values()])
         calibrated = np.concatenate([OnlineSmoother(sigma, delay).smooth(c["calibrated"]) for c in videos.values()])
         det = detection_at(labels, calibrated, 0.5)
         rows.append({"delay_frames": delay, "delay_s": delay / fps, "micro_auc": auc["micro_auc"],

@@ -89,12 +89,13 @@ def main() -> None:
     base = net.cfg
     rules = [["model"]] + (args.scoring or [["session7", *SESSION7]])
     rows: dict[str, dict[str, Any]] = {}
-    scorers = {}
+    scorers, configs = {}, {}
     for name, *overrides in rules:
         try:
             net.cfg, _ = apply_overrides(base, train_cfg, [f"model.scoring.{o}" for o in overrides])
         except ConfigError as e:
             p.error(f"scoring {name}: {e}")
+        configs[name] = net.cfg
         scorers[name], row = measure(net, tails, unseen, unseen_errors, pairs, args.sigma)
         rows[name] = {"overrides": overrides, **row}
         print(f"{name}: {json.dumps(rows[name])}", flush=True)
@@ -106,7 +107,7 @@ def main() -> None:
               f"{100 * r['familiar_unseen_auc']:6.2f}   {100 * r['standard_tails_auc']:14.2f} / "
               f"{100 * r['standard_unseen_auc']:6.2f}", flush=True)
     for name, _ in rows.items() if args.test else ():
-        net.cfg, _ = apply_overrides(base, train_cfg, [f"model.scoring.{o}" for o in rows[name]["overrides"]])
+        net.cfg = configs[name]
         rows[name]["test"] = test_row(net, scorers[name], args.test, cache, args.sigma)
         t = rows[name]["test"]
         print(f"{name} development split (context only): micro raw {100 * t['micro_raw']:.1f}, smoothed "

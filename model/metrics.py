@@ -7,7 +7,9 @@ fake-label padding (single-class videos are skipped and listed).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -144,6 +146,40 @@ class OnlineSmoother:
         self.reset()
         out = [v for s in scores for v in self.push(float(s))] + self.flush()
         return np.array(out)
+
+
+class InOrderSmoothing:
+    """Frames in, ``(item, smoothed score)`` out in the same order, each once its smoothed value is
+    final (``delay`` frames later with OnlineSmoother's look-ahead): what a camera and `aedmae score`
+    hold while they wait. Invalid frames (score None) skip the smoother, come out with None and keep
+    their place behind the frames before them."""
+
+    def __init__(self, smoother: OnlineSmoother) -> None:
+        self.smoother = smoother
+        self._queue: deque[tuple[Any, bool]] = deque()
+
+    def push(self, item: Any, score: float | None) -> list[tuple[Any, float | None]]:
+        self._queue.append((item, score is not None))
+        return self._release(self.smoother.push(score) if score is not None else [])
+
+    def flush(self) -> list[tuple[Any, float | None]]:
+        """The end of a segment: every waiting frame, the last score repeated past the end."""
+        return self._release(self.smoother.flush())
+
+    def _release(self, values: list[float]) -> list[tuple[Any, float | None]]:
+        out: list[tuple[Any, float | None]] = []
+        it = iter(values)
+        while self._queue:
+            item, valid = self._queue[0]
+            if valid:
+                value = next(it, None)
+                if value is None:
+                    break
+                out.append((item, value))
+            else:
+                out.append((item, None))
+            self._queue.popleft()
+        return out
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from model import checkpoint
 from model.errors import DataError
 from model.evaluation import scorer_from_meta
 from model.frames import discover, read_frames, to_model_frame
-from model.metrics import OnlineSmoother
+from model.metrics import InOrderSmoothing, OnlineSmoother
 from model.overlay import caption, overlay_heatmap
 from model.scoring import score_frames
 from model.window import FrameWindow
@@ -78,10 +77,9 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     out.mkdir(parents=True, exist_ok=True)
     cfg = net.cfg
     window = FrameWindow()
-    smoother = OnlineSmoother(sigma, delay)
+    smoothing = InOrderSmoothing(OnlineSmoother(sigma, delay))  # rows wait there for their smoothed value
     originals: dict[int, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
-    unsmoothed: deque[tuple[dict[str, Any], np.ndarray]] = deque()  # rows waiting for their smoothed value
     writer: _AnnotatedWriter | None = None
     vmax = 2 * scorer.calibration.threshold if scorer.calibration else 1.0
     total = len(source.frames) or int(cv2.VideoCapture(str(source.path)).get(cv2.CAP_PROP_FRAME_COUNT)) or None
@@ -97,13 +95,12 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
                 row = {"frame": t, "score": float(s.score[k]), "teacher_error": float(s.teacher_error[k]),
                        "discrepancy": float(s.discrepancy[k]), "calibrated": calibrated}
                 rows.append(row)
-                unsmoothed.append((row, s.heatmap[k].numpy()))
-                write(smoother.push(0.0 if np.isnan(calibrated) else calibrated))
+                write(smoothing.push((row, s.heatmap[k].numpy()), 0.0 if np.isnan(calibrated) else calibrated))
             bar.update(len(chunk))
 
-    def write(smoothed: list[float]) -> None:
-        for value in smoothed:
-            row, heatmap = unsmoothed.popleft()
+    def write(released: list[tuple[Any, float | None]]) -> None:
+        for (row, heatmap), value in released:
+            assert value is not None  # every frame is pushed with a score
             row.update(smoothed=value, alert=value >= 0.5)
             assert writer is not None
             writer.write(originals.pop(row["frame"]), heatmap, row)
@@ -120,7 +117,7 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     if writer is None:
         raise DataError(f"{source.path}: no frames decoded")
     run(pending + window.flush())
-    write(smoother.flush())
+    write(smoothing.flush())
     writer.close()
     bar.close()
     _write_tables(out, rows)

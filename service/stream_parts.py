@@ -1,15 +1,12 @@
-"""Small per-camera helpers: frame-rate sampling, rate meters, the picture-validity check that
-keeps frozen or covered cameras from raising events, and the in-order smoothing of their scores."""
+"""Small per-camera helpers: frame-rate sampling, rate meters, and the picture-validity check that
+keeps frozen or covered cameras from raising events."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any
 
 import numpy as np
-
-from model.metrics import OnlineSmoother
 
 
 class Sampler:
@@ -83,35 +80,3 @@ class Validity:
             return "frozen"
         return None
 
-
-class InOrderSmoothing:
-    """A camera's frames in, ``(item, smoothed score)`` out in the same order, each once its smoothed
-    value is final (``delay`` frames later with OnlineSmoother's look-ahead). Invalid frames (score None)
-    skip the smoother, come out with None and keep their place behind the frames before them."""
-
-    def __init__(self, smoother: OnlineSmoother) -> None:
-        self.smoother = smoother
-        self._queue: deque[tuple[Any, bool]] = deque()
-
-    def push(self, item: Any, score: float | None) -> list[tuple[Any, float | None]]:
-        self._queue.append((item, score is not None))
-        return self._release(self.smoother.push(score) if score is not None else [])
-
-    def flush(self) -> list[tuple[Any, float | None]]:
-        """The end of a segment: every waiting frame, the last score repeated past the end."""
-        return self._release(self.smoother.flush())
-
-    def _release(self, values: list[float]) -> list[tuple[Any, float | None]]:
-        out: list[tuple[Any, float | None]] = []
-        it = iter(values)
-        while self._queue:
-            item, valid = self._queue[0]
-            if valid:
-                value = next(it, None)
-                if value is None:
-                    break
-                out.append((item, value))
-            else:
-                out.append((item, None))
-            self._queue.popleft()
-        return out

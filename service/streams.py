@@ -28,14 +28,14 @@ from typing import Any
 import numpy as np
 
 from model.frames import to_model_frame
-from model.metrics import OnlineSmoother
+from model.metrics import InOrderSmoothing, OnlineSmoother
 from model.window import LOOKAHEAD, FrameWindow
 from service.batcher import Job
 from service.camera import CameraReader, redact
 from service.errors import DeadlineExceeded, Overloaded, ServiceError
 from service.events import EventDetector
 from service.settings import StreamSpec
-from service.stream_parts import InOrderSmoothing, RateMeter, Sampler, Validity
+from service.stream_parts import RateMeter, Sampler, Validity
 
 log = logging.getLogger(__name__)
 DROP_REASONS = ("superseded", "stale", "queue_full", "error", "not_ready")

@@ -3,6 +3,7 @@ import pytest
 
 from model.calibration import fit_calibration
 from model.metrics import (
+    InOrderSmoothing,
     OnlineSmoother,
     detection_at,
     gaussian_smooth,
@@ -112,6 +113,21 @@ def test_online_smoother_waits_delay_frames_and_sees_no_further():
     assert 0 < values[7] < values[9] < values[10] < 1
     assert values == pytest.approx(list(OnlineSmoother(2, delay=3).smooth(x)))
     assert OnlineSmoother(2, delay=99).delay == 6, "no wait beyond the window"
+
+
+def test_in_order_smoothing_keeps_invalid_frames_in_place_and_waits_for_the_delay():
+    smoothing = InOrderSmoothing(OnlineSmoother(1.0, delay=2))  # radius 3
+    scores = [0.1, 0.9, None, 0.8, 0.2, None, 0.3]  # None: an invalid frame, never smoothed
+    released = [smoothing.push(i, x) for i, x in enumerate(scores)]
+    assert [[i for i, _ in r] for r in released] == [[], [], [], [0], [1, 2], [], [3]], \
+        "frame t comes out with the second valid frame after it, invalid frames behind earlier ones"
+    out = [pair for r in released for pair in r] + smoothing.flush()
+    assert [i for i, _ in out] == list(range(7)), "every frame once, in order"
+    assert out[2][1] is None and out[5][1] is None
+    valid = [x for x in scores if x is not None]
+    expected = OnlineSmoother(1.0, delay=2).smooth(np.array(valid))
+    assert [v for _, v in out if v is not None] == pytest.approx(list(expected))
+    assert smoothing.flush() == [], "a flush empties it"
 
 
 def test_detection_at_threshold():

@@ -9,10 +9,9 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from model.metrics import OnlineSmoother
 from service.events import Event, EventBus, EventDetector, WebhookSender
 from service.settings import EventSettings, StreamSpec
-from service.stream_parts import InOrderSmoothing, RateMeter, Sampler, Validity
+from service.stream_parts import RateMeter, Sampler, Validity
 from tests.conftest import wait_for
 
 
@@ -87,21 +86,6 @@ def test_rate_meter():
         m.tick(i * 0.05)
     assert m.rate(2.0) == pytest.approx(20, rel=0.05)
     assert m.rate(10.0) == 0.0
-
-
-def test_in_order_smoothing_keeps_invalid_frames_in_place_and_waits_for_the_delay():
-    smoothing = InOrderSmoothing(OnlineSmoother(1.0, delay=2))  # radius 3
-    scores = [0.1, 0.9, None, 0.8, 0.2, None, 0.3]  # None: an invalid frame, never smoothed
-    released = [smoothing.push(i, x) for i, x in enumerate(scores)]
-    assert [[i for i, _ in r] for r in released] == [[], [], [], [0], [1, 2], [], [3]], \
-        "frame t comes out with the second valid frame after it, invalid frames behind earlier ones"
-    out = [pair for r in released for pair in r] + smoothing.flush()
-    assert [i for i, _ in out] == list(range(7)), "every frame once, in order"
-    assert out[2][1] is None and out[5][1] is None
-    valid = [x for x in scores if x is not None]
-    expected = OnlineSmoother(1.0, delay=2).smooth(np.array(valid))
-    assert [v for _, v in out if v is not None] == pytest.approx(list(expected))
-    assert smoothing.flush() == [], "a flush empties it"
 
 
 def test_validity_flags_frozen_and_blank_pictures():
