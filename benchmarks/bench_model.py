@@ -126,8 +126,30 @@ def onnx_session(graph: DeployedGraph, frames: np.ndarray, tmp: Path, int8: bool
     return ort_session(path, torch.get_num_threads())
 
 
+def cuda_seconds(fn: Any, iters: int) -> float:
+    """Seconds for ``iters`` calls of ``fn`` on the current CUDA stream, by CUDA events."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1000
+
+
+def cuda_matmul_tflops() -> dict[str, float]:
+    """This GPU's 8192^3 matmul rate per precision (fp32 without TF32): the rows' ceilings."""
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # fp32 rows are IEEE fp32
+    rates = {}
+    for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        a, b = (torch.randn(8192, 8192, device="cuda", dtype=dtype) for _ in range(2))
+        cuda_seconds(lambda a=a, b=b: a @ b, 3)
+        rates[name] = 2 * 8192**3 * 10 / cuda_seconds(lambda a=a, b=b: a @ b, 10) / 1e12
+    return rates
+
+
 def cuda_rows(graph: DeployedGraph, batches: list[int], flops_per_frame: float, label: str, variant: str,
-              repeats: int) -> list[dict[str, Any]]:
+              repeats: int, ceilings: dict[str, float]) -> list[dict[str, Any]]:
     """torch CUDA fp32/fp16/bf16 with CUDA graphs, timed with CUDA events (frames/s, median)."""
     rows = []
     dev = torch.device("cuda")
@@ -138,7 +160,7 @@ def cuda_rows(graph: DeployedGraph, batches: list[int], flops_per_frame: float, 
             x = torch.randint(0, 256, (batch, 3, h, w, g.net.cfg.channels), dtype=torch.uint8, device=dev)
 
             def step(x: torch.Tensor = x, dtype: Any = dtype) -> Any:
-                with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+                with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None, cache_enabled=False):
                     return g(x)
 
             stream = torch.cuda.Stream()
@@ -149,22 +171,15 @@ def cuda_rows(graph: DeployedGraph, batches: list[int], flops_per_frame: float, 
             cuda_graph = torch.cuda.CUDAGraph()
             with torch.inference_mode(), torch.cuda.graph(cuda_graph, stream=stream):
                 step()
-            samples = []
-            for _ in range(repeats):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                iters = 20
-                start.record()
-                for _ in range(iters):
-                    cuda_graph.replay()
-                end.record()
-                end.synchronize()
-                samples.append(batch * iters / (start.elapsed_time(end) / 1000))
-            fps = statistics.median(samples)
+            iters = max(1, min(50, round(0.3 / cuda_seconds(cuda_graph.replay, 1))))  # about 0.3 s a repeat
+            fps = statistics.median(batch * iters / cuda_seconds(cuda_graph.replay, iters) for _ in range(repeats))
+            fraction = fps * flops_per_frame / 1e12 / ceilings[dtype_name]
             rows.append({"model": label, "graph": variant, "runtime": f"torch cuda {dtype_name} + CUDA graphs",
                          "batch": batch, "frames_per_s": round(fps, 1),
-                         "gflops_per_frame": round(flops_per_frame / 1e9, 3), "fraction_of_matmul": None,
-                         "device": torch.cuda.get_device_name()})
-            print(f"{label:18s} {variant:9s} cuda {dtype_name} graphs b={batch:<4d} {fps:10.1f} frames/s", flush=True)
+                         "gflops_per_frame": round(flops_per_frame / 1e9, 3), "fraction_of_matmul": round(fraction, 3),
+                         "matmul_tflops": round(ceilings[dtype_name], 1), "device": torch.cuda.get_device_name()})
+            print(f"{label:18s} {variant:9s} cuda {dtype_name} graphs b={batch:<4d} {fps:10.1f} frames/s "
+                  f"{fraction:6.1%} of {dtype_name} matmul", flush=True)
     graph.to("cpu")
     return rows
 
@@ -179,10 +194,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shipped_cfg = checkpoint.load(SHIPPED_DIR)[0].cfg
         h, w = shipped_cfg.image_size
         models.append((f"shipped {h}x{w}", SHIPPED_DIR, shipped_cfg))
-    gemm = matmul_gflops(1.0 if args.quick else 3.0) if not args.cuda else {"ceiling": float("nan")}
+    cuda_ceilings: dict[str, float] = {}
+    if args.cuda:
+        cuda_ceilings = cuda_matmul_tflops()
+        gemm = {f"cuda {k}": v * 1000 for k, v in cuda_ceilings.items()} | {"ceiling": cuda_ceilings["fp32"] * 1000}
+        print("CUDA matmul rate: " + ", ".join(f"{k} {v:.1f}" for k, v in cuda_ceilings.items()) + " TFLOP/s")
+    else:
+        gemm = matmul_gflops(1.0 if args.quick else 3.0)
+        print(f"fp32 matmul rate ({torch.get_num_threads()} threads): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in gemm.items()) + " GFLOP/s", flush=True)
     ceiling = gemm["ceiling"]
-    print(f"fp32 matmul rate ({torch.get_num_threads()} threads): "
-          + ", ".join(f"{k} {v:.1f}" for k, v in gemm.items()) + " GFLOP/s", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -193,7 +214,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 flops_per_frame = 2 * sum(pass_macs(gcfg).values()) * inference_passes(gcfg)
                 h, w = gcfg.image_size
                 if args.cuda:
-                    rows += cuda_rows(graph, args.cuda_batches, flops_per_frame, label, variant, args.repeats)
+                    rows += cuda_rows(graph, args.cuda_batches, flops_per_frame, label, variant, args.repeats,
+                                      cuda_ceilings)
                     continue
                 for batch in args.batches:
                     frames = np.random.default_rng(0).integers(0, 256, (batch, 3, h, w, gcfg.channels), np.uint8)

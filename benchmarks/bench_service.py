@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FOOTAGE = ROOT.parent / "shared" / "data" / "footage"
 
 
-def footage_jpegs(count: int) -> list[bytes]:
+def footage_jpegs(count: int, footage: Path = FOOTAGE) -> list[bytes]:
     """Real surveillance frames as JPEG (640x360), or a generated clip without ../shared."""
     frames: list[np.ndarray] = []
-    for video in sorted(FOOTAGE.glob("*.mp4")):
+    for video in sorted(footage.glob("*.mp4")):
         cap = cv2.VideoCapture(str(video))
         while len(frames) < count:
             ok, frame = cap.read()
@@ -46,7 +46,7 @@ def footage_jpegs(count: int) -> list[bytes]:
             frames.append(frame)
         cap.release()
     if not frames:
-        print(f"note: {FOOTAGE} not found; using a generated clip", file=sys.stderr)
+        print(f"note: no mp4 in {footage}; using a generated clip", file=sys.stderr)
         sys.path.insert(0, str(ROOT))
         from model.golden import golden_clip
 
@@ -70,8 +70,13 @@ def start_server(serve_args: str) -> tuple[subprocess.Popen[bytes], str]:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
         try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+            r = httpx.get(url + "/readyz", timeout=2)
+            if r.status_code == 200:
                 return proc, url
+            state = str(r.json()["detail"].get("state"))
+            if state.startswith("model failed") or state == "parity_failed":  # it will never be ready
+                proc.kill()
+                raise RuntimeError(f"server not ready: {r.json()['detail']}")
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
@@ -161,11 +166,12 @@ def main() -> None:
     p.add_argument("--serve-args", default="--max-batch-size 16")
     p.add_argument("--compare-batch1", action="store_true", help="also serve with max_batch_size=1 (1 frame/req)")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--footage", default=str(FOOTAGE), help="folder of mp4 files to cut frames from")
     p.add_argument("--json")
     args = p.parse_args()
     if args.quick:
         args.seconds, args.clients = 3, 4
-    jpegs = footage_jpegs(64)
+    jpegs = footage_jpegs(64, Path(args.footage))
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "settings": vars(args)}
     proc, url = start_server(args.serve_args)
     try:

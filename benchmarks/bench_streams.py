@@ -42,10 +42,10 @@ RTSP_SERVER = ROOT / "tests" / "streams" / "rtsp_server.py"
 LAG_BUDGET_S = 1.0  # real time: frame age p99 within the look-ahead + this (the default staleness budget)
 
 
-def footage() -> Path:
-    if FOOTAGE.exists():
-        return FOOTAGE
-    print(f"note: {FOOTAGE} not found; generating a 60 s test-pattern clip", file=sys.stderr)
+def footage(clip: Path = FOOTAGE) -> Path:
+    if clip.exists():
+        return clip
+    print(f"note: {clip} not found; generating a 60 s test-pattern clip", file=sys.stderr)
     out = Path(tempfile.mkdtemp()) / "clip.mp4"
     subprocess.run(["gst-launch-1.0", "-q", "videotestsrc", "num-buffers=1500", "!",
                     "video/x-raw,width=640,height=360,framerate=25/1", "!", "x264enc", "!", "h264parse", "!",
@@ -128,6 +128,7 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--source", choices=["rtsp", "file"], help="camera source (default: rtsp if available)")
     p.add_argument("--serve-args", default="", help="extra `aedmae serve` arguments (e.g. --device cuda)")
+    p.add_argument("--clip", default=str(FOOTAGE), help="the mp4 every camera plays")
     p.add_argument("--json")
     p.add_argument("--quick", action="store_true", help="smoke run: 5 fps, at most 2 cameras, 4 s windows")
     args = p.parse_args()
@@ -138,9 +139,9 @@ def main() -> None:
     source = args.source or ("rtsp" if have_rtsp else "file")
     if source == "rtsp" and not have_rtsp:
         sys.exit("--source rtsp needs GStreamer's RTSP server for the system python (scripts/setup.sh installs it)")
-    if not FOOTAGE.exists() and not shutil.which("gst-launch-1.0"):
-        sys.exit(f"needs {FOOTAGE} or gst-launch-1.0 to make a clip")
-    clip = footage()
+    if not Path(args.clip).exists() and not shutil.which("gst-launch-1.0"):
+        sys.exit(f"needs {args.clip} or gst-launch-1.0 to make a clip")
+    clip = footage(Path(args.clip).resolve())  # the server opens it from its own working directory
     server, url = start_server(args.serve_args)
     trials, summary = [], []
     try:

@@ -87,11 +87,12 @@ def shift_image(image: ArrayT, dy: int, dx: int, axes: tuple[int, int] = (0, 1))
     a gather) share this one definition."""
     for axis, step in zip(axes, (dy, dx), strict=True):
         if step:
-            rows = np.clip(np.arange(int(image.shape[axis])) - step, 0, None)
-            if isinstance(image, torch.Tensor):
-                image = image.index_select(axis, torch.from_numpy(rows).to(image.device))
+            if isinstance(image, torch.Tensor):  # indices made where the image is: a host-to-device copy
+                # of them would be a synchronous copy inside every batch, which a CUDA graph cannot capture
+                rows_t = (torch.arange(int(image.shape[axis]), device=image.device) - step).clamp(min=0)
+                image = image.index_select(axis, rows_t)
             else:
-                image = np.take(image, rows, axis=axis)
+                image = np.take(image, np.clip(np.arange(int(image.shape[axis])) - step, 0, None), axis=axis)
     return image
 
 

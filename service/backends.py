@@ -89,6 +89,9 @@ class TorchBackend:
         self.dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[settings.precision]
         if self.device.type != "cuda" and self.dtype is not None:
             raise ConfigError("precision fp16/bf16 needs device=cuda for the torch backend")
+        if self.device.type == "cuda" and self.dtype is None:
+            # fp32 means IEEE fp32 (parity with ONNX Runtime within 1e-4): no TF32 in cuDNN or matmuls.
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         self.max_batch = settings.max_batch_size
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.use_graphs = settings.cuda_graphs and self.stream is not None
@@ -97,7 +100,9 @@ class TorchBackend:
     def _run(self, x: Any) -> tuple[Any, ...]:
         import torch
 
-        with torch.autocast("cuda", dtype=self.dtype, enabled=self.dtype is not None):
+        # No autocast weight cache: under CUDA graph capture it would hold casts made in the graph's
+        # private memory pool and freed at the context's exit (PyTorch's CUDA graphs notes).
+        with torch.autocast("cuda", dtype=self.dtype, enabled=self.dtype is not None, cache_enabled=False):
             return tuple(t.float() for t in self.graph(x))
 
     def _capture(self, size: int, shape: tuple[int, ...]) -> tuple[Any, Any, tuple[Any, ...]]:
