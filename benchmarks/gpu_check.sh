@@ -46,7 +46,8 @@ FOOTAGE=${FOOTAGE:-../shared/data/footage}
 [ -d "$FOOTAGE" ] || FOOTAGE=.gpu/footage
 
 log "machine $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || log "nvidia-smi not available"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee -a "$OUT/summary.txt" \
+  || log "nvidia-smi not available"
 $PY -c "import torch, onnxruntime as ort; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'device',
 torch.cuda.get_device_name() if torch.cuda.is_available() else 'none', '| onnxruntime', ort.__version__,
 ort.get_available_providers())" 2>&1 | tee -a "$OUT/summary.txt"
