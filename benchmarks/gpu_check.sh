@@ -8,12 +8,15 @@
 # timing, where TensorRT is installed; 5. the service end to end on the GPU (torch backend, CUDA
 # streams per worker, dynamic batching against batch size 1) and 6. the number of 25 fps cameras it
 # scores in real time. A step whose requirements are missing says so and the script goes on.
+# STEPS picks steps (default all): STEPS="tests model" bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/gpu-results}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
+STEPS=" ${STEPS:-tests model tensorrt service streams} "
+want() { [[ "$STEPS" == *" $1 "* ]]; }
 log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 # The whole script fits one device call (10 minutes at most, 15 minutes of device time a session, machine
 # start included): each step gets its own limit, cut to what is left of BUDGET seconds (default 470).
@@ -52,15 +55,20 @@ $PY -c "import torch, onnxruntime as ort; print('torch', torch.__version__, 'cud
 torch.cuda.get_device_name() if torch.cuda.is_available() else 'none', '| onnxruntime', ort.__version__,
 ort.get_available_providers())" 2>&1 | tee -a "$OUT/summary.txt"
 
-log "CUDA tests (tests/service/test_cuda.py)"
-step 90 $PY -m pytest -p no:cacheprovider -s -v -m gpu tests/service/test_cuda.py 2>&1 \
-  | tee "$OUT/test_cuda.txt" | grep -E "PASSED|FAILED|SKIPPED|ERROR|passed|failed|vs ONNX"
+if want tests; then
+  log "CUDA tests (tests/service/test_cuda.py, tests/model/test_cuda_training.py)"
+  step 120 $PY -m pytest -p no:cacheprovider -s -v -m gpu tests/service/test_cuda.py tests/model/test_cuda_training.py \
+    2>&1 | tee "$OUT/test_cuda.txt" | grep -E "PASSED|FAILED|SKIPPED|ERROR|passed|failed|vs ONNX"
+fi
 
-log "model-level CUDA speed (bench_model.py --cuda)"
-step 150 $PY benchmarks/bench_model.py --cuda --cuda-batches 32 128 512 --repeats 3 \
-  --json "$OUT/bench_model_cuda.json" 2>&1 | tee "$OUT/bench_model_cuda.txt"
+if want model; then
+  log "model-level CUDA speed (bench_model.py --cuda)"
+  step 150 $PY benchmarks/bench_model.py --cuda --cuda-batches 32 128 512 --repeats 3 \
+    --json "$OUT/bench_model_cuda.json" 2>&1 | tee "$OUT/bench_model_cuda.txt"
+fi
 
-if $PY -c "import tensorrt" 2>/dev/null; then
+if ! want tensorrt; then :
+elif $PY -c "import tensorrt" 2>/dev/null; then
   log "TensorRT engine: build, parity vs ONNX Runtime"
   step 150 $PY -m service.cli export tensorrt --onnx model/weights/ped2/model.onnx --out "$OUT/model.engine" \
     --min-batch 1 --opt-batch 32 --max-batch 256 2>&1 | tee "$OUT/tensorrt.txt" | tail -n 5
@@ -68,16 +76,21 @@ else
   log "TensorRT not installed here: engine build skipped (torch CUDA rows above stand in)"
 fi
 
-if $PY -c "import fastapi, uvicorn, httpx, pydantic_settings" 2>/dev/null; then
-  log "service end to end on the GPU (torch backend, 2 workers on their own CUDA streams, vs batch size 1)"
-  step 120 $PY benchmarks/bench_service.py --serve-args "--backend torch --device cuda --workers 2 \
-    --max-batch-size 128" --clients 32 --seconds 10 --compare-batch1 --footage "$FOOTAGE" \
-    --json "$OUT/bench_service_gpu.json" 2>&1 | tee "$OUT/bench_service_gpu.txt"
-  log "cameras on the GPU: 25 fps file cameras (realtime) scored in real time (bench_streams.py)"
-  step 150 $PY benchmarks/bench_streams.py --source file --fps 25 --max-cameras 64 --seconds 8 --warmup 3 \
-    --clip "$FOOTAGE/avenue_train_10.mp4" --serve-args "--backend torch --device cuda --workers 2 \
-    --max-batch-size 128" --json "$OUT/bench_streams_gpu.json" 2>&1 | tee "$OUT/bench_streams_gpu.txt"
-else
+serve_gpu="--backend torch --device cuda --workers 2 --max-batch-size 128"
+if ! want service && ! want streams; then :
+elif ! $PY -c "import fastapi, uvicorn, httpx, pydantic_settings" 2>/dev/null; then
   log "FastAPI/uvicorn not installed here: service and camera benchmarks skipped"
+else
+  if want service; then
+    log "service end to end on the GPU (torch backend, 2 workers on their own CUDA streams, vs batch size 1)"
+    step 120 $PY benchmarks/bench_service.py --serve-args "$serve_gpu" --clients 32 --seconds 10 --compare-batch1 \
+      --footage "$FOOTAGE" --json "$OUT/bench_service_gpu.json" 2>&1 | tee "$OUT/bench_service_gpu.txt"
+  fi
+  if want streams; then
+    log "cameras on the GPU: 25 fps file cameras (realtime) scored in real time (bench_streams.py)"
+    step 150 $PY benchmarks/bench_streams.py --source file --fps 25 --max-cameras 64 --seconds 8 --warmup 3 \
+      --clip "$FOOTAGE/avenue_train_10.mp4" --serve-args "$serve_gpu" --json "$OUT/bench_streams_gpu.json" 2>&1 \
+      | tee "$OUT/bench_streams_gpu.txt"
+  fi
 fi
 log "done in ${SECONDS}s (budget ${BUDGET}s); results in $OUT"

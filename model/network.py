@@ -171,7 +171,7 @@ class AEDMAE(nn.Module):
         z = self.teacher_embed(latent)  # (B, 1+Lk, Dd)
         b, _, dd = z.shape
         h, w = self.cfg.grid
-        full = self.mask_token.expand(b, h * w, dd)
+        full = self.mask_token.to(z.dtype).expand(b, h * w, dd)  # z is bf16/fp16 under CUDA autocast
         full = full.scatter(1, keep.unsqueeze(-1).expand(-1, -1, dd), z[:, 1:])  # (B, L, Dd)
         z = torch.cat([z[:, :1], full], dim=1)
         student = None

@@ -165,5 +165,5 @@ def score_frames(model: AEDMAE, frames: torch.Tensor, scorer: Scorer | None = No
     without calibration (on the grids the scorer averages). The model must be in eval mode.
     Deterministic for complementary and fixed masking.
     """
-    scorer = scorer if scorer is not None else Scorer(model.cfg.grid)
+    scorer = scorer if scorer is not None else Scorer(model.cfg.grid).to(frames.device)
     return scorer(*token_errors(model, frames, keep, scorer.cfg.grid_shifts))

@@ -113,7 +113,9 @@ class TorchBackend:
             for _ in range(2):
                 self._run(static_in)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self.stream):
+        # The runtime captures every size at warm-up, one worker after another; thread_local keeps a
+        # later capture from failing other workers' copies (in "global" mode they raise mid-capture).
+        with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
             static_out = self._run(static_in)
         return graph, static_in, static_out
 

@@ -27,7 +27,7 @@ def infer_in_batches(b, frames: np.ndarray, size: int) -> dict[str, np.ndarray]:
     return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
-@pytest.mark.parametrize(("precision", "tolerance"), [("fp32", "fp32"), ("bf16", "fp16"), ("fp16", "fp16")])
+@pytest.mark.parametrize(("precision", "tolerance"), [("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")])
 def test_cuda_graphs_match_the_onnx_reference_on_the_golden_clip(precision, tolerance):
     bundle = load_bundle(SHIPPED_DIR)
     got = infer_in_batches(backend(precision=precision), bundle.golden_inputs(), 8)
@@ -53,17 +53,24 @@ def test_workers_on_their_own_streams_give_serial_results_when_run_together():
     inputs = [np.roll(frames, i, axis=0) for i in range(6)]
     workers = [backend(), backend()]
     serial = [workers[0].infer(x)["score"] for x in inputs]
+    workers[1].infer(inputs[0])  # captured before serving, as the runtime's warm-up does
     got: dict[tuple[int, int], np.ndarray] = {}
+    errors: list[BaseException] = []
 
     def work(w: int) -> None:
-        for _ in range(10):
-            for i, x in enumerate(inputs):
-                got[(w, i)] = workers[w].infer(x)["score"]
+        try:
+            for _ in range(10):
+                for i, x in enumerate(inputs):
+                    got[(w, i)] = workers[w].infer(x)["score"]
+        except BaseException as e:  # a thread's exception would otherwise only be a warning
+            errors.append(e)
 
     threads = [threading.Thread(target=work, args=(w,)) for w in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert not errors, errors
+    assert len(got) == 2 * len(inputs)
     for (_, i), score in got.items():
         np.testing.assert_allclose(score, serial[i], rtol=1e-5)
