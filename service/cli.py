@@ -220,7 +220,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["AEDMAE_CONFIG"] = args.config
     overrides = {k: v for k, v in (("model", args.model), ("host", args.host), ("port", args.port),
                                    ("backend", args.backend), ("device", args.device), ("workers", args.workers),
-                                   ("max_batch_size", args.max_batch_size)) if v is not None}
+                                   ("max_batch_size", args.max_batch_size), ("precision", args.precision))
+                 if v is not None}
     settings = Settings(**overrides)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
                 timeout_graceful_shutdown=10)  # SSE and preview clients are cut after 10 s
@@ -342,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, help="inference workers")
     p.add_argument("--max-batch-size", type=int)
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="torch backend on CUDA (default fp32)")
     p.add_argument("--config", help="JSON or TOML settings file (same as AEDMAE_CONFIG)")
     p.set_defaults(func=cmd_serve)
 
