@@ -18,10 +18,12 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -61,6 +63,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def profile_server(pid: int, seconds: int, rate: int = 200) -> dict[str, Any]:
+    """py-spy samples of the server while it is under load: first only the thread holding the GIL
+    (its share of the time is what bounds the Python side), then every thread. Top frames by self time."""
+    out: dict[str, Any] = {"seconds": seconds, "rate_hz": rate}
+    for mode, extra in (("gil", ["--gil"]), ("all", [])):
+        with tempfile.NamedTemporaryFile(suffix=".txt") as f:
+            r = subprocess.run(["py-spy", "record", "-p", str(pid), "-d", str(seconds), "-r", str(rate), "-f", "raw",
+                                "-o", f.name, "--nonblocking", *extra], capture_output=True, text=True)
+            if r.returncode != 0:
+                return out | {"error": r.stderr[-500:]}
+            counts: dict[str, int] = {}
+            for line in Path(f.name).read_text().splitlines():
+                stack, _, n = line.rpartition(" ")
+                leaf = stack.rpartition(";")[2]
+                counts[leaf] = counts.get(leaf, 0) + int(n)
+        total = sum(counts.values())
+        top = sorted(counts.items(), key=lambda kv: -kv[1])[:12]
+        out[mode] = {"samples": total, "top_self": [[k, round(v / max(total, 1), 3)] for k, v in top]}
+    out["gil_held_share"] = round(out["gil"]["samples"] / (seconds * rate), 3)
+    return out
+
+
 def start_server(serve_args: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *shlex.split(serve_args)]
@@ -94,6 +118,12 @@ def metric_values(text: str, name: str) -> dict[str, float]:
     return out
 
 
+def metric_sum(text: str, name: str) -> float:
+    """The sum of a metric's samples over all its label sets."""
+    return sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name)] in "{ ")
+
+
 def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: float) -> dict[str, Any]:
     latencies: list[float] = []
     codes: dict[int, int] = {}
@@ -119,7 +149,9 @@ def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: 
                     elif r.status_code == 429:
                         time.sleep(float(r.headers.get("retry-after", "1")))
 
-    before = metric_values(httpx.get(url + "/metrics").text, "aedmae_batch_size")
+    workers = int(httpx.get(url + "/v1/model").json()["workers"])
+    before_text = httpx.get(url + "/metrics").text
+    before = metric_values(before_text, "aedmae_batch_size")
     t0 = time.perf_counter()
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     for t in threads:
@@ -127,7 +159,13 @@ def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: 
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
-    after = metric_values(httpx.get(url + "/metrics").text, "aedmae_batch_size")
+    after_text = httpx.get(url + "/metrics").text
+    after = metric_values(after_text, "aedmae_batch_size")
+
+    def grown(name: str) -> float:  # a counter's (or histogram part's) growth, summed over its labels
+        return metric_sum(after_text, name) - metric_sum(before_text, name)
+
+    waits = grown("aedmae_queue_wait_seconds_count")
     batches = after.get("aedmae_batch_size_count", 0) - before.get("aedmae_batch_size_count", 0)
     total = after.get("aedmae_batch_size_sum", 0) - before.get("aedmae_batch_size_sum", 0)
     buckets = {k.split('le="')[1].rstrip('"}'): v - before.get(k, 0) for k, v in after.items() if "_bucket" in k}
@@ -135,7 +173,11 @@ def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: 
     return {"frames_per_s": round(frames_done[0] / elapsed, 1), "requests": sum(codes.values()), "codes": codes,
             "latency_s": {"p50": round(q[0], 4), "p95": round(q[1], 4), "p99": round(q[2], 4)},
             "mean_batch_size": round(total / batches, 2) if batches else 0, "batch_size_buckets": buckets,
-            "clients": clients, "frames_per_request": per_request, "seconds": round(elapsed, 1)}
+            "clients": clients, "frames_per_request": per_request, "seconds": round(elapsed, 1),
+            # where the time went: the backend's busy share of the workers' time (near 1: the model is the
+            # limit; well below: decoding, HTTP or the clients are), and a frame's mean wait in the queue
+            "workers_busy": round(grown("aedmae_inference_duration_seconds_sum") / (elapsed * workers), 3),
+            "queue_wait_mean_s": round(grown("aedmae_queue_wait_seconds_sum") / waits, 4) if waits else None}
 
 
 def model_level_fps(url: str, batch: int, served_model: str | None) -> float:
@@ -167,6 +209,7 @@ def main() -> None:
     p.add_argument("--serve-args", default="--max-batch-size 16")
     p.add_argument("--compare-batch1", action="store_true",
                    help="also serve with max_batch_size=1 (1 frame per request, and the dynamic row's requests)")
+    p.add_argument("--profile", action="store_true", help="py-spy the server during the dynamic row")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--footage", default=str(FOOTAGE), help="folder of mp4 files to cut frames from")
     p.add_argument("--json")
@@ -177,7 +220,16 @@ def main() -> None:
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "settings": vars(args)}
     proc, url = start_server(args.serve_args)
     try:
+        profiler = None
+        if args.profile:
+            if not shutil.which("py-spy"):
+                sys.exit("--profile needs py-spy on the PATH (pip install py-spy)")
+            seconds = int(max(1, min(5, (args.seconds - 2) // 2)))
+            profiler = threading.Timer(2.0, lambda: result.update(profile=profile_server(proc.pid, seconds)))
+            profiler.start()
         result["dynamic"] = load(url, jpegs, args.clients, args.frames_per_request, args.seconds)
+        if profiler is not None:
+            profiler.join()
         if not args.serve_args.count("cuda"):
             served_batch = int(httpx.get(url + "/v1/model").json()["max_batch_size"])
             argv = shlex.split(args.serve_args)

@@ -36,14 +36,14 @@ step() {  # step SECONDS CMD...: run CMD under its limit, or say it was skipped 
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .gpu/wheels fastapi starlette \
 #     uvicorn httptools pydantic pydantic_core pydantic-settings python-dotenv python-multipart \
-#     annotated-types annotated-doc typing-inspection typing_extensions opentelemetry-api
+#     annotated-types annotated-doc typing-inspection typing_extensions opentelemetry-api py-spy
 # (versions as in this machine's environment), and copy an mp4 of ../shared/data/footage to .gpu/footage.
 WHEELS=${WHEELS:-.gpu/wheels}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 if compgen -G "$WHEELS/*.whl" > /dev/null; then
   rm -rf /tmp/aedmae-site
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/aedmae-site "$WHEELS"/*.whl 2>&1 | tail -n 2
-  export PYTHONPATH=/tmp/aedmae-site:$PYTHONPATH
+  export PYTHONPATH=/tmp/aedmae-site:$PYTHONPATH PATH=/tmp/aedmae-site/bin:$PATH  # py-spy's binary
 fi
 FOOTAGE=${FOOTAGE:-../shared/data/footage}
 [ -d "$FOOTAGE" ] || FOOTAGE=.gpu/footage
@@ -85,9 +85,11 @@ else
     log "service end to end on the GPU (torch backend fp32, 2 workers on their own CUDA streams)"
     step 60 $PY benchmarks/bench_service.py --serve-args "$serve_gpu" --clients 32 --seconds 10 \
       --footage "$FOOTAGE" --json "$OUT/bench_service_gpu.json" 2>&1 | tee "$OUT/bench_service_gpu.txt"
-    log "the same in fp16 (golden parity 0.2% on scores; the model runs 2.4x faster), and against batch size 1"
-    step 120 $PY benchmarks/bench_service.py --serve-args "$serve_gpu --precision fp16" --clients 32 --seconds 10 \
-      --compare-batch1 --footage "$FOOTAGE" --json "$OUT/bench_service_gpu_fp16.json" 2>&1 \
+    log "the same in fp16 (golden parity 0.2% on scores; the model runs 2.4x faster), against batch size 1,"
+    log "with the server profiled by py-spy where it is installed (what holds the GIL, where the time goes)"
+    profile=$(command -v py-spy > /dev/null && echo --profile)
+    step 150 $PY benchmarks/bench_service.py --serve-args "$serve_gpu --precision fp16" --clients 32 --seconds 12 \
+      --compare-batch1 $profile --footage "$FOOTAGE" --json "$OUT/bench_service_gpu_fp16.json" 2>&1 \
       | tee "$OUT/bench_service_gpu_fp16.txt"
   fi
   if want streams; then

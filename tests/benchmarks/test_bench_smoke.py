@@ -41,6 +41,7 @@ def test_bench_service_quick_on_a_served_model_of_its_own(tmp_path, tiny_checkpo
     rows = ("dynamic", "batch1", "batch1_same_requests", "dynamic_1frame")
     assert all(result[k]["frames_per_s"] > 0 and set(result[k]["codes"]) == {"200"} for k in rows)
     assert result["batch1_same_requests"]["mean_batch_size"] == 1.0
+    assert all(0 < result[k]["workers_busy"] <= 1.05 and result[k]["queue_wait_mean_s"] >= 0 for k in rows)
     assert result["batch1_same_requests"]["frames_per_request"] == result["dynamic"]["frames_per_request"] == 8
     assert result["model_level_fps"] > 0  # measured on the served model (gray, 32x48), not the shipped one
     assert result["dynamic_vs_batch1_same_requests"] > 0 and "dynamic_vs_batch1" in stdout
