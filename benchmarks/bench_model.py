@@ -148,38 +148,51 @@ def cuda_matmul_tflops() -> dict[str, float]:
     return rates
 
 
+def cuda_fps(model: Any, x: torch.Tensor, dtype: Any, repeats: int) -> float:
+    """Frames/s of ``model`` on ``x`` under autocast ``dtype`` (None: fp32), replayed as one CUDA graph
+    and timed with CUDA events (median of ``repeats`` runs of about 0.3 s)."""
+    def step() -> Any:
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None, cache_enabled=False):
+            return model(x)
+
+    stream = torch.cuda.Stream()
+    with torch.inference_mode(), torch.cuda.stream(stream):
+        for _ in range(3):
+            step()
+    torch.cuda.synchronize()
+    cuda_graph = torch.cuda.CUDAGraph()
+    with torch.inference_mode(), torch.cuda.graph(cuda_graph, stream=stream):
+        step()
+    iters = max(1, min(50, round(0.3 / cuda_seconds(cuda_graph.replay, 1))))
+    return statistics.median(len(x) * iters / cuda_seconds(cuda_graph.replay, iters) for _ in range(repeats))
+
+
 def cuda_rows(graph: DeployedGraph, batches: list[int], flops_per_frame: float, label: str, variant: str,
-              repeats: int, ceilings: dict[str, float]) -> list[dict[str, Any]]:
-    """torch CUDA fp32/fp16/bf16 with CUDA graphs, timed with CUDA events (frames/s, median)."""
+              repeats: int, ceilings: dict[str, float], compile_batches: list[int]) -> list[dict[str, Any]]:
+    """torch CUDA fp32/fp16/bf16 with CUDA graphs at each batch; bf16 through torch.compile (Inductor's
+    fused kernels, then the same CUDA graph) at ``compile_batches``."""
     rows = []
     dev = torch.device("cuda")
     g = graph.to(dev)
     h, w = g.net.cfg.image_size
-    for dtype_name, dtype in (("fp32", None), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
-        for batch in batches:
-            x = torch.randint(0, 256, (batch, 3, h, w, g.net.cfg.channels), dtype=torch.uint8, device=dev)
-
-            def step(x: torch.Tensor = x, dtype: Any = dtype) -> Any:
-                with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None, cache_enabled=False):
-                    return g(x)
-
-            stream = torch.cuda.Stream()
-            with torch.inference_mode(), torch.cuda.stream(stream):
-                for _ in range(3):
-                    step()
-            torch.cuda.synchronize()
-            cuda_graph = torch.cuda.CUDAGraph()
-            with torch.inference_mode(), torch.cuda.graph(cuda_graph, stream=stream):
-                step()
-            iters = max(1, min(50, round(0.3 / cuda_seconds(cuda_graph.replay, 1))))  # about 0.3 s a repeat
-            fps = statistics.median(batch * iters / cuda_seconds(cuda_graph.replay, iters) for _ in range(repeats))
-            fraction = fps * flops_per_frame / 1e12 / ceilings[dtype_name]
-            rows.append({"model": label, "graph": variant, "runtime": f"torch cuda {dtype_name} + CUDA graphs",
-                         "batch": batch, "frames_per_s": round(fps, 1),
-                         "gflops_per_frame": round(flops_per_frame / 1e9, 3), "fraction_of_matmul": round(fraction, 3),
-                         "matmul_tflops": round(ceilings[dtype_name], 1), "device": torch.cuda.get_device_name()})
-            print(f"{label:18s} {variant:9s} cuda {dtype_name} graphs b={batch:<4d} {fps:10.1f} frames/s "
-                  f"{fraction:6.1%} of {dtype_name} matmul", flush=True)
+    dtypes = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+    runs = [(name, batch, "") for name in dtypes for batch in batches]
+    runs += [("bf16", batch, " compiled") for batch in compile_batches]
+    compiled = None
+    for dtype_name, batch, tag in runs:
+        x = torch.randint(0, 256, (batch, 3, h, w, g.net.cfg.channels), dtype=torch.uint8, device=dev)
+        t0 = time.perf_counter()
+        if tag and compiled is None:
+            compiled = torch.compile(g, dynamic=False)
+        fps = cuda_fps(compiled if tag else g, x, dtypes[dtype_name], repeats)
+        fraction = fps * flops_per_frame / 1e12 / ceilings[dtype_name]
+        rows.append({"model": label, "graph": variant, "runtime": f"torch cuda {dtype_name}{tag} + CUDA graphs",
+                     "batch": batch, "frames_per_s": round(fps, 1), "seconds_to_first_result": round(
+                         time.perf_counter() - t0, 1), "gflops_per_frame": round(flops_per_frame / 1e9, 3),
+                     "fraction_of_matmul": round(fraction, 3), "matmul_tflops": round(ceilings[dtype_name], 1),
+                     "device": torch.cuda.get_device_name()})
+        print(f"{label:18s} {variant:9s} cuda {dtype_name}{tag} graphs b={batch:<4d} {fps:10.1f} frames/s "
+              f"{fraction:6.1%} of {dtype_name} matmul", flush=True)
     graph.to("cpu")
     return rows
 
@@ -215,7 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 h, w = gcfg.image_size
                 if args.cuda:
                     rows += cuda_rows(graph, args.cuda_batches, flops_per_frame, label, variant, args.repeats,
-                                      cuda_ceilings)
+                                      cuda_ceilings, args.cuda_compile_batches if variant == "deployed" else [])
                     continue
                 for batch in args.batches:
                     frames = np.random.default_rng(0).integers(0, 256, (batch, 3, h, w, gcfg.channels), np.uint8)
@@ -257,6 +270,8 @@ def main() -> None:
     p.add_argument("--json", help="write the results here")
     p.add_argument("--cuda", action="store_true", help="GPU rows only: torch CUDA fp32/fp16/bf16 + CUDA graphs")
     p.add_argument("--cuda-batches", type=int, nargs="+", default=[32, 128, 512])
+    p.add_argument("--cuda-compile-batches", type=int, nargs="*", default=[],
+                   help="deployed graphs also in bf16 through torch.compile at these batches (a minute or more each)")
     args = p.parse_args()
     if args.quick:
         args.batches, args.repeats, args.min_seconds, args.no_compile = [8], 2, 0.0, True
