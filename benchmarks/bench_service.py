@@ -1,7 +1,7 @@
 """End-to-end service speed: real footage as JPEG batches from concurrent clients over loopback.
 
     python benchmarks/bench_service.py [--clients 8] [--frames-per-request 8] [--seconds 20]
-        [--compare-batch1] [--serve-args "..."] [--json FILE] [--quick]
+        [--compare-batch1] [--serve-args "..."] [--footage DIR] [--profile] [--json FILE] [--quick]
 
 Starts ``aedmae serve`` (the shipped model unless --serve-args says otherwise) on a free loopback
 port, sends JPEGs cut from ../shared/data/footage/*.mp4 (a generated clip when that is absent),
@@ -9,7 +9,9 @@ and reports frames/s, request latency p50/p95/p99, the batch-size distribution a
 (from the server's own /metrics). ``--compare-batch1`` runs again with max_batch_size=1 (with
 1-frame requests, and with the dynamic row's own requests, so that HTTP load is held equal), and the
 model-level frames/s of the same backend (ONNX Runtime, same threads, batch = the served max batch)
-is measured in the same run, so both targets are ratios from one run on one machine.
+is measured in the same run, so both targets are ratios from one run on one machine. Each row also
+says where the time went: the workers' busy share and the mean queue wait (from /metrics); ``--profile``
+samples the server with py-spy during the dynamic row.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """How many live 25 fps cameras one machine scores in real time.
 
     python benchmarks/bench_streams.py [--fps 25 10 5] [--max-cameras 16] [--seconds 20]
-        [--source rtsp|file] [--serve-args "..."] [--json FILE] [--quick]
+        [--source rtsp|file] [--clip FILE.mp4] [--serve-args "..."] [--json FILE] [--quick]
 
 Starts ``aedmae serve`` (the shipped model unless --serve-args says otherwise) and a real GStreamer
 RTSP server on 127.0.0.1 (tests/streams/rtsp_server.py, run by the system python) that streams
