@@ -100,24 +100,30 @@ def trial(url: str, source: str, cameras: int, fps: float, warmup: float, second
     }
 
 
-def search(run: Any, most: int) -> dict[str, Any] | None:
+def search(run: Any, most: int, time_left: Any = lambda: True) -> tuple[dict[str, Any] | None, int | None, bool]:
     """The largest camera count in 1..most that runs in real time: double until one fails, then
-    bisect (assumes more cameras never make it easier). None when one camera is already too many."""
-    best, n = None, 1
+    bisect (assumes more cameras never make it easier). Returns (the best real-time trial or None, the
+    smallest count seen failing or None, whether the search finished before ``time_left()`` said no)."""
+    best, failed, n = None, None, 1
     while n <= most:
+        if not time_left():
+            return best, failed, False
         row = run(n)
         if not row["realtime"]:
+            failed = n
             break
         best, n = row, n * 2
     lo, hi = (best["cameras"] if best else 0), min(n, most + 1)
     while hi - lo > 1:
+        if not time_left():
+            return best, failed, False
         mid = (lo + hi) // 2
         row = run(mid)
         if row["realtime"]:
             best, lo = row, mid
         else:
-            hi = mid
-    return best
+            failed, hi = mid, mid
+    return best, failed, True
 
 
 def main() -> None:
@@ -129,6 +135,9 @@ def main() -> None:
     p.add_argument("--source", choices=["rtsp", "file"], help="camera source (default: rtsp if available)")
     p.add_argument("--serve-args", default="", help="extra `aedmae serve` arguments (e.g. --device cuda)")
     p.add_argument("--clip", default=str(FOOTAGE), help="the mp4 every camera plays")
+    p.add_argument("--budget", type=float, default=0,
+                   help="seconds for the whole search: no trial starts that would end after it (0: no limit); "
+                        "a cut search reports its best count so far and the smallest count that failed")
     p.add_argument("--json")
     p.add_argument("--quick", action="store_true", help="smoke run: 5 fps, at most 2 cameras, 4 s windows")
     args = p.parse_args()
@@ -144,6 +153,11 @@ def main() -> None:
     clip = footage(Path(args.clip).resolve())  # the server opens it from its own working directory
     server, url = start_server(args.serve_args)
     trials, summary = [], []
+    end = time.monotonic() + args.budget if args.budget else float("inf")
+
+    def time_left() -> bool:  # room for one more trial (registration and queries: about 3 s)
+        return time.monotonic() + args.warmup + args.seconds + 3 < end
+
     try:
         for fps in args.fps:
             def run(n: int, fps: float = fps) -> dict[str, Any]:
@@ -160,8 +174,9 @@ def main() -> None:
                 print(f"  {n:>3} camera(s) at {fps:g} fps: {row}", flush=True)
                 return row
 
-            best = search(run, args.max_cameras)
+            best, failed, complete = search(run, args.max_cameras, time_left)
             summary.append({"fps": fps, "max_realtime_cameras": best["cameras"] if best else 0,
+                            "smallest_failing": failed, "complete": complete,
                             "frame_age_p50_s": best["frame_age_p50_s"] if best else None,
                             "frame_age_p99_s": best["frame_age_p99_s"] if best else None,
                             "scored_fps_total": best["scored_fps_total"] if best else None})
@@ -173,7 +188,9 @@ def main() -> None:
     print(f"{'scoring fps':>11} | {'look-ahead':>10} | {'cameras in real time':>20} | {'frame age p50':>13} | "
           f"{'p99':>7} | scored fps")
     for s in summary:
-        print(f"{s['fps']:>11g} | {3 / s['fps']:>10.2f} | {s['max_realtime_cameras']:>20} | "
+        cameras = f"{s['max_realtime_cameras']}" + ("" if s["complete"] else f" (search cut: <{s['smallest_failing']})"
+                                                   if s["smallest_failing"] else " (search cut)")
+        print(f"{s['fps']:>11g} | {3 / s['fps']:>10.2f} | {cameras:>20} | "
               f"{s['frame_age_p50_s'] or '-':>13} | {s['frame_age_p99_s'] or '-':>7} | {s['scored_fps_total'] or '-'}")
     result = {"source": source, "footage": str(clip), "seconds": args.seconds, "backend": model["backend"],
               "file": model["file"], "max_batch_size": model["max_batch_size"], "summary": summary, "trials": trials}

@@ -287,3 +287,22 @@ def test_select_scoring_variant_matches_the_scoring_definition_on_several_grids(
         want = Scorer(grid, cfg, None, *means)(te, dis).score.numpy()
         got = frame_scores(Variant("topk", 0.1, True, 1.0, 1, contrast), te, dis, means, grid)
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_camera_search_doubles_then_bisects_and_reports_a_cut_search():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_streams import search
+
+    tried: list[int] = []
+
+    def run(n: int) -> dict:
+        tried.append(n)
+        return {"cameras": n, "realtime": n <= 29}
+
+    best, failed, complete = search(run, 64)
+    assert (best["cameras"], failed, complete) == (29, 30, True)
+    assert tried == [1, 2, 4, 8, 16, 32, 24, 28, 30, 29]
+    budget = iter([True] * 7 + [False])
+    assert search(run, 64, lambda: next(budget))[1:] == (32, False)
+    assert search(lambda n: {"cameras": n, "realtime": True}, 64) == ({"cameras": 64, "realtime": True}, None, True)
+    assert search(lambda n: {"cameras": n, "realtime": False}, 64) == (None, 1, True)
