@@ -164,5 +164,9 @@ def create_backend(name: str, bundle: Bundle, settings: Settings) -> Backend:
     classes: dict[str, type] = {"onnxruntime": OnnxRuntimeBackend, "tensorrt": TensorRTBackend, "torch": TorchBackend}
     if name not in classes:
         raise ConfigError(f"unknown backend {name!r}")
+    if settings.precision != "fp32" and name != "torch":
+        raise ConfigError(f"precision={settings.precision} is the torch backend's autocast on CUDA; the {name} "
+                          f"backend runs the model file's own precision ({bundle.precision}): for fp16 there, "
+                          "export one with `aedmae export onnx --precision fp16`")
     backend: Backend = classes[name](bundle, settings)
     return backend

@@ -62,6 +62,17 @@ def test_burst_over_capacity_gets_429s_and_memory_returns(tiny_checkpoint):
         assert 'aedmae_requests_rejected_total{reason="queue_full"}' in text
 
 
+def test_half_precision_is_refused_where_it_cannot_apply(tiny_checkpoint):
+    from export.bundle import load_bundle
+    from model.errors import ConfigError
+
+    bundle = load_bundle(tiny_checkpoint)
+    with pytest.raises(ConfigError, match="export onnx --precision fp16"):
+        create_backend("onnxruntime", bundle, Settings(model=tiny_checkpoint, precision="fp16"))
+    with pytest.raises(ConfigError, match="needs device=cuda"):
+        create_backend("torch", bundle, Settings(model=tiny_checkpoint, backend="torch", precision="bf16"))
+
+
 def test_torch_and_onnxruntime_backends_agree(tiny_checkpoint):
     from export.bundle import compare_outputs, load_bundle
 
