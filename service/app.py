@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -63,6 +63,41 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await asyncio.to_thread(runtime.stop)
 
 
+class HttpMetrics:
+    """Request counts, durations and in-flight requests by route and status code, as a plain ASGI
+    middleware (Starlette's BaseHTTPMiddleware costs a task group and memory streams per request).
+    A request counts from its arrival to the start of its response: a streamed body (SSE, MJPEG
+    preview) is not in the duration, as before."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        m, t0, open_ = self.metrics, time.perf_counter(), [True]
+        m.http_in_flight.inc()
+
+        def record(code: int) -> None:
+            if open_[0]:
+                open_[0] = False
+                route = getattr(scope.get("route"), "path", "unmatched")
+                m.http_in_flight.dec()
+                m.http_requests.labels(route=route, code=str(code)).inc()
+                m.http_duration.labels(route=route).observe(time.perf_counter() - t0)
+
+        async def send_and_record(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                record(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            record(500)  # no response started: the error handler's 500 comes from outside this middleware
+
+
 def _error_response(status: int, code: str, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
@@ -94,22 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
         return _error_response(422, "invalid_request", detail)
 
-    @app.middleware("http")
-    async def http_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        m = app.state.metrics
-        m.http_in_flight.inc()
-        t0 = time.perf_counter()
-        code = 500
-        try:
-            response = await call_next(request)
-            code = response.status_code
-            return response
-        finally:
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            m.http_in_flight.dec()
-            m.http_requests.labels(route=route, code=str(code)).inc()
-            m.http_duration.labels(route=route).observe(time.perf_counter() - t0)
-
+    app.add_middleware(HttpMetrics, metrics=app.state.metrics)
     return app
 
 

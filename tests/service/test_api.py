@@ -158,3 +158,13 @@ def test_metrics_after_traffic(server):
         assert name in text, name
     frames = [line for line in text.splitlines() if line.startswith("aedmae_inference_frames_total ")]
     assert float(frames[0].split()[1]) >= 4
+
+
+def test_http_metrics_count_errors_by_route_and_leave_nothing_in_flight(server):
+    assert httpx.post(server.url + "/v1/score", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
+    assert httpx.get(server.url + "/no/such/route").status_code == 404
+    text = httpx.get(server.url + "/metrics").text
+    assert 'aedmae_http_requests_total{code="415",route="/v1/score"}' in text
+    assert 'aedmae_http_requests_total{code="404",route="unmatched"}' in text
+    assert 'aedmae_http_request_duration_seconds_count{route="/v1/score"}' in text
+    assert "aedmae_http_requests_in_flight 1.0" in text  # the /metrics request itself, nothing left over
