@@ -29,7 +29,7 @@ def picture_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
 JPEG = picture_responses("image/jpeg")
 
 
-def get_manager(request: Request) -> StreamManager:
+async def get_manager(request: Request) -> StreamManager:
     manager: StreamManager = loaded(request, "streams")
     return manager
 
