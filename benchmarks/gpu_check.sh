@@ -6,10 +6,10 @@
 # 3. model-level CUDA speed (torch fp32/fp16/bf16 + CUDA graphs, CUDA-event timing, as a fraction of
 # this GPU's matmul rate) for the reference and the shipped model, and the deployed graphs in bf16
 # through torch.compile (fused kernels: what the 10,000 frames/s target needs); 4. TensorRT engine
-# build + parity + timing, where TensorRT is installed; 5. the service end to end on the GPU (torch backend, CUDA
-# streams per worker, dynamic batching against batch size 1) and 6. the number of 25 fps cameras it
-# scores in real time. A step whose requirements are missing says so and the script goes on.
-# STEPS picks steps (default all): STEPS="tests model" bash benchmarks/gpu_check.sh
+# build + parity + timing, where TensorRT is installed; 5. the service end to end on the GPU (torch
+# backend, CUDA streams per worker, dynamic batching against batch size 1, py-spy profile) and 6. the
+# number of 25 fps cameras it scores in real time. A step whose requirements are missing says so and
+# the script goes on. STEPS picks steps (default all): STEPS="tests model" bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/gpu-results}
@@ -19,8 +19,9 @@ export PYTHONUNBUFFERED=1
 STEPS=" ${STEPS:-tests model tensorrt service streams} "
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
-# The whole script fits one device call (10 minutes at most, 15 minutes of device time a session, machine
-# start included): each step gets its own limit, cut to what is left of BUDGET seconds (default 470).
+# Each step gets its own limit, cut to what is left of BUDGET seconds (default 470). Everything takes
+# about 11 minutes: with 15 minutes of device time a session (machine starts included) and 10 a call,
+# run it as two calls, STEPS="tests model" BUDGET=300 and STEPS="tests service streams" BUDGET=330.
 BUDGET=${BUDGET:-470}
 limit() {  # limit SECONDS -> the smaller of SECONDS and what is left of the budget (0 when none)
   local left=$((BUDGET - SECONDS)); [ "$left" -lt 0 ] && left=0
