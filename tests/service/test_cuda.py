@@ -48,6 +48,12 @@ def test_padding_a_batch_up_to_its_captured_graph_changes_no_frame():
         assert np.array_equal(again[k], whole[k]), k
 
 
+def test_eager_on_the_side_stream_matches_the_captured_graphs():
+    frames = load_bundle(SHIPPED_DIR).golden_inputs()[:8]
+    eager, graphs = backend(cuda_graphs=False).infer(frames), backend().infer(frames)
+    assert compare_outputs(eager, graphs, "fp32")["ok"]
+
+
 def test_workers_on_their_own_streams_give_serial_results_when_run_together():
     frames = load_bundle(SHIPPED_DIR).golden_inputs()[:8]
     inputs = [np.roll(frames, i, axis=0) for i in range(6)]
