@@ -30,6 +30,9 @@ class Metrics:
         self.inference_duration = Histogram(f"{p}_inference_duration_seconds", "backend time per batch",
                                             ["backend"], buckets=LATENCY_BUCKETS, registry=r)
         self.inference_frames = Counter(f"{p}_inference_frames", "frames scored by the backend", registry=r)
+        self.inference_workers = Gauge(f"{p}_inference_workers", "inference workers (a backend instance each): "
+                                       "rate(inference_duration_seconds_sum) over this is their busy share",
+                                       registry=r)
         self.inference_errors = Counter(f"{p}_inference_errors", "failed batches, by reason", ["reason"],
                                         registry=r)
         self.model_ready = Gauge(f"{p}_model_ready", "1 once warm-up and the golden parity check passed",

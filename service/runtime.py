@@ -39,6 +39,7 @@ class ScoringRuntime:
         self.backends = [create_backend(self.backend_name, self.bundle, settings) for _ in range(settings.workers)]
         self.batcher = Batcher(self.backends, settings.max_batch_size, settings.max_batch_delay_ms / 1000,
                                settings.queue_capacity, metrics)
+        metrics.inference_workers.set(len(self.backends))
         self.contexts = StreamContexts(settings.stream_context_ttl_s, settings.max_stream_contexts)
         self.ready = False
         self.readiness: dict[str, Any] = {"state": "starting"}

@@ -31,6 +31,9 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]], int]] = [
                           "(rate(aedmae_inference_duration_seconds_bucket[5m])))"),
       ("p99 {{backend}}", "histogram_quantile(0.99, sum by (le, backend) "
                           "(rate(aedmae_inference_duration_seconds_bucket[5m])))")], 12),
+    ("Inference workers busy (near 100%: the model is the limit)",
+     "timeseries", "percentunit",
+     [("busy", "sum(rate(aedmae_inference_duration_seconds_sum[1m])) / sum(aedmae_inference_workers)")], 12),
     ("Batch size (mean) and batches by trigger", "timeseries", "none",
      [("mean batch size", "sum(rate(aedmae_batch_size_sum[5m])) / sum(rate(aedmae_batch_size_count[5m]))"),
       ("batches/s {{trigger}}", "sum by (trigger) (rate(aedmae_batches_total[5m]))")], 12),
