@@ -151,9 +151,7 @@ def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: 
                     elif r.status_code == 429:
                         time.sleep(float(r.headers.get("retry-after", "1")))
 
-    workers = int(httpx.get(url + "/v1/model").json()["workers"])
     before_text = httpx.get(url + "/metrics").text
-    before = metric_values(before_text, "aedmae_batch_size")
     t0 = time.perf_counter()
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     for t in threads:
@@ -162,15 +160,15 @@ def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: 
         t.join()
     elapsed = time.perf_counter() - t0
     after_text = httpx.get(url + "/metrics").text
-    after = metric_values(after_text, "aedmae_batch_size")
 
     def grown(name: str) -> float:  # a counter's (or histogram part's) growth, summed over its labels
         return metric_sum(after_text, name) - metric_sum(before_text, name)
 
-    waits = grown("aedmae_queue_wait_seconds_count")
-    batches = after.get("aedmae_batch_size_count", 0) - before.get("aedmae_batch_size_count", 0)
-    total = after.get("aedmae_batch_size_sum", 0) - before.get("aedmae_batch_size_sum", 0)
-    buckets = {k.split('le="')[1].rstrip('"}'): v - before.get(k, 0) for k, v in after.items() if "_bucket" in k}
+    waits, batches, total = (grown(f"aedmae_{name}") for name in
+                             ("queue_wait_seconds_count", "batch_size_count", "batch_size_sum"))
+    workers = metric_sum(after_text, "aedmae_inference_workers")
+    before, after = (metric_values(text, "aedmae_batch_size_bucket") for text in (before_text, after_text))
+    buckets = {k.split('le="')[1].rstrip('"}'): v - before.get(k, 0) for k, v in after.items()}
     q = np.quantile(latencies, [0.5, 0.95, 0.99]) if latencies else [float("nan")] * 3
     return {"frames_per_s": round(frames_done[0] / elapsed, 1), "requests": sum(codes.values()), "codes": codes,
             "latency_s": {"p50": round(q[0], 4), "p95": round(q[1], 4), "p99": round(q[2], 4)},
