@@ -1,7 +1,8 @@
 """Two-stage training. Stage 1 trains the encoder and the teacher decoder with the motion-weighted
 loss; stage 2 freezes them (BatchNorm statistics included) and distils the student decoder.
 
-Seeded, resumable (``train_state.pt`` after every epoch), CPU or CUDA (bf16 autocast on CUDA).
+Seeded, resumable (``train_state.pt`` after every epoch), CPU or CUDA (bf16 autocast on CUDA by default,
+on the CPU with ``train.precision=bf16``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the training steps for ``train.precision`` (None: plain float32)."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"train.precision={precision!r}: choose auto, fp32 or bf16")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -90,6 +100,7 @@ class Trainer:
         self.cfg = train_cfg
         self.out = Path(out_dir)
         self.device = resolve_device(train_cfg.device)
+        self.autocast_dtype = autocast_dtype(train_cfg.precision, self.device)
         self.epoch_hook = epoch_hook
         self.progress = progress
         self.cache = FrameCache(cache_dir or default_cache_dir())
@@ -179,7 +190,8 @@ class Trainer:
             sched.load_state_dict(state["scheduler"])
             start_epoch = state["epoch"] + 1
         step_fn = self._step_teacher if teacher_stage else self._step_student
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        autocast = torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                                  enabled=self.autocast_dtype is not None)
         for epoch in range(start_epoch, epochs):
             gen = torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch + (0 if teacher_stage else 10_000))
             bar = tqdm(total=steps, desc=f"{name} {epoch + 1}/{epochs}", unit="step", disable=not self.progress,

@@ -179,3 +179,35 @@ def test_holdout_videos_are_held_out_whole_and_checked(footage, tmp_path, tiny):
         load_segments([str(footage)], *apply_overrides(*tiny, ["train.holdout_videos=01,03"]), cache)
     with pytest.raises(ConfigError, match="nothing is left to train on"):
         load_segments([str(footage)], *apply_overrides(*tiny, ["train.holdout_videos=01,02"]), cache)
+
+
+@pytest.mark.parametrize("precision, dtype", [("auto", torch.float32), ("bf16", torch.bfloat16)])
+def test_cpu_training_precision(footage, tmp_path, tiny, precision, dtype):
+    """auto trains in float32 on the CPU; bf16 runs the layers under bf16 autocast, both stages still
+    learn, and the checkpoint stays float32."""
+    model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=3, epochs_student=2, batch_size=4, device="cpu",
+                                 precision=precision)
+    seen: set[torch.dtype] = set()
+
+    def record(module, args, output):
+        if isinstance(module, torch.nn.Linear) and module.training and torch.is_grad_enabled():
+            seen.add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        summary = Trainer([str(footage)], tmp_path / "run", model_cfg, train_cfg, cache_dir=tmp_path / "cache",
+                          progress=False).run()
+    finally:
+        handle.remove()
+    assert seen == {dtype}, seen
+    teacher, student = summary["stages"]["teacher"]["losses"], summary["stages"]["student"]["losses"]
+    assert teacher[-1] < teacher[0] and student[-1] < student[0], (teacher, student)
+    net, meta = checkpoint.load(tmp_path / "run")
+    assert meta["train"]["precision"] == precision
+    assert {p.dtype for p in net.parameters()} == {torch.float32}
+
+
+def test_unknown_training_precision_is_refused(footage, tmp_path, tiny):
+    with pytest.raises(ConfigError, match=r"train\.precision='fp8'"):
+        Trainer([str(footage)], tmp_path / "run", *_cfgs(tiny, precision="fp8"), cache_dir=tmp_path / "cache",
+                progress=False)
