@@ -118,7 +118,7 @@ def main() -> None:
     ranked = sorted(rows, key=lambda r: -r["validation_mean"])  # stable: ties keep the simpler rule
     shipped_cfg = net.cfg.scoring
     shipped = Variant(shipped_cfg.reduction, shipped_cfg.topk_fraction, shipped_cfg.token_normalization,
-                      shipped_cfg.discrepancy_weight, 1).name
+                      shipped_cfg.discrepancy_weight, 1, shipped_cfg.contrast).name
     print(f"chosen on validation: {ranked[0]['name']}   (the model's own rule: {shipped})")
     if args.test:
         _, test_videos = read_test_set(args.test)

@@ -4,6 +4,7 @@ check that gates readiness, and temporal windows for HTTP clips and stream_id co
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -50,9 +51,10 @@ class ScoringRuntime:
             "file": self.bundle.graph.name,
         })
 
-    @property
+    @functools.cached_property
     def heatmap_scale(self) -> float:
-        """Token score drawn as full intensity in PNG heatmaps: twice the alert threshold's score."""
+        """Token score drawn as full intensity in PNG heatmaps: twice the alert threshold's score (an
+        uncalibrated model: the golden clip's largest token score, read once)."""
         cal = self.bundle.sidecar.get("calibration")
         if cal:
             return 2.0 * float(cal["threshold"])
