@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -67,7 +68,8 @@ def free_port() -> int:
 
 def profile_server(pid: int, seconds: int, rate: int = 200) -> dict[str, Any]:
     """py-spy samples of the server while it is under load: first only the thread holding the GIL
-    (its share of the time is what bounds the Python side), then every thread. Top frames by self time."""
+    (its share of the time is what bounds the Python side), then every thread. Top frames by self time,
+    and functions by total time (anywhere on the stack)."""
     out: dict[str, Any] = {"seconds": seconds, "rate_hz": rate}
     for mode, extra in (("gil", ["--gil"]), ("all", [])):
         with tempfile.NamedTemporaryFile(suffix=".txt") as f:
@@ -76,13 +78,18 @@ def profile_server(pid: int, seconds: int, rate: int = 200) -> dict[str, Any]:
             if r.returncode != 0:
                 return out | {"error": r.stderr[-500:]}
             counts: dict[str, int] = {}
+            inclusive: dict[str, int] = {}  # samples with the function anywhere on the stack (line numbers dropped)
             for line in Path(f.name).read_text().splitlines():
                 stack, _, n = line.rpartition(" ")
                 leaf = stack.rpartition(";")[2]
                 counts[leaf] = counts.get(leaf, 0) + int(n)
-        total = sum(counts.values())
+                for fn in {re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")}:
+                    inclusive[fn] = inclusive.get(fn, 0) + int(n)
+        total = max(sum(counts.values()), 1)
         top = sorted(counts.items(), key=lambda kv: -kv[1])[:12]
-        out[mode] = {"samples": total, "top_self": [[k, round(v / max(total, 1), 3)] for k, v in top]}
+        top_total = sorted(inclusive.items(), key=lambda kv: -kv[1])[:25]
+        out[mode] = {"samples": total, "top_self": [[k, round(v / total, 3)] for k, v in top],
+                     "top_total": [[k, round(v / total, 3)] for k, v in top_total]}
     out["gil_held_share"] = round(out["gil"]["samples"] / (seconds * rate), 3)
     return out
 
