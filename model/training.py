@@ -172,6 +172,35 @@ class Trainer:
         assert student is not None
         return distillation_loss(student.float(), teacher.float(), keep_to_mask(keep, teacher.shape[1]))
 
+    def train_step(self, net: AEDMAE, batch: dict[str, torch.Tensor], gen: torch.Generator,
+                   opt: torch.optim.Optimizer, teacher_stage: bool, where: str = "") -> float:
+        """One optimiser step of a stage on a batch, under the configured autocast; returns the loss.
+        The net must be prepared for the stage (:meth:`prepare_stage`)."""
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        step_fn = self._step_teacher if teacher_stage else self._step_student
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                            enabled=self.autocast_dtype is not None):
+            loss = step_fn(net, batch, gen)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{where}: loss is {loss.item()}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    def prepare_stage(self, net: AEDMAE, teacher_stage: bool) -> None:
+        """What each stage trains: encoder + teacher (student frozen), or the student alone (backbone
+        frozen, its BatchNorm statistics and dropout as trained)."""
+        if teacher_stage:
+            for m in net.student_modules():
+                m.requires_grad_(False)
+        else:
+            for m in net.encoder_modules() + net.teacher_modules():
+                m.requires_grad_(False)
+            for m in net.student_modules():
+                m.requires_grad_(True)
+        self._set_train_mode(net, teacher_stage)
+
     def _run_stage(self, net: AEDMAE, name: str, state: dict[str, Any] | None,
                    reports: dict[str, StageReport]) -> None:
         teacher_stage = name == "teacher"
@@ -189,9 +218,6 @@ class Trainer:
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             start_epoch = state["epoch"] + 1
-        step_fn = self._step_teacher if teacher_stage else self._step_student
-        autocast = torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
-                                  enabled=self.autocast_dtype is not None)
         for epoch in range(start_epoch, epochs):
             gen = torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch + (0 if teacher_stage else 10_000))
             bar = tqdm(total=steps, desc=f"{name} {epoch + 1}/{epochs}", unit="step", disable=not self.progress,
@@ -200,16 +226,9 @@ class Trainer:
             for i, batch in enumerate(self._loader(epoch + (0 if teacher_stage else 1000))):
                 if i >= steps:
                     break
-                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-                with autocast:
-                    loss = step_fn(net, batch, gen)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{name} epoch {epoch + 1} step {i}: loss is {loss.item()}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                where = f"{name} epoch {epoch + 1} step {i}"
+                losses.append(self.train_step(net, batch, gen, opt, teacher_stage, where))
                 sched.step()
-                losses.append(loss.item())
                 seen += batch["frames"].shape[0]
                 fps = seen / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", fps=f"{fps:.1f}")
@@ -242,11 +261,6 @@ class Trainer:
             for m in net.encoder_modules() + net.teacher_modules():
                 if isinstance(m, torch.nn.Module):
                     m.eval()
-
-    @staticmethod
-    def _freeze_backbone(net: AEDMAE) -> None:
-        for m in net.encoder_modules() + net.teacher_modules():
-            m.requires_grad_(False)
 
     def _take_teacher(self, net: AEDMAE, source: str | Path, reports: dict[str, StageReport]) -> None:
         """Encoder + teacher weights from a trained checkpoint of the same architecture, and that
@@ -296,18 +310,13 @@ class Trainer:
             log.info("resuming after %s epoch %d", state["stage"], state["epoch"] + 1)
         train_teacher = state["stage"] == "teacher" if state is not None else teacher is None
         if train_teacher:
-            for p in net.student_modules():
-                p.requires_grad_(False)
-            self._set_train_mode(net, teacher_stage=True)
+            self.prepare_stage(net, teacher_stage=True)
             self._run_stage(net, "teacher", state, reports)
             state = None
-        self._freeze_backbone(net)
         if state is None:
             seed_everything(self.cfg.seed + 1)
             self._reset_student(net)
-        for p in net.student_modules():
-            p.requires_grad_(True)
-        self._set_train_mode(net, teacher_stage=False)
+        self.prepare_stage(net, teacher_stage=False)
         self._run_stage(net, "student", state, reports)
         net.eval()
         scorer_meta = self.calibrate(net)

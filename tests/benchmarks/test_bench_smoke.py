@@ -35,6 +35,16 @@ def test_bench_model_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_training_quick(tmp_path, footage):
+    result, stdout = run_benchmark(tmp_path, "bench_training.py", "--quick", "--data", str(footage))
+    assert {(r["stage"], r["precision"]) for r in result["rows"]} == {
+        (stage, prec) for stage in ("teacher", "student") for prec in ("fp32", "bf16")}
+    assert all(r["frames_per_s"] > 0 and len(r["runs"]) == 2 for r in result["rows"])
+    assert all(r["vs_fp32"] == 1.0 for r in result["rows"] if r["precision"] == "fp32")
+    assert set(result["matmul_gflops"]) == {"fp32", "bf16"} and "teacher" in stdout
+
+
+@pytest.mark.slow
 def test_bench_service_quick_on_a_served_model_of_its_own(tmp_path, tiny_checkpoint):
     result, stdout = run_benchmark(tmp_path, "bench_service.py", "--quick", "--compare-batch1", "--serve-args",
                                    f"--model {tiny_checkpoint} --max-batch-size 4")

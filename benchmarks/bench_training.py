@@ -1,0 +1,116 @@
+"""Training speed by precision: the real training steps of a preset, fp32 against bf16 autocast,
+timed in turns in one run, beside this machine's matmul rate in each precision.
+
+    python benchmarks/bench_training.py [--preset ped2] [--data ../shared/data/ped2/train]
+        [--precisions fp32 bf16] [--steps 4] [--rounds 3] [--json FILE] [--quick]
+
+Each stage's step is ``Trainer.train_step`` (forward, loss, backward, AdamW) on the stage's trainable
+parameters (teacher: encoder + teacher decoder; student: the student decoder on the frozen backbone),
+on batches drawn once from the preset's training samples (pasted anomalies, grid shifts and all), so
+data loading is not timed. Frames/s per stage and precision are medians over ``--rounds``; the
+precisions alternate within each round, so a neighbour slowing the machine slows both. The matmul
+rows are a 1024^3 product in torch at each precision. ``--quick``: the tiny preset, two rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import default_collate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model.config import apply_overrides, preset
+from model.network import AEDMAE
+from model.training import Trainer, autocast_dtype
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def stage_rates(trainer: Trainer, teacher_stage: bool, batches: list[dict[str, torch.Tensor]],
+                precisions: list[str], rounds: int) -> dict[str, list[float]]:
+    """Frames/s of ``len(batches)`` steps per precision and round (one warm-up step before each)."""
+    torch.manual_seed(0)
+    net = AEDMAE(trainer.model_cfg).to(trainer.device)
+    trainer.prepare_stage(net, teacher_stage)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-5)
+    gen = torch.Generator().manual_seed(0)
+    frames = sum(b["frames"].shape[0] for b in batches)
+    rates: dict[str, list[float]] = {p: [] for p in precisions}
+    for _ in range(rounds):
+        for precision in precisions:
+            trainer.autocast_dtype = autocast_dtype(precision, trainer.device)
+            trainer.train_step(net, batches[0], gen, opt, teacher_stage)
+            t0 = time.perf_counter()
+            for batch in batches:
+                trainer.train_step(net, batch, gen, opt, teacher_stage)
+            rates[precision].append(frames / (time.perf_counter() - t0))
+    return rates
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="ped2")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/ped2/train"))
+    p.add_argument("--set", action="append", default=[], metavar="S.F=V", help="config overrides, as aedmae train")
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
+    p.add_argument("--steps", type=int, default=4, help="timed steps per precision and round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="tiny preset, 2 rounds of 2 steps")
+    p.add_argument("--json")
+    args = p.parse_args()
+    if args.quick:
+        args.preset, args.steps, args.rounds = "tiny", 2, 2
+    if not Path(args.data).exists():
+        sys.exit(f"no training data at {args.data} (--data DIR)")
+    model_cfg, train_cfg = apply_overrides(*preset(args.preset), [*args.set, "train.device=cpu"])
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer([args.data], out, model_cfg, train_cfg, progress=False)
+        gen = torch.Generator().manual_seed(0)
+        picks = torch.randperm(len(trainer.dataset), generator=gen)[: args.steps * train_cfg.batch_size].tolist()
+        samples = [trainer.dataset[i] for i in picks]
+        batches = [default_collate(samples[i : i + train_cfg.batch_size])
+                   for i in range(0, len(samples), train_cfg.batch_size)]
+        stages = {name: stage_rates(trainer, name == "teacher", batches, args.precisions, args.rounds)
+                  for name in ("teacher", "student")}
+    matmul = {prec: matmul_gflops(DTYPES[prec]) for prec in args.precisions}
+    rows = []
+    base = args.precisions[0]
+    for name, rates in stages.items():
+        for prec, values in rates.items():
+            median = statistics.median(values)
+            rows.append({"stage": name, "precision": prec, "frames_per_s": round(median, 2),
+                         "runs": [round(v, 2) for v in values],
+                         "vs_" + base: round(median / statistics.median(rates[base]), 3)})
+    print(f"preset {args.preset}, {model_cfg.image_size[0]}x{model_cfg.image_size[1]}, batch {train_cfg.batch_size}, "
+          f"{torch.get_num_threads()} threads; matmul 1024^3: "
+          + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in matmul.items()))
+    print(f"{'stage':8s} {'precision':9s} {'frames/s':>9s} {'vs ' + base:>8s}   runs")
+    for r in rows:
+        print(f"{r['stage']:8s} {r['precision']:9s} {r['frames_per_s']:9.1f} {r['vs_' + base]:8.2f}   {r['runs']}")
+    if args.json:
+        settings = vars(args) | {"image_size": list(model_cfg.image_size), "batch_size": train_cfg.batch_size,
+                                 "threads": torch.get_num_threads()}
+        Path(args.json).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "settings": settings,
+                                               "matmul_gflops": matmul, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
