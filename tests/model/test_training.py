@@ -9,7 +9,7 @@ from model.config import apply_overrides
 from model.errors import CheckpointError, ConfigError
 from model.network import AEDMAE
 from model.scoring import score_frames
-from model.training import Trainer
+from model.training import Trainer, native_cpu_bf16
 
 
 def _cfgs(tiny, **train):
@@ -181,10 +181,12 @@ def test_holdout_videos_are_held_out_whole_and_checked(footage, tmp_path, tiny):
         load_segments([str(footage)], *apply_overrides(*tiny, ["train.holdout_videos=01,02"]), cache)
 
 
-@pytest.mark.parametrize("precision, dtype", [("auto", torch.float32), ("bf16", torch.bfloat16)])
+@pytest.mark.parametrize("precision, dtype", [
+    ("fp32", torch.float32), ("bf16", torch.bfloat16),
+    ("auto", torch.bfloat16 if native_cpu_bf16() else torch.float32)])
 def test_cpu_training_precision(footage, tmp_path, tiny, precision, dtype):
-    """auto trains in float32 on the CPU; bf16 runs the layers under bf16 autocast, both stages still
-    learn, and the checkpoint stays float32."""
+    """fp32 trains in float32; bf16 runs the layers under bf16 autocast, both stages still learn, and
+    the checkpoint stays float32; auto is bf16 only where the CPU has native bf16."""
     model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=3, epochs_student=2, batch_size=4, device="cpu",
                                  precision=precision)
     seen: set[torch.dtype] = set()
@@ -204,6 +206,7 @@ def test_cpu_training_precision(footage, tmp_path, tiny, precision, dtype):
     assert teacher[-1] < teacher[0] and student[-1] < student[0], (teacher, student)
     net, meta = checkpoint.load(tmp_path / "run")
     assert meta["train"]["precision"] == precision
+    assert meta["training"]["precision"] == ("bf16" if dtype == torch.bfloat16 else "fp32")
     assert {p.dtype for p in net.parameters()} == {torch.float32}
 
 
