@@ -2,14 +2,15 @@
 timed in turns in one run, beside this machine's matmul rate in each precision.
 
     python benchmarks/bench_training.py [--preset ped2] [--data ../shared/data/ped2/train]
-        [--precisions fp32 bf16] [--steps 4] [--rounds 3] [--json FILE] [--quick]
+        [--precisions fp32 bf16] [--steps 4] [--rounds 3] [--profile] [--json FILE] [--quick]
 
 Each stage's step is ``Trainer.train_step`` (forward, loss, backward, AdamW) on the stage's trainable
 parameters (teacher: encoder + teacher decoder; student: the student decoder on the frozen backbone),
 on batches drawn once from the preset's training samples (pasted anomalies, grid shifts and all), so
 data loading is not timed. Frames/s per stage and precision are medians over ``--rounds``; the
 precisions alternate within each round, so a neighbour slowing the machine slows both. The matmul
-rows are a 1024^3 product in torch at each precision. ``--quick``: the tiny preset, two rounds.
+rows are a 1024^3 product in torch at each precision. ``--profile`` adds each precision's largest
+ops in teacher steps (torch.profiler). ``--quick``: the tiny preset, two rounds of two steps.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import default_collate
@@ -65,6 +67,28 @@ def stage_rates(trainer: Trainer, teacher_stage: bool, batches: list[dict[str, t
     return rates
 
 
+def profile_teacher(trainer: Trainer, batches: list[dict[str, torch.Tensor]], precisions: list[str],
+                    top: int = 6) -> dict[str, list[list[Any]]]:
+    """Each precision's largest ops in teacher steps (torch.profiler, share of self CPU time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    net = AEDMAE(trainer.model_cfg).to(trainer.device)
+    trainer.prepare_stage(net, True)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-5)
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for precision in precisions:
+        trainer.autocast_dtype = autocast_dtype(precision, trainer.device)
+        trainer.train_step(net, batches[0], gen, opt, True)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for batch in batches:
+                trainer.train_step(net, batch, gen, opt, True)
+        ops = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
+        total = sum(t for _, t in ops)
+        out[precision] = [[k, round(t / total, 3)] for k, t in sorted(ops, key=lambda kv: -kv[1])[:top]]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="ped2")
@@ -74,6 +98,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4, help="timed steps per precision and round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="tiny preset, 2 rounds of 2 steps")
+    p.add_argument("--profile", action="store_true", help="also each precision's largest ops in teacher steps")
     p.add_argument("--json")
     args = p.parse_args()
     if args.quick:
@@ -90,6 +115,7 @@ def main() -> None:
                    for i in range(0, len(samples), train_cfg.batch_size)]
         stages = {name: stage_rates(trainer, name == "teacher", batches, args.precisions, args.rounds)
                   for name in ("teacher", "student")}
+        profiles = profile_teacher(trainer, batches, args.precisions) if args.profile else None
     matmul = {prec: matmul_gflops(DTYPES[prec]) for prec in args.precisions}
     rows = []
     base = args.precisions[0]
@@ -105,11 +131,14 @@ def main() -> None:
     print(f"{'stage':8s} {'precision':9s} {'frames/s':>9s} {'vs ' + base:>8s}   runs")
     for r in rows:
         print(f"{r['stage']:8s} {r['precision']:9s} {r['frames_per_s']:9.1f} {r['vs_' + base]:8.2f}   {r['runs']}")
+    for prec, ops in (profiles or {}).items():
+        print(f"teacher step, {prec}, share of CPU time: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in ops))
     if args.json:
         settings = vars(args) | {"image_size": list(model_cfg.image_size), "batch_size": train_cfg.batch_size,
                                  "threads": torch.get_num_threads()}
         Path(args.json).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "settings": settings,
-                                               "matmul_gflops": matmul, "rows": rows}, indent=2) + "\n")
+                                               "matmul_gflops": matmul, "rows": rows, "profile": profiles},
+                                              indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -36,12 +36,14 @@ def test_bench_model_quick(tmp_path):
 
 @pytest.mark.slow
 def test_bench_training_quick(tmp_path, footage):
-    result, stdout = run_benchmark(tmp_path, "bench_training.py", "--quick", "--data", str(footage))
+    result, stdout = run_benchmark(tmp_path, "bench_training.py", "--quick", "--profile", "--data", str(footage))
     assert {(r["stage"], r["precision"]) for r in result["rows"]} == {
         (stage, prec) for stage in ("teacher", "student") for prec in ("fp32", "bf16")}
     assert all(r["frames_per_s"] > 0 and len(r["runs"]) == 2 for r in result["rows"])
     assert all(r["vs_fp32"] == 1.0 for r in result["rows"] if r["precision"] == "fp32")
     assert set(result["matmul_gflops"]) == {"fp32", "bf16"} and "teacher" in stdout
+    assert set(result["profile"]) == {"fp32", "bf16"} and all(0 < share <= 1 for prec in result["profile"].values()
+                                                               for _, share in prec)
 
 
 @pytest.mark.slow
