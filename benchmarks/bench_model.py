@@ -42,7 +42,8 @@ from model.network import AEDMAE  # noqa: E402
 from model.scoring import Scorer  # noqa: E402
 
 
-def _median_rate(fn: Any, flops: float, seconds: float) -> float:
+def median_rate(fn: Any, flops: float, seconds: float) -> float:
+    """Median GFLOP/s of ``fn`` (``flops`` a call) over at least 5 calls and ``seconds``, after 3 warm-ups."""
     for _ in range(3):
         fn()
     rates = []
@@ -62,7 +63,7 @@ def matmul_gflops(seconds: float = 2.0, n: int = 1024) -> dict[str, float]:
     from onnx import TensorProto, helper
 
     a, b = torch.randn(n, n), torch.randn(n, n)
-    rates = {"torch": _median_rate(lambda: a @ b, 2 * n**3, seconds)}
+    rates = {"torch": median_rate(lambda: a @ b, 2 * n**3, seconds)}
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])
     w = onnx.numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n), np.float32), "w")
@@ -72,7 +73,7 @@ def matmul_gflops(seconds: float = 2.0, n: int = 1024) -> dict[str, float]:
     options.intra_op_num_threads = torch.get_num_threads()
     sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     feed = {"x": a.numpy()}
-    rates["onnxruntime"] = _median_rate(lambda: sess.run(None, feed), 2 * n**3, seconds)
+    rates["onnxruntime"] = median_rate(lambda: sess.run(None, feed), 2 * n**3, seconds)
     return rates | {"ceiling": max(rates.values())}
 
 

@@ -9,8 +9,9 @@ parameters (teacher: encoder + teacher decoder; student: the student decoder on 
 on batches drawn once from the preset's training samples (pasted anomalies, grid shifts and all), so
 data loading is not timed. Frames/s per stage and precision are medians over ``--rounds``; the
 precisions alternate within each round, so a neighbour slowing the machine slows both. The matmul
-rows are a 1024^3 product in torch at each precision. ``--profile`` adds each precision's largest
-ops in teacher steps (torch.profiler). ``--quick``: the tiny preset, two rounds of two steps.
+rows are a 1024^3 product in torch at each precision (bench_model's median rate). ``--profile`` adds
+each precision's largest ops in teacher steps (torch.profiler). ``--quick``: the tiny preset, two
+rounds of two steps.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from torch.utils.data import default_collate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_model import median_rate
+
 from model.config import apply_overrides, preset
 from model.network import AEDMAE
 from model.training import Trainer, autocast_dtype
@@ -36,24 +39,24 @@ from model.training import Trainer, autocast_dtype
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def matmul_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 10) -> float:
+def matmul_gflops(dtype: torch.dtype, n: int = 1024, seconds: float = 1.0) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+    return median_rate(lambda: a @ b, 2 * n**3, seconds)
+
+
+def stage_setup(trainer: Trainer, teacher_stage: bool) -> tuple[AEDMAE, torch.optim.Optimizer, torch.Generator]:
+    """A seeded network prepared for the stage, an optimiser over what the stage trains, a mask generator."""
+    torch.manual_seed(0)
+    net = AEDMAE(trainer.model_cfg).to(trainer.device)
+    trainer.prepare_stage(net, teacher_stage)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-5)
+    return net, opt, torch.Generator().manual_seed(0)
 
 
 def stage_rates(trainer: Trainer, teacher_stage: bool, batches: list[dict[str, torch.Tensor]],
                 precisions: list[str], rounds: int) -> dict[str, list[float]]:
     """Frames/s of ``len(batches)`` steps per precision and round (one warm-up step before each)."""
-    torch.manual_seed(0)
-    net = AEDMAE(trainer.model_cfg).to(trainer.device)
-    trainer.prepare_stage(net, teacher_stage)
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-5)
-    gen = torch.Generator().manual_seed(0)
+    net, opt, gen = stage_setup(trainer, teacher_stage)
     frames = sum(b["frames"].shape[0] for b in batches)
     rates: dict[str, list[float]] = {p: [] for p in precisions}
     for _ in range(rounds):
@@ -72,10 +75,7 @@ def profile_teacher(trainer: Trainer, batches: list[dict[str, torch.Tensor]], pr
     """Each precision's largest ops in teacher steps (torch.profiler, share of self CPU time)."""
     from torch.profiler import ProfilerActivity, profile
 
-    net = AEDMAE(trainer.model_cfg).to(trainer.device)
-    trainer.prepare_stage(net, True)
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-5)
-    gen = torch.Generator().manual_seed(0)
+    net, opt, gen = stage_setup(trainer, True)
     out = {}
     for precision in precisions:
         trainer.autocast_dtype = autocast_dtype(precision, trainer.device)
