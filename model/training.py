@@ -157,8 +157,18 @@ class Trainer:
         if not path.exists():
             return None
         state = torch.load(path, map_location="cpu", weights_only=False)
-        if state["model_config"] != to_dict(self.model_cfg) or state["train_config"] != to_dict(self.cfg):
-            raise CheckpointError(f"{path}: saved with a different configuration; cannot resume (use a new --out)")
+        saved_train = dict(state["train_config"])
+        if "precision" not in saved_train:  # written before train.precision existed: its steps ran in fp32
+            saved_train["precision"] = self.cfg.precision if self.precision == "fp32" else "fp32"
+        saved = {**{f"model.{k}": v for k, v in state["model_config"].items()},
+                 **{f"train.{k}": v for k, v in saved_train.items()}}
+        now = {**{f"model.{k}": v for k, v in to_dict(self.model_cfg).items()},
+               **{f"train.{k}": v for k, v in to_dict(self.cfg).items()}}
+        changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+        if changed:
+            diff = ", ".join(f"{k} (saved {saved.get(k)!r}, now {now.get(k)!r})" for k in changed)
+            raise CheckpointError(f"{path}: saved with a different configuration: {diff}; cannot resume "
+                                  "(set the saved values, or use a new --out)")
         return state
 
     # -- the stages -----------------------------------------------------------------------------

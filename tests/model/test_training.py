@@ -89,7 +89,7 @@ def test_student_stage_sees_pasted_anomalies_only_when_asked(footage, tmp_path, 
 
 
 def test_resume_after_interruption_and_refuse_other_config(footage, tmp_path, tiny):
-    model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=2, epochs_student=2, max_steps_per_epoch=2)
+    model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=2, epochs_student=2, max_steps_per_epoch=2, precision="fp32")
     out = tmp_path / "run"
 
     def interrupt(stage, epoch, net, held):
@@ -105,8 +105,15 @@ def test_resume_after_interruption_and_refuse_other_config(footage, tmp_path, ti
     assert not (out / "model.safetensors").exists()
 
     other = dataclasses.replace(train_cfg, epochs_student=3)
-    with pytest.raises(CheckpointError, match="different configuration"):
+    with pytest.raises(CheckpointError, match=r"train\.epochs_student \(saved 2, now 3\)"):
         Trainer([str(footage)], out, model_cfg, other, cache_dir=tmp_path / "c", progress=False).run(resume=True)
+
+    # A state written before train.precision existed was trained in fp32: it resumes in fp32 only.
+    del state["train_config"]["precision"]
+    torch.save(state, out / "train_state.pt")
+    in_bf16 = dataclasses.replace(train_cfg, precision="bf16")
+    with pytest.raises(CheckpointError, match=r"train\.precision \(saved 'fp32', now 'bf16'\)"):
+        Trainer([str(footage)], out, model_cfg, in_bf16, cache_dir=tmp_path / "c", progress=False).run(resume=True)
 
     summary = Trainer([str(footage)], out, model_cfg, train_cfg, cache_dir=tmp_path / "c",
                       progress=False).run(resume=True)
