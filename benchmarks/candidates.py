@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ablate_scoring import load
 from grid_scoring import label_free_row, print_table, test_row, validators
 
-from model.config import apply_overrides
+from model.config import with_scoring
 from model.errors import ConfigError
 
 MIN_GAIN, MAX_LOSS, MAX_FALSE_ALARMS, NEAR_BEST = 0.003, 0.001, 0.03, 0.001
@@ -78,7 +78,7 @@ def main() -> None:
     for name, folder, *overrides in args.candidate:
         net, _, train_cfg, cache, train, held = load(folder, args.train)
         try:
-            net.cfg, _ = apply_overrides(net.cfg, train_cfg, [f"model.scoring.{o}" for o in overrides])
+            net.cfg = with_scoring(net.cfg, overrides)
         except ConfigError as e:
             p.error(f"candidate {name}: {e}")
         net.eval()

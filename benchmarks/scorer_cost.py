@@ -26,7 +26,7 @@ from bench_model import onnx_session, time_fps
 
 from export.onnx_export import DeployedGraph
 from model import checkpoint
-from model.config import TrainConfig, apply_overrides
+from model.config import with_scoring
 from model.errors import ConfigError
 from model.evaluation import scorer_from_meta
 from model.scoring import Scorer
@@ -45,7 +45,7 @@ def main() -> None:
     net.eval()
     mine = scorer_from_meta(net, meta)
     try:
-        cfg, _ = apply_overrides(net.cfg, TrainConfig(), [f"model.scoring.{s}" for s in args.set])
+        cfg = with_scoring(net.cfg, args.set)
     except ConfigError as e:
         p.error(str(e))
     if cfg.scoring.grid_shifts != net.cfg.scoring.grid_shifts:

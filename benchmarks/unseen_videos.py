@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ablate_scoring import load
 from grid_scoring import test_row, validators
 
-from model.config import apply_overrides
+from model.config import with_scoring
 from model.errors import ConfigError
 from model.evaluation import apply_scorer, clip_errors, fit_scorer_on_segments, synthetic_pairs
 from model.metrics import gaussian_smooth, roc_auc
@@ -92,7 +92,7 @@ def main() -> None:
     scorers, configs = {}, {}
     for name, *overrides in rules:
         try:
-            net.cfg, _ = apply_overrides(base, train_cfg, [f"model.scoring.{o}" for o in overrides])
+            net.cfg = with_scoring(base, overrides)
         except ConfigError as e:
             p.error(f"scoring {name}: {e}")
         configs[name] = net.cfg

@@ -279,3 +279,8 @@ def apply_overrides(
             new = dataclasses.replace(parent, **{name: new})
         roots[parts[0]] = new
     return roots["model"].validate(), roots["train"]
+
+
+def with_scoring(model_cfg: ModelConfig, overrides: list[str]) -> ModelConfig:
+    """``model_cfg`` with ``FIELD=VALUE`` overrides of its scoring section (``model.scoring.FIELD``)."""
+    return apply_overrides(model_cfg, TrainConfig(), [f"model.scoring.{o}" for o in overrides])[0]
