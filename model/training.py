@@ -269,8 +269,10 @@ class Trainer:
                 entry.update(self.epoch_hook(name, epoch + 1, net, self.held_segments) or {})
                 self._set_train_mode(net, teacher_stage)
             self.history.append(entry)
-            log.info("%s epoch %d/%d: loss %.5f, %.1f frames/s", name, epoch + 1, epochs, entry["loss"],
-                     entry["frames_per_second"])
+            left = report.seconds / report.epochs * (epochs - report.epochs) / 60
+            log.info("%s epoch %d/%d: loss %.5f, %.1f frames/s; %.1f min of training so far, about %.1f min "
+                     "left in this stage", name, epoch + 1, epochs, entry["loss"], entry["frames_per_second"],
+                     entry["minutes"], left)
             self._save_state(net, name, epoch, opt, sched, reports)
 
     @staticmethod

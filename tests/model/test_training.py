@@ -1,5 +1,7 @@
 import dataclasses
 import json
+import logging
+import re
 
 import pytest
 import torch
@@ -88,7 +90,8 @@ def test_student_stage_sees_pasted_anomalies_only_when_asked(footage, tmp_path, 
     assert (pasted["student"] > 0) == student_synthetic
 
 
-def test_resume_after_interruption_and_refuse_other_config(footage, tmp_path, tiny):
+def test_resume_after_interruption_and_refuse_other_config(footage, tmp_path, tiny, caplog):
+    caplog.set_level(logging.INFO, logger="model.training")
     model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=2, epochs_student=2, max_steps_per_epoch=2, precision="fp32")
     out = tmp_path / "run"
 
@@ -120,6 +123,10 @@ def test_resume_after_interruption_and_refuse_other_config(footage, tmp_path, ti
     assert summary["stages"]["teacher"]["steps"] == 4, "the teacher stage is not run again"
     assert summary["stages"]["student"]["epochs"] == 2
     assert [h["stage"] for h in summary["history"]] == ["teacher", "teacher", "student", "student"]
+    epochs = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage()]
+    assert re.search(r"^teacher epoch 1/2: .* min of training so far, about \d+\.\d min left in this stage$",
+                     epochs[0]), epochs
+    assert epochs[-1].startswith("student epoch 2/2") and epochs[-1].endswith("about 0.0 min left in this stage")
 
 
 def test_student_distilled_from_a_taken_teacher_equals_the_full_run(footage, tmp_path, tiny):
