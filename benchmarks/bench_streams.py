@@ -74,8 +74,12 @@ def trial(url: str, source: str, cameras: int, fps: float, warmup: float, second
         t0 = time.time()
         time.sleep(seconds)
         after = {sid: c.get(f"/v1/streams/{sid}").json() for sid in ids}
+        t1 = time.time()
+        # The ages of the frames scored in the window (scored at capture time + age), not of those captured
+        # in it: a server that lags by more than the window scores only frames captured before it.
         ages = [s["frame_age_s"] for sid in ids
-                for s in c.get(f"/v1/streams/{sid}/scores", params={"since": t0, "limit": 10000}).json()["scores"]]
+                for s in c.get(f"/v1/streams/{sid}/scores", params={"limit": 10000}).json()["scores"]
+                if t0 <= s["capture_time"] + s["frame_age_s"] <= t1]
         for sid in ids:
             c.delete(f"/v1/streams/{sid}")
     per_camera = []
