@@ -74,6 +74,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else None
 
 
+def _settings(model: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
+    """Config dicts keyed as on the command line (``model.patch_size``, ``train.seed``)."""
+    return {f"{section}.{k}": v for section, cfg in (("model", model), ("train", train)) for k, v in cfg.items()}
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -160,10 +165,8 @@ class Trainer:
         saved_train = dict(state["train_config"])
         if "precision" not in saved_train:  # written before train.precision existed: its steps ran in fp32
             saved_train["precision"] = self.cfg.precision if self.precision == "fp32" else "fp32"
-        saved = {**{f"model.{k}": v for k, v in state["model_config"].items()},
-                 **{f"train.{k}": v for k, v in saved_train.items()}}
-        now = {**{f"model.{k}": v for k, v in to_dict(self.model_cfg).items()},
-               **{f"train.{k}": v for k, v in to_dict(self.cfg).items()}}
+        saved = _settings(state["model_config"], saved_train)
+        now = _settings(to_dict(self.model_cfg), to_dict(self.cfg))
         changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
         if changed:
             diff = ", ".join(f"{k} (saved {saved.get(k)!r}, now {now.get(k)!r})" for k in changed)
