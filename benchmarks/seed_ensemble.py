@@ -8,7 +8,9 @@ z = (score - threshold) * slope, the logit of its calibrated score. It is linear
 run alone keeps its AUC, and unlike the calibrated score it does not saturate at 1 (no ties among the
 abnormal frames). An ensemble's frame score is the mean z of its runs; smoothed = the evaluator's centred
 Gaussian on that mean, per video. Every pair of runs is scored (and all runs together, with three or
-more). Nothing is re-run through a network: this reads scores.csv, so it takes seconds.
+more). It also prints each run's score levels: the median z of normal and of abnormal frames per
+two-class video, and the 90th percentile of all normal frames, which an abnormal frame has to outscore
+in the pooled (micro) AUC. Nothing is re-run through a network: this reads scores.csv, so it takes seconds.
 """
 
 from __future__ import annotations
@@ -89,6 +91,21 @@ def ensemble_table(named: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], s
     return rows
 
 
+def score_levels(named: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]) -> dict[str, dict[str, Any]]:
+    """Per run and two-class video: median z of its normal and of its abnormal frames, and the 90th
+    percentile of every normal frame of the test set (what an abnormal frame must outscore in the pooled AUC)."""
+    levels = {}
+    for name, run in named.items():
+        normal = np.concatenate([z[y == 0] for y, z in run.values()])
+        row: dict[str, Any] = {"all_normal_p90": float(np.quantile(normal, 0.9))}
+        for video, (y, z) in run.items():
+            if 0 < y.sum() < len(y):
+                row[video] = {"normal_median": float(np.median(z[y == 0])),
+                              "abnormal_median": float(np.median(z[y == 1]))}
+        levels[name] = row
+    return levels
+
+
 def parse_eval(text: str) -> tuple[str, Path]:
     name, sep, folder = text.partition("=")
     if not sep or not name or not folder:
@@ -122,9 +139,15 @@ def main() -> None:
         print(f"{'+'.join(row['runs']):12s} {100 * row['micro_auc']:6.1f} {100 * row['micro_auc_smoothed']:6.1f} "
               f"{100 * row['macro_auc']:6.1f} {gain} "
               + " ".join(f"{100 * row['per_video_auc'][v]:6.1f}" for v in videos))
+    levels = score_levels(named)
+    print("\nmedian z (0 = the run's threshold) of normal / abnormal frames per video; "
+          "90th percentile of all normal frames")
+    for name, row in levels.items():
+        print(f"{name:12s} " + "  ".join(f"{v} {row[v]['normal_median']:.2f} / {row[v]['abnormal_median']:.2f}"
+                                         for v in videos) + f"  all normal p90 {row['all_normal_p90']:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"sigma": args.sigma, "folders": {n: str(f) for n, f in args.eval},
-                                               "rows": rows}, indent=2))
+                                               "rows": rows, "levels": levels}, indent=2))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from service.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from seed_ensemble import ensemble_table  # noqa: E402
+from seed_ensemble import ensemble_table, score_levels  # noqa: E402
 
 
 def test_two_runs_that_err_on_different_frames_rank_perfectly_together():
@@ -38,6 +38,14 @@ def test_three_runs_give_every_pair_and_all_together():
     assert rows["A+B+C"]["micro_auc"] == 1.0 and rows["B"]["micro_auc"] == 0.0
 
 
+def test_score_levels_by_hand():
+    runs = {"P": {"a": (np.array([0, 0, 1]), np.array([-1.0, -3, 4])), "b": (np.array([0, 0]), np.array([0.0, 2]))}}
+    levels = score_levels(runs)["P"]
+    assert levels["a"] == {"normal_median": -2.0, "abnormal_median": 4.0}
+    assert "b" not in levels  # one class only
+    assert levels["all_normal_p90"] == pytest.approx(np.quantile([-1, -3, 0, 2], 0.9))
+
+
 def run_script(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "benchmarks/seed_ensemble.py", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
@@ -58,6 +66,8 @@ def test_on_real_evaluate_outputs(tiny_checkpoint, labelled_test_set, tmp_path):
     assert rows[0]["micro_auc"] == pytest.approx(reported, abs=1e-3)  # read back from scores.csv
     assert rows[2]["micro_auc"] == pytest.approx(reported, abs=1e-3)  # two identical runs: no gain
     assert "A+B" in r.stdout
+    levels = json.loads((tmp_path / "e.json").read_text())["levels"]
+    assert set(levels["A"]) == {"b", "all_normal_p90"} and levels["A"] == levels["B"]
 
     lines = (twin / "scores.csv").read_text().splitlines()
     (twin / "scores.csv").write_text("\n".join(lines[:-1]) + "\n")  # one frame short
