@@ -30,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.metrics import gaussian_smooth, summarize
 
 CSV_ROUNDING = 1e-3  # scores.csv keeps 6 significant digits: a run's AUC from it may move by this much
+Run = dict[str, tuple[np.ndarray, np.ndarray]]  # {video: (labels, z)}
 
 
-def read_run(folder: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float]:
+def read_run(folder: Path) -> tuple[Run, float]:
     """{video: (labels, z)} from an evaluate output folder, and the micro AUC its metrics.json reports."""
     metrics_file, scores_file = folder / "metrics.json", folder / "scores.csv"
     for f in (metrics_file, scores_file):
@@ -42,11 +43,11 @@ def read_run(folder: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], fl
     cal = metrics["model"].get("calibration")
     if not cal:
         raise SystemExit(f"{folder}: the model had no calibration, so its scores cannot be put on a common scale")
-    rows: dict[str, list[tuple[int, int, float]]] = {}
+    rows: dict[str, list[tuple[int, int, float]]] = {}  # video: (frame, label, score)
     with scores_file.open() as fh:
         for r in csv.DictReader(fh):
             rows.setdefault(r["video"], []).append((int(r["frame"]), int(r["label"]), float(r["score"])))
-    runs = {}
+    runs: Run = {}
     for video, items in rows.items():
         items.sort()
         labels = np.array([lab for _, lab, _ in items], dtype=np.int64)
@@ -55,7 +56,7 @@ def read_run(folder: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], fl
     return runs, float(metrics["micro_auc"])
 
 
-def check_same_frames(named: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]) -> None:
+def check_same_frames(named: dict[str, Run]) -> None:
     (first, ref), *others = named.items()
     for name, run in others:
         if set(run) != set(ref):
@@ -65,7 +66,7 @@ def check_same_frames(named: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
                 raise SystemExit(f"{name} and {first} differ in the frames or labels of video {video}")
 
 
-def score(runs: list[dict[str, tuple[np.ndarray, np.ndarray]]], sigma: float) -> dict[str, Any]:
+def score(runs: list[Run], sigma: float) -> dict[str, Any]:
     mean = {v: (y, np.mean([r[v][1] for r in runs], axis=0)) for v, (y, _) in runs[0].items()}
     raw = summarize(mean)
     smoothed = summarize({v: (y, gaussian_smooth(z, sigma)) for v, (y, z) in mean.items()})
@@ -73,7 +74,7 @@ def score(runs: list[dict[str, tuple[np.ndarray, np.ndarray]]], sigma: float) ->
             "macro_auc": raw["macro_auc"], "per_video_auc": raw["per_video_auc"]}
 
 
-def ensemble_table(named: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], sigma: float) -> list[dict[str, Any]]:
+def ensemble_table(named: dict[str, Run], sigma: float) -> list[dict[str, Any]]:
     """One row per run alone, per pair, and (three runs or more) all together."""
     names = list(named)
     groups: list[tuple[str, ...]] = [(n,) for n in names]
@@ -91,7 +92,7 @@ def ensemble_table(named: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], s
     return rows
 
 
-def score_levels(named: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]) -> dict[str, dict[str, Any]]:
+def score_levels(named: dict[str, Run]) -> dict[str, dict[str, Any]]:
     """Per run and two-class video: median z of its normal and of its abnormal frames, and the 90th
     percentile of every normal frame of the test set (what an abnormal frame must outscore in the pooled AUC)."""
     levels = {}
