@@ -4,7 +4,7 @@
         [--eval H=...] [--sigma 3] [--json FILE]
 
 Each run's frame score is put on a common scale by its own calibration (from its metrics.json):
-z = (score - threshold) * slope, the logit of its calibrated score. It is linear in the run's score, so a
+z = Calibration.logit(score) = (score - threshold) * slope. It is linear in the run's score, so a
 run alone keeps its AUC, and unlike the calibrated score it does not saturate at 1 (no ties among the
 abnormal frames). An ensemble's frame score is the mean z of its runs; smoothed = the evaluator's centred
 Gaussian on that mean, per video. Every pair of runs is scored (and all runs together, with three or
@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from model.calibration import Calibration
 from model.metrics import gaussian_smooth, summarize
 
 CSV_ROUNDING = 1e-3  # scores.csv keeps 6 significant digits: a run's AUC from it may move by this much
@@ -40,19 +41,18 @@ def read_run(folder: Path) -> tuple[Run, float]:
         if not f.is_file():
             raise SystemExit(f"{folder}: no {f.name}; pass folders written by `aedmae evaluate --out`")
     metrics = json.loads(metrics_file.read_text())
-    cal = metrics["model"].get("calibration")
-    if not cal:
+    if not metrics["model"].get("calibration"):
         raise SystemExit(f"{folder}: the model had no calibration, so its scores cannot be put on a common scale")
     rows: dict[str, list[tuple[int, int, float]]] = {}  # video: (frame, label, score)
     with scores_file.open() as fh:
         for r in csv.DictReader(fh):
             rows.setdefault(r["video"], []).append((int(r["frame"]), int(r["label"]), float(r["score"])))
+    cal = Calibration.from_dict(metrics["model"]["calibration"])
     runs: Run = {}
     for video, items in rows.items():
         items.sort()
         labels = np.array([lab for _, lab, _ in items], dtype=np.int64)
-        z = (np.array([s for _, _, s in items]) - cal["threshold"]) * cal["slope"]
-        runs[video] = (labels, z)
+        runs[video] = (labels, cal.logit(np.array([s for _, _, s in items])))
     return runs, float(metrics["micro_auc"])
 
 
@@ -77,17 +77,15 @@ def score(runs: list[Run], sigma: float) -> dict[str, Any]:
 def ensemble_table(named: dict[str, Run], sigma: float) -> list[dict[str, Any]]:
     """One row per run alone, per pair, and (three runs or more) all together."""
     names = list(named)
-    groups: list[tuple[str, ...]] = [(n,) for n in names]
-    groups += itertools.combinations(names, 2)
+    alone = {n: score([named[n]], sigma) for n in names}
+    rows = [{"runs": [n], **alone[n]} for n in names]
+    groups: list[tuple[str, ...]] = list(itertools.combinations(names, 2))
     if len(names) > 2:
         groups.append(tuple(names))
-    rows = []
     for group in groups:
         row = {"runs": list(group), **score([named[n] for n in group], sigma)}
-        if len(group) > 1:
-            members = [score([named[n]], sigma)["micro_auc"] for n in group]
-            row["members_mean_micro_auc"] = float(np.mean(members))
-            row["gain_over_members_mean"] = row["micro_auc"] - row["members_mean_micro_auc"]
+        row["members_mean_micro_auc"] = float(np.mean([alone[n]["micro_auc"] for n in group]))
+        row["gain_over_members_mean"] = row["micro_auc"] - row["members_mean_micro_auc"]
         rows.append(row)
     return rows
 

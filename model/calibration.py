@@ -27,9 +27,13 @@ class Calibration:
     normal_frames: int  # how many normal frames it was fitted on
     false_alarm_rate: float | None = None  # cross-validated fraction of normal frames above threshold
 
+    def logit(self, score: Any) -> Any:
+        """The calibrated score before its sigmoid: 0 at the threshold, linear in the raw score, unbounded."""
+        return (score - self.threshold) * self.slope
+
     def apply(self, score: Any) -> Any:
         """Calibrated score of a numpy array or a torch tensor (same formula, both backends)."""
-        z = (score - self.threshold) * self.slope
+        z = self.logit(score)
         if isinstance(z, np.ndarray | float | int):
             return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
         return (z).sigmoid()
