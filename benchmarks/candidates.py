@@ -12,6 +12,8 @@ calibration are refit on the held-out tails of the training videos, as training 
 benchmarks/grid_scoring.py's (familiar and standard synthetic validations, cross-validated
 false-alarm rate, frames/s, shares above the threshold with the camera moved), with fresh validation
 draws by default (seeds 10 and 11, not the ones select_scoring.py chose scoring rules on).
+The standard validation is the first candidate's training synthesizer (or `--validate-as CKPT`'s) for every
+candidate, so candidates trained with other synthetic anomalies all face the same one.
 The rule (written 2026-11-29 18:45 UTC, before the first measurement; the first candidate is the
 baseline): another candidate is adoptable iff its familiar AUC is >= 0.3 points above the
 baseline's, its standard AUC at most 0.1 points below, and its false-alarm rate <= 3%. The adoptable
@@ -35,8 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ablate_scoring import load
 from grid_scoring import label_free_row, print_table, test_row, validators
 
-from model.config import with_scoring
-from model.errors import ConfigError
+from model import checkpoint
+from model.config import TrainConfig, with_scoring
+from model.errors import CheckpointError, ConfigError
 
 MIN_GAIN, MAX_LOSS, MAX_FALSE_ALARMS, NEAR_BEST = 0.003, 0.001, 0.03, 0.001
 
@@ -67,6 +70,10 @@ def main() -> None:
     p.add_argument("--test", help="a labelled test set (AUC is reported, never used to choose)")
     p.add_argument("--sigma", type=float, default=3.0, help="offline smoothing, frames")
     p.add_argument("--seeds", type=int, nargs=2, default=[10, 11], metavar=("STANDARD", "FAMILIAR"))
+    p.add_argument("--validate-as", metavar="CKPT",
+                   help="the checkpoint whose training synthesizer makes every candidate's standard validation "
+                        "(default: the first candidate's), so that a candidate trained with other synthetic "
+                        "anomalies is not validated on its own")
     p.add_argument("--json")
     args = p.parse_args()
     if len(args.candidate) < 2 or any(len(c) < 2 for c in args.candidate):
@@ -75,8 +82,15 @@ def main() -> None:
         p.error("candidate names must differ")
     rows: dict[str, dict[str, Any]] = {}
     nets, changes = {}, {}
+    valid_cfg = None
+    if args.validate_as:
+        try:
+            valid_cfg = checkpoint.train_config(checkpoint.read_meta(args.validate_as)) or TrainConfig()
+        except CheckpointError as e:
+            p.error(f"--validate-as: {e}")
     for name, folder, *overrides in args.candidate:
         net, _, train_cfg, cache, train, held = load(folder, args.train)
+        valid_cfg = valid_cfg or train_cfg
         try:
             net.cfg = with_scoring(net.cfg, overrides)
         except ConfigError as e:
@@ -84,7 +98,7 @@ def main() -> None:
         net.eval()
         if held is train:  # footage too short to hold out tails: measured on training frames, and said so
             print(f"{name}: nothing held out of {args.train}; measuring on the training frames", file=sys.stderr)
-        scorer, row = label_free_row(net, held, validators(train, train_cfg, tuple(args.seeds)))
+        scorer, row = label_free_row(net, held, validators(train, valid_cfg, tuple(args.seeds)))
         row["held_out"] = held is not train
         nets[name] = (net, scorer, weights_digest(folder))
         base_net, _, base_digest = next(iter(nets.values()))

@@ -121,6 +121,10 @@ class SyntheticConfig:
     min_size: float = 0.08  # object height as a fraction of the frame height, lower bound
     max_size: float = 0.35  # upper bound
     max_speed: float = 0.04  # object speed, fraction of the frame width per frame (fast for a walker)
+    # Share of footage objects pasted at about their own size (x0.8-1.25) instead of a size drawn from
+    # [min_size, max_size]: a person as big as this camera sees people, moving wrongly (a cyclist among
+    # walkers), rather than a giant or a dwarf. 0 = every object gets a drawn size.
+    native_size: float = 0.0
     cutouts_dir: str | None = None  # optional folder of RGBA PNG cut-outs
 
 

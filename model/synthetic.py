@@ -15,7 +15,7 @@ frame's, and the returned mask is exactly the set of pasted pixels in frame t.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -31,6 +31,7 @@ FRAME_OFFSETS = (-3, -1, 0, 1, 3)  # frames a sample reads: t-3, t, t+3 for the 
 class SceneObject:
     image: np.ndarray  # (h, w, C) uint8
     mask: np.ndarray  # (h, w) bool, True on the object
+    native: bool = False  # pasted at about its own size (x0.8-1.25), not at a size drawn from the config's range
 
 
 def load_cutouts(folder: str | Path, channels: int) -> list[SceneObject]:
@@ -125,7 +126,11 @@ class AnomalySynthesizer:
         if roll < self.cfg.footage_objects:
             obj = self.footage_object(rng)
             if obj is not None:
-                return self._recolour(obj, rng)
+                obj = self._recolour(obj, rng)
+                # drawn only when asked for, so that the default recipe's random stream stays as it was
+                if self.cfg.native_size > 0 and rng.random() < self.cfg.native_size:
+                    obj = replace(obj, native=True)
+                return obj
         return self.procedural_object(rng)
 
     def _recolour(self, obj: SceneObject, rng: np.random.Generator) -> SceneObject:
@@ -164,8 +169,10 @@ class AnomalySynthesizer:
     ) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """Render the object at each offset along one straight, rotating trajectory."""
         cfg = self.cfg
-        target_h = rng.uniform(cfg.min_size, cfg.max_size) * self.height
-        scale = target_h / max(obj.image.shape[0], 1)
+        if obj.native:  # the scene's own scale: a person as big as people are in this camera
+            scale = rng.uniform(0.8, 1.25)
+        else:
+            scale = rng.uniform(cfg.min_size, cfg.max_size) * self.height / max(obj.image.shape[0], 1)
         angle0 = rng.uniform(-30, 30)
         spin = rng.uniform(-8, 8)  # degrees per frame
         speed = rng.uniform(0.3, 1.0) * cfg.max_speed * self.width  # pixels per frame

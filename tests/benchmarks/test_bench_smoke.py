@@ -204,6 +204,14 @@ def test_candidates_rejects_a_wrong_scoring_key(tiny_checkpoint, footage, tmp_pa
     assert r.returncode == 2 and "candidate B" in r.stderr and "no field 'contrats'" in r.stderr
 
 
+def test_candidates_rejects_a_missing_validation_checkpoint(tiny_checkpoint, footage, tmp_path):
+    r = subprocess.run([sys.executable, "benchmarks/candidates.py", "--train", str(footage), "--candidate", "A",
+                        str(tiny_checkpoint), "--candidate", "B", str(tiny_checkpoint), "--validate-as",
+                        str(tmp_path / "nowhere")], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=os.environ | {"AEDMAE_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 2 and "--validate-as" in r.stderr and "nowhere" in r.stderr
+
+
 @pytest.mark.slow
 def test_unseen_videos(tiny_checkpoint, labelled_test_set, tmp_path, capsys):
     """A model trained with a video held out whole (train.holdout_videos), measured on it."""

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -127,3 +129,34 @@ def test_write_examples(tmp_path, synth):
     paths = write_anomaly_examples(ds, tmp_path, 3)
     assert len(paths) == 3 and all(p.stat().st_size > 0 for p in paths)
     assert ds.fraction == 0.25
+
+
+def test_native_size_keeps_footage_objects_at_their_own_scale(synth):
+    """native_size=1: footage objects are pasted at 0.8-1.25x their cut-out height, not at a drawn size."""
+    _, videos = synth
+    cfg = SyntheticConfig(max_objects=1, footage_objects=1.0, min_size=0.9, max_size=0.95, native_size=1.0)
+    native, drawn = AnomalySynthesizer(videos, cfg), AnomalySynthesizer(videos, replace(cfg, native_size=0.0))
+    frame_h = videos[0].shape[1]
+    for seed in range(6):
+        obj = native.sample_object(np.random.default_rng(seed))
+        assert obj.native and not drawn.sample_object(np.random.default_rng(seed)).native
+        for synthesizer in (native, drawn):
+            [(_, _, region)] = synthesizer._trajectory(replace(obj, native=synthesizer is native),
+                                                       np.random.default_rng(seed), (0,))
+            rows = np.flatnonzero(region.any(axis=1))
+            height = rows[-1] - rows[0] + 1 if rows.size else 0
+            if synthesizer is native:  # rotation (up to 30 degrees) stretches the box a little; edges may cut it
+                assert 0 < height <= 1.25 * 1.5 * obj.mask.shape[0] + 2
+            else:
+                assert height >= 0.5 * 0.9 * frame_h  # partly off the frame at worst
+
+
+def test_native_size_off_leaves_the_default_random_stream_alone(synth):
+    _, videos = synth
+    a = AnomalySynthesizer(videos, SyntheticConfig(max_objects=1))
+    b = AnomalySynthesizer(videos, SyntheticConfig(max_objects=1, native_size=0.0))
+    clean = {o: videos[0][10 + o] for o in FRAME_OFFSETS}
+    for seed in range(4):
+        pa, ma = a.paste(clean, np.random.default_rng(seed))
+        pb, mb = b.paste(clean, np.random.default_rng(seed))
+        assert np.array_equal(ma, mb) and all(np.array_equal(pa[o], pb[o]) for o in FRAME_OFFSETS)
