@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model import checkpoint
-from model.config import ModelConfig, TrainConfig, to_dict
+from model.config import ModelConfig, TrainConfig, from_dict, to_dict
 from model.dataset import Segment, TrainingClips, load_segments
 from model.errors import CheckpointError, ConfigError
 from model.frames import FrameCache, default_cache_dir
@@ -165,7 +165,10 @@ class Trainer:
         saved_train = dict(state["train_config"])
         if "precision" not in saved_train:  # written before train.precision existed: its steps ran in fp32
             saved_train["precision"] = self.cfg.precision if self.precision == "fp32" else "fp32"
-        saved = _settings(state["model_config"], saved_train)
+        # fields added since the state was written take their defaults (a later field's default is the
+        # behaviour the run had before it existed, e.g. train.synthetic.native_size=0)
+        saved_train = to_dict(from_dict(TrainConfig, saved_train))
+        saved = _settings(to_dict(from_dict(ModelConfig, state["model_config"])), saved_train)
         now = _settings(to_dict(self.model_cfg), to_dict(self.cfg))
         changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
         if changed:

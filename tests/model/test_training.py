@@ -113,6 +113,7 @@ def test_resume_after_interruption_and_refuse_other_config(footage, tmp_path, ti
 
     # A state written before train.precision existed was trained in fp32: it resumes in fp32 only.
     del state["train_config"]["precision"]
+    del state["train_config"]["synthetic"]["native_size"]  # newer fields take their defaults
     torch.save(state, out / "train_state.pt")
     in_bf16 = dataclasses.replace(train_cfg, precision="bf16")
     with pytest.raises(CheckpointError, match=r"train\.precision \(saved 'fp32', now 'bf16'\)"):
