@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from model.config import PRESETS
 from model.errors import AedmaeError, ConfigError, DataError
 
 log = logging.getLogger("aedmae")
@@ -273,7 +274,8 @@ def cmd_anomalies(args: argparse.Namespace) -> int:
 
 
 def _add_config_args(p: argparse.ArgumentParser, default_preset: str) -> None:
-    p.add_argument("--preset", default=default_preset, help="configuration preset (reference, quick, tiny)")
+    p.add_argument("--preset", default=default_preset, choices=sorted(PRESETS),
+                   help=f"configuration preset (default: {default_preset})")
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                    help="override a config field, e.g. --set model.patch_size=8 --set train.epochs_teacher=3")
     p.add_argument("--cache-dir", help="decoded-frame cache (default ~/.cache/aedmae/frames or $AEDMAE_CACHE_DIR)")
@@ -367,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("model-info", help="parameters and FLOPs per frame")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--model", help="a checkpoint folder or file")
-    g.add_argument("--preset", default="reference", help="a configuration preset (default: reference)")
+    g.add_argument("--preset", default="reference", choices=sorted(PRESETS),
+                   help="a configuration preset (default: reference)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_model_info)
 

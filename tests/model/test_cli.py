@@ -41,6 +41,11 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
                "--eval-every", "0"])
     assert rc == 2
     assert "--eval-every 0: give a number of epochs" in capsys.readouterr().err
+    for command in (["train", "--data", "x", "--out", "y"], ["anomalies", "--data", "x", "--out", "y"],
+                    ["model-info"]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*command, "--preset", "ped3"])
+        assert exit_.value.code == 2 and "invalid choice: 'ped3'" in capsys.readouterr().err
 
 
 def test_anomaly_examples_command(footage, tmp_path, capsys):
