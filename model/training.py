@@ -79,6 +79,12 @@ def _settings(model: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
     return {f"{section}.{k}": v for section, cfg in (("model", model), ("train", train)) for k, v in cfg.items()}
 
 
+def _changes(saved: dict[str, Any], now: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
+    """``key (saved X, now Y), ...`` for every setting that differs (except ``skip``); '' when none."""
+    keys = sorted(k for k in saved.keys() | now.keys() if k not in skip and saved.get(k) != now.get(k))
+    return ", ".join(f"{k} (saved {saved.get(k)!r}, now {now.get(k)!r})" for k in keys)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -170,9 +176,8 @@ class Trainer:
         saved_train = to_dict(from_dict(TrainConfig, saved_train))
         saved = _settings(to_dict(from_dict(ModelConfig, state["model_config"])), saved_train)
         now = _settings(to_dict(self.model_cfg), to_dict(self.cfg))
-        changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
-        if changed:
-            diff = ", ".join(f"{k} (saved {saved.get(k)!r}, now {now.get(k)!r})" for k in changed)
+        diff = _changes(saved, now)
+        if diff:
             raise CheckpointError(f"{path}: saved with a different configuration: {diff}; cannot resume "
                                   "(set the saved values, or use a new --out)")
         return state
@@ -297,10 +302,11 @@ class Trainer:
         """Encoder + teacher weights from a trained checkpoint of the same architecture, and that
         stage's report (its cost stays in the accounting)."""
         trained, meta = checkpoint.load(source)
-        ours, theirs = to_dict(self.model_cfg), to_dict(trained.cfg)
-        differs = sorted(k for k in ours if k not in ("scoring", "inference_masking") and ours[k] != theirs.get(k))
-        if differs:
-            raise ConfigError(f"--teacher {source}: its model differs in {', '.join(differs)}")
+        # scoring and inference masking are applied after training: a teacher may differ in them
+        diff = _changes(_settings(to_dict(trained.cfg), {}), _settings(to_dict(self.model_cfg), {}),
+                        skip=("model.scoring", "model.inference_masking"))
+        if diff:
+            raise ConfigError(f"--teacher {source}: its model differs in {diff}")
         weights = {k: v for k, v in trained.state_dict().items() if not k.startswith("student_")}
         missing = net.load_state_dict(weights, strict=False).missing_keys
         assert all(k.startswith("student_") for k in missing), missing
