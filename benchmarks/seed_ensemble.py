@@ -51,6 +51,9 @@ def read_run(folder: Path) -> tuple[Run, float]:
     runs: Run = {}
     for video, items in rows.items():
         items.sort()
+        # numbered 0..N-1 (as evaluate writes them): then runs with equal label arrays scored the same frames
+        if [f for f, _, _ in items] != list(range(len(items))):
+            raise SystemExit(f"{scores_file}: the frames of video {video} are not numbered 0..{len(items) - 1}")
         labels = np.array([lab for _, lab, _ in items], dtype=np.int64)
         runs[video] = (labels, cal.logit(np.array([s for _, _, s in items])))
     return runs, float(metrics["micro_auc"])

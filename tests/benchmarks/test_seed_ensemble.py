@@ -73,6 +73,9 @@ def test_on_real_evaluate_outputs(tiny_checkpoint, labelled_test_set, tmp_path):
     (twin / "scores.csv").write_text("\n".join(lines[:-1]) + "\n")  # one frame short
     r = run_script("--eval", f"A={ev}", "--eval", f"B={twin}")
     assert r.returncode != 0 and "differ in the frames or labels of video b" in r.stderr
+    (twin / "scores.csv").write_text("\n".join(lines[:2] + lines[3:]) + "\n")  # a frame missing inside
+    r = run_script("--eval", f"A={ev}", "--eval", f"B={twin}")
+    assert r.returncode != 0 and "are not numbered 0.." in r.stderr
     r = run_script("--eval", f"A={ev}", "--eval", f"B={tmp_path / 'nowhere'}")
     assert r.returncode != 0 and "no metrics.json" in r.stderr
     r = run_script("--eval", f"A={ev}")
