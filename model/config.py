@@ -127,6 +127,16 @@ class SyntheticConfig:
     native_size: float = 0.0
     cutouts_dir: str | None = None  # optional folder of RGBA PNG cut-outs
 
+    def validate(self) -> SyntheticConfig:
+        for name in ("fraction", "footage_objects", "native_size"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"train.synthetic.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0 < self.min_size <= self.max_size:
+            raise ConfigError(f"train.synthetic: need 0 < min_size <= max_size, got {self.min_size}, {self.max_size}")
+        if self.max_objects < 1 or self.max_speed < 0:
+            raise ConfigError("train.synthetic: max_objects must be >= 1 and max_speed >= 0")
+        return self
+
 
 @dataclass(frozen=True)
 class TrainConfig:

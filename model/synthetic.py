@@ -64,7 +64,7 @@ class AnomalySynthesizer:
         if not videos:
             raise DataError("the anomaly synthesizer needs at least one training video")
         self.videos = videos
-        self.cfg = cfg
+        self.cfg = cfg.validate()
         self.height, self.width, self.channels = videos[0].shape[1:]
         self.cutouts = load_cutouts(cfg.cutouts_dir, self.channels) if cfg.cutouts_dir else []
         self._backgrounds: dict[int, np.ndarray] = {}

@@ -160,3 +160,15 @@ def test_native_size_off_leaves_the_default_random_stream_alone(synth):
         pa, ma = a.paste(clean, np.random.default_rng(seed))
         pb, mb = b.paste(clean, np.random.default_rng(seed))
         assert np.array_equal(ma, mb) and all(np.array_equal(pa[o], pb[o]) for o in FRAME_OFFSETS)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"native_size": 1.5}, r"native_size must be in \[0, 1\], got 1.5"),
+    ({"fraction": -0.1}, "fraction must be in"),
+    ({"min_size": 0.4, "max_size": 0.2}, "min_size <= max_size"),
+    ({"max_objects": 0}, "max_objects must be >= 1"),
+])
+def test_bad_synthetic_settings_are_refused(synth, bad, message):
+    _, videos = synth
+    with pytest.raises(ConfigError, match=message):
+        AnomalySynthesizer(videos, SyntheticConfig(**bad))
