@@ -130,6 +130,14 @@ def test_resume_after_interruption_and_refuse_other_config(footage, tmp_path, ti
     assert epochs[-1].startswith("student epoch 2/2") and epochs[-1].endswith("about 0.0 min left in this stage")
 
 
+def test_bad_synthetic_settings_fail_before_any_frame_is_read(tmp_path, tiny):
+    model_cfg, train_cfg = tiny
+    bad = dataclasses.replace(train_cfg, synthetic=dataclasses.replace(train_cfg.synthetic, fraction=-0.1))
+    with pytest.raises(ConfigError, match=r"train\.synthetic\.fraction must be in \[0, 1\], got -0\.1"):
+        Trainer([str(tmp_path / "no-such-footage")], tmp_path / "out", model_cfg, bad, cache_dir=tmp_path / "c",
+                progress=False)
+
+
 def test_student_distilled_from_a_taken_teacher_equals_the_full_run(footage, tmp_path, tiny):
     model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=1, epochs_student=2, max_steps_per_epoch=3)
     full = Trainer([str(footage)], tmp_path / "full", model_cfg, train_cfg, cache_dir=tmp_path / "c", progress=False)
