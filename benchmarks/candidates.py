@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ablate_scoring import load
 from grid_scoring import label_free_row, print_table, test_row, validators
 
-from model.config import with_scoring
+from model import checkpoint
+from model.config import TrainConfig, with_scoring
 from model.errors import CheckpointError, ConfigError
 
 MIN_GAIN, MAX_LOSS, MAX_FALSE_ALARMS, NEAR_BEST = 0.003, 0.001, 0.03, 0.001
@@ -84,7 +85,7 @@ def main() -> None:
     valid_cfg = None
     if args.validate_as:
         try:
-            valid_cfg = load(args.validate_as, args.train)[2]
+            valid_cfg = checkpoint.train_config(checkpoint.read_meta(args.validate_as)) or TrainConfig()
         except CheckpointError as e:
             p.error(f"--validate-as: {e}")
     for name, folder, *overrides in args.candidate:
