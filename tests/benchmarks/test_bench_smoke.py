@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model.training import native_cpu_bf16
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -32,6 +34,9 @@ def test_bench_model_quick(tmp_path):
     assert result["matmul_gflops"] > 0
     assert all(row["frames_per_s"] > 0 and row["fraction_of_matmul"] > 0 for row in result["rows"])
     assert "of matmul" in stdout
+    bf16_rows = [row for row in result["rows"] if row["runtime"] == "torch eager bf16"]
+    assert len(bf16_rows) == (2 if native_cpu_bf16() else 0)  # one-pass and deployed, only where bf16 is native
+    assert all(0 < row["fraction_of_bf16_matmul"] < row["fraction_of_matmul"] for row in bf16_rows)
 
 
 @pytest.mark.slow
