@@ -1,5 +1,6 @@
-"""Test-set AUC through ONNX Runtime: the exported fp32 graph and its int8 (dynamic quantisation of
-MatMul/Gemm weights) version, so the int8 speed-up of bench_model.py comes with its accuracy cost.
+"""Test-set AUC through the serving backends: ONNX Runtime on the exported fp32 graph and on its int8
+(dynamic quantisation of MatMul/Gemm weights) version, and on CPUs with native bf16 the torch backend
+in bf16, so each speed-up of bench_model.py comes with its accuracy cost.
 
     python benchmarks/onnx_auc.py [--model model/weights/ped2] --data ../shared/data/ped2 [--json FILE]
 """
@@ -11,7 +12,10 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,10 +28,14 @@ from model.datasets import read_test_set
 from model.frames import FrameCache, default_cache_dir
 from model.metrics import gaussian_smooth, summarize
 from model.shipped import SHIPPED_DIR
+from model.training import native_cpu_bf16
 from model.window import clip_windows
+from service.backends import create_backend
+from service.settings import Settings
 
 
-def test_set_auc(graph: Path, data: str, size: tuple[int, int], channels: int, sigma: float) -> dict[str, float]:
+def test_set_auc(infer: Callable[[np.ndarray], dict[str, np.ndarray]], data: str, size: tuple[int, int],
+                 channels: int, sigma: float) -> dict[str, Any]:
     _, videos = read_test_set(data)
     cache = FrameCache(default_cache_dir())
     per_video = {}
@@ -35,7 +43,7 @@ def test_set_auc(graph: Path, data: str, size: tuple[int, int], channels: int, s
     frames_total = 0
     for v in videos:
         frames = cache.load(v.source, size, channels)
-        out = run_onnxruntime(graph, clip_windows(frames, np.arange(len(frames))), batch=16)
+        out = infer(clip_windows(frames, np.arange(len(frames))))
         per_video[v.name] = (v.labels, out["score"])
         frames_total += len(frames)
     seconds = time.perf_counter() - t0
@@ -43,6 +51,11 @@ def test_set_auc(graph: Path, data: str, size: tuple[int, int], channels: int, s
     smoothed = summarize({k: (y, gaussian_smooth(s, sigma)) for k, (y, s) in per_video.items()})
     return {"micro_auc": raw["micro_auc"], "micro_auc_smoothed": smoothed["micro_auc"],
             "frames_per_s": frames_total / seconds}
+
+
+def in_batches(backend: Any, windows: np.ndarray, batch: int = 16) -> dict[str, np.ndarray]:
+    outs = [backend.infer(windows[i : i + batch]) for i in range(0, len(windows), batch)]
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
 def main() -> None:
@@ -53,16 +66,23 @@ def main() -> None:
     p.add_argument("--json")
     args = p.parse_args()
     bundle = load_bundle(args.model)
-    result = {}
+    result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         int8 = Path(tmp) / "int8.onnx"
         quantize_int8(bundle.graph, int8, "dynamic")
-        for name, graph in (("fp32", bundle.graph), ("int8", int8)):
-            result[name] = test_set_auc(graph, args.data, bundle.image_size, bundle.channels, args.sigma)
+        variants: dict[str, Callable[[np.ndarray], dict[str, np.ndarray]]] = {
+            "fp32": lambda w: run_onnxruntime(bundle.graph, w, batch=16),
+            "int8": lambda w: run_onnxruntime(int8, w, batch=16)}
+        if native_cpu_bf16():  # what `aedmae serve --backend torch --precision bf16` runs
+            variants["torch bf16"] = partial(in_batches, create_backend(
+                "torch", bundle, Settings(model=args.model, backend="torch", precision="bf16")))
+        for name, infer in variants.items():
+            result[name] = test_set_auc(infer, args.data, bundle.image_size, bundle.channels, args.sigma)
             print(f"{name}: micro AUC {100 * result[name]['micro_auc']:.2f} (smoothed "
                   f"{100 * result[name]['micro_auc_smoothed']:.2f}), {result[name]['frames_per_s']:.1f} frames/s")
-    result["int8_minus_fp32_points"] = 100 * (result["int8"]["micro_auc"] - result["fp32"]["micro_auc"])
-    print(f"int8 - fp32: {result['int8_minus_fp32_points']:+.2f} AUC points")
+    for name in [n for n in result if n != "fp32"]:
+        result[f"{name}_minus_fp32_points"] = 100 * (result[name]["micro_auc"] - result["fp32"]["micro_auc"])
+        print(f"{name} - fp32: {result[f'{name}_minus_fp32_points']:+.2f} AUC points")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 

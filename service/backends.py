@@ -72,7 +72,9 @@ class TensorRTBackend:
 
 class TorchBackend:
     """PyTorch eager on CPU or CUDA from the bundle's checkpoint; on CUDA optionally fp16/bf16 and
-    CUDA graphs captured per batch size (batches are padded up to the next captured size)."""
+    CUDA graphs captured per batch size (batches are padded up to the next captured size); on CPUs
+    that multiply bf16 in hardware (AVX512-BF16, AMX) optionally bf16 (1.1-1.4x ONNX Runtime fp32 on
+    the shipped model there: benchmarks/RESULTS.md, "bf16 on the CPU")."""
 
     name = "torch"
 
@@ -88,7 +90,11 @@ class TorchBackend:
         self.graph = DeployedGraph(net, scorer_from_meta(net, meta)).eval().to(self.device)
         self.dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[settings.precision]
         if self.device.type != "cuda" and self.dtype is not None:
-            raise ConfigError("precision fp16/bf16 needs device=cuda for the torch backend")
+            from model.training import native_cpu_bf16
+
+            if self.dtype is torch.float16 or not native_cpu_bf16():
+                raise ConfigError(f"precision={settings.precision} for the torch backend needs device=cuda "
+                                  "(bf16 also runs on CPUs with native bf16, AVX512-BF16 or AMX; this one has none)")
         if self.device.type == "cuda" and self.dtype is None:
             # fp32 means IEEE fp32 (parity with ONNX Runtime within 1e-4): no TF32 in cuDNN or matmuls.
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
@@ -102,7 +108,7 @@ class TorchBackend:
 
         # No autocast weight cache: under CUDA graph capture it would hold casts made in the graph's
         # private memory pool and freed at the context's exit (PyTorch's CUDA graphs notes).
-        with torch.autocast("cuda", dtype=self.dtype, enabled=self.dtype is not None, cache_enabled=False):
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None, cache_enabled=False):
             return tuple(t.float() for t in self.graph(x))
 
     def _capture(self, size: int, shape: tuple[int, ...]) -> tuple[Any, Any, tuple[Any, ...]]:
@@ -165,7 +171,7 @@ def create_backend(name: str, bundle: Bundle, settings: Settings) -> Backend:
     if name not in classes:
         raise ConfigError(f"unknown backend {name!r}")
     if settings.precision != "fp32" and name != "torch":
-        raise ConfigError(f"precision={settings.precision} is the torch backend's autocast on CUDA; the {name} "
+        raise ConfigError(f"precision={settings.precision} is the torch backend's autocast; the {name} "
                           f"backend runs the model file's own precision ({bundle.precision}): for fp16 there, "
                           "export one with `aedmae export onnx --precision fp16`")
     backend: Backend = classes[name](bundle, settings)

@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, help="inference workers")
     p.add_argument("--max-batch-size", type=int)
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="torch backend on CUDA (default fp32)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], help="torch: fp16/bf16 (CUDA), bf16 (bf16 CPUs)")
     p.add_argument("--config", help="JSON or TOML settings file (same as AEDMAE_CONFIG)")
     p.set_defaults(func=cmd_serve)
 

@@ -62,7 +62,7 @@ class ScoringRuntime:
 
     @property
     def precision(self) -> str:
-        if self.backend_name == "torch" and self.settings.device.startswith("cuda"):
+        if self.backend_name == "torch":
             return self.settings.precision
         return self.bundle.precision
 

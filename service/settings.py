@@ -101,7 +101,8 @@ class Settings(BaseSettings):
     model: Path | None = Field(None, description="model folder or .onnx/.engine file (default: the shipped model)")
     backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = "auto"
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
-    precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="torch backend on CUDA only")
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="torch backend: fp16/bf16 on CUDA, bf16 also on CPUs with native bf16")
     cuda_graphs: bool = Field(True, description="torch backend on CUDA: replay captured graphs per batch size")
     max_batch_size: int = Field(16, ge=1, le=1024)
     max_batch_delay_ms: float = Field(5.0, ge=0, description="waits this long only while a batch is not full")
