@@ -12,7 +12,7 @@ import torch
 
 from model.calibration import fit_calibration
 from model.config import ScoringConfig
-from model.datasets import TestVideo
+from model.datasets import TestVideo, read_test_set
 from model.errors import DataError
 from model.frames import FrameCache
 from model.metrics import OnlineSmoother, detection_at, gaussian_smooth, reference_postprocess, summarize
@@ -241,3 +241,36 @@ def synthetic_validation(net: AEDMAE, segments: list[Any], synthesizer: Any, sco
         return {f"synthetic_auc_{k}": roc_auc(y, getattr(s, k).numpy())
                 for k in ("teacher_error", "discrepancy", "score")}
     return {name: roc_auc(y, scorer(te, dis).score.numpy()) for name, scorer in scorers.items()}
+
+
+def learning_curve_hook(trainer: Any, eval_data: str | None, eval_every: int) -> Any:
+    """Epoch hook for ``aedmae train``: every ``eval_every`` epochs (and the last), the synthetic-anomaly
+    validation AUC (what recipe choices use) and, with ``eval_data``, the test-set AUC for the learning
+    curve (recorded only, never used to choose)."""
+    videos = read_test_set(eval_data)[1] if eval_data else None
+
+    def hook(stage: str, epoch: int, net: Any, held: list) -> dict[str, float]:
+        out: dict[str, float] = {}
+        epochs = trainer.cfg.epochs_teacher if stage == "teacher" else trainer.cfg.epochs_student
+        if epoch % eval_every and epoch != epochs:
+            return out
+        synth = trainer.dataset.synthesizer
+        if held and synth is not None:
+            out.update(synthetic_validation(net, held, synth))
+        if videos:
+            # on one grid, like the synthetic validation: the curve follows training, and scoring
+            # grids are a post-training choice that would multiply the cost of every point
+            raw = score_test_set(net, videos, trainer.cache, progress=False, grids=1)
+            scorers = {"paper": Scorer(net.cfg.grid)}  # mean of raw errors
+            if held:
+                one_grid = replace(net.cfg.scoring, grid_shifts=1)
+                scorers["configured"] = fit_scorer_on_segments(net, held, one_grid)[0]
+            for name, scorer in scorers.items():
+                m = metrics_for({k: (y, apply_scorer(scorer, e)) for k, (y, e, _) in raw.items()}, 3.0, None)
+                out.update({f"test_micro_auc_{name}": m["raw"]["micro_auc"],
+                            f"test_micro_auc_{name}_smoothed": m["smoothed"]["micro_auc"]})
+        if out:
+            log.info("%s epoch %d: %s", stage, epoch, ", ".join(f"{k}={v:.4f}" for k, v in out.items()))
+        return out
+
+    return hook

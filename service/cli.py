@@ -25,6 +25,7 @@ def _configure(args: argparse.Namespace) -> tuple[object, object]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from model.config import to_dict
+    from model.evaluation import learning_curve_hook
     from model.training import Trainer
 
     if args.eval_every < 1:
@@ -44,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         log.info("train config: %s", json.dumps(to_dict(train_cfg)))
         trainer = Trainer(args.data, out, model_cfg, train_cfg, cache_dir=args.cache_dir,  # type: ignore[arg-type]
                           progress=not args.no_progress)
-        trainer.epoch_hook = _learning_curve_hook(args, trainer)
+        trainer.epoch_hook = learning_curve_hook(trainer, args.eval_data, args.eval_every)
         log.info("data: %s", json.dumps(trainer.data_summary))
         summary = trainer.run(resume=args.resume, teacher=args.teacher)
     finally:
@@ -71,44 +72,6 @@ def calibration_summary(cal: dict[str, Any], tails_only: bool) -> str:
                  "(benchmarks/RESULTS.md, 'Footage the model never saw'). For an honest threshold, calibrate on "
                  "normal footage it did not train on (aedmae calibrate --data) or train with train.holdout_videos.")
     return line
-
-
-def _learning_curve_hook(args: argparse.Namespace, trainer: Any) -> Any:
-    """Epoch hook recording synthetic-anomaly validation AUC (what recipe choices use) and, with
-    --eval-data, the test-set AUC for the learning curve (recorded only, never used to choose)."""
-    import dataclasses
-
-    from model.datasets import read_test_set
-    from model.evaluation import apply_scorer, fit_scorer_on_segments, metrics_for, score_test_set, synthetic_validation
-    from model.scoring import Scorer
-
-    videos = read_test_set(args.eval_data)[1] if args.eval_data else None
-
-    def hook(stage: str, epoch: int, net: Any, held: list) -> dict[str, float]:
-        out: dict[str, float] = {}
-        epochs = trainer.cfg.epochs_teacher if stage == "teacher" else trainer.cfg.epochs_student
-        if epoch % args.eval_every and epoch != epochs:
-            return out
-        synth = trainer.dataset.synthesizer
-        if held and synth is not None:
-            out.update(synthetic_validation(net, held, synth))
-        if videos:
-            # on one grid, like the synthetic validation: the curve follows training, and scoring
-            # grids are a post-training choice that would multiply the cost of every point
-            raw = score_test_set(net, videos, trainer.cache, progress=False, grids=1)
-            scorers = {"paper": Scorer(net.cfg.grid)}  # mean of raw errors
-            if held:
-                one_grid = dataclasses.replace(net.cfg.scoring, grid_shifts=1)
-                scorers["configured"] = fit_scorer_on_segments(net, held, one_grid)[0]
-            for name, scorer in scorers.items():
-                m = metrics_for({k: (y, apply_scorer(scorer, e)) for k, (y, e, _) in raw.items()}, 3.0, None)
-                out.update({f"test_micro_auc_{name}": m["raw"]["micro_auc"],
-                            f"test_micro_auc_{name}_smoothed": m["smoothed"]["micro_auc"]})
-        if out:
-            log.info("%s epoch %d: %s", stage, epoch, ", ".join(f"{k}={v:.4f}" for k, v in out.items()))
-        return out
-
-    return hook
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
