@@ -12,6 +12,7 @@ from typing import Any
 
 from model.config import PRESETS
 from model.errors import AedmaeError, ConfigError, DataError
+from model.memory import reuse_freed_memory
 
 log = logging.getLogger("aedmae")
 
@@ -351,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.command != "serve":  # torch on the CPU would page-fault its activations in on every call;
+        reuse_freed_memory()  # a server sets it only for a torch backend on the CPU (service/backends.py)
     try:
         return int(args.func(args))
     except AedmaeError as e:

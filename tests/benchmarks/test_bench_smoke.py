@@ -40,6 +40,16 @@ def test_bench_model_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_page_faults_measures_both_allocator_settings_in_their_own_processes(tmp_path, tiny_checkpoint):
+    result, stdout = run_benchmark(tmp_path, "page_faults.py", "--model", str(tiny_checkpoint), "--batches", "1",
+                                   "2", "--repeats", "1")
+    assert [(r["reuse_freed_memory"], r["batch"]) for r in result["rows"]] == [
+        (reuse, batch) for reuse in (False, True, False, True) for batch in (1, 2)]
+    assert all(r["frames_per_s"] > 0 and r["page_faults_per_call"] >= 0 for r in result["rows"])
+    assert "page faults a call" in stdout
+
+
+@pytest.mark.slow
 def test_bench_training_quick(tmp_path, footage):
     result, stdout = run_benchmark(tmp_path, "bench_training.py", "--quick", "--profile", "--data", str(footage))
     assert {(r["stage"], r["precision"]) for r in result["rows"]} == {

@@ -1,0 +1,42 @@
+"""Keep the memory PyTorch frees on the CPU for its next call instead of handing it back to the kernel.
+
+glibc serves every allocation above its mmap threshold (which adapts, up to 32 MiB on 64-bit) with a
+fresh ``mmap`` and unmaps it on ``free``, so a model whose activations are larger than that pays for
+its memory again on every call: page faults, and the kernel zeroing each page. With the shipped
+model's four-grid graph at batch 16 a forward pass took 2 million minor page faults and ran at 3.0-3.2
+frames/s instead of 5.0-5.4 (batch 8: 300,000 faults, 4.0-4.3 instead of 5.3-5.4;
+benchmarks/page_faults.py, RESULTS.md "Page faults"). Telling malloc not to use mmap and to keep up to
+``trim_threshold`` bytes of freed heap makes later calls reuse the same pages. ONNX Runtime has its
+own arena and does not need this; the price is that the process keeps its peak heap (the torch
+paths' working set) instead of returning it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
+M_MMAP_MAX = -4
+_applied: bool | None = None
+
+
+def reuse_freed_memory(trim_threshold: int = 1 << 30) -> bool:
+    """Make malloc keep freed blocks for reuse (process-wide, once). False where it cannot (not glibc)."""
+    global _applied
+    if _applied is None:
+        _applied = False
+        name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+        if name:
+            try:
+                mallopt = ctypes.CDLL(name).mallopt
+            except (OSError, AttributeError):  # a libc without mallopt (musl)
+                mallopt = None
+            if mallopt is not None:
+                _applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
+        log.debug("malloc keeps freed memory for reuse: %s", _applied)
+    return _applied
