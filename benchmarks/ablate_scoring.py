@@ -38,6 +38,7 @@ from model.evaluation import (
 )
 from model.frames import FrameCache, default_cache_dir
 from model.masking import inference_keep
+from model.memory import reuse_freed_memory
 from model.synthetic import AnomalySynthesizer
 
 
@@ -55,6 +56,7 @@ def arguments(doc: str | None) -> argparse.ArgumentParser:
 def load(model: str, footage: str) -> tuple[Any, dict[str, Any], TrainConfig, FrameCache, list[Any], list[Any]]:
     """(network, checkpoint metadata, its training config, frame cache, training segments, held-out
     segments; the training segments themselves when nothing was held out)."""
+    reuse_freed_memory()  # as the aedmae command does: no page faults on every forward pass (model/memory.py)
     torch.manual_seed(0)
     net, meta = checkpoint.load(model)
     train_cfg = checkpoint.train_config(meta) or TrainConfig()
