@@ -30,18 +30,13 @@ from torch.utils.data import default_collate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_model import median_rate
+from bench_model import torch_matmul_gflops
 
 from model.config import apply_overrides, preset
 from model.network import AEDMAE
 from model.training import Trainer, autocast_dtype
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def matmul_gflops(dtype: torch.dtype, n: int = 1024, seconds: float = 1.0) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    return median_rate(lambda: a @ b, 2 * n**3, seconds)
 
 
 def stage_setup(trainer: Trainer, teacher_stage: bool) -> tuple[AEDMAE, torch.optim.Optimizer, torch.Generator]:
@@ -116,7 +111,7 @@ def main() -> None:
         stages = {name: stage_rates(trainer, name == "teacher", batches, args.precisions, args.rounds)
                   for name in ("teacher", "student")}
         profiles = profile_teacher(trainer, batches, args.precisions) if args.profile else None
-    matmul = {prec: matmul_gflops(DTYPES[prec]) for prec in args.precisions}
+    matmul = {prec: torch_matmul_gflops(DTYPES[prec], 1.0) for prec in args.precisions}
     rows = []
     base = args.precisions[0]
     for name, rates in stages.items():

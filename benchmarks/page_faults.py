@@ -30,6 +30,7 @@ def measure(model: str, batches: list[int], repeats: int, precision: str, reuse:
     """Frames/s and page faults of the checkpoint's deployed graph in torch, as the torch backend runs it
     (built here rather than through the backend, which sets the allocator itself on the CPU)."""
     import torch
+    from bench_model import autocast_cpu
 
     from export.onnx_export import DeployedGraph
     from model import checkpoint
@@ -42,18 +43,17 @@ def measure(model: str, batches: list[int], repeats: int, precision: str, reuse:
     graph = DeployedGraph(net, scorer_from_meta(net, meta)).eval()
     h, w = net.cfg.image_size
 
-    def infer(x: torch.Tensor) -> None:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            [t.float() for t in graph(x)]
-
     rows = []
     for batch in batches:
         x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (batch, 3, h, w, net.cfg.channels), np.uint8))
-        infer(x)  # warm-up
+        infer = autocast_cpu(graph, x, torch.bfloat16 if precision == "bf16" else None)
+        with torch.inference_mode():
+            infer()  # warm-up
         rates, faults = [], []
         for _ in range(repeats):
             f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
-            infer(x)
+            with torch.inference_mode():
+                infer()
             rates.append(batch / (time.perf_counter() - t0))
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
         rows.append({"reuse_freed_memory": reuse, "batch": batch, "frames_per_s": round(statistics.median(rates), 2),

@@ -73,7 +73,7 @@ class TensorRTBackend:
 class TorchBackend:
     """PyTorch eager on CPU or CUDA from the bundle's checkpoint; on CUDA optionally fp16/bf16 and
     CUDA graphs captured per batch size (batches are padded up to the next captured size); on CPUs
-    that multiply bf16 in hardware (AVX512-BF16, AMX) optionally bf16 (1.1-1.4x ONNX Runtime fp32 on
+    that multiply bf16 in hardware (AVX512-BF16, AMX) optionally bf16 (1.1-1.2x ONNX Runtime fp32 on
     the shipped model there: benchmarks/RESULTS.md, "bf16 on the CPU")."""
 
     name = "torch"
