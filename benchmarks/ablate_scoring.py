@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import checkpoint
 from model.config import TrainConfig
+from model.cpu import reuse_freed_memory
 from model.dataset import load_segments
 from model.datasets import read_test_set
 from model.evaluation import (
@@ -38,7 +39,6 @@ from model.evaluation import (
 )
 from model.frames import FrameCache, default_cache_dir
 from model.masking import inference_keep
-from model.memory import reuse_freed_memory
 from model.synthetic import AnomalySynthesizer
 
 
@@ -56,7 +56,7 @@ def arguments(doc: str | None) -> argparse.ArgumentParser:
 def load(model: str, footage: str) -> tuple[Any, dict[str, Any], TrainConfig, FrameCache, list[Any], list[Any]]:
     """(network, checkpoint metadata, its training config, frame cache, training segments, held-out
     segments; the training segments themselves when nothing was held out)."""
-    reuse_freed_memory()  # as the aedmae command does: no page faults on every forward pass (model/memory.py)
+    reuse_freed_memory()  # as the aedmae command does: no page faults on every forward pass (model/cpu.py)
     torch.manual_seed(0)
     net, meta = checkpoint.load(model)
     train_cfg = checkpoint.train_config(meta) or TrainConfig()

@@ -38,11 +38,10 @@ from export.ort_fusion import ort_session  # noqa: E402
 from export.quantize import quantize_int8  # noqa: E402
 from model import checkpoint  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
+from model.cpu import native_cpu_bf16, reuse_freed_memory  # noqa: E402
 from model.info import inference_passes, pass_macs  # noqa: E402
-from model.memory import reuse_freed_memory  # noqa: E402
 from model.network import AEDMAE  # noqa: E402
 from model.scoring import Scorer  # noqa: E402
-from model.training import native_cpu_bf16  # noqa: E402
 
 
 def median_rate(fn: Any, flops: float, seconds: float) -> float:
@@ -217,7 +216,7 @@ def cuda_rows(graph: DeployedGraph, batches: list[int], flops_per_frame: float, 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    reuse_freed_memory()  # as the aedmae command does: torch rows without page faults (model/memory.py)
+    reuse_freed_memory()  # as the aedmae command does: torch rows without page faults (model/cpu.py)
     from model.shipped import SHIPPED_DIR
 
     models: list[tuple[str, Path | None, ModelConfig]] = [] if args.shipped_only else [

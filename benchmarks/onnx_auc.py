@@ -24,12 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from export.bundle import load_bundle
 from export.onnx_export import run_onnxruntime
 from export.quantize import quantize_int8
+from model.cpu import native_cpu_bf16, reuse_freed_memory
 from model.datasets import read_test_set
 from model.frames import FrameCache, default_cache_dir
-from model.memory import reuse_freed_memory
 from model.metrics import gaussian_smooth, summarize
 from model.shipped import SHIPPED_DIR
-from model.training import native_cpu_bf16
 from model.window import clip_windows
 from service.backends import create_backend
 from service.settings import Settings
@@ -66,7 +65,7 @@ def main() -> None:
     p.add_argument("--sigma", type=float, default=3.0)
     p.add_argument("--json")
     args = p.parse_args()
-    reuse_freed_memory()  # as the aedmae command does (model/memory.py)
+    reuse_freed_memory()  # as the aedmae command does (model/cpu.py)
     bundle = load_bundle(args.model)
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:

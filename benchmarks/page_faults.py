@@ -1,6 +1,6 @@
 """What glibc's handling of large blocks costs PyTorch on the CPU: the shipped model's deployed graph
 in torch (what the torch backend runs) timed at each batch size with malloc as it comes and with
-``model.memory.reuse_freed_memory`` (what the ``aedmae`` command and the torch backend set), each in
+``model.cpu.reuse_freed_memory`` (what the ``aedmae`` command and the torch backend set), each in
 its own process (the setting cannot be taken back), with the minor page faults of a call beside the
 frames/s.
 
@@ -34,8 +34,8 @@ def measure(model: str, batches: list[int], repeats: int, precision: str, reuse:
 
     from export.onnx_export import DeployedGraph
     from model import checkpoint
+    from model.cpu import reuse_freed_memory
     from model.evaluation import scorer_from_meta
-    from model.memory import reuse_freed_memory
 
     if reuse:
         reuse_freed_memory()

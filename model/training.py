@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from model import checkpoint
 from model.config import ModelConfig, TrainConfig, from_dict, to_dict
+from model.cpu import native_cpu_bf16
 from model.dataset import Segment, TrainingClips, load_segments
 from model.errors import CheckpointError, ConfigError
 from model.frames import FrameCache, default_cache_dir
@@ -56,12 +57,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name}: CUDA is not available on this machine (use cpu or auto)")
     return torch.device(name)
-
-
-def native_cpu_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), where bf16 steps are faster."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own checks
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

@@ -90,15 +90,15 @@ class TorchBackend:
         self.graph = DeployedGraph(net, scorer_from_meta(net, meta)).eval().to(self.device)
         self.dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[settings.precision]
         if self.device.type != "cuda" and self.dtype is not None:
-            from model.training import native_cpu_bf16
+            from model.cpu import native_cpu_bf16
 
             if self.dtype is torch.float16 or not native_cpu_bf16():
                 raise ConfigError(f"precision={settings.precision} for the torch backend needs device=cuda "
                                   "(bf16 also runs on CPUs with native bf16, AVX512-BF16 or AMX; this one has none)")
         if self.device.type == "cpu":
-            from model.memory import reuse_freed_memory
+            from model.cpu import reuse_freed_memory
 
-            reuse_freed_memory()  # 1.2-1.8x on the shipped model: no page faults on every call (model/memory.py)
+            reuse_freed_memory()  # 1.2-1.8x on the shipped model: no page faults on every call (model/cpu.py)
         if self.device.type == "cuda" and self.dtype is None:
             # fp32 means IEEE fp32 (parity with ONNX Runtime within 1e-4): no TF32 in cuDNN or matmuls.
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False

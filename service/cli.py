@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from model.config import PRESETS
+from model.cpu import reuse_freed_memory
 from model.errors import AedmaeError, ConfigError, DataError
-from model.memory import reuse_freed_memory
 
 log = logging.getLogger("aedmae")
 

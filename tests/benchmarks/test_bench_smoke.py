@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.training import native_cpu_bf16
+from model.cpu import native_cpu_bf16
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,10 +8,11 @@ import torch
 
 from model import checkpoint
 from model.config import apply_overrides
+from model.cpu import native_cpu_bf16
 from model.errors import CheckpointError, ConfigError
 from model.network import AEDMAE
 from model.scoring import score_frames
-from model.training import Trainer, native_cpu_bf16
+from model.training import Trainer
 
 
 def _cfgs(tiny, **train):

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from model.training import native_cpu_bf16
+from model.cpu import native_cpu_bf16
 from service.backends import create_backend
 from service.settings import Settings
 from tests.conftest import npy_body as npy
@@ -75,11 +75,11 @@ def test_half_precision_is_refused_where_it_cannot_apply(tiny_checkpoint):
 
 
 def test_cpu_bf16_is_refused_on_a_cpu_without_native_bf16(tiny_checkpoint, monkeypatch):
-    import model.training
+    import model.cpu
     from export.bundle import load_bundle
     from model.errors import ConfigError
 
-    monkeypatch.setattr(model.training, "native_cpu_bf16", lambda: False)  # the check, not this machine's CPU
+    monkeypatch.setattr(model.cpu, "native_cpu_bf16", lambda: False)  # the check, not this machine's CPU
     with pytest.raises(ConfigError, match="this one has none"):
         create_backend("torch", load_bundle(tiny_checkpoint), Settings(model=tiny_checkpoint, backend="torch",
                                                                        precision="bf16"))

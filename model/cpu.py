@@ -1,10 +1,11 @@
-"""Keep the memory PyTorch frees on the CPU for its next call instead of handing it back to the kernel.
+"""What the torch paths on the CPU need to know and set about the machine: whether it multiplies
+bf16 in hardware, and malloc's reuse of freed memory (:func:`reuse_freed_memory`).
 
-glibc serves every allocation above its mmap threshold (which adapts, up to 32 MiB on 64-bit) with a
-fresh ``mmap`` and unmaps it on ``free``, so a model whose activations are larger than that pays for
-its memory again on every call: page faults, and the kernel zeroing each page. With the shipped
-model's four-grid graph at batch 16 a forward pass took 2 million minor page faults and ran at 3.0-3.2
-frames/s instead of 5.0-5.4 (batch 8: 300,000 faults, 4.0-4.3 instead of 5.3-5.4;
+Freed memory: glibc serves every allocation above its mmap threshold (which adapts, up to 32 MiB on
+64-bit) with a fresh ``mmap`` and unmaps it on ``free``, so a model whose activations are larger than
+that pays for its memory again on every call: page faults, and the kernel zeroing each page. With the
+shipped model's four-grid graph at batch 16 a forward pass took 2 million minor page faults and ran at
+3.0-3.2 frames/s instead of 5.0-5.4 (batch 8: 300,000 faults, 4.0-4.3 instead of 5.3-5.4;
 benchmarks/page_faults.py, RESULTS.md "Page faults"). Telling malloc not to use mmap and to keep up to
 ``trim_threshold`` bytes of freed heap makes later calls reuse the same pages. ONNX Runtime has its
 own arena and does not need this; the price is that the process keeps its peak heap (the torch
@@ -40,3 +41,11 @@ def reuse_freed_memory(trim_threshold: int = 1 << 30) -> bool:
                 _applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
         log.debug("malloc keeps freed memory for reuse: %s", _applied)
     return _applied
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), where bf16 steps are faster."""
+    import torch  # here: the serving path imports this module and needs no torch for ONNX Runtime
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own checks
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)

@@ -1,4 +1,4 @@
-"""The allocator setting the aedmae command makes (model/memory.py): freed memory is reused, not
+"""The allocator setting the aedmae command makes (model/cpu.py): freed memory is reused, not
 faulted in again."""
 
 import ctypes
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from model.memory import reuse_freed_memory
+from model.cpu import reuse_freed_memory
 
 SIZE = 64 << 20  # above glibc's largest mmap threshold (32 MiB): without the setting, mapped afresh each time
 
