@@ -29,7 +29,7 @@ from model import checkpoint
 from model.errors import AedmaeError
 from model.masking import inference_keep
 from model.network import AEDMAE
-from model.scoring import Scorer, token_errors
+from model.scoring import Scorer, scoring_views, token_errors
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -52,7 +52,7 @@ class DeployedGraph(nn.Module):
         self.register_buffer("keep", inference_keep(net.cfg))
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        s = self.scorer(*token_errors(self.net, frames, self.keep, self.scorer.cfg.grid_shifts))
+        s = self.scorer(*token_errors(self.net, frames, self.keep, scoring_views(self.net.cfg, self.scorer.cfg)))
         return s.score, s.calibrated, s.teacher_error, s.discrepancy, s.heatmap
 
 

@@ -33,10 +33,19 @@ class ScoringConfig:
     # only (edges repeated). Whether an object is caught should not hang on where it sits on the
     # grid (benchmarks/grid_phase.py); costs grid_shifts times the inference.
     grid_shifts: int = 1
+    # Also score every grid with the three-frame window reversed in time (t+3, t, t-3): the target is
+    # the same frame t, people walk the other way. Each direction keeps its own token statistics and
+    # the scores of all views (grids x directions) are averaged; doubles the inference.
+    time_reversal: bool = False
     # Frame-local contrast of the score on each grid: "ratio" divides it by the frame's median token,
     # "diff" subtracts that median (a level the whole frame shares, e.g. a crowd, cancels); the
     # components (teacher_error, discrepancy) stay uncontrasted. benchmarks/select_scoring.py ranks it.
     contrast: Literal["none", "ratio", "diff"] = "none"
+
+    @property
+    def views(self) -> int:
+        """Scored views of every frame: grids x time directions."""
+        return self.grid_shifts * (2 if self.time_reversal else 1)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from model.errors import DataError
 from model.frames import FrameCache
 from model.metrics import OnlineSmoother, detection_at, gaussian_smooth, reference_postprocess, summarize
 from model.network import AEDMAE
-from model.scoring import FrameScores, Scorer, token_errors
+from model.scoring import ONE_VIEW, FrameScores, Scorer, View, scoring_views, token_errors
 from model.window import clip_windows
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ TOKEN_STAT_FLOOR = 0.05  # token means are floored at this fraction of their gri
 
 @dataclass
 class ClipErrors:
-    """Raw per-token errors of every frame of one clip on each scoring grid: (N, S, L) float32 each."""
+    """Raw per-token errors of every frame of one clip on each scoring view: (N, S, L) float32 each."""
 
     teacher_error: torch.Tensor
     discrepancy: torch.Tensor
@@ -37,15 +37,15 @@ class ClipErrors:
 
 @torch.no_grad()
 def clip_errors(net: AEDMAE, frames: np.ndarray, batch_size: int = 16, bar: Any = None,
-                keep: torch.Tensor | None = None, grids: int | None = None) -> ClipErrors:
-    """Per-token errors for every frame t of a clip (N, H, W, C) uint8, edges clamped, on ``grids``
-    grids (default the model's ``scoring.grid_shifts``)."""
+                keep: torch.Tensor | None = None, views: list[View] | None = None) -> ClipErrors:
+    """Per-token errors for every frame t of a clip (N, H, W, C) uint8, edges clamped, on ``views``
+    (default the model's, ``model.scoring.scoring_views``)."""
     device = next(net.parameters()).device
     te, dis = [], []
     for start in range(0, len(frames), batch_size):
         centres = np.arange(start, min(start + batch_size, len(frames)))
         batch = torch.from_numpy(clip_windows(frames, centres)).to(device)
-        e, d = token_errors(net, batch, keep, grids)
+        e, d = token_errors(net, batch, keep, views)
         te.append(e.float().cpu())
         dis.append(d.float().cpu())
         if bar is not None:
@@ -71,7 +71,7 @@ def fit_scorer(net: AEDMAE, normal_clips: Iterable[tuple[str, np.ndarray]], cfg:
 
     total = sum(len(f) for _, f in clips)
     bar = tqdm(total=total, desc="calibrate", unit="frame", disable=not progress)
-    errors = [clip_errors(net, f, bar=bar, grids=cfg.grid_shifts) for _, f in clips]
+    errors = [clip_errors(net, f, bar=bar, views=scoring_views(net.cfg, cfg)) for _, f in clips]
     bar.close()
     te = torch.cat([e.teacher_error for e in errors])
     dis = torch.cat([e.discrepancy for e in errors])
@@ -127,9 +127,9 @@ class VideoResult:
 
 def score_test_set(net: AEDMAE, videos: list[TestVideo], cache: FrameCache, progress: bool = True,
                    keep: torch.Tensor | None = None,
-                   grids: int | None = None) -> dict[str, tuple[np.ndarray, ClipErrors, np.ndarray]]:
-    """{video: (labels, per-token errors, frames)} for every test video (on ``grids`` grids,
-    default the model's)."""
+                   views: list[View] | None = None) -> dict[str, tuple[np.ndarray, ClipErrors, np.ndarray]]:
+    """{video: (labels, per-token errors, frames)} for every test video (on ``views``, default the
+    model's)."""
     cfg = net.cfg
     decoded = []
     for v in videos:
@@ -143,7 +143,7 @@ def score_test_set(net: AEDMAE, videos: list[TestVideo], cache: FrameCache, prog
     out = {}
     for v, frames in decoded:
         bar.set_postfix(video=v.name)
-        out[v.name] = (v.labels, clip_errors(net, frames, bar=bar, keep=keep, grids=grids), frames)
+        out[v.name] = (v.labels, clip_errors(net, frames, bar=bar, keep=keep, views=views), frames)
     bar.close()
     return out
 
@@ -205,10 +205,10 @@ def ablation_scorers(base: Scorer) -> dict[str, Scorer]:
 
 @torch.no_grad()
 def synthetic_pairs(net: AEDMAE, segments: list[Any], synthesizer: Any, seed: int = 0, max_frames: int = 256,
-                    grids: int | None = None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+                    views: list[View] | None = None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
     """Labels (2N,) and raw per-token errors (2N, S, L) of N held-out normal frames, then the same frames
     with synthetic anomalies pasted: the label-free validation set recipe and scoring choices use.
-    ``grids``: the scoring grids (default the model's)."""
+    ``views``: the scoring views (default the model's)."""
     from model.dataset import TrainingClips
 
     clips = TrainingClips(segments, synthesizer, fraction=1.0, seed=seed)
@@ -221,7 +221,7 @@ def synthetic_pairs(net: AEDMAE, segments: list[Any], synthesizer: Any, seed: in
         pasted = torch.stack([clips[i]["frames"] for i in chunk])
         clean = torch.stack([torch.from_numpy(clip_windows(clips.segments[clips.index[i][0]].frames,
                                                            np.array([clips.index[i][1]]))[0]) for i in chunk])
-        e, d = token_errors(net, torch.cat([clean, pasted]).to(device), grids=grids)
+        e, d = token_errors(net, torch.cat([clean, pasted]).to(device), views=views)
         errors.append((e.cpu(), d.cpu()))
         labels.append(np.r_[np.zeros(len(chunk)), np.ones(len(chunk))])
     return np.concatenate(labels), torch.cat([e for e, _ in errors]), torch.cat([d for _, d in errors])
@@ -235,9 +235,11 @@ def synthetic_validation(net: AEDMAE, segments: list[Any], synthesizer: Any, sco
     learning curve: cheap, and comparable across scoring configs)."""
     from model.metrics import roc_auc
 
-    y, te, dis = synthetic_pairs(net, segments, synthesizer, seed, max_frames, grids=1 if scorers is None else None)
+    y, te, dis = synthetic_pairs(net, segments, synthesizer, seed, max_frames,
+                                 views=ONE_VIEW if scorers is None else None)
     if scorers is None:
-        s = Scorer(net.cfg.grid, replace(net.cfg.scoring, token_normalization=False, grid_shifts=1))(te, dis)
+        one_view = replace(net.cfg.scoring, token_normalization=False, grid_shifts=1, time_reversal=False)
+        s = Scorer(net.cfg.grid, one_view)(te, dis)
         return {f"synthetic_auc_{k}": roc_auc(y, getattr(s, k).numpy())
                 for k in ("teacher_error", "discrepancy", "score")}
     return {name: roc_auc(y, scorer(te, dis).score.numpy()) for name, scorer in scorers.items()}
@@ -258,12 +260,12 @@ def learning_curve_hook(trainer: Any, eval_data: str | None, eval_every: int) ->
         if held and synth is not None:
             out.update(synthetic_validation(net, held, synth))
         if videos:
-            # on one grid, like the synthetic validation: the curve follows training, and scoring
-            # grids are a post-training choice that would multiply the cost of every point
-            raw = score_test_set(net, videos, trainer.cache, progress=False, grids=1)
+            # on one view, like the synthetic validation: the curve follows training, and scoring
+            # views are a post-training choice that would multiply the cost of every point
+            raw = score_test_set(net, videos, trainer.cache, progress=False, views=ONE_VIEW)
             scorers = {"paper": Scorer(net.cfg.grid)}  # mean of raw errors
             if held:
-                one_grid = replace(net.cfg.scoring, grid_shifts=1)
+                one_grid = replace(net.cfg.scoring, grid_shifts=1, time_reversal=False)
                 scorers["configured"] = fit_scorer_on_segments(net, held, one_grid)[0]
             for name, scorer in scorers.items():
                 m = metrics_for({k: (y, apply_scorer(scorer, e)) for k, (y, e, _) in raw.items()}, 3.0, None)

@@ -36,8 +36,8 @@ def pass_macs(cfg: ModelConfig, with_student: bool = True) -> dict[str, int]:
 
 
 def inference_passes(cfg: ModelConfig) -> int:
-    """Network passes per scored frame: the masking's passes on each of the scoring's grids."""
-    return (2 if cfg.inference_masking == "complementary" else 1) * cfg.scoring.grid_shifts
+    """Network passes per scored frame: the masking's passes on each of the scoring's views."""
+    return (2 if cfg.inference_masking == "complementary" else 1) * cfg.scoring.views
 
 
 def describe(cfg: ModelConfig, parameters: dict[str, int]) -> dict[str, Any]:
@@ -51,6 +51,7 @@ def describe(cfg: ModelConfig, parameters: dict[str, int]) -> dict[str, Any]:
         "grid": list(cfg.grid),
         "inference_masking": cfg.inference_masking,
         "grid_shifts": cfg.scoring.grid_shifts,
+        "time_reversal": cfg.scoring.time_reversal,
         "inference_passes": passes,
         "gflops_per_frame": {
             "one_pass": round(2 * one_pass / 1e9, 3),  # the reference's work: one 50% mask
@@ -69,7 +70,8 @@ def format_table(info: dict[str, Any]) -> str:
         ("  student decoder (own)", f"{p['student']:,}"),
         ("input", f"{info['image_size'][0]}x{info['image_size'][1]}, patch {info['patch_size']}, "
                   f"grid {info['grid'][0]}x{info['grid'][1]}"),
-        ("inference", f"{info['inference_masking']} masking on {info['grid_shifts']} grid(s): "
+        ("inference", f"{info['inference_masking']} masking on {info['grid_shifts']} grid(s)"
+                      f"{' x 2 time directions' if info['time_reversal'] else ''}: "
                       f"{info['inference_passes']} pass(es)"),
         ("GFLOPs/frame, one pass", f"{g['one_pass']:.3f}"),
         ("GFLOPs/frame, deployed", f"{g['deployed']:.3f}"),

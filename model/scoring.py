@@ -19,6 +19,8 @@ With ``grid_shifts`` S > 1 the frames (all three) are also scored moved by half 
 repeated; see :func:`grid_offsets`), each grid with its own token statistics, and the S frame scores
 (and components) are averaged; the heatmap is the mean of the S token maps, each grid's token (i, j)
 covering patch (i, j) moved up/left by its shift, so it is the per-patch score blurred by half a patch.
+With ``time_reversal`` every grid is scored a second time on the window reversed in time (t+3, t, t-3),
+again with its own token statistics: the S views are grids x directions (:func:`scoring_views`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,29 @@ def grid_offsets(cfg: ModelConfig, grids: int) -> list[tuple[int, int]]:
     return {1: [(0, 0)], 2: [(0, 0), (half, half)], 4: [(0, 0), (0, half), (half, 0), (half, half)]}[grids]
 
 
+View = tuple[int, int, bool]  # frames moved (down, right) by pixels; window reversed in time
+ONE_VIEW: list[View] = [(0, 0, False)]  # the model's own grid, forward
+
+
+def scoring_views(cfg: ModelConfig, scoring: ScoringConfig | None = None) -> list[View]:
+    """The views every frame is scored on: each grid of ``scoring.grid_shifts``, forward, then (with
+    ``scoring.time_reversal``) each again reversed in time. ``scoring`` defaults to the model's."""
+    scoring = scoring or cfg.scoring
+    directions = (False, True) if scoring.time_reversal else (False,)
+    return [(dy, dx, rev) for rev in directions for dy, dx in grid_offsets(cfg, scoring.grid_shifts)]
+
+
+def view_frames(frames: torch.Tensor, views: list[View]) -> torch.Tensor:
+    """(B, 3, H, W, C) windows -> (S*B, 3, H, W, C), view-major: each view's moved / reversed copy."""
+    if views == ONE_VIEW:
+        return frames
+    out = []
+    for dy, dx, rev in views:
+        moved = shift_image(frames, dy, dx, axes=(2, 3)) if dy or dx else frames
+        out.append(moved[:, [2, 1, 0]] if rev else moved)
+    return torch.cat(out)
+
+
 def reconstruct(model: AEDMAE, frames: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher and student token predictions (B, L, p*p*(C+1)) for every token of every frame.
 
@@ -74,16 +99,15 @@ def reconstruct(model: AEDMAE, frames: torch.Tensor, keep: torch.Tensor) -> tupl
 
 
 def token_errors(model: AEDMAE, frames: torch.Tensor, keep: torch.Tensor | None = None,
-                 grids: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 views: list[View] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw per-token (B, S, L) teacher error and teacher-student discrepancy of frames t on each of
-    the S grids (``grids``, default the model's ``scoring.grid_shifts``)."""
-    shifts = grid_offsets(model.cfg, grids or model.cfg.scoring.grid_shifts)
-    moved = frames if len(shifts) == 1 else torch.cat([shift_image(frames, dy, dx, axes=(2, 3))
-                                                       for dy, dx in shifts])  # (S*B, ...), grid-major
+    the S ``views`` (default the model's, :func:`scoring_views`)."""
+    views = scoring_views(model.cfg) if views is None else views
+    moved = view_frames(frames, views)
     teacher, student = reconstruct(model, moved, inference_keep(model.cfg) if keep is None else keep)
     e, d = errors_of(model, moved, teacher, student)
     b = frames.shape[0]
-    return e.view(len(shifts), b, -1).transpose(0, 1), d.view(len(shifts), b, -1).transpose(0, 1)
+    return e.view(len(views), b, -1).transpose(0, 1), d.view(len(views), b, -1).transpose(0, 1)
 
 
 def errors_of(model: AEDMAE, frames: torch.Tensor, teacher: torch.Tensor,
@@ -95,10 +119,10 @@ def errors_of(model: AEDMAE, frames: torch.Tensor, teacher: torch.Tensor,
 
 
 class Scorer(nn.Module):
-    """Per-token errors (B, S, L) -> :class:`FrameScores`, per the scoring config and calibration.
-    (B, L) errors are read as one grid."""
+    """Per-token errors (B, S, L) on the S views of the scoring config -> :class:`FrameScores`, per the
+    scoring config and calibration. (B, L) errors are read as one view."""
 
-    error_scale: torch.Tensor  # (S, L) 1 / mean teacher error of normal frames per grid and token (or ones)
+    error_scale: torch.Tensor  # (S, L) 1 / mean teacher error of normal frames per view and token (or ones)
     discrepancy_scale: torch.Tensor  # (S, L) likewise for the discrepancy
 
     def __init__(self, grid: tuple[int, int], cfg: ScoringConfig | None = None,
@@ -110,7 +134,7 @@ class Scorer(nn.Module):
         self.calibration = calibration
         num_tokens = grid[0] * grid[1]
         self.topk = max(1, round(self.cfg.topk_fraction * num_tokens))
-        shape = (self.cfg.grid_shifts, num_tokens)
+        shape = (self.cfg.views, num_tokens)
         self.register_buffer("error_scale", self._scale(token_mean_error, shape))
         self.register_buffer("discrepancy_scale", self._scale(token_mean_discrepancy, shape))
 
@@ -119,17 +143,18 @@ class Scorer(nn.Module):
         if mean is None:
             return torch.ones(shape)
         if mean.numel() != shape[0] * shape[1]:
-            raise ConfigError(f"token statistics hold {mean.numel()} values, scoring on {shape[0]} grid(s) of "
-                              f"{shape[1]} tokens needs {shape[0] * shape[1]}: refit them (aedmae calibrate)")
+            raise ConfigError(f"token statistics hold {mean.numel()} values, scoring {shape[0]} view(s) (grids x "
+                              f"directions) of {shape[1]} tokens needs {shape[0] * shape[1]}: refit them "
+                              "(aedmae calibrate)")
         return 1 / mean.reshape(shape)
 
     def token_means(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The per-grid, per-token normal means (S, L) this scorer divides by when normalising."""
+        """The per-view, per-token normal means (S, L) this scorer divides by when normalising."""
         return 1 / self.error_scale, 1 / self.discrepancy_scale
 
     def _reduce(self, tokens: torch.Tensor, contrast: str = "none") -> torch.Tensor:
-        """(B, S, L) -> (B,): R over each grid's tokens, contrasted with that grid's median token
-        (lower median, as torch.median; taken with topk so that it exports), then the mean over grids."""
+        """(B, S, L) -> (B,): R over each view's tokens, contrasted with that view's median token
+        (lower median, as torch.median; taken with topk so that it exports), then the mean over views."""
         r = tokens.topk(self.topk, dim=2).values.mean(2) if self.cfg.reduction == "topk" else tokens.mean(2)
         if contrast != "none":
             num_tokens = tokens.shape[2]
@@ -140,9 +165,9 @@ class Scorer(nn.Module):
     def forward(self, teacher_error: torch.Tensor, discrepancy: torch.Tensor) -> FrameScores:
         if teacher_error.dim() == 2:
             teacher_error, discrepancy = teacher_error.unsqueeze(1), discrepancy.unsqueeze(1)
-        if not torch.jit.is_tracing() and teacher_error.shape[1] != self.cfg.grid_shifts:
-            raise ConfigError(f"errors on {teacher_error.shape[1]} grid(s), the scorer averages "
-                              f"{self.cfg.grid_shifts} (model.scoring.grid_shifts)")
+        if not torch.jit.is_tracing() and teacher_error.shape[1] != self.cfg.views:
+            raise ConfigError(f"errors on {teacher_error.shape[1]} view(s), the scorer averages {self.cfg.views} "
+                              "(model.scoring.grid_shifts x 2 with time_reversal)")
         if self.cfg.token_normalization:
             teacher_error = teacher_error * self.error_scale
             discrepancy = discrepancy * self.discrepancy_scale
@@ -162,8 +187,8 @@ def score_frames(model: AEDMAE, frames: torch.Tensor, scorer: Scorer | None = No
     """Anomaly scores of frames t given (B, 3, H, W, C) uint8 frames t-3, t, t+3.
 
     ``keep`` defaults to the model's inference masking plan; ``scorer`` to the paper's scoring
-    without calibration (on the grids the scorer averages). The model must be in eval mode.
+    without calibration (on the views the scorer averages). The model must be in eval mode.
     Deterministic for complementary and fixed masking.
     """
     scorer = scorer if scorer is not None else Scorer(model.cfg.grid).to(frames.device)
-    return scorer(*token_errors(model, frames, keep, scorer.cfg.grid_shifts))
+    return scorer(*token_errors(model, frames, keep, scoring_views(model.cfg, scorer.cfg)))

@@ -167,16 +167,18 @@ def test_grid_scoring(tiny_checkpoint, footage, labelled_test_set, tmp_path):
     from grid_scoring import choose
 
     result, stdout = run_benchmark(tmp_path, "grid_scoring.py", "--model", str(tiny_checkpoint), "--train",
-                                   str(footage), "--test", str(labelled_test_set), "--grids", "1", "4")
-    rows = {int(k): v for k, v in result["rows"].items()}
-    assert set(rows) == {1, 4} and result["chosen"] == choose(rows)
-    assert f"chosen on the label-free measures: {result['chosen']} grid(s)" in stdout
+                                   str(footage), "--test", str(labelled_test_set), "--views", "1", "4", "1r",
+                                   "--base", "4")
+    rows = result["rows"]
+    assert set(rows) == {"1", "4", "1r"} and result["chosen"] == choose(rows, "4") and result["base"] == "4"
+    assert f"chosen on the label-free measures: {result['chosen']} (base 4)" in stdout
     for row in rows.values():
         assert 0 <= row["familiar_auc"] <= 1 and 0 <= row["standard_auc"] <= 1 and row["frames_per_s"] > 0
         assert 0 <= row["test"]["micro_raw"] <= 1 and set(row["test"]["per_video"]) == {"a", "b"}
         assert set(row["held_out_above_threshold_moved"]) == {"0,4", "4,0", "4,4"}
         assert all(0 <= v <= 1 for v in row["held_out_above_threshold_moved"].values())
-    assert rows[1]["threshold"] != rows[4]["threshold"], "each grid count gets its own calibration"
+    thresholds = {o: r["threshold"] for o, r in rows.items()}
+    assert len(set(thresholds.values())) == 3, f"each option gets its own calibration: {thresholds}"
 
 
 def test_grid_choice_rule_by_hand():
@@ -186,11 +188,18 @@ def test_grid_choice_rule_by_hand():
     def row(familiar, standard=0.99, false_alarms=0.02):
         return {"familiar_auc": familiar, "standard_auc": standard, "false_alarm_rate": false_alarms}
 
-    assert choose({1: row(0.970), 2: row(0.9715), 4: row(0.9719)}) == 1  # gains under 0.2 points
-    assert choose({1: row(0.970), 2: row(0.973), 4: row(0.9735)}) == 2  # 4 within 0.1 of 2: the cheaper
-    assert choose({1: row(0.970), 2: row(0.973), 4: row(0.975)}) == 4
-    assert choose({1: row(0.970), 2: row(0.973), 4: row(0.975, false_alarms=0.04)}) == 2
-    assert choose({1: row(0.970), 4: row(0.975, standard=0.985)}) == 1  # standard validation lost 0.5
+    assert choose({"1": row(0.970), "2": row(0.9715), "4": row(0.9719)}) == "1"  # gains under 0.2 points
+    assert choose({"1": row(0.970), "2": row(0.9735), "4": row(0.9765)}) == "4"  # 2x needs 0.4, 4x 0.6
+    assert choose({"1": row(0.970), "2": row(0.975), "4": row(0.9755)}) == "2"
+    assert choose({"1": row(0.970), "2": row(0.975), "4": row(0.9765)}) == "4"
+    assert choose({"1": row(0.970), "2": row(0.9755), "4": row(0.9763)}) == "2"  # 4 within 0.1 of 2: the cheaper
+    assert choose({"1": row(0.970), "2": row(0.975), "4": row(0.977, false_alarms=0.04)}) == "2"
+    assert choose({"1": row(0.970), "4": row(0.980, standard=0.985)}) == "1"  # standard validation lost 0.5
+    # against the shipped four grids: the same cost (2r) needs 0.2, twice the cost (4r) 0.4
+    assert choose({"4": row(0.980), "2r": row(0.9825), "4r": row(0.9835)}, "4") == "2r"
+    assert choose({"4": row(0.980), "2r": row(0.9815), "4r": row(0.9835)}, "4") == "4"  # 0.15 and 0.35: too little
+    assert choose({"4": row(0.980), "2r": row(0.9825), "4r": row(0.9845)}, "4") == "4r"
+    assert choose({"4": row(0.980), "2r": row(0.9835), "4r": row(0.9842)}, "4") == "2r"  # within 0.1 of 4r
 
 
 @pytest.mark.slow

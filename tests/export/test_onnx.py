@@ -102,8 +102,9 @@ def test_static_int8_without_calibration_frames_is_a_clear_error(tiny_onnx, tmp_
 
 
 def test_two_grid_scoring_recalibrated_on_held_out_tails_exports_with_parity(tiny_checkpoint, tmp_path, capsys):
-    """`aedmae calibrate --held-out-of` refits per-grid statistics for model.scoring.grid_shifts=2 on the
-    training footage's held-out tails; the ONNX graph then averages the two grids as PyTorch does."""
+    """`aedmae calibrate --held-out-of` refits per-view statistics for model.scoring.grid_shifts=2 with
+    time_reversal (4 views) on the training footage's held-out tails; the ONNX graph then averages the
+    views as PyTorch does."""
     from service.cli import main
     from tests.conftest import scene_frames, write_frame_folder
 
@@ -113,15 +114,16 @@ def test_two_grid_scoring_recalibrated_on_held_out_tails_exports_with_parity(tin
     recal, cache = tmp_path / "two", str(tmp_path / "cache")
     assert main(["calibrate", "--model", str(tiny_checkpoint), "--held-out-of", str(footage), "--out", str(recal),
                  "--cache-dir", cache, "--no-progress", "--set", "model.scoring.grid_shifts=2",
-                 "--set", "model.scoring.contrast=ratio"]) == 0  # the median contrast exports too
+                 "--set", "model.scoring.contrast=ratio",  # the median contrast exports too
+                 "--set", "model.scoring.time_reversal=true"]) == 0
     printed = capsys.readouterr().out
     assert "cross-validated false-alarm rate" in printed and "the people the model trained on" in printed
     meta = json.loads((recal / "model.json").read_text())
     assert meta["model"]["scoring"]["grid_shifts"] == 2 and meta["calibration"]["held_out"] is True
-    assert meta["model"]["scoring"]["contrast"] == "ratio"
+    assert meta["model"]["scoring"]["contrast"] == "ratio" and meta["model"]["scoring"]["time_reversal"] is True
     assert meta["calibration"]["source"] == ["v0[72:80]", "v1[72:80]"]
     net, _ = checkpoint.load(recal)
-    assert len(meta["token_stats"]["teacher_error"]) == 2 * net.cfg.grid[0] * net.cfg.grid[1]
+    assert len(meta["token_stats"]["teacher_error"]) == 4 * net.cfg.grid[0] * net.cfg.grid[1]
     sidecar = export_onnx(recal, recal / "model.onnx")
     assert sidecar["parity_vs_pytorch"]["ok"]
     frames = frames_batch(3, net.cfg, seed=4)

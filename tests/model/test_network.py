@@ -4,7 +4,7 @@ import torch
 from model.config import ModelConfig, preset
 from model.masking import checkerboard_keep, inference_keep, keep_to_mask, train_keep
 from model.network import AEDMAE, count_parameters, patchify, unpatchify
-from model.scoring import Scorer, reconstruct, score_frames, token_errors
+from model.scoring import ONE_VIEW, Scorer, reconstruct, score_frames, scoring_views, token_errors
 
 
 def _frames(cfg: ModelConfig, batch: int, seed: int = 0) -> torch.Tensor:
@@ -122,10 +122,11 @@ def test_grid_shifts_average_the_scores_of_the_moved_frames(tiny):
     frames = _frames(cfg, 3)
     half = cfg.patch_size // 2
     with torch.no_grad():
-        te, dis = token_errors(net, frames, grids=4)
+        four_grids = dataclasses.replace(cfg.scoring, grid_shifts=4)
+        te, dis = token_errors(net, frames, views=scoring_views(cfg, four_grids))
         assert te.shape == dis.shape == (3, 4, cfg.grid[0] * cfg.grid[1])
         for k, (dy, dx) in enumerate([(0, 0), (0, half), (half, 0), (half, half)]):
-            one_te, one_dis = token_errors(net, shift_image(frames, dy, dx, axes=(2, 3)), grids=1)
+            one_te, one_dis = token_errors(net, shift_image(frames, dy, dx, axes=(2, 3)), views=ONE_VIEW)
             torch.testing.assert_close(te[:, k], one_te[:, 0], rtol=1e-4, atol=1e-6)
             torch.testing.assert_close(dis[:, k], one_dis[:, 0], rtol=1e-4, atol=1e-6)
     # per-grid token statistics, each grid scored as a one-grid scorer would, the scores averaged
@@ -138,7 +139,7 @@ def test_grid_shifts_average_the_scores_of_the_moved_frames(tiny):
         torch.testing.assert_close(getattr(got, name), torch.stack([getattr(s, name) for s in per_grid]).mean(0))
     with pytest.raises(ConfigError, match="refit"):
         Scorer(cfg.grid, four, None, means[0][0], means[1][0])  # one grid's statistics for four grids
-    with pytest.raises(ConfigError, match="grid_shifts"):
+    with pytest.raises(ConfigError, match="view"):
         Scorer(cfg.grid, four)(te[:, :2], dis[:, :2])
     # contrast: each grid's score divided by its median heatmap token (torch's lower median)
     ratio = Scorer(cfg.grid, dataclasses.replace(four, contrast="ratio"), None, *means)(te, dis)
@@ -151,6 +152,44 @@ def test_grid_shifts_average_the_scores_of_the_moved_frames(tiny):
         dataclasses.replace(cfg, scoring=ScoringConfig(contrast="median")).validate()  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="grid_shifts must be 1, 2 or 4"):
         dataclasses.replace(cfg, scoring=ScoringConfig(grid_shifts=3)).validate()
+
+
+def test_time_reversal_scores_each_grid_on_the_reversed_window_too(tiny):
+    """With time_reversal the views are each grid forward, then each grid on (t+3, t, t-3); the
+    reversed views are exactly the forward scoring of the reversed windows, and the scorer averages
+    all views with per-view statistics."""
+    import dataclasses
+
+    from model.config import ScoringConfig
+    from model.errors import ConfigError
+
+    cfg = tiny[0]
+    torch.manual_seed(0)
+    net = AEDMAE(cfg).eval()
+    frames = _frames(cfg, 3)
+    two = ScoringConfig(reduction="topk", token_normalization=True, grid_shifts=2)
+    both = dataclasses.replace(two, time_reversal=True)
+    views = scoring_views(cfg, both)
+    half = cfg.patch_size // 2
+    assert views == [(0, 0, False), (half, half, False), (0, 0, True), (half, half, True)] and both.views == 4
+    with torch.no_grad():
+        te, dis = token_errors(net, frames, views=views)
+        fwd = token_errors(net, frames, views=scoring_views(cfg, two))
+        rev = token_errors(net, frames.flip(1), views=scoring_views(cfg, two))
+    assert te.shape == (3, 4, cfg.grid[0] * cfg.grid[1])
+    torch.testing.assert_close(te, torch.cat([fwd[0], rev[0]], 1), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(dis, torch.cat([fwd[1], rev[1]], 1), rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(te[:, 0], te[:, 2])  # the reversed window is a different input
+    means = te.mean(0) + 0.1, dis.mean(0) + 0.1  # (4, L)
+    got = Scorer(cfg.grid, both, None, *means)(te, dis)
+    per_dir = [Scorer(cfg.grid, two, None, means[0][k:k + 2], means[1][k:k + 2])(te[:, k:k + 2], dis[:, k:k + 2])
+               for k in (0, 2)]
+    torch.testing.assert_close(got.score, (per_dir[0].score + per_dir[1].score) / 2)
+    with pytest.raises(ConfigError, match="refit"):
+        Scorer(cfg.grid, both, None, means[0][:2], means[1][:2])  # forward statistics only
+    with torch.no_grad():  # score_frames follows the scorer's views
+        direct = score_frames(net, frames, Scorer(cfg.grid, both, None, *means))
+    torch.testing.assert_close(direct.score, got.score, rtol=1e-4, atol=1e-6)
 
 
 def test_random_masking_is_not_deterministic(tiny):
