@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.bundle import load_bundle
+from export.bundle import infer_in_batches, load_bundle
 from export.onnx_export import run_onnxruntime
 from export.quantize import quantize_int8
 from model.cpu import native_cpu_bf16, reuse_freed_memory
@@ -53,11 +53,6 @@ def test_set_auc(infer: Callable[[np.ndarray], dict[str, np.ndarray]], data: str
             "frames_per_s": frames_total / seconds}
 
 
-def in_batches(backend: Any, windows: np.ndarray, batch: int = 16) -> dict[str, np.ndarray]:
-    outs = [backend.infer(windows[i : i + batch]) for i in range(0, len(windows), batch)]
-    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(SHIPPED_DIR), help="model folder with model.onnx")
@@ -75,8 +70,8 @@ def main() -> None:
             "fp32": lambda w: run_onnxruntime(bundle.graph, w, batch=16),
             "int8": lambda w: run_onnxruntime(int8, w, batch=16)}
         if native_cpu_bf16():  # what `aedmae serve --backend torch --precision bf16` runs
-            variants["torch bf16"] = partial(in_batches, create_backend(
-                "torch", bundle, Settings(model=args.model, backend="torch", precision="bf16")))
+            torch_bf16 = create_backend("torch", bundle, Settings(model=args.model, backend="torch", precision="bf16"))
+            variants["torch bf16"] = partial(infer_in_batches, torch_bf16, batch=16)
         for name, infer in variants.items():
             result[name] = test_set_auc(infer, args.data, bundle.image_size, bundle.channels, args.sigma)
             print(f"{name}: micro AUC {100 * result[name]['micro_auc']:.2f} (smoothed "

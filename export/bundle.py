@@ -121,6 +121,13 @@ def load_bundle(path: str | Path, verify_hash: bool = True) -> Bundle:
     return Bundle(p, sidecar)
 
 
+def infer_in_batches(runner: Any, frames: np.ndarray, batch: int) -> dict[str, np.ndarray]:
+    """``runner.infer`` (a serving backend or a TensorRT runner) over (N, 3, H, W, C) frames in batches
+    of at most ``batch``, the outputs concatenated."""
+    outs = [runner.infer(frames[i : i + batch]) for i in range(0, len(frames), batch)]
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+
 def compare_outputs(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], precision: str) -> dict[str, Any]:
     """Parity of two backends' outputs on the same frames, under the precision's tolerances."""
     tol = TOLERANCES[precision]

@@ -148,7 +148,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_export_tensorrt(args: argparse.Namespace) -> int:
-    from export.bundle import compare_outputs, load_bundle
+    from export.bundle import compare_outputs, infer_in_batches, load_bundle
     from export.onnx_export import run_onnxruntime
     from export.tensorrt_build import BatchProfile, build_engine
     from export.tensorrt_runtime import TensorRTRunner
@@ -157,15 +157,8 @@ def cmd_export_tensorrt(args: argparse.Namespace) -> int:
     sidecar = build_engine(args.onnx, args.out, profile, workspace_mb=args.workspace_mb)
     bundle = load_bundle(args.onnx)
     frames = bundle.golden_inputs()
-    runner = TensorRTRunner(args.out)
-    got: dict[str, list] = {k: [] for k in ("score", "calibrated", "teacher_error", "discrepancy", "heatmap")}
-    for i in range(0, len(frames), profile.max_batch):
-        for k, v in runner.infer(frames[i : i + profile.max_batch]).items():
-            got[k].append(v)
-    import numpy as np
-
-    parity = compare_outputs({k: np.concatenate(v) for k, v in got.items()}, run_onnxruntime(bundle.graph, frames),
-                             bundle.precision)
+    got = infer_in_batches(TensorRTRunner(args.out), frames, profile.max_batch)
+    parity = compare_outputs(got, run_onnxruntime(bundle.graph, frames), bundle.precision)
     if not parity["ok"]:
         raise ConfigError(f"the TensorRT engine disagrees with ONNX Runtime beyond tolerance: {parity}")
     print(f"wrote {args.out} (TensorRT {sidecar['engine']['tensorrt_version']}, profile {profile}); "

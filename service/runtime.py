@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from export.bundle import TOLERANCES, Bundle, compare_outputs, load_bundle
+from export.bundle import TOLERANCES, Bundle, compare_outputs, infer_in_batches, load_bundle
 from model.window import clip_windows
 from service.backends import create_backend, resolve_backend
 from service.batcher import Batcher, Job
@@ -94,9 +94,7 @@ class ScoringRuntime:
         ref = self.bundle.golden_reference()
         results = []
         for backend in self.backends:
-            outs = [backend.infer(frames[i : i + self.batcher.max_batch])
-                    for i in range(0, len(frames), self.batcher.max_batch)]
-            got = {k: np.concatenate([o[k] for o in outs]) for k in ref}
+            got = infer_in_batches(backend, frames, self.batcher.max_batch)
             results.append(compare_outputs(got, ref, self.precision if self.precision in TOLERANCES else "fp16"))
         worst = max(results, key=lambda r: r["score_max_rel_err"])
         return worst | {"ok": all(r["ok"] for r in results), "workers": len(results)}

@@ -33,3 +33,39 @@ def test_clear_error_without_tensorrt(tiny_onnx, tmp_path, capsys):
     assert main(["export", "tensorrt", "--onnx", str(tiny_onnx), "--out", str(tmp_path / "m.engine")]) == 2
     assert "TensorRT is not installed" in capsys.readouterr().err
     assert not (tmp_path / "m.engine").exists()
+
+
+def test_export_checks_the_engine_against_onnx_runtime_in_profile_batches(tiny_onnx, tmp_path, monkeypatch, capsys):
+    """What `aedmae export tensorrt` does after the build, with the build and the engine stood in for
+    (TensorRT cannot run here): the golden clip through the engine in batches of the profile's max
+    batch, compared with ONNX Runtime; an engine that disagrees is an error."""
+    import numpy as np
+
+    import export.tensorrt_build
+    import export.tensorrt_runtime
+    from export.onnx_export import run_onnxruntime
+
+    batches: list[int] = []
+
+    class Engine:  # runs the ONNX graph, as a correct engine would
+        def __init__(self, path, bias: float = 0.0) -> None:
+            self.bias = bias
+
+        def infer(self, frames):
+            batches.append(len(frames))
+            out = run_onnxruntime(tiny_onnx, frames)
+            return out | {"score": out["score"] + self.bias * np.abs(out["score"])}
+
+    monkeypatch.setattr(export.tensorrt_build, "build_engine",
+                        lambda onnx, out, profile, workspace_mb: {"engine": {"tensorrt_version": "fake"}})
+    monkeypatch.setattr(export.tensorrt_runtime, "TensorRTRunner", Engine)
+    engine = str(tmp_path / "m.engine")
+    assert main(["export", "tensorrt", "--onnx", str(tiny_onnx), "--out", engine, "--max-batch", "4",
+                 "--opt-batch", "4"]) == 0
+    frames = len(load_bundle(tiny_onnx).golden_inputs())
+    assert batches == [4] * (frames // 4) + ([frames % 4] if frames % 4 else [])
+    assert "'ok': True" in capsys.readouterr().out
+    monkeypatch.setattr(export.tensorrt_runtime, "TensorRTRunner", lambda path: Engine(path, bias=0.01))
+    assert main(["export", "tensorrt", "--onnx", str(tiny_onnx), "--out", engine, "--max-batch", "4",
+                 "--opt-batch", "4"]) == 2
+    assert "disagrees with ONNX Runtime" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from export.bundle import compare_outputs, load_bundle
+from export.bundle import compare_outputs, infer_in_batches, load_bundle
 from model.shipped import SHIPPED_DIR
 from service.backends import create_backend
 from service.settings import Settings
@@ -20,11 +20,6 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def backend(**kw):
     settings = Settings(backend="torch", device="cuda", max_batch_size=8, **kw)
     return create_backend("torch", load_bundle(SHIPPED_DIR), settings)
-
-
-def infer_in_batches(b, frames: np.ndarray, size: int) -> dict[str, np.ndarray]:
-    outs = [b.infer(frames[i : i + size]) for i in range(0, len(frames), size)]
-    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
 @pytest.mark.parametrize(("precision", "tolerance"), [("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")])
