@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import cv2
 import numpy as np
@@ -12,6 +13,62 @@ from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')  # ; key=value or ; key="quoted"
+
+
+def _params(value: str) -> dict[str, str]:
+    """``; key=value`` parameters of a header value (keys lower-cased, quotes removed)."""
+    out = {}
+    for key, val in _PARAM.findall(";" + value.split(";", 1)[1] if ";" in value else ""):
+        val = val.strip()
+        if len(val) >= 2 and val[0] == val[-1] == '"':
+            val = re.sub(r"\\(.)", r"\1", val[1:-1])
+        out[key.lower()] = val
+    return out
+
+
+def multipart_files(body: bytes, content_type: str, field: str, max_files: int, max_parts: int) -> list[bytes]:
+    """The files of ``field`` in a ``multipart/form-data`` body, in order, cut out of the body in place.
+
+    Other fields are skipped. A part of ``field`` without a filename is a 400 (text, not a file), more
+    than ``max_files`` files or ``max_parts`` parts a 413, and any malformed body a 400. This replaces
+    Starlette's streaming parser (callbacks per chunk, a spooled file per part), which cost about a
+    tenth of the server's Python time a frame (RESULTS.md, "Service end to end"); the body is already
+    in memory, within the request's byte limit, when it runs."""
+    boundary = _params(content_type).get("boundary", "")
+    if not boundary or len(boundary) > 200:
+        raise BadRequest("malformed multipart body: the Content-Type names no boundary")
+    delimiter = b"--" + boundary.encode("latin-1", "replace")
+    start = body.find(delimiter)
+    if start < 0 or (start > 0 and body[start - 2 : start] != b"\r\n"):
+        raise BadRequest("malformed multipart body: the boundary never opens a part")
+    separator = b"\r\n" + delimiter
+    files: list[bytes] = []
+    pos, parts = start + len(delimiter), 0
+    while not body.startswith(b"--", pos):  # "--" after a delimiter closes the body
+        line_end = body.find(b"\r\n", pos)
+        if line_end < 0 or body[pos:line_end].strip(b" \t"):
+            raise BadRequest("malformed multipart body: a boundary line is not followed by CRLF")
+        headers_end = body.find(b"\r\n\r\n", line_end)
+        next_part = body.find(separator, headers_end + 4) if headers_end >= 0 else -1
+        if next_part < 0:
+            raise BadRequest("malformed multipart body: a part is not closed by the boundary (truncated?)")
+        parts += 1
+        if parts > max_parts:
+            raise PayloadTooLarge(f"more than {max_parts} parts in one multipart body")
+        disposition: dict[str, str] = {}
+        for line in body[line_end + 2 : headers_end].decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-disposition":
+                disposition = _params(value)
+        if disposition.get("name") == field:
+            if "filename" not in disposition and "filename*" not in disposition:
+                raise BadRequest(f"field '{field}' must hold image files, not text")
+            files.append(body[headers_end + 4 : next_part])
+            if len(files) > max_files:
+                raise PayloadTooLarge(f"more than {max_files} frames in one request")
+        pos = next_part + len(separator)
+    return files
 
 
 def header_dimensions(data: bytes) -> tuple[int, int] | None:

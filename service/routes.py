@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from model.window import LOOKAHEAD
-from service.decoding import heatmap_png, images_to_frames, npy_to_frames
+from service.decoding import heatmap_png, images_to_frames, multipart_files, npy_to_frames
 from service.errors import BadRequest, NotFound, NotReady, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from service.runtime import FrameResult, ScoringRuntime
 from service.settings import STREAM_ID_PATTERN
@@ -116,19 +116,10 @@ async def _frames_from_request(request: Request, runtime: ScoringRuntime) -> np.
     if ctype == "application/x-npy":
         frames = await asyncio.to_thread(npy_to_frames, body, size, channels, s.max_image_pixels)
     else:
-        request._body = body  # starlette parses the form from the body read above (limit enforced)
-        try:
-            form = await request.form(max_files=s.max_frames_per_request + 1, max_fields=16)
-        except Exception as e:
-            raise BadRequest(f"malformed multipart body: {e}") from None
-        files = form.getlist("frames")
-        if any(isinstance(f, str) for f in files):
-            raise BadRequest("field 'frames' must hold image files, not text")
-        if not files:
+        images = multipart_files(body, request.headers["content-type"], "frames", s.max_frames_per_request,
+                                 max_parts=s.max_frames_per_request + 16)
+        if not images:
             raise BadRequest("no frames: send images in the multipart field 'frames'")
-        if len(files) > s.max_frames_per_request:
-            raise PayloadTooLarge(f"more than {s.max_frames_per_request} frames in one request")
-        images = [await f.read() for f in files]  # type: ignore[union-attr]
         frames = await asyncio.to_thread(images_to_frames, images, size, channels, s.max_image_pixels)
     if len(frames) > s.max_frames_per_request:
         raise PayloadTooLarge(f"{len(frames)} frames: more than {s.max_frames_per_request} in one request")

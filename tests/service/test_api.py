@@ -89,6 +89,10 @@ def test_chunked_stream_equals_one_request(server):
         ({"files": [("frames", ("a.jpg", b"\xff\xd8\xff\xe0garbage", "image/jpeg"))]}, 400, "bad_request"),
         ({"files": [("frames", ("a.gif", b"GIF89a....", "image/gif"))]}, 415, "unsupported_media_type"),
         ({"files": [("other", ("a.jpg", b"x", "image/jpeg"))]}, 400, "bad_request"),
+        ({"files": [("frames", ("a.jpg", b"\xff\xd8\xff", "image/jpeg"))], "data": {"frames": "text"}}, 400,
+         "bad_request"),
+        ({"content": b'--b\r\nContent-Disposition: form-data; name="frames"; filename="a.jpg"\r\n\r\n\xff\xd8',
+          "headers": {"content-type": "multipart/form-data; boundary=b"}}, 400, "bad_request"),
         ({"content": b"", "headers": {"content-type": "application/x-npy"}}, 400, "bad_request"),
         ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
         ({"content": npy(np.zeros((0, 8, 8, 3), np.uint8)), "headers": {"content-type": "application/x-npy"}},
@@ -103,7 +107,8 @@ def test_chunked_stream_equals_one_request(server):
         ({"content": npy(np.zeros((1, 2048, 1024, 3), np.uint8)[:, :1100]),
           "headers": {"content-type": "application/x-npy"}}, 413, "payload_too_large"),
     ],
-    ids=["corrupt-jpeg", "gif", "wrong-field", "empty-npy", "wrong-content-type", "zero-frames", "wrong-ndim",
+    ids=["corrupt-jpeg", "gif", "wrong-field", "text-frames", "truncated-multipart", "empty-npy",
+         "wrong-content-type", "zero-frames", "wrong-ndim",
          "wrong-dtype", "too-many-frames", "too-many-bytes", "too-many-pixels"],
 )
 def test_bad_input_gives_4xx_json(server, kwargs, status, error):
