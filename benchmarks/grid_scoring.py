@@ -30,6 +30,7 @@ import dataclasses
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,15 +118,23 @@ def validators(train: list[Segment], train_cfg: Any, seeds: tuple[int, int] = (0
             "familiar": (FamiliarObjects(videos, FAMILIAR), seeds[1])}
 
 
+def stage(what: str) -> None:
+    """A progress line on stderr (these measurements take minutes per option)."""
+    print(f"  [{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
+
+
 def label_free_row(net: Any, held: list[Segment], synthesizers: dict[str, Any]) -> tuple[Scorer, dict[str, Any]]:
     """The network's scorer refit on the held-out tails (as training fits it) and its label-free
     measures: validation AUCs, false-alarm rate, threshold, frames/s, shares above threshold when moved."""
-    scorer, meta = fit_scorer_on_segments(net, held)
+    stage(f"fitting the scorer on {sum(len(s.frames) for s in held)} held-out frames")
+    scorer, meta = fit_scorer_on_segments(net, held, progress=True)
     row: dict[str, Any] = {"false_alarm_rate": meta["calibration"]["false_alarm_rate"],
                            "threshold": meta["calibration"]["threshold"]}
     for name, (synth, seed) in synthesizers.items():
+        stage(f"{name} synthetic validation")
         y, te, dis = synthetic_pairs(net, held, synth, seed=seed)
         row[f"{name}_auc"] = roc_auc(y, scorer(te, dis).score.numpy())
+    stage("frames/s, then the held-out frames as if the camera had moved")
     row["frames_per_s"] = frames_per_second(net, scorer, np.asarray(held[0].frames))
     row["held_out_above_threshold_moved"] = above_threshold_when_moved(net, scorer, held)
     return scorer, row
@@ -133,7 +142,8 @@ def label_free_row(net: Any, held: list[Segment], synthesizers: dict[str, Any]) 
 
 def test_row(net: Any, scorer: Scorer, test: str, cache: Any, sigma: float) -> dict[str, Any]:
     """Development-split numbers of one scorer (reported, never used to choose)."""
-    raw = score_test_set(net, read_test_set(test)[1], cache, progress=False)
+    stage(f"scoring the test set {test}")
+    raw = score_test_set(net, read_test_set(test)[1], cache, progress=True)
     results = {k: (y, apply_scorer(scorer, e)) for k, (y, e, _) in raw.items()}
     m = metrics_for(results, sigma, scorer.calibration.threshold if scorer.calibration else None)
     normal = np.concatenate([s.calibrated.numpy()[y == 0] for y, s in results.values()])
