@@ -45,3 +45,31 @@ def test_corrupt_model_keeps_process_up_and_not_ready(tiny_checkpoint, tmp_path)
         assert r.status_code == 503 and "does not match its sidecar" in r.json()["detail"]
     finally:
         server.stop()
+
+
+def test_a_request_past_its_deadline_is_504_and_the_next_one_is_served(tiny_checkpoint):
+    """Frames stuck behind a slow batch: the request ends in 504 with the JSON error body (the deadline
+    counted as a rejection), and once the backend is back the next request is scored."""
+    import threading
+
+    from tests.conftest import scene_frames
+    from tests.service.test_api import jpegs
+
+    with live_server(model=tiny_checkpoint, request_timeout_s=0.3) as server:
+        backend = server.runtime.backends[0]
+        original, gate = backend.infer, threading.Event()
+
+        def stuck(frames):
+            gate.wait(10)
+            return original(frames)
+
+        backend.infer = stuck
+        try:
+            r = httpx.post(server.url + "/v1/score", files=jpegs(scene_frames(2, 48, 72)), timeout=10)
+            assert r.status_code == 504 and r.json()["error"] == "deadline_exceeded", r.text
+        finally:
+            gate.set()
+            backend.infer = original
+        r = httpx.post(server.url + "/v1/score", files=jpegs(scene_frames(2, 48, 72)), timeout=10)
+        assert r.status_code == 200 and len(r.json()["frames"]) == 2
+        assert 'aedmae_requests_rejected_total{reason="deadline"} 1.0' in httpx.get(server.url + "/metrics").text
