@@ -11,7 +11,8 @@ and reports frames/s, request latency p50/p95/p99, the batch-size distribution a
 model-level frames/s of the same backend (ONNX Runtime, same threads, batch = the served max batch)
 is measured in the same run, so both targets are ratios from one run on one machine. Each row also
 says where the time went: the workers' busy share and the mean queue wait (from /metrics); ``--profile``
-samples the server with py-spy during the dynamic row.
+samples the server with py-spy during the dynamic row and reports the GIL held per frame scored
+(``gil_ms_per_frame``: the GIL-held share of the sampled seconds over the row's frames/s).
 """
 
 from __future__ import annotations
@@ -237,6 +238,9 @@ def main() -> None:
         result["dynamic"] = load(url, jpegs, args.clients, args.frames_per_request, args.seconds)
         if profiler is not None:
             profiler.join()
+            share = result.get("profile", {}).get("gil_held_share")
+            if share is not None:  # the Python side's cost a frame: what caps one process at GPU rates
+                result["profile"]["gil_ms_per_frame"] = round(1000 * share / result["dynamic"]["frames_per_s"], 3)
         if not args.serve_args.count("cuda"):
             served_batch = int(httpx.get(url + "/v1/model").json()["max_batch_size"])
             argv = shlex.split(args.serve_args)
