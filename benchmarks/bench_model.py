@@ -108,23 +108,23 @@ def autocast_cpu(model: Any, x: torch.Tensor, dtype: Any) -> Any:
 
 
 def graphs_for(name: str, model_dir: Path | None, cfg: ModelConfig) -> dict[str, DeployedGraph]:
-    """The one-pass (one fixed mask, one grid) and deployed graphs of a model (shipped weights, or
-    seeded random weights); a model scored on several grids also gets "deployed, 1 grid"."""
-    grids = cfg.scoring.grid_shifts
-    variants = [("one-pass", "fixed", 1), ("deployed", "complementary", grids)]
-    if grids > 1:
-        variants.insert(1, ("deployed, 1 grid", "complementary", 1))
+    """The one-pass (one fixed mask, one view) and deployed graphs of a model (shipped weights, or
+    seeded random weights); a model scored on several views (grids, time directions) also gets
+    "deployed, 1 grid"."""
+    variants = [("one-pass", "fixed", False), ("deployed", "complementary", True)]
+    if cfg.scoring.views > 1:
+        variants.insert(1, ("deployed, 1 grid", "complementary", False))
     out = {}
-    for variant, masking, g in variants:
+    for variant, masking, all_views in variants:
         if model_dir is not None:
             from model.evaluation import scorer_from_meta
 
             net, meta = checkpoint.load(model_dir)
             full = scorer_from_meta(net, meta)
-            net.cfg = dataclasses.replace(net.cfg, inference_masking=masking,
-                                          scoring=dataclasses.replace(net.cfg.scoring, grid_shifts=g))
-            scorer = full if g == grids else Scorer(net.cfg.grid, net.cfg.scoring, None,
-                                                    *(m[:g] for m in full.token_means()))
+            scoring = net.cfg.scoring if all_views else net.cfg.scoring.one_view()
+            one = scoring != net.cfg.scoring  # the first view's statistics, uncalibrated
+            net.cfg = dataclasses.replace(net.cfg, inference_masking=masking, scoring=scoring)
+            scorer = Scorer(net.cfg.grid, scoring, None, *(m[:1] for m in full.token_means())) if one else full
         else:
             torch.manual_seed(0)
             net = AEDMAE(dataclasses.replace(cfg, inference_masking=masking)).eval()

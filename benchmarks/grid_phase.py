@@ -53,9 +53,9 @@ def shift(frames: np.ndarray, dy: int, dx: int) -> np.ndarray:
 def one_grid_scorer(net: Any, meta: dict[str, Any], held: list[Segment]) -> Scorer:
     """The checkpoint's scorer when it scores one grid; otherwise the network set to one grid and a
     scorer refit on the held-out tails (as training fits it)."""
-    if net.cfg.scoring.grid_shifts == 1:
+    if net.cfg.scoring.views == 1:
         return scorer_from_meta(net, meta)
-    net.cfg = replace(net.cfg, scoring=replace(net.cfg.scoring, grid_shifts=1))
+    net.cfg = replace(net.cfg, scoring=net.cfg.scoring.one_view())
     return fit_scorer_on_segments(net, held)[0]
 
 

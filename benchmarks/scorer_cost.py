@@ -48,8 +48,8 @@ def main() -> None:
         cfg = with_scoring(net.cfg, args.set)
     except ConfigError as e:
         p.error(str(e))
-    if cfg.scoring.grid_shifts != net.cfg.scoring.grid_shifts:
-        p.error("grid_shifts changes the token statistics; compare grids with bench_model.py")
+    if cfg.scoring.views != net.cfg.scoring.views:
+        p.error("grid_shifts / time_reversal change the token statistics; compare views with bench_model.py")
     other = Scorer(net.cfg.grid, cfg.scoring, None, *mine.token_means())
     h, w = net.cfg.image_size
     frames = np.random.default_rng(0).integers(0, 256, (8, 3, h, w, net.cfg.channels), dtype=np.uint8)

@@ -47,6 +47,10 @@ class ScoringConfig:
         """Scored views of every frame: grids x time directions."""
         return self.grid_shifts * (2 if self.time_reversal else 1)
 
+    def one_view(self) -> ScoringConfig:
+        """The same scoring on the model's own grid, forward only (the first of the views)."""
+        return dataclasses.replace(self, grid_shifts=1, time_reversal=False)
+
 
 @dataclass(frozen=True)
 class ModelConfig:

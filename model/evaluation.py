@@ -238,8 +238,7 @@ def synthetic_validation(net: AEDMAE, segments: list[Any], synthesizer: Any, sco
     y, te, dis = synthetic_pairs(net, segments, synthesizer, seed, max_frames,
                                  views=ONE_VIEW if scorers is None else None)
     if scorers is None:
-        one_view = replace(net.cfg.scoring, token_normalization=False, grid_shifts=1, time_reversal=False)
-        s = Scorer(net.cfg.grid, one_view)(te, dis)
+        s = Scorer(net.cfg.grid, replace(net.cfg.scoring.one_view(), token_normalization=False))(te, dis)
         return {f"synthetic_auc_{k}": roc_auc(y, getattr(s, k).numpy())
                 for k in ("teacher_error", "discrepancy", "score")}
     return {name: roc_auc(y, scorer(te, dis).score.numpy()) for name, scorer in scorers.items()}
@@ -265,8 +264,7 @@ def learning_curve_hook(trainer: Any, eval_data: str | None, eval_every: int) ->
             raw = score_test_set(net, videos, trainer.cache, progress=False, views=ONE_VIEW)
             scorers = {"paper": Scorer(net.cfg.grid)}  # mean of raw errors
             if held:
-                one_grid = replace(net.cfg.scoring, grid_shifts=1, time_reversal=False)
-                scorers["configured"] = fit_scorer_on_segments(net, held, one_grid)[0]
+                scorers["configured"] = fit_scorer_on_segments(net, held, net.cfg.scoring.one_view())[0]
             for name, scorer in scorers.items():
                 m = metrics_for({k: (y, apply_scorer(scorer, e)) for k, (y, e, _) in raw.items()}, 3.0, None)
                 out.update({f"test_micro_auc_{name}": m["raw"]["micro_auc"],

@@ -172,6 +172,8 @@ def test_time_reversal_scores_each_grid_on_the_reversed_window_too(tiny):
     views = scoring_views(cfg, both)
     half = cfg.patch_size // 2
     assert views == [(0, 0, False), (half, half, False), (0, 0, True), (half, half, True)] and both.views == 4
+    assert both.one_view() == dataclasses.replace(two, grid_shifts=1)
+    assert scoring_views(cfg, both.one_view()) == ONE_VIEW
     with torch.no_grad():
         te, dis = token_errors(net, frames, views=views)
         fwd = token_errors(net, frames, views=scoring_views(cfg, two))
