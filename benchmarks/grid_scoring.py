@@ -43,6 +43,7 @@ from ablate_scoring import arguments, load
 from bench_model import time_fps
 from select_scoring import FAMILIAR, FamiliarObjects
 
+from model.config import ScoringConfig
 from model.dataset import Segment, shift_image
 from model.datasets import read_test_set
 from model.evaluation import (
@@ -73,7 +74,7 @@ def parse_view(option: str) -> tuple[int, bool]:
 def cost(option: str) -> int:
     """Views scored per frame (grids x directions)."""
     grids, reverse = parse_view(option)
-    return grids * (2 if reverse else 1)
+    return ScoringConfig(grid_shifts=grids, time_reversal=reverse).views
 
 
 def choose(rows: dict[str, dict[str, Any]], base: str = "1") -> str:
