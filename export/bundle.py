@@ -13,7 +13,6 @@ Graph contract (stable names):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from model.checkpoint import digest, sha256
 from model.errors import CheckpointError
 
 INPUT_NAME = "frames"
@@ -46,14 +46,6 @@ def golden_inputs(image_size: tuple[int, int], channels: int) -> np.ndarray:
 
     clip = golden_clip(image_size[0], image_size[1], channels)
     return clip_windows(clip, np.arange(len(clip)))
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sidecar_path(graph: str | Path) -> Path:
@@ -102,6 +94,9 @@ def load_bundle(path: str | Path, verify_hash: bool = True) -> Bundle:
     p = Path(path)
     if p.is_dir():
         graphs = sorted(p.glob("*.onnx"))
+        if not graphs and digest(p) is not None:
+            raise CheckpointError(f"{p}: a checkpoint without its ONNX graph; export it first: "
+                                  f"aedmae export onnx --model {p} --out {p / 'model.onnx'}")
         if not graphs:
             raise CheckpointError(f"{p}: no .onnx model in this folder")
         p = graphs[0]
@@ -118,6 +113,10 @@ def load_bundle(path: str | Path, verify_hash: bool = True) -> Bundle:
         raise CheckpointError(f"{side}: unknown format {sidecar.get('format')!r}, expected {SIDECAR_FORMAT}")
     if verify_hash and sidecar.get("sha256") != sha256(p):
         raise CheckpointError(f"{p}: does not match its sidecar's hash (corrupt, or from another export)")
+    beside, source = digest(p.parent), sidecar.get("source_checkpoint_sha256")
+    if verify_hash and beside is not None and source is not None and beside != source:
+        raise CheckpointError(f"{p}: exported from another version of the checkpoint beside it (retrained or "
+                              f"recalibrated since); export it again: aedmae export onnx --model {p.parent} --out {p}")
     return Bundle(p, sidecar)
 
 

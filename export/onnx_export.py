@@ -116,6 +116,7 @@ def export_onnx(model_path: str | Path, out: str | Path, precision: str = "fp32"
         else:
             fp32.replace(out)
     sidecar = _describe(net, meta, scorer, precision, max_batch, opset, ref)
+    sidecar["source_checkpoint_sha256"] = checkpoint.digest(checkpoint.resolve(model_path))
     model = onnx.load(str(out))
     for key, value in (("aedmae.sidecar", json.dumps({k: v for k, v in sidecar.items() if k != "golden"})),
                        ("aedmae.version", sidecar["code_version"])):

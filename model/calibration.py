@@ -73,3 +73,32 @@ def fit_calibration(scores: np.ndarray, quantile: float, groups: np.ndarray | No
             rates.append(float((s[~fit_on] > thr).mean()))
         far = float(np.mean(rates))
     return Calibration(threshold, slope, median, quantile, int(s.size), far)
+
+
+SCENE_CHECK_FRAMES = 100  # scored frames needed before footage is judged against its calibration
+SCENE_ALERT_SHARE = 0.99  # share of frames at or above the alert threshold that no footage of the scene reaches
+
+
+def scene_check(calibrated: Any) -> dict[str, Any]:
+    """Does this footage look like the scene the model was calibrated on?
+
+    On normal footage of its own scene about 2% of frames reach the alert threshold (calibrated 0.5);
+    on the shipped model's Ped2 test videos, mostly abnormal (67-100% of their frames), 46-96% do,
+    the calmest moments staying below it. On footage of another scene (Avenue) every frame does, at
+    calibrated 1.000: the model knows the one scene of its training footage. So when at least
+    ``SCENE_ALERT_SHARE`` of ``SCENE_CHECK_FRAMES`` or more scored frames alert, the calibration does not
+    fit this footage: it is abnormal throughout, or, more likely, another scene. Returns the frames
+    judged, their share at or above 0.5, and a warning with the remedy (None when the footage fits or
+    is too short to tell). NaN scores (an uncalibrated model, frames not scored) are left out.
+    """
+    c = np.asarray(calibrated, dtype=np.float64).ravel()
+    c = c[np.isfinite(c)]
+    share = float((c >= 0.5).mean()) if c.size else None
+    warning = None
+    if c.size >= SCENE_CHECK_FRAMES and share is not None and share >= SCENE_ALERT_SHARE:
+        warning = (f"{100 * share:.1f}% of {c.size} frames are at or above the alert threshold (on normal footage "
+                   "of the scene the model was calibrated on, a few percent): this footage is abnormal throughout or, "
+                   "more likely, shows a scene the model was not trained on, and its scores mean little. Refit "
+                   "the model's calibration on normal footage of this camera (aedmae calibrate --data "
+                   "NORMAL_FOOTAGE --out DIR), or train a model on it (aedmae train).")
+    return {"frames": int(c.size), "alert_share": None if share is None else round(share, 4), "warning": warning}

@@ -4,20 +4,41 @@ holding them, names the checkpoint."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import model as model_pkg
 from model.config import ModelConfig, TrainConfig, from_dict, to_dict
 from model.errors import CheckpointError, ConfigError
-from model.network import AEDMAE
+
+if TYPE_CHECKING:  # torch is imported by load() only: the serving path reads digest() without it
+    from model.network import AEDMAE
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
 FORMAT = "aedmae-checkpoint/1"
+
+
+def sha256(*paths: str | Path) -> str:
+    """SHA-256 of the files' bytes, one after another (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def digest(folder: str | Path) -> str | None:
+    """SHA-256 of a checkpoint's two files together (weights, then metadata), or None when the folder
+    holds no complete checkpoint. Any re-save (training, recalibration) changes it: an exported graph
+    records the digest of the checkpoint it came from, so a graph left beside a newer checkpoint is caught."""
+    files = [Path(folder) / WEIGHTS, Path(folder) / META]
+    return sha256(*files) if all(f.is_file() for f in files) else None
 
 
 def code_version() -> str:
@@ -97,6 +118,8 @@ def load(path: str | Path, map_location: str = "cpu") -> tuple[AEDMAE, dict[str,
         state = load_file(str(folder / WEIGHTS), device=map_location)
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{folder / WEIGHTS}: corrupt weights file ({e})") from None
+    from model.network import AEDMAE
+
     net = AEDMAE(cfg)
     expected = net.state_dict()
     missing = sorted(set(expected) - set(state))

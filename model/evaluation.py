@@ -81,10 +81,13 @@ def fit_scorer(net: AEDMAE, normal_clips: Iterable[tuple[str, np.ndarray]], cfg:
     grid = net.cfg.grid
     uncalibrated = Scorer(grid, cfg, None, mean_te, mean_dis)
     scores = uncalibrated(te, dis).score.numpy()
-    groups = np.concatenate([np.full(len(f), i) for i, (_, f) in enumerate(clips)])
+    if len(clips) > 1:  # the false-alarm rate is cross-validated over videos: fit on half, count on the rest
+        groups, folds = np.concatenate([np.full(len(f), i) for i, (_, f) in enumerate(clips)]), "videos"
+    else:  # one video (one camera's recording): over its quarters, 1st + 3rd against 2nd + 4th
+        groups, folds = np.arange(total) * 4 // total, "quarters of one video"
     calibration = fit_calibration(scores, cfg.calibration_quantile, groups)
     meta = {
-        "calibration": calibration.to_dict() | {"source": [name for name, _ in clips]},
+        "calibration": calibration.to_dict() | {"source": [name for name, _ in clips], "cross_validated_over": folds},
         # flat, grid-major (S * L values): the one-grid layout is unchanged
         "token_stats": {"teacher_error": mean_te.flatten().tolist(), "discrepancy": mean_dis.flatten().tolist()},
     }

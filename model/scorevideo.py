@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from model import checkpoint
+from model.calibration import scene_check
 from model.errors import DataError
 from model.evaluation import scorer_from_meta
 from model.frames import discover, read_frames, to_model_frame
@@ -128,7 +129,7 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     plot_timelines({source.name: {"labels": np.zeros(len(rows)), "score": calibrated, "smoothed": smoothed}},
                    out / "timeline.png", 0.5)
     return {"frames": len(rows), "alert_frames": int(sum(r["alert"] for r in rows)), "source": str(source.path),
-            "out": str(out)}
+            "out": str(out), "scene": scene_check(calibrated)}
 
 
 def _write_tables(out: Path, rows: list[dict[str, Any]]) -> None:

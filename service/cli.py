@@ -59,14 +59,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"checkpoint: {out / 'model.safetensors'}")
     meta = json.loads((out / "model.json").read_text())
     print(calibration_summary(meta["calibration"], tails_only=not trainer.cfg.holdout_videos))
+    print(serve_hint(out))
     return 0
+
+
+def serve_hint(folder: Path) -> str:
+    """How to serve a checkpoint folder just written (its graph, if any, is now stale)."""
+    return (f"to serve it: aedmae export onnx --model {folder} --out {folder / 'model.onnx'} "
+            f"&& aedmae serve --model {folder}")
 
 
 def calibration_summary(cal: dict[str, Any], tails_only: bool) -> str:
     """The calibration's line, and what its false-alarm rate is worth when it was fitted on the tails
     of the training videos only (the same people the model trained on)."""
+    far = cal.get("false_alarm_rate")
     line = (f"threshold {cal['threshold']:.6g} (quantile {cal['quantile']}), median {cal['median']:.6g}, "
-            f"cross-validated false-alarm rate {cal['false_alarm_rate']:.3g}")
+            + ("no cross-validated false-alarm rate (too few frames)" if far is None else
+               f"false-alarm rate {far:.3g} cross-validated over {cal.get('cross_validated_over', 'videos')}"))
     if tails_only and cal.get("held_out"):
         line += ("\nnote: fitted on the held-out tails of the training videos, i.e. the people the model "
                  "trained on; on whole videos it never saw, such a threshold let through 5-8x its stated rate "
@@ -93,6 +102,8 @@ def cmd_score(args: argparse.Namespace) -> int:
                          progress=not args.no_progress)
     print(f"{result['frames']} frames scored, {result['alert_frames']} above the alert threshold (smoothed); "
           f"written to {result['out']}: scores.csv, scores.json, annotated.mp4, timeline.png")
+    if result["scene"]["warning"]:
+        print(f"aedmae score: warning: {result['scene']['warning']}", file=sys.stderr)
     return 0
 
 
@@ -133,6 +144,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     checkpoint.save(net, args.out, train_cfg, **meta)
     tails_only = bool(args.held_out_of) and not (train_cfg and train_cfg.holdout_videos)
     print(calibration_summary(scorer_meta["calibration"], tails_only))
+    print(serve_hint(Path(args.out)))
     return 0
 
 

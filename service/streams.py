@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from model.calibration import SCENE_CHECK_FRAMES, scene_check
 from model.frames import to_model_frame
 from model.metrics import InOrderSmoothing, OnlineSmoother
 from model.window import LOOKAHEAD, FrameWindow
@@ -65,6 +66,7 @@ class Stream:
         self.received = self.sampled = self.scored = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         self.events_total = 0
+        self.scene_warned = False  # the unfamiliar-scene warning is logged once per camera
         self.input_rate, self.scored_rate = RateMeter(), RateMeter()
         self.history: deque[dict[str, Any]] = deque(maxlen=s.stream_history)
         self.latest: dict[str, Any] | None = None  # the newest scored frame: preview and GET
@@ -257,6 +259,20 @@ class Stream:
             self.preview_seq += 1
         self.hub.observe_frame(self.spec.id, age, calibrated)
         self._publish(events)
+        if not self.scene_warned and self.scored % SCENE_CHECK_FRAMES == 0:
+            self._check_scene()
+
+    def scene(self) -> dict[str, Any]:
+        """model.calibration.scene_check over the recent valid frames (``stream_history`` of them)."""
+        with self._lock:
+            values = [r["calibrated"] for r in self.history if r["valid"]]
+        return scene_check(values)
+
+    def _check_scene(self) -> None:
+        warning = self.scene()["warning"]
+        if warning:
+            self.scene_warned = True
+            log.warning("camera %s: %s", self.spec.id, warning)
 
     def _publish(self, events: list[Any]) -> None:
         for kind, ev in events:
@@ -318,6 +334,6 @@ class Stream:
                 "latest": None if latest is None else {k: v for k, v in latest.items()
                                                        if k not in ("image", "heatmap")},
                 "lookahead_frames": LOOKAHEAD, "smoothing_delay_frames": self.smoothing_delay_frames,
-                "created_at": self.created,
+                "scene": self.scene(), "created_at": self.created,
             }
         return out

@@ -94,6 +94,16 @@ def write_frame_folder(root: Path, name: str, frames: np.ndarray, ext: str = ".p
     return folder
 
 
+def avenue_clip(path: Path, frames: int) -> Path:
+    """The first ``frames`` frames of a real Avenue video (a scene the shipped Ped2 model never saw), as an
+    mp4 at 320x180; skips without ../shared/data."""
+    cap = cv2.VideoCapture(str(require_shared("footage", "avenue_train_11.mp4")))
+    out = []
+    while len(out) < frames and (got := cap.read())[0]:
+        out.append(cv2.cvtColor(cv2.resize(got[1], (320, 180)), cv2.COLOR_BGR2RGB))
+    return write_video(path, np.stack(out))
+
+
 def write_video(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
     h, w = frames.shape[1:3]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))

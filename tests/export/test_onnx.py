@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -117,7 +118,7 @@ def test_two_grid_scoring_recalibrated_on_held_out_tails_exports_with_parity(tin
                  "--set", "model.scoring.contrast=ratio",  # the median contrast exports too
                  "--set", "model.scoring.time_reversal=true"]) == 0
     printed = capsys.readouterr().out
-    assert "cross-validated false-alarm rate" in printed and "the people the model trained on" in printed
+    assert "cross-validated over videos" in printed and "the people the model trained on" in printed
     meta = json.loads((recal / "model.json").read_text())
     assert meta["model"]["scoring"]["grid_shifts"] == 2 and meta["calibration"]["held_out"] is True
     assert meta["model"]["scoring"]["contrast"] == "ratio" and meta["model"]["scoring"]["time_reversal"] is True
@@ -138,3 +139,26 @@ def test_two_grid_scoring_recalibrated_on_held_out_tails_exports_with_parity(tin
     assert main(["calibrate", "--model", str(tiny_checkpoint), "--held-out-of", str(short), "--out",
                  str(tmp_path / "none"), "--cache-dir", cache]) == 2
     assert not (tmp_path / "none").exists()
+
+
+def test_a_graph_left_beside_a_newer_checkpoint_is_refused(tiny_checkpoint, footage, tmp_path, capsys):
+    """Recalibrating (or retraining) into a folder that holds an exported graph makes that graph stale:
+    serving it would use the old calibration. The sidecar records the digest of the checkpoint it was
+    exported from, and loading refuses a mismatch, naming the command that fixes it."""
+    from service.cli import main
+
+    folder = tmp_path / "camera"
+    shutil.copytree(tiny_checkpoint, folder)
+    assert load_bundle(folder).sidecar["source_checkpoint_sha256"] == checkpoint.digest(folder)
+    assert main(["calibrate", "--model", str(folder), "--data", str(footage), "--out", str(folder),
+                 "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 0
+    assert f"to serve it: aedmae export onnx --model {folder}" in capsys.readouterr().out
+    with pytest.raises(CheckpointError, match="exported from another version of the checkpoint beside it"):
+        load_bundle(folder)
+    export_onnx(folder, folder / "model.onnx")
+    recalibrated = checkpoint.read_meta(folder)["calibration"]["threshold"]
+    assert load_bundle(folder).sidecar["calibration"]["threshold"] == recalibrated
+    for graph in folder.glob("model.onnx*"):
+        graph.unlink()
+    with pytest.raises(CheckpointError, match=r"without its ONNX graph; export it first: aedmae export onnx"):
+        load_bundle(folder)

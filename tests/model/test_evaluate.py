@@ -3,8 +3,9 @@ import json
 import numpy as np
 import pytest
 
+from model.calibration import SCENE_CHECK_FRAMES
 from service.cli import main
-from tests.conftest import scene_frames
+from tests.conftest import avenue_clip, scene_frames
 
 
 @pytest.mark.slow
@@ -45,6 +46,13 @@ def test_train_calibrate_evaluate_end_to_end(footage, labelled_test_set, tmp_pat
     assert main(["calibrate", "--model", str(out), "--data", str(footage), "--out", str(recal), "--cache-dir", cache,
                  "--no-progress", "--set", "model.scoring.reduction=topk"]) == 0
     assert json.loads((recal / "model.json").read_text())["model"]["scoring"]["reduction"] == "topk"
+    # one video (one camera's recording): its false-alarm rate is cross-validated over its quarters
+    capsys.readouterr()
+    assert main(["calibrate", "--model", str(out), "--data", str(footage / "01"), "--out", str(recal),
+                 "--cache-dir", cache, "--no-progress"]) == 0
+    cal = json.loads((recal / "model.json").read_text())["calibration"]
+    assert cal["normal_frames"] == 24 and cal["cross_validated_over"] == "quarters of one video"
+    assert 0 <= cal["false_alarm_rate"] <= 1 and "cross-validated over quarters of one video" in capsys.readouterr().out
     assert main(["calibrate", "--model", str(out), "--data", str(footage), "--out", str(recal), "--cache-dir", cache,
                  "--set", "model.patch_size=4"]) == 2
 
@@ -66,3 +74,14 @@ def test_score_a_video_without_labels(tiny_checkpoint, tmp_path, capsys):
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 20 and int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == 60 + 60
     assert (out / "timeline.png").stat().st_size > 0 and (out / "scores.csv").read_text().count("\n") == 21
     assert main(["score", str(tmp_path / "missing.mp4"), "--model", str(tiny_checkpoint), "--out", str(out)]) == 2
+
+
+def test_score_warns_when_the_footage_is_not_the_models_scene(tmp_path, capsys):
+    """The shipped Ped2 model on Avenue footage alerts on every frame: ``score`` says the footage does not
+    fit the model's calibration and how to fix it (model.calibration.scene_check). The shipped model on
+    its own scene, mostly abnormal test videos included, does not warn (tests/streams/test_stream_events)."""
+    video = avenue_clip(tmp_path / "avenue.mp4", SCENE_CHECK_FRAMES + 5)
+    assert main(["score", str(video), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "aedmae score: warning: 100.0% of 105 frames are at or above the alert threshold" in err
+    assert "aedmae calibrate --data" in err

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from model.calibration import fit_calibration
+from model.calibration import SCENE_CHECK_FRAMES, fit_calibration, scene_check
 from model.metrics import (
     InOrderSmoothing,
     OnlineSmoother,
@@ -152,3 +152,17 @@ def test_calibration_maps_quantile_to_half():
     assert float(cal.apply(torch.tensor([cal.threshold]))[0]) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="at least 2 finite"):
         fit_calibration(np.array([1.0]), 0.99)
+
+
+def test_scene_check_warns_only_when_nearly_every_frame_of_enough_frames_alerts():
+    n = SCENE_CHECK_FRAMES
+    unfamiliar = scene_check(np.ones(n))
+    assert unfamiliar["frames"] == n and unfamiliar["alert_share"] == 1.0
+    assert "aedmae calibrate --data" in unfamiliar["warning"]
+    assert scene_check(np.ones(n - 1))["warning"] is None  # too few frames to tell
+    assert scene_check(np.r_[np.ones(n - 2), 0.49, 0.2])["warning"] is None  # 98%: an abnormal clip can be so
+    assert scene_check(np.r_[np.full(n, 0.5), 0.1])["warning"] is not None  # 0.5 is an alert; 100/101 >= 99%
+    with_nan = scene_check(np.r_[np.ones(n), np.full(50, np.nan)])  # uncalibrated or unscored frames left out
+    assert with_nan["frames"] == n and with_nan["warning"] is not None
+    assert scene_check([]) == {"frames": 0, "alert_share": None, "warning": None}
+    assert scene_check(np.full(500, np.nan))["warning"] is None  # an uncalibrated model never warns

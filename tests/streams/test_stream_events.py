@@ -2,6 +2,7 @@
 drop policy, config-file cameras, and the shipped model on a real Ped2 test video."""
 
 import json
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
@@ -11,8 +12,9 @@ import httpx
 import numpy as np
 import pytest
 
+from model.calibration import SCENE_CHECK_FRAMES
 from model.metrics import OnlineSmoother, gaussian_smooth
-from tests.conftest import camera, require_shared, scene_frames, wait_for, write_video
+from tests.conftest import avenue_clip, camera, require_shared, scene_frames, wait_for, write_video
 from tests.service.conftest import live_server
 
 ALWAYS = {"enter": 0.0, "exit": 0.0, "min_duration_s": 0.0, "cooldown_s": 0.0}  # any valid frame is an event
@@ -181,6 +183,9 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(tmp_p
         assert wait_for(lambda: all(e["end_frame"] is not None
                                     for e in c.get("/v1/streams/ped2/events").json()["events"]), 10)
         events = c.get("/v1/streams/ped2/events").json()["events"]
+        scene = camera(c, "ped2")["scene"]
+    # its own scene, even mostly abnormal (01: 67% of the frames, 07: 75%), is not taken for another scene
+    assert scene["frames"] == len(frames) and scene["alert_share"] < 0.99 and scene["warning"] is None, scene
     assert events, "no event at all"
     first_abnormal = int(np.argmax(labels))
     assert any(e["end_frame"] >= first_abnormal for e in events), (events, "no event during the labelled anomaly")
@@ -188,3 +193,20 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(tmp_p
         assert e["start_frame"] >= in_view, (e, "an event started before the anomaly was in view")
     print("events:", [(e["start_frame"], e["end_frame"], round(e["peak_score"], 3)) for e in events])
     assert sum(labels) == len(labels) - first_abnormal, "one labelled anomaly, to the end of the video"
+
+
+def test_camera_on_a_scene_the_model_never_saw_warns_once(tmp_path, caplog):
+    """The shipped Ped2 model watching Avenue footage: every frame alerts, so once SCENE_CHECK_FRAMES are
+    scored the camera's description carries the warning (model.calibration.scene_check) and the log says
+    it once, with the remedy."""
+    clip = avenue_clip(tmp_path / "avenue.mp4", 2 * SCENE_CHECK_FRAMES)
+    caplog.set_level(logging.WARNING)
+    with live_server() as srv, httpx.Client(base_url=srv.url, timeout=30) as c:  # the shipped model
+        assert c.post("/v1/streams", json={"id": "plaza", "url": str(clip)}).status_code == 201
+        assert wait_for(lambda: camera(c, "plaza")["state"] == "ended"
+                        and camera(c, "plaza")["frames"]["scored"] == 2 * SCENE_CHECK_FRAMES, 180), camera(c, "plaza")
+        scene = camera(c, "plaza")["scene"]
+    assert scene["frames"] == 2 * SCENE_CHECK_FRAMES and scene["alert_share"] == 1.0, scene
+    assert "aedmae calibrate --data" in scene["warning"]
+    logged = [r.getMessage() for r in caplog.records if "camera plaza:" in r.getMessage()]
+    assert len(logged) == 1 and "at or above the alert threshold" in logged[0], logged
