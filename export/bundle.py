@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from model.checkpoint import digest, sha256
+from model.checkpoint import META, digest, sha256
 from model.errors import CheckpointError
 
 INPUT_NAME = "frames"
@@ -113,11 +113,26 @@ def load_bundle(path: str | Path, verify_hash: bool = True) -> Bundle:
         raise CheckpointError(f"{side}: unknown format {sidecar.get('format')!r}, expected {SIDECAR_FORMAT}")
     if verify_hash and sidecar.get("sha256") != sha256(p):
         raise CheckpointError(f"{p}: does not match its sidecar's hash (corrupt, or from another export)")
-    beside, source = digest(p.parent), sidecar.get("source_checkpoint_sha256")
-    if verify_hash and beside is not None and source is not None and beside != source:
+    if verify_hash and _stale(p.parent, sidecar):
         raise CheckpointError(f"{p}: exported from another version of the checkpoint beside it (retrained or "
                               f"recalibrated since); export it again: aedmae export onnx --model {p.parent} --out {p}")
     return Bundle(p, sidecar)
+
+
+def _stale(folder: Path, sidecar: dict[str, Any]) -> bool:
+    """Whether the checkpoint in ``folder`` (if any) is not the one the graph was exported from: by the
+    digest the sidecar records, or, for graphs exported before sidecars recorded it (the shipped one
+    among them), by the calibration threshold, which any retraining or recalibration changes."""
+    beside = digest(folder)
+    if beside is None:
+        return False
+    if "source_checkpoint_sha256" in sidecar:
+        return bool(sidecar["source_checkpoint_sha256"] != beside)
+    try:
+        threshold = json.loads((folder / META).read_text()).get("calibration", {}).get("threshold")
+    except (OSError, json.JSONDecodeError):
+        return True
+    return threshold != (sidecar.get("calibration") or {}).get("threshold")
 
 
 def infer_in_batches(runner: Any, frames: np.ndarray, batch: int) -> dict[str, np.ndarray]:

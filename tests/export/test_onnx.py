@@ -155,6 +155,14 @@ def test_a_graph_left_beside_a_newer_checkpoint_is_refused(tiny_checkpoint, foot
     assert f"to serve it: aedmae export onnx --model {folder}" in capsys.readouterr().out
     with pytest.raises(CheckpointError, match="exported from another version of the checkpoint beside it"):
         load_bundle(folder)
+    # a sidecar from before the digest was recorded (the shipped one): caught by the calibration it carries
+    side = folder / "model.onnx.json"
+    legacy = json.loads(side.read_text())
+    del legacy["source_checkpoint_sha256"]
+    side.write_text(json.dumps(legacy))
+    assert legacy["calibration"]["threshold"] != checkpoint.read_meta(folder)["calibration"]["threshold"]
+    with pytest.raises(CheckpointError, match="exported from another version of the checkpoint beside it"):
+        load_bundle(folder)
     export_onnx(folder, folder / "model.onnx")
     recalibrated = checkpoint.read_meta(folder)["calibration"]["threshold"]
     assert load_bundle(folder).sidecar["calibration"]["threshold"] == recalibrated
