@@ -15,13 +15,16 @@ def test_model_info_reference_json(capsys):
     assert info["gflops_per_frame"]["deployed"] == 2 * info["gflops_per_frame"]["one_pass"]
 
 
-def test_train_then_model_info(footage, tmp_path, capsys):
+def test_train_on_one_video_then_model_info(footage, tmp_path, capsys):
+    """One camera's single recording: its held-out tail is one segment, so the calibration's false-alarm
+    rate is cross-validated over the tail's quarters (this run used to end in a traceback there)."""
     out = tmp_path / "run"
-    rc = main(["train", "--data", str(footage), "--out", str(out), "--preset", "tiny", "--no-progress",
+    rc = main(["train", "--data", str(footage / "01"), "--out", str(out), "--preset", "tiny", "--no-progress",
                "--cache-dir", str(tmp_path / "cache"), "--set", "train.max_steps_per_epoch=2"])
     assert rc == 0
     assert (out / "model.safetensors").exists() and (out / "train.log").read_text()
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert "cross-validated over quarters of one video" in printed and f"aedmae serve --model {out}" in printed
     assert main(["model-info", "--model", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["image_size"] == [32, 48]
 
