@@ -14,6 +14,7 @@ import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from model.calibration import SCENE_CHECK_FRAMES
 from model.overlay import caption, overlay_heatmap
 from service.errors import BadRequest, Conflict, NotFound, Overloaded
 from service.events import Event, EventBus, WebhookSender
@@ -155,6 +156,9 @@ class StreamCollector(Collector):
                                      labels=["stream"])
         score = GaugeMetricFamily(f"{p}_anomaly_score", "latest smoothed calibrated anomaly score", labels=["stream"])
         events = CounterMetricFamily(f"{p}_anomaly_events", "anomaly events started", labels=["stream"])
+        share = GaugeMetricFamily(f"{p}_stream_alert_share", "share of the camera's recent frames at or above the "
+                                  "alert threshold, once enough are scored; near 1: the model does not fit the scene "
+                                  "(model.calibration.scene_check)", labels=["stream"])
         for s in self.manager.list():
             sid, st = s.spec.id, s.reader.stats
             up.add_metric([sid], 1.0 if st.state == "up" else 0.0)
@@ -168,4 +172,7 @@ class StreamCollector(Collector):
             if current is not None:
                 score.add_metric([sid], current)
             events.add_metric([sid], s.events_total)
-        yield from (up, frames, dropped, reconnects, stalls, score, events)
+            scene = s.scene()
+            if scene["frames"] >= SCENE_CHECK_FRAMES:
+                share.add_metric([sid], scene["alert_share"])
+        yield from (up, frames, dropped, reconnects, stalls, score, events, share)

@@ -56,9 +56,11 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]], int]] = [
      12),
     ("Camera up", "state-timeline", "none", [("{{stream}}", 'max by (stream) (aedmae_stream_up{stream=~"$stream"})')],
      12),
-    ("Anomaly score per camera (events as annotations)", "timeseries", "none",
+    ("Anomaly score per camera (events as annotations), and the share of its recent frames alerting "
+     "(near 1: the model does not fit the scene)", "timeseries", "none",
      [("{{stream}}", 'max by (stream) (aedmae_anomaly_score{stream=~"$stream"})'),
-      ("threshold", "max(aedmae_anomaly_threshold)")], 24),
+      ("threshold", "max(aedmae_anomaly_threshold)"),
+      ("{{stream}} share alerting", 'max by (stream) (aedmae_stream_alert_share{stream=~"$stream"})')], 24),
     ("Reconnects and stalls per camera (1h)", "timeseries", "none",
      [("{{stream}} reconnects", 'sum by (stream) (increase(aedmae_stream_reconnects_total{stream=~"$stream"}[1h]))'),
       ("{{stream}} stalls", 'sum by (stream) (increase(aedmae_stream_stalls_total{stream=~"$stream"}[1h]))')], 8),

@@ -184,8 +184,10 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(tmp_p
                                     for e in c.get("/v1/streams/ped2/events").json()["events"]), 10)
         events = c.get("/v1/streams/ped2/events").json()["events"]
         scene = camera(c, "ped2")["scene"]
+        exported = c.get("/metrics").text
     # its own scene, even mostly abnormal (01: 67% of the frames, 07: 75%), is not taken for another scene
     assert scene["frames"] == len(frames) and scene["alert_share"] < 0.99 and scene["warning"] is None, scene
+    assert f'aedmae_stream_alert_share{{stream="ped2"}} {scene["alert_share"]}' in exported
     assert events, "no event at all"
     first_abnormal = int(np.argmax(labels))
     assert any(e["end_frame"] >= first_abnormal for e in events), (events, "no event during the labelled anomaly")
@@ -197,8 +199,8 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(tmp_p
 
 def test_camera_on_a_scene_the_model_never_saw_warns_once(tmp_path, caplog):
     """The shipped Ped2 model watching Avenue footage: every frame alerts, so once SCENE_CHECK_FRAMES are
-    scored the camera's description carries the warning (model.calibration.scene_check) and the log says
-    it once, with the remedy."""
+    scored the camera's description carries the warning (model.calibration.scene_check), the log says
+    it once, with the remedy, and /metrics exports the share for the alert rule."""
     clip = avenue_clip(tmp_path / "avenue.mp4", 2 * SCENE_CHECK_FRAMES)
     caplog.set_level(logging.WARNING)
     with live_server() as srv, httpx.Client(base_url=srv.url, timeout=30) as c:  # the shipped model
@@ -206,7 +208,9 @@ def test_camera_on_a_scene_the_model_never_saw_warns_once(tmp_path, caplog):
         assert wait_for(lambda: camera(c, "plaza")["state"] == "ended"
                         and camera(c, "plaza")["frames"]["scored"] == 2 * SCENE_CHECK_FRAMES, 180), camera(c, "plaza")
         scene = camera(c, "plaza")["scene"]
+        exported = c.get("/metrics").text  # what the AedmaeCameraSceneMismatch alert rule reads
     assert scene["frames"] == 2 * SCENE_CHECK_FRAMES and scene["alert_share"] == 1.0, scene
+    assert 'aedmae_stream_alert_share{stream="plaza"} 1.0' in exported
     assert "aedmae calibrate --data" in scene["warning"]
     logged = [r.getMessage() for r in caplog.records if "camera plaza:" in r.getMessage()]
     assert len(logged) == 1 and "at or above the alert threshold" in logged[0], logged
