@@ -74,7 +74,7 @@ def calibration_summary(cal: dict[str, Any], tails_only: bool) -> str:
     of the training videos only (the same people the model trained on)."""
     far = cal.get("false_alarm_rate")
     line = (f"threshold {cal['threshold']:.6g} (quantile {cal['quantile']}), median {cal['median']:.6g}, "
-            + ("no cross-validated false-alarm rate (too few frames)" if far is None else
+            + ("no cross-validated false-alarm rate" if far is None else
                f"false-alarm rate {far:.3g} cross-validated over {cal.get('cross_validated_over', 'videos')}"))
     if tails_only and cal.get("held_out"):
         line += ("\nnote: fitted on the held-out tails of the training videos, i.e. the people the model "
