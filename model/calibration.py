@@ -94,12 +94,17 @@ def scene_check(calibrated: Any) -> dict[str, Any]:
     """
     c = np.asarray(calibrated, dtype=np.float64).ravel()
     c = c[np.isfinite(c)]
-    share = float((c >= 0.5).mean()) if c.size else None
+    return scene_verdict(int(c.size), int((c >= 0.5).sum()))
+
+
+def scene_verdict(frames: int, alerting: int) -> dict[str, Any]:
+    """:func:`scene_check` from counts: ``alerting`` of ``frames`` calibrated scores at or above 0.5."""
+    share = alerting / frames if frames else None
     warning = None
-    if c.size >= SCENE_CHECK_FRAMES and share is not None and share >= SCENE_ALERT_SHARE:
-        warning = (f"{100 * share:.1f}% of {c.size} frames are at or above the alert threshold (the calibration "
+    if frames >= SCENE_CHECK_FRAMES and share is not None and share >= SCENE_ALERT_SHARE:
+        warning = (f"{100 * share:.1f}% of {frames} frames are at or above the alert threshold (the calibration "
                    "expects a few percent on normal footage of its own scene): this footage is abnormal throughout or, "
                    "more likely, shows a scene the model was not trained on, and its scores mean little. Refit "
                    "the model's calibration on normal footage of this camera (aedmae calibrate --data "
                    "NORMAL_FOOTAGE --out DIR), or train a model on it (aedmae train).")
-    return {"frames": int(c.size), "alert_share": None if share is None else round(share, 4), "warning": warning}
+    return {"frames": frames, "alert_share": None if share is None else round(share, 4), "warning": warning}

@@ -1,37 +1,58 @@
 """Temporal context kept across requests per ``stream_id``, so a clip sent in chunks scores exactly
-like the whole clip in one request. Idle contexts expire; the store is bounded (LRU)."""
+like the whole clip in one request, and a tally of its scores for the scene check. Idle contexts
+expire; the store is bounded (LRU)."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
 
+from model.calibration import scene_verdict
 from model.window import FrameWindow
+
+
+@dataclass
+class StreamContext:
+    window: FrameWindow = field(default_factory=FrameWindow)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    scored: int = 0  # frames of this stream scored so far, NaN scores (uncalibrated model) left out
+    alerting: int = 0  # of which at or above the alert threshold
+
+    def tally(self, calibrated: list[float]) -> dict[str, Any]:
+        """Count newly scored frames; the stream's model.calibration scene check so far."""
+        with self.lock:
+            self.scored += sum(1 for c in calibrated if not math.isnan(c))
+            self.alerting += sum(1 for c in calibrated if c >= 0.5)
+            return scene_verdict(self.scored, self.alerting)
 
 
 class StreamContexts:
     def __init__(self, ttl_s: float, capacity: int) -> None:
         self.ttl_s = ttl_s
         self.capacity = capacity
-        self._items: OrderedDict[str, tuple[FrameWindow, float, threading.Lock]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[StreamContext, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, stream_id: str) -> tuple[FrameWindow, threading.Lock]:
-        """The stream's window (a new one for an unknown or expired id) and its lock."""
+    def get(self, stream_id: str) -> StreamContext:
+        """The stream's context (a new one for an unknown or expired id)."""
         now = time.monotonic()
         with self._lock:
             self._expire(now)
-            window, _, lock = self._items.pop(stream_id, (FrameWindow(), now, threading.Lock()))
-            self._items[stream_id] = (window, now, lock)
+            context, _ = self._items.pop(stream_id, (None, now))
+            context = context or StreamContext()
+            self._items[stream_id] = (context, now)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
-            return window, lock
+            return context
 
     def drop(self, stream_id: str) -> bool:
         with self._lock:
             return self._items.pop(stream_id, None) is not None
 
     def _expire(self, now: float) -> None:
-        for key in [k for k, (_, seen, _) in self._items.items() if now - seen > self.ttl_s]:
+        for key in [k for k, (_, seen) in self._items.items() if now - seen > self.ttl_s]:
             del self._items[key]

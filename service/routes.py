@@ -32,9 +32,17 @@ class FrameScore(BaseModel):
                           "255 = twice the alert threshold's score (png), or none")
 
 
+class SceneFit(BaseModel):
+    frames: int = Field(description="frames of this stream scored so far")
+    alert_share: float | None = Field(description="their share at or above the alert threshold")
+    warning: str | None = Field(description="set when nearly every frame alerts: the model does not fit this "
+                                            "scene (model.calibration.scene_check)")
+
+
 class ScoreResponse(BaseModel):
     frames: list[FrameScore]
     stream_id: str | None = None
+    scene: SceneFit | None = Field(None, description="with stream_id: does the stream fit the model's calibration")
     pending_frames: int = Field(0, description="with stream_id: frames waiting for their look-ahead")
     lookahead_frames: int = Field(LOOKAHEAD, description="frame t is scored once frame t+3 is known")
     model: str
@@ -155,13 +163,15 @@ async def score(
     if flush and stream_id is None:
         raise BadRequest("flush=true needs a stream_id")
     frames = await _frames_from_request(request, runtime)
-    inputs, pending = runtime.windows(frames, stream_id, flush)
+    inputs, pending, context = runtime.windows(frames, stream_id, flush)
     results = await runtime.score(inputs) if inputs else []
     scale = runtime.heatmap_scale
-    for r in results:
-        runtime.metrics.score_distribution.labels(source="http").observe(float(r.outputs["calibrated"]))
+    calibrated = [float(r.outputs["calibrated"]) for r in results]
+    for c in calibrated:
+        runtime.metrics.score_distribution.labels(source="http").observe(c)
+    scene = SceneFit(**context.tally(calibrated)) if context is not None else None
     return ScoreResponse(frames=[_frame_score(r, heatmap, scale) for r in results], stream_id=stream_id,
-                         pending_frames=pending, model=runtime.bundle.graph.name)
+                         scene=scene, pending_frames=pending, model=runtime.bundle.graph.name)
 
 
 @router.delete("/v1/score/streams/{stream_id}", status_code=204, responses=ERRORS,

@@ -16,7 +16,7 @@ from export.bundle import TOLERANCES, Bundle, compare_outputs, infer_in_batches,
 from model.window import clip_windows
 from service.backends import create_backend, resolve_backend
 from service.batcher import Batcher, Job
-from service.contexts import StreamContexts
+from service.contexts import StreamContext, StreamContexts
 from service.errors import DeadlineExceeded, NotReady
 from service.metrics import Metrics
 from service.settings import Settings
@@ -105,21 +105,21 @@ class ScoringRuntime:
         self.metrics.model_ready.set(0)
 
     def windows(self, frames: np.ndarray, stream_id: str | None,
-                flush: bool) -> tuple[list[tuple[int, np.ndarray]], int]:
-        """(index, model input) pairs ready for scoring, and how many frames still wait: a whole clip
-        with clamped edges, or, with a stream_id, the frames whose look-ahead has arrived (all of them
-        when ``flush``, which also ends the stream's context)."""
+                flush: bool) -> tuple[list[tuple[int, np.ndarray]], int, StreamContext | None]:
+        """(index, model input) pairs ready for scoring, how many frames still wait, and the stream's
+        context: a whole clip with clamped edges (no context), or, with a stream_id, the frames whose
+        look-ahead has arrived (all of them when ``flush``, which also ends the stream's context)."""
         if stream_id is None:
-            return list(enumerate(clip_windows(frames, np.arange(len(frames))))), 0
-        window, lock = self.contexts.get(stream_id)
-        with lock:
-            ready = [pair for f in frames for pair in window.push(f)]
+            return list(enumerate(clip_windows(frames, np.arange(len(frames))))), 0, None
+        context = self.contexts.get(stream_id)
+        with context.lock:
+            ready = [pair for f in frames for pair in context.window.push(f)]
             if flush:
-                ready += window.flush()
-            pending = window.pending
+                ready += context.window.flush()
+            pending = context.window.pending
         if flush:
             self.contexts.drop(stream_id)
-        return ready, pending
+        return ready, pending, context
 
     async def score(self, inputs: list[tuple[int, np.ndarray]], source: str = "http") -> list[FrameResult]:
         """Queue the inputs as one all-or-nothing group and await their results."""

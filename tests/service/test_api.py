@@ -80,6 +80,9 @@ def test_chunked_stream_equals_one_request(server):
         if k == 0:
             assert sorted(got) == [0, 1] and r.json()["pending_frames"] == 3
     assert [got[i] for i in range(len(CLIP))] == pytest.approx(expected, rel=1e-6)
+    alerting = sum(f["is_anomaly"] for f in whole.json()["frames"])  # the scene check's tally, over the stream
+    assert whole.json()["scene"] is None and r.json()["scene"] == {
+        "frames": len(CLIP), "alert_share": round(alerting / len(CLIP), 4), "warning": None}  # < 100 frames
     assert httpx.delete(server.url + "/v1/score/streams/cam-7").status_code == 404  # flushed contexts end
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from model.calibration import SCENE_CHECK_FRAMES
 from model.metrics import OnlineSmoother, gaussian_smooth
-from tests.conftest import avenue_clip, camera, require_shared, scene_frames, wait_for, write_video
+from tests.conftest import avenue_clip, camera, npy_body, require_shared, scene_frames, wait_for, write_video
 from tests.service.conftest import live_server
 
 ALWAYS = {"enter": 0.0, "exit": 0.0, "min_duration_s": 0.0, "cooldown_s": 0.0}  # any valid frame is an event
@@ -200,7 +200,8 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(tmp_p
 def test_camera_on_a_scene_the_model_never_saw_warns_once(tmp_path, caplog):
     """The shipped Ped2 model watching Avenue footage: every frame alerts, so once SCENE_CHECK_FRAMES are
     scored the camera's description carries the warning (model.calibration.scene_check), the log says
-    it once, with the remedy, and /metrics exports the share for the alert rule."""
+    it once, with the remedy, /metrics exports the share for the alert rule, and the same footage POSTed
+    with a stream_id gets the check in its responses."""
     clip = avenue_clip(tmp_path / "avenue.mp4", 2 * SCENE_CHECK_FRAMES)
     caplog.set_level(logging.WARNING)
     with live_server() as srv, httpx.Client(base_url=srv.url, timeout=30) as c:  # the shipped model
@@ -209,8 +210,20 @@ def test_camera_on_a_scene_the_model_never_saw_warns_once(tmp_path, caplog):
                         and camera(c, "plaza")["frames"]["scored"] == 2 * SCENE_CHECK_FRAMES, 180), camera(c, "plaza")
         scene = camera(c, "plaza")["scene"]
         exported = c.get("/metrics").text  # what the AedmaeCameraSceneMismatch alert rule reads
+        # the same footage POSTed in chunks with a stream_id: the response carries the same check
+        cap, frames = cv2.VideoCapture(str(clip)), []
+        while len(frames) < SCENE_CHECK_FRAMES + 5 and (got := cap.read())[0]:
+            frames.append(cv2.cvtColor(got[1], cv2.COLOR_BGR2RGB))
+        for k in range(0, len(frames), 35):
+            flush = "&flush=true" if k + 35 >= len(frames) else ""
+            r = c.post(f"/v1/score?stream_id=plaza-http{flush}", content=npy_body(np.stack(frames[k : k + 35])),
+                       headers={"content-type": "application/x-npy"}, timeout=120)
+            assert r.status_code == 200, r.text
+        http_scene = r.json()["scene"]
     assert scene["frames"] == 2 * SCENE_CHECK_FRAMES and scene["alert_share"] == 1.0, scene
     assert 'aedmae_stream_alert_share{stream="plaza"} 1.0' in exported
+    assert http_scene["frames"] == len(frames) and http_scene["alert_share"] == 1.0
+    assert "aedmae calibrate --data" in http_scene["warning"]
     assert "aedmae calibrate --data" in scene["warning"]
     logged = [r.getMessage() for r in caplog.records if "camera plaza:" in r.getMessage()]
     assert len(logged) == 1 and "at or above the alert threshold" in logged[0], logged
