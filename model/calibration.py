@@ -92,16 +92,21 @@ def scene_check(calibrated: Any) -> dict[str, Any]:
     judged, their share at or above 0.5, and a warning with the remedy (None when the footage fits or
     is too short to tell). NaN scores (an uncalibrated model, frames not scored) are left out.
     """
+    return scene_verdict(*alert_counts(calibrated))
+
+
+def alert_counts(calibrated: Any) -> tuple[int, int]:
+    """(frames, alerting): the finite calibrated scores, and those at or above the alert threshold 0.5."""
     c = np.asarray(calibrated, dtype=np.float64).ravel()
     c = c[np.isfinite(c)]
-    return scene_verdict(int(c.size), int((c >= 0.5).sum()))
+    return int(c.size), int((c >= 0.5).sum())
 
 
 def scene_verdict(frames: int, alerting: int) -> dict[str, Any]:
-    """:func:`scene_check` from counts: ``alerting`` of ``frames`` calibrated scores at or above 0.5."""
+    """:func:`scene_check` from :func:`alert_counts` (summed over a stream's requests, say)."""
     share = alerting / frames if frames else None
     warning = None
-    if frames >= SCENE_CHECK_FRAMES and share is not None and share >= SCENE_ALERT_SHARE:
+    if share is not None and frames >= SCENE_CHECK_FRAMES and share >= SCENE_ALERT_SHARE:
         warning = (f"{100 * share:.1f}% of {frames} frames are at or above the alert threshold (the calibration "
                    "expects a few percent on normal footage of its own scene): this footage is abnormal throughout or, "
                    "more likely, shows a scene the model was not trained on, and its scores mean little. Refit "

@@ -4,14 +4,13 @@ expire; the store is bounded (LRU)."""
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.calibration import scene_verdict
+from model.calibration import alert_counts, scene_verdict
 from model.window import FrameWindow
 
 
@@ -19,14 +18,15 @@ from model.window import FrameWindow
 class StreamContext:
     window: FrameWindow = field(default_factory=FrameWindow)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    scored: int = 0  # frames of this stream scored so far, NaN scores (uncalibrated model) left out
+    scored: int = 0  # frames of this stream scored so far (model.calibration.alert_counts)
     alerting: int = 0  # of which at or above the alert threshold
 
     def tally(self, calibrated: list[float]) -> dict[str, Any]:
         """Count newly scored frames; the stream's model.calibration scene check so far."""
+        scored, alerting = alert_counts(calibrated)
         with self.lock:
-            self.scored += sum(1 for c in calibrated if not math.isnan(c))
-            self.alerting += sum(1 for c in calibrated if c >= 0.5)
+            self.scored += scored
+            self.alerting += alerting
             return scene_verdict(self.scored, self.alerting)
 
 
