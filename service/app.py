@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 import model
 from model.errors import AedmaeError
 from service import routes, stream_routes
+from service.camera_store import CameraStore
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.runtime import ScoringRuntime
@@ -42,6 +43,7 @@ def _load(app: FastAPI, settings: Settings) -> None:
                 manager.add(spec)
             except AedmaeError as e:
                 log.error("camera %s from the config file not started: %s", spec.id, e)
+        manager.restore(app.state.stored_cameras)
     except Exception as e:  # the process stays up and says why in /readyz
         app.state.startup_error = f"model failed to load: {e}"
         log.exception("model failed to load")
@@ -111,6 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = None
     app.state.streams = None
     app.state.startup_error = None
+    # read now, so that an unreadable camera store stops the server before it could be overwritten
+    app.state.stored_cameras = CameraStore(settings.camera_store).load() if settings.camera_store else []
     app.include_router(routes.router)
     app.include_router(stream_routes.router)
 

@@ -52,6 +52,12 @@ class InferenceFailed(ServiceError):
     status, code = 500, "inference_failed"
 
 
+class StoreFailed(ServiceError):
+    """The camera store (settings.camera_store) could not be written: nothing changed."""
+
+    status, code = 500, "camera_store_failed"
+
+
 class NotReady(ServiceError):
     status, code = 503, "not_ready"
 

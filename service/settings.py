@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     cameras: list[StreamSpec] = Field(default_factory=list, description="cameras started with the server")
+    camera_store: Path | None = Field(None, description="JSON file that keeps the cameras registered through the "
+                                      "API across restarts (default: none, they last as long as the process)")
     max_streams: int = Field(64, ge=1, le=4096, description="cameras registered at once, at most")
     stream_staleness_s: float = Field(1.0, gt=0, le=60,
                                       description="live frames waiting longer than this (after their look-ahead "
@@ -138,6 +140,16 @@ class Settings(BaseSettings):
     def _device(cls, v: str) -> str:
         if v != "cpu" and not (v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit())):
             raise ValueError("device must be cpu, cuda or cuda:N")
+        return v
+
+    @field_validator("camera_store")
+    @classmethod
+    def _camera_store(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            if v.is_dir():
+                raise ValueError(f"{v} is a folder: name a file in it, e.g. {v / 'cameras.json'}")
+            if not v.parent.is_dir():
+                raise ValueError(f"{v.parent} is not a folder: create it first")
         return v
 
     @classmethod

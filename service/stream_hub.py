@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cv2
@@ -15,8 +15,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from model.calibration import SCENE_CHECK_FRAMES
+from model.errors import AedmaeError
 from model.overlay import caption, overlay_heatmap
-from service.errors import BadRequest, Conflict, NotFound, Overloaded
+from service.camera_store import CameraStore
+from service.errors import BadRequest, Conflict, NotFound, Overloaded, StoreFailed
 from service.events import Event, EventBus, WebhookSender
 from service.metrics import Metrics
 from service.settings import Settings, StreamSpec
@@ -47,11 +49,63 @@ class StreamManager:
                         if settings.webhook_url else None)
         self._streams: dict[str, Stream] = {}
         self._lock = threading.Lock()
+        self._store = CameraStore(settings.camera_store) if settings.camera_store else None
+        self._stored: dict[str, StreamSpec] = {}  # registered through the API: what the store holds
         self._collector = StreamCollector(self)
         metrics.registry.register(self._collector)
 
     # -- registry ----------------------------------------------------------------------------------
-    def add(self, spec: StreamSpec) -> Stream:
+    def add(self, spec: StreamSpec, store: bool = False) -> Stream:
+        """Register and start a camera. ``store`` (API registrations): keep it in the camera store too,
+        written before the camera starts, so a registration that cannot be stored changes nothing."""
+        self._check_file(spec)
+
+        def keep() -> None:
+            if spec.id in self._stored:
+                raise Conflict(f"camera {spec.id!r} is in the camera store but could not start: DELETE it first")
+            if store and self._store is not None:
+                self._save({**self._stored, spec.id: spec})
+                self._stored[spec.id] = spec
+
+        return self._start(spec, keep)
+
+    def restore(self, specs: list[StreamSpec]) -> None:
+        """Start the cameras read from the camera store (after the config file's). One that cannot start
+        (its file is gone, files are no longer allowed, a config-file camera has its id) is logged and
+        stays in the store until DELETE removes it."""
+        with self._lock:
+            self._stored.update((s.id, s) for s in specs)
+        if self._store is not None:
+            log.info("camera store %s: %d camera(s)", self._store.path, len(specs))
+        for spec in specs:
+            try:
+                self._check_file(spec)
+                self._start(spec)
+            except AedmaeError as e:
+                log.error("camera %s from the camera store not started: %s (DELETE /v1/streams/%s forgets it)",
+                          spec.id, e, spec.id)
+
+    def _start(self, spec: StreamSpec, before: Callable[[], None] | None = None) -> Stream:
+        with self._lock:
+            if spec.id in self._streams:
+                raise Conflict(f"camera {spec.id!r} already exists: DELETE it first to change it")
+            if len(self._streams) >= self.settings.max_streams:
+                raise Overloaded(f"{len(self._streams)} cameras are registered (max_streams)")
+            if before is not None:
+                before()
+            stream = self._streams[spec.id] = Stream(spec, self)
+        stream.start()
+        return stream
+
+    def _save(self, stored: dict[str, StreamSpec]) -> None:
+        assert self._store is not None
+        try:
+            self._store.save(list(stored.values()))
+        except OSError as e:
+            raise StoreFailed(f"cannot write the camera store {self._store.path} ({e.strerror or e}); "
+                              "nothing changed") from None
+
+    def _check_file(self, spec: StreamSpec) -> None:
         path = spec.file_path
         if path is not None:
             if not self.settings.allow_file_streams:
@@ -62,14 +116,6 @@ class StreamManager:
                 raise BadRequest(f"not a usable file path: {e.strerror}") from None
             if not found:
                 raise BadRequest(f"no such video file: {path}")
-        with self._lock:
-            if spec.id in self._streams:
-                raise Conflict(f"camera {spec.id!r} already exists: DELETE it first to change it")
-            if len(self._streams) >= self.settings.max_streams:
-                raise Overloaded(f"{len(self._streams)} cameras are registered (max_streams)")
-            stream = self._streams[spec.id] = Stream(spec, self)
-        stream.start()
-        return stream
 
     def get(self, stream_id: str) -> Stream:
         stream = self._streams.get(stream_id)
@@ -85,18 +131,29 @@ class StreamManager:
             return list(self._streams.values())
 
     def remove(self, stream_id: str) -> None:
-        """Stop the camera (blocking until its reader ends, at most its timeouts) and forget it."""
+        """Stop the camera (blocking until its reader ends, at most its timeouts) and forget it, in the
+        camera store too (written first: a removal that cannot be stored changes nothing)."""
+        with self._lock:
+            if stream_id not in self._streams and stream_id not in self._stored:
+                raise NotFound(f"no camera {stream_id!r}")
+            if stream_id in self._stored:
+                self._save({k: v for k, v in self._stored.items() if k != stream_id})
+                del self._stored[stream_id]
+        self._detach(stream_id)
+
+    def _detach(self, stream_id: str) -> None:
+        """Stop a camera and drop its series; the camera store keeps it (server shutdown)."""
         with self._lock:
             stream = self._streams.pop(stream_id, None)
-        if stream is None:
-            raise NotFound(f"no camera {stream_id!r}")
+        if stream is None:  # stored, but it could not start
+            return
         stream.stop()
         with contextlib.suppress(KeyError):  # a camera that never scored a frame has no series
             self.metrics.frame_age.remove(stream_id)
 
     def stop(self) -> None:
         streams = self.list()
-        threads = [threading.Thread(target=self.remove, args=(s.spec.id,), daemon=True) for s in streams]
+        threads = [threading.Thread(target=self._detach, args=(s.spec.id,), daemon=True) for s in streams]
         for t in threads:
             t.start()
         for t in threads:

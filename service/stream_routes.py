@@ -20,6 +20,7 @@ BOUNDARY = "aedmaeframe"
 MJPEG = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
 KEEPALIVE_S = 15.0
 ERRORS = error_responses(400, 401, 404, 409, 422, 429, 503)
+STORING = error_responses(400, 401, 404, 409, 422, 429, 500, 503)  # 500: the camera store could not be written
 
 
 def picture_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
@@ -39,10 +40,11 @@ StreamId = Annotated[str, Path(pattern=STREAM_ID_PATTERN)]
 router = APIRouter(tags=["cameras"])
 
 
-@router.post("/v1/streams", status_code=201, responses=ERRORS, dependencies=[Depends(require_api_key)],
-             summary="register a camera; it connects and starts scoring at once")
+@router.post("/v1/streams", status_code=201, responses=STORING, dependencies=[Depends(require_api_key)],
+             summary="register a camera; it connects and starts scoring at once (and is kept in the camera "
+                     "store, when one is set, across restarts)")
 async def add_stream(spec: StreamSpec, manager: Manager) -> JSONResponse:
-    stream = await asyncio.to_thread(manager.add, spec)
+    stream = await asyncio.to_thread(manager.add, spec, True)
     return JSONResponse(stream.describe(), status_code=201, headers={"Location": f"/v1/streams/{spec.id}"})
 
 
@@ -56,8 +58,9 @@ async def get_stream(stream_id: StreamId, manager: Manager) -> dict[str, Any]:
     return manager.get(stream_id).describe()
 
 
-@router.delete("/v1/streams/{stream_id}", status_code=204, responses=ERRORS, dependencies=[Depends(require_api_key)],
-               summary="stop a camera and forget it (an open event ends)")
+@router.delete("/v1/streams/{stream_id}", status_code=204, responses=STORING,
+               dependencies=[Depends(require_api_key)],
+               summary="stop a camera and forget it, in the camera store too (an open event ends)")
 async def delete_stream(stream_id: StreamId, manager: Manager) -> Response:
     await asyncio.to_thread(manager.remove, stream_id)
     return Response(status_code=204)

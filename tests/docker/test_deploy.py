@@ -45,7 +45,7 @@ def test_compose_file_is_valid():
     r = run(tool("docker-compose"), "-f", str(DOCKER / "compose.yaml"), "config", "-q")
     assert r.returncode == 0, r.stdout + r.stderr
     text = (DOCKER / "compose.yaml").read_text()
-    for needle in ("profiles: [cpu]", "profiles: [gpu]", "prometheus", "grafana", "aedmae-models:"):
+    for needle in ("profiles: [cpu]", "profiles: [gpu]", "prometheus", "grafana", "aedmae-models:", "aedmae-state:"):
         assert needle in text
 
 
