@@ -123,6 +123,10 @@ class StreamManager:
             raise NotFound(f"no camera {stream_id!r}")
         return stream
 
+    def is_stored(self, stream_id: str) -> bool:
+        """Whether the camera store keeps this camera across restarts."""
+        return stream_id in self._stored
+
     def has(self, stream: Stream) -> bool:
         return self._streams.get(stream.spec.id) is stream
 

@@ -334,6 +334,6 @@ class Stream:
                 "latest": None if latest is None else {k: v for k, v in latest.items()
                                                        if k not in ("image", "heatmap")},
                 "lookahead_frames": LOOKAHEAD, "smoothing_delay_frames": self.smoothing_delay_frames,
-                "scene": self.scene(), "created_at": self.created,
+                "scene": self.scene(), "created_at": self.created, "stored": self.hub.is_stored(self.spec.id),
             }
         return out

@@ -92,6 +92,7 @@ def test_cameras_registered_through_the_api_survive_a_restart(tiny_checkpoint, t
         listed = {x["id"]: x for x in c.get("/v1/streams").json()["streams"]}
         assert sorted(listed) == ["cfg", "door", "gate"]
         assert "s3cret" not in c.get("/v1/streams/gate").text  # kept in the file, never shown
+        assert c.get("/v1/streams/gate").json()["stored"] and not c.get("/v1/streams/cfg").json()["stored"]
         assert c.delete("/v1/streams/door").status_code == 204
         assert c.delete("/v1/streams/cfg").status_code == 204  # a config-file camera: gone until the next start
     assert [cam["id"] for cam in json.loads(store.read_text())["cameras"]] == ["gate"]
