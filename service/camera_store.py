@@ -1,8 +1,8 @@
 """Cameras registered through the API, kept in a JSON file so that they survive a restart.
 
 Only cameras added with ``POST /v1/streams`` live here; cameras of the config file come from the config
-file. The file is rewritten whole on every change (a temporary file beside it, fsync, then an atomic
-rename), so a crash leaves either the old or the new list, never half of one; it is created readable by
+file. The file is rewritten whole on every change (a temporary file beside it, fsync, an atomic rename, fsync
+of the folder), so a crash leaves either the old or the new list, never half of one; it is created readable by
 its owner only, since camera URLs may carry credentials. A file that cannot be read or holds anything
 but valid cameras stops the server at start (the operator fixes or removes it): starting with an empty
 list would overwrite it at the next registration."""
@@ -69,3 +69,8 @@ class CameraStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        folder = os.open(self.path.parent, os.O_RDONLY)
+        try:  # the rename itself survives a power cut only once the folder is synced
+            os.fsync(folder)
+        finally:
+            os.close(folder)
