@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from model.checkpoint import META, digest, sha256
+from model.checkpoint import META, digest, is_checkpoint, sha256
 from model.errors import CheckpointError
 
 INPUT_NAME = "frames"
@@ -94,7 +94,7 @@ def load_bundle(path: str | Path, verify_hash: bool = True) -> Bundle:
     p = Path(path)
     if p.is_dir():
         graphs = sorted(p.glob("*.onnx"))
-        if not graphs and digest(p) is not None:
+        if not graphs and is_checkpoint(p):
             raise CheckpointError(f"{p}: a checkpoint without its ONNX graph; export it first: "
                                   f"aedmae export onnx --model {p} --out {p / 'model.onnx'}")
         if not graphs:

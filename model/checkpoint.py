@@ -37,8 +37,12 @@ def digest(folder: str | Path) -> str | None:
     """SHA-256 of a checkpoint's two files together (weights, then metadata), or None when the folder
     holds no complete checkpoint. Any re-save (training, recalibration) changes it: an exported graph
     records the digest of the checkpoint it came from, so a graph left beside a newer checkpoint is caught."""
-    files = [Path(folder) / WEIGHTS, Path(folder) / META]
-    return sha256(*files) if all(f.is_file() for f in files) else None
+    return sha256(Path(folder) / WEIGHTS, Path(folder) / META) if is_checkpoint(folder) else None
+
+
+def is_checkpoint(folder: str | Path) -> bool:
+    """Whether the folder holds both files of a checkpoint."""
+    return (Path(folder) / WEIGHTS).is_file() and (Path(folder) / META).is_file()
 
 
 def code_version() -> str:
@@ -58,7 +62,7 @@ def resolve(path: str | Path) -> Path:
     """The checkpoint folder for a folder, a ``model.json`` or a ``model.safetensors`` path."""
     p = Path(path)
     folder = p if p.is_dir() else p.parent
-    if not (folder / WEIGHTS).is_file() or not (folder / META).is_file():
+    if not is_checkpoint(folder):
         raise CheckpointError(f"{path}: not a checkpoint (expected {WEIGHTS} and {META} in {folder})")
     return folder
 
