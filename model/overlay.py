@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import cv2
 import numpy as np
+
+from model.regions import Region
 
 
 def overlay_heatmap(frame: np.ndarray, heatmap: np.ndarray, vmax: float, alpha: float = 0.45) -> np.ndarray:
@@ -28,4 +32,17 @@ def caption(image: np.ndarray, text: str, alert: bool = False, scale: float = 1.
     org, size = (round(4 * scale), round(14 * scale)), 0.4 * scale
     cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), max(3, round(3 * scale)), cv2.LINE_AA)
     cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, colour, max(1, round(scale)), cv2.LINE_AA)
+    return out
+
+
+def draw_regions(image: np.ndarray, regions: Iterable[Region]) -> np.ndarray:
+    """Outline each region's box (fractions of the picture's size) in white over a dark edge."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    thick = max(1, round(w / 320))
+    for region in regions:
+        x0, y0, x1, y1 = region.box
+        p0, p1 = (round(x0 * w), round(y0 * h)), (round(x1 * w) - 1, round(y1 * h) - 1)
+        cv2.rectangle(out, p0, p1, (0, 0, 0), thick + 2)
+        cv2.rectangle(out, p0, p1, (255, 255, 255), thick)
     return out

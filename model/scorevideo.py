@@ -20,7 +20,8 @@ from model.errors import DataError
 from model.evaluation import scorer_from_meta
 from model.frames import discover, read_frames, to_model_frame
 from model.metrics import InOrderSmoothing, OnlineSmoother
-from model.overlay import caption, overlay_heatmap
+from model.overlay import caption, draw_regions, overlay_heatmap
+from model.regions import ALERT_REGIONS, hot_regions
 from model.scoring import score_frames
 from model.window import FrameWindow
 
@@ -54,7 +55,10 @@ class _AnnotatedWriter:
     def write(self, frame: np.ndarray, heatmap: np.ndarray, row: dict[str, Any]) -> None:
         self.values.append(row["smoothed"])
         rgb = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB) if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        tile = caption(overlay_heatmap(rgb, heatmap, self.vmax),
+        tile = overlay_heatmap(rgb, heatmap, self.vmax)
+        if row["alert"]:
+            tile = draw_regions(tile, hot_regions(heatmap, ALERT_REGIONS))
+        tile = caption(tile,
                        f"#{row['frame']} score {row['smoothed']:.2f}{'  ALERT' if row['alert'] else ''}",
                        alert=row["alert"])
         canvas = np.concatenate([tile, _curve(self.values, self.width, len(self.values))], axis=0)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from model.regions import ALERT_REGIONS, Region, hot_regions
 from service.settings import EventSettings
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,18 @@ class Event:
     end_frame: int | None = None
     end_reason: str | None = None  # "score" | "gap" | "invalid_input" | "stream_removed"
     snapshot: Any = field(default=None, repr=False)  # (frame, heatmap) at the peak, or encoded JPEG bytes
+    regions: list[Region] = field(default_factory=list, repr=False)  # the peak frame's hottest regions
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "stream": self.stream, "start_time": self.start_time, "start_frame": self.start_frame,
                 "end_time": self.end_time, "end_frame": self.end_frame, "end_reason": self.end_reason,
                 "peak_score": round(self.peak_score, 6), "peak_frame": self.peak_frame,
-                "active": self.end_time is None, "snapshot": f"/v1/events/{self.id}/snapshot.jpg"}
+                "active": self.end_time is None, "snapshot": f"/v1/events/{self.id}/snapshot.jpg",
+                "peak_regions": [r.to_dict() for r in self.regions]}
+
+    def set_peak(self, score: float, frame: int, snapshot: tuple[np.ndarray, np.ndarray] | None) -> None:
+        self.peak_score, self.peak_frame, self.snapshot = score, frame, snapshot
+        self.regions = hot_regions(snapshot[1], ALERT_REGIONS) if snapshot is not None else []
 
 
 class EventDetector:
@@ -75,7 +82,7 @@ class EventDetector:
         if self.active is not None:
             ev = self.active
             if smoothed > ev.peak_score:
-                ev.peak_score, ev.peak_frame, ev.snapshot = smoothed, frame, snapshot
+                ev.set_peak(smoothed, frame, snapshot)
             if smoothed < self.s.exit:
                 self._below_since = t_media if self._below_since is None else self._below_since
                 if t_media - self._below_since >= self.s.min_duration_s - EPS:
@@ -90,8 +97,8 @@ class EventDetector:
             self._above_since = (t_media, t_unix, frame)
         if t_media - self._above_since[0] >= self.s.min_duration_s - EPS:
             _, start_unix, start_frame = self._above_since
-            self.active = Event(uuid.uuid4().hex[:16], self.stream, start_unix, start_frame, smoothed, frame,
-                                snapshot=snapshot)
+            self.active = Event(uuid.uuid4().hex[:16], self.stream, start_unix, start_frame, smoothed, frame)
+            self.active.set_peak(smoothed, frame, snapshot)
             self._above_since = self._below_since = None
             out.append(("start", self.active))
         return out

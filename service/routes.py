@@ -13,11 +13,19 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from model.regions import hot_regions
 from model.window import LOOKAHEAD
 from service.decoding import heatmap_png, images_to_frames, multipart_files, npy_to_frames
 from service.errors import BadRequest, NotFound, NotReady, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from service.runtime import FrameResult, ScoringRuntime
 from service.settings import STREAM_ID_PATTERN
+
+
+class HotRegion(BaseModel):
+    box: list[float] = Field(description="x0, y0, x1, y1 as fractions of the frame's width and height")
+    peak: float = Field(description="the region's hottest token score (heatmap units)")
+    share: float = Field(description="the region's share of the frame's total heat")
+    tokens: int
 
 
 class FrameScore(BaseModel):
@@ -30,6 +38,7 @@ class FrameScore(BaseModel):
     heatmap: list[list[float]] | str | None = Field(
         None, description="per-token scores (grid), or a base64 8-bit grayscale PNG at token resolution where "
                           "255 = twice the alert threshold's score (png), or none")
+    boxes: list[HotRegion] | None = Field(None, description="with heatmap=boxes: the top_k hottest regions")
 
 
 class SceneFit(BaseModel):
@@ -85,6 +94,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 ERRORS = error_responses(400, 401, 404, 413, 415, 422, 429, 500, 503, 504)
 router = APIRouter()
+MAX_TOP_K = 16
 
 SCORE_BODY = {
     "requestBody": {
@@ -134,17 +144,20 @@ async def _frames_from_request(request: Request, runtime: ScoringRuntime) -> np.
     return frames
 
 
-def _frame_score(r: FrameResult, heatmap: str, scale: float) -> FrameScore:
+def _frame_score(r: FrameResult, heatmap: str, scale: float, top_k: int) -> FrameScore:
     o = r.outputs
     hm: list[list[float]] | str | None = None
-    if heatmap == "grid":
+    boxes = None
+    if heatmap == "boxes":
+        boxes = [HotRegion(**region.to_dict()) for region in hot_regions(o["heatmap"], top_k)]
+    elif heatmap == "grid":
         hm = np.round(o["heatmap"].astype(float), 6).tolist()
     elif heatmap == "png":
         hm = base64.b64encode(heatmap_png(o["heatmap"], scale)).decode()
     calibrated = float(o["calibrated"])
     return FrameScore(index=r.index, score=float(o["score"]), teacher_error=float(o["teacher_error"]),
                       discrepancy=float(o["discrepancy"]), calibrated=calibrated, is_anomaly=calibrated >= 0.5,
-                      heatmap=hm)
+                      heatmap=hm, boxes=boxes)
 
 
 @router.post("/v1/score", response_model=ScoreResponse, responses=ERRORS, openapi_extra=SCORE_BODY,
@@ -152,7 +165,8 @@ def _frame_score(r: FrameResult, heatmap: str, scale: float) -> FrameScore:
 async def score(
     request: Request,
     runtime: Runtime,
-    heatmap: Annotated[Literal["none", "grid", "png"], Query(description="heatmap form")] = "none",
+    heatmap: Annotated[Literal["none", "grid", "png", "boxes"], Query(description="heatmap form")] = "none",
+    top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K, description="with heatmap=boxes: regions per frame")] = 3,
     stream_id: Annotated[str | None, Query(pattern=STREAM_ID_PATTERN,
                                            description="keep temporal context across requests")] = None,
     flush: Annotated[bool, Query(description="with stream_id: end of clip, score the frames still waiting")] = False,
@@ -170,7 +184,7 @@ async def score(
     for c in calibrated:
         runtime.metrics.score_distribution.labels(source="http").observe(c)
     scene = SceneFit(**context.tally(calibrated)) if context is not None else None
-    return ScoreResponse(frames=[_frame_score(r, heatmap, scale) for r in results], stream_id=stream_id,
+    return ScoreResponse(frames=[_frame_score(r, heatmap, scale, top_k) for r in results], stream_id=stream_id,
                          scene=scene, pending_frames=pending, model=runtime.bundle.graph.name)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import cv2
@@ -16,7 +16,8 @@ from prometheus_client.registry import Collector
 
 from model.calibration import SCENE_CHECK_FRAMES
 from model.errors import AedmaeError
-from model.overlay import caption, overlay_heatmap
+from model.overlay import caption, draw_regions, overlay_heatmap
+from model.regions import Region
 from service.camera_store import CameraStore
 from service.errors import BadRequest, Conflict, NotFound, Overloaded, StoreFailed
 from service.events import Event, EventBus, WebhookSender
@@ -28,12 +29,14 @@ log = logging.getLogger(__name__)
 PREVIEW_WIDTH = 640
 
 
-def render(image: np.ndarray, heatmap: np.ndarray, vmax: float, text: str, alert: bool) -> bytes:
-    """A model-size frame with its heatmap and a caption, upscaled for people, as JPEG."""
+def render(image: np.ndarray, heatmap: np.ndarray, vmax: float, text: str, alert: bool,
+           regions: Sequence[Region] = ()) -> bytes:
+    """A model-size frame with its heatmap, boxes round ``regions`` and a caption, upscaled for people, as JPEG."""
     picture = overlay_heatmap(image, heatmap, vmax)
     h, w = picture.shape[:2]
     if w < PREVIEW_WIDTH:
         picture = cv2.resize(picture, (PREVIEW_WIDTH, round(h * PREVIEW_WIDTH / w)), interpolation=cv2.INTER_LINEAR)
+    picture = draw_regions(picture, regions)
     picture = caption(picture, text, alert, scale=picture.shape[1] / 320)
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
     assert ok
@@ -186,7 +189,7 @@ class StreamManager:
             return event.snapshot
         frame, heatmap = event.snapshot
         return render(frame, heatmap, self.runtime.heatmap_scale, f"{event.stream} event peak {event.peak_score:.2f}",
-                      alert=True)
+                      alert=True, regions=event.regions)
 
     def preview_jpeg(self, stream: Stream) -> bytes | None:
         latest = stream.latest

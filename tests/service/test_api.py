@@ -9,6 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
+from model.regions import hot_regions
 from tests.conftest import npy_body as npy
 from tests.conftest import scene_frames
 
@@ -64,6 +65,24 @@ def test_png_heatmap(server):
     png = base64.b64decode(r.json()["frames"][0]["heatmap"])
     image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
     assert image.shape == (4, 6) and image.dtype == np.uint8
+
+
+def test_boxes_are_the_hottest_regions_of_the_grid(server):
+    body = npy(CLIP[:5])
+    headers = {"content-type": "application/x-npy"}
+    grid = httpx.post(server.url + "/v1/score?heatmap=grid", content=body, headers=headers).json()["frames"]
+    r = httpx.post(server.url + "/v1/score?heatmap=boxes&top_k=2", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    for g, b in zip(grid, r.json()["frames"], strict=True):
+        assert b["heatmap"] is None and g["boxes"] is None
+        want = hot_regions(np.array(g["heatmap"]), 2)
+        assert 1 <= len(b["boxes"]) == len(want) <= 2
+        for got, region in zip(b["boxes"], want, strict=True):
+            assert got["box"] == pytest.approx(region.box) and got["tokens"] == region.tokens
+            assert got["peak"] == pytest.approx(region.peak, rel=1e-5) and got["share"] == pytest.approx(region.share)
+    for bad in ("top_k=0", "top_k=17", "top_k=two"):
+        r = httpx.post(server.url + f"/v1/score?heatmap=boxes&{bad}", content=body, headers=headers)
+        assert r.status_code == 422 and r.json()["error"] == "invalid_request", bad
 
 
 def test_chunked_stream_equals_one_request(server):

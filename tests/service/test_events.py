@@ -36,6 +36,17 @@ def test_event_needs_min_duration_above_enter_and_ends_below_exit():
     assert ev.end_reason == "score" and ev.end_frame == 14 and ev.start_time == pytest.approx(1000.4)
 
 
+def test_event_regions_are_those_of_its_peak_frame():
+    d = EventDetector("cam", EventSettings(enter=0.7, exit=0.5, min_duration_s=0, cooldown_s=0))
+    frame = np.zeros((8, 12, 1), np.uint8)
+    heat = {i: np.zeros((4, 6), np.float32) for i in range(4)}
+    heat[0][0, 0] = heat[1][3, 5] = heat[2][1, 2] = 1.0
+    events = [ev for i, s in enumerate([0.8, 0.9, 0.85, 0.3]) for _, ev in d.update(i, i, i, s, (frame, heat[i]))]
+    ev = events[-1].to_dict()
+    assert ev["peak_frame"] == 1 and [r["box"] for r in ev["peak_regions"]] == [[0.833333, 0.75, 1.0, 1.0]]
+    assert events[0].to_dict()["peak_regions"] == ev["peak_regions"]  # one object, updated as the peak rises
+
+
 def test_scores_between_exit_and_enter_keep_an_event_open():
     d = EventDetector("cam", EventSettings(enter=0.7, exit=0.5, min_duration_s=0, cooldown_s=0))
     marks, _ = run(d, [0.8, 0.6, 0.55, 0.6, 0.65, 0.4])

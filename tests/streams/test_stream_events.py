@@ -65,6 +65,7 @@ def test_file_camera_event_reaches_sse_webhook_and_snapshot(tiny_checkpoint, tmp
         (k1, start), (k2, end) = messages
         assert (k1, k2) == ("start", "end") and start["id"] == end["id"] and start["stream"] == "clip"
         assert start["start_frame"] == 0 and end["end_reason"] == "gap" and end["end_frame"] == 39
+        assert end["peak_regions"] and all(0 <= r["box"][0] < r["box"][2] <= 1 for r in end["peak_regions"])
         assert wait_for(lambda: len(Hook.received) == 2, 10)
         assert [m["type"] for m in Hook.received] == ["start", "end"] and Hook.received[1]["event"] == end
         snap = c.get(end["snapshot"])
