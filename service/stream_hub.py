@@ -62,6 +62,9 @@ class StreamManager:
         """Register and start a camera. ``store`` (API registrations): keep it in the camera store too,
         written before the camera starts, so a registration that cannot be stored changes nothing."""
         self._check_file(spec)
+        path = spec.file_path
+        if path is not None and not path.is_absolute():  # the camera store must not depend on the cwd
+            spec = spec.model_copy(update={"url": str(path.resolve())})
 
         def keep() -> None:
             if spec.id in self._stored:

@@ -74,6 +74,19 @@ def test_settings_refuse_a_folder_or_a_missing_folder(tmp_path):
         Settings(camera_store=tmp_path / "missing" / "cameras.json")
 
 
+def test_a_relative_file_path_is_stored_absolute(tiny_checkpoint, tmp_path, monkeypatch):
+    write_video(tmp_path / "clip.mp4", scene_frames(40))
+    settings = {"model": tiny_checkpoint, "camera_store": tmp_path / "cameras.json"}
+    monkeypatch.chdir(tmp_path)
+    with live_server(**settings) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        assert c.post("/v1/streams", json={"id": "door", "url": "clip.mp4"}).status_code == 201
+    assert json.loads((tmp_path / "cameras.json").read_text())["cameras"][0]["url"] == str(tmp_path / "clip.mp4")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # a restart from another folder still finds the file
+    with live_server(**settings) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        assert [x["id"] for x in c.get("/v1/streams").json()["streams"]] == ["door"]
+
+
 def test_cameras_registered_through_the_api_survive_a_restart(tiny_checkpoint, tmp_path):
     clip = write_video(tmp_path / "clip.mp4", scene_frames(40))
     store = tmp_path / "cameras.json"
