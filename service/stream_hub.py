@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from model.calibration import SCENE_CHECK_FRAMES
 from model.errors import AedmaeError
 from model.overlay import caption, draw_regions, overlay_heatmap
-from model.regions import Region
+from model.regions import ALERT_REGIONS, Region, hot_regions
 from service.camera_store import CameraStore
 from service.errors import BadRequest, Conflict, NotFound, Overloaded, StoreFailed
 from service.events import Event, EventBus, WebhookSender
@@ -202,7 +202,8 @@ class StreamManager:
         active = stream.detector.active is not None
         state = latest["invalid_reason"] or ("EVENT" if active else "")
         text = f"{stream.spec.id} #{latest['frame']} score {score:.2f} {state}".rstrip()
-        return render(latest["image"], latest["heatmap"], self.runtime.heatmap_scale, text, active)
+        regions = hot_regions(latest["heatmap"], ALERT_REGIONS) if active else []
+        return render(latest["image"], latest["heatmap"], self.runtime.heatmap_scale, text, active, regions)
 
 
 class StreamCollector(Collector):

@@ -5,6 +5,7 @@ import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import ClassVar
 
 import cv2
@@ -14,6 +15,7 @@ import pytest
 
 from model.calibration import SCENE_CHECK_FRAMES
 from model.metrics import OnlineSmoother, gaussian_smooth
+from service.stream_hub import StreamManager
 from tests.conftest import avenue_clip, camera, npy_body, require_shared, scene_frames, wait_for, write_video
 from tests.service.conftest import live_server
 
@@ -81,6 +83,23 @@ def test_file_camera_event_reaches_sse_webhook_and_snapshot(tiny_checkpoint, tmp
         assert replay == ["end"]  # reconnecting clients get what they missed
         assert 'aedmae_webhook_deliveries_total{outcome="delivered"} 2.0' in c.get("/metrics").text
     hook.shutdown()
+
+
+def test_preview_boxes_the_hottest_regions_only_during_an_event():
+    heat = np.zeros((4, 6), np.float32)
+    heat[3, 5] = 1.0  # the bottom-right token: its box spans x 533..639, y 320..426 of the 640-wide preview
+    latest = {"image": np.full((32, 48, 1), 90, np.uint8), "heatmap": heat, "invalid_reason": None, "frame": 7}
+    hub = SimpleNamespace(runtime=SimpleNamespace(heatmap_scale=2.0))
+
+    def preview(active: object) -> np.ndarray:
+        stream = SimpleNamespace(latest=latest, spec=SimpleNamespace(id="cam"), current_score=lambda: 0.9,
+                                 detector=SimpleNamespace(active=active))
+        jpeg = StreamManager.preview_jpeg(hub, stream)  # type: ignore[arg-type]
+        return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).astype(int)
+
+    diff = np.abs(preview(object()) - preview(None)).max(axis=2)
+    assert diff[330:420, 531:536].mean() > 60  # the box's left edge, drawn only with an event open
+    assert diff[100:300, 100:500].mean() < 2  # the rest of the picture is the same
 
 
 def test_frozen_or_blank_camera_raises_no_event(tiny_checkpoint, tmp_path):
