@@ -1,7 +1,8 @@
 """End-to-end service speed: real footage as JPEG batches from concurrent clients over loopback.
 
     python benchmarks/bench_service.py [--clients 8] [--frames-per-request 8] [--seconds 20]
-        [--compare-batch1] [--serve-args "..."] [--footage DIR] [--profile] [--json FILE] [--quick]
+        [--compare-batch1] [--heatmaps grid png boxes] [--serve-args "..."] [--footage DIR] [--profile]
+        [--json FILE] [--quick]
 
 Starts ``aedmae serve`` (the shipped model unless --serve-args says otherwise) on a free loopback
 port, sends JPEGs cut from ../shared/data/footage/*.mp4 (a generated clip when that is absent),
@@ -13,6 +14,9 @@ is measured in the same run, so both targets are ratios from one run on one mach
 says where the time went: the workers' busy share and the mean queue wait (from /metrics); ``--profile``
 samples the server with py-spy during the dynamic row and reports the GIL held per frame scored
 (``gil_ms_per_frame``: the GIL-held share of the sampled seconds over the row's frames/s).
+``--heatmaps`` loads the same server again asking for each heatmap form (``heatmap=`` of /v1/score),
+so what a heatmap costs, in frames/s and in response bytes a frame, is a ratio to the dynamic row
+(``heatmap=none``) of the same run.
 """
 
 from __future__ import annotations
@@ -134,8 +138,10 @@ def metric_sum(text: str, name: str) -> float:
                if line.startswith(name) and line[len(name)] in "{ ")
 
 
-def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: float) -> dict[str, Any]:
+def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: float,
+         heatmap: str = "none") -> dict[str, Any]:
     latencies: list[float] = []
+    response_bytes: list[int] = []
     codes: dict[int, int] = {}
     frames_done = [0]
     lock = threading.Lock()
@@ -149,12 +155,13 @@ def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: 
                 i += per_request
                 files = [("frames", (f"{j}.jpg", b, "image/jpeg")) for j, b in enumerate(batch)]
                 t0 = time.perf_counter()
-                r = c.post(url + "/v1/score", files=files)
+                r = c.post(url + "/v1/score", files=files, params={"heatmap": heatmap})
                 dt = time.perf_counter() - t0
                 with lock:
                     codes[r.status_code] = codes.get(r.status_code, 0) + 1
                     if r.status_code == 200:
                         latencies.append(dt)
+                        response_bytes.append(len(r.content))
                         frames_done[0] += per_request
                     elif r.status_code == 429:
                         time.sleep(float(r.headers.get("retry-after", "1")))
@@ -182,6 +189,8 @@ def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: 
             "latency_s": {"p50": round(q[0], 4), "p95": round(q[1], 4), "p99": round(q[2], 4)},
             "mean_batch_size": round(total / batches, 2) if batches else 0, "batch_size_buckets": buckets,
             "clients": clients, "frames_per_request": per_request, "seconds": round(elapsed, 1),
+            "heatmap": heatmap, "response_bytes_per_frame":
+                round(statistics.median(response_bytes) / per_request) if response_bytes else None,
             # where the time went: the backend's busy share of the workers' time (near 1: the model is the
             # limit; well below: decoding, HTTP or the clients are), and a frame's mean wait in the queue
             "workers_busy": round(grown("aedmae_inference_duration_seconds_sum") / (elapsed * workers), 3),
@@ -217,6 +226,8 @@ def main() -> None:
     p.add_argument("--serve-args", default="--max-batch-size 16")
     p.add_argument("--compare-batch1", action="store_true",
                    help="also serve with max_batch_size=1 (1 frame per request, and the dynamic row's requests)")
+    p.add_argument("--heatmaps", nargs="+", default=[], choices=["grid", "png", "boxes"],
+                   help="also load the same server asking for each heatmap form (the dynamic row asks for none)")
     p.add_argument("--profile", action="store_true", help="py-spy the server during the dynamic row")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--footage", default=str(FOOTAGE), help="folder of mp4 files to cut frames from")
@@ -241,6 +252,10 @@ def main() -> None:
             share = result.get("profile", {}).get("gil_held_share")
             if share is not None:  # the Python side's cost a frame: what caps one process at GPU rates
                 result["profile"]["gil_ms_per_frame"] = round(1000 * share / result["dynamic"]["frames_per_s"], 3)
+        for mode in args.heatmaps:  # after the dynamic row, on the same warm server
+            row = load(url, jpegs, args.clients, args.frames_per_request, args.seconds, heatmap=mode)
+            row["fps_vs_no_heatmap"] = round(row["frames_per_s"] / max(result["dynamic"]["frames_per_s"], 1e-9), 3)
+            result[f"heatmap_{mode}"] = row
         if not args.serve_args.count("cuda"):
             served_batch = int(httpx.get(url + "/v1/model").json()["max_batch_size"])
             argv = shlex.split(args.serve_args)

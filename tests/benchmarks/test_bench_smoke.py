@@ -63,8 +63,8 @@ def test_bench_training_quick(tmp_path, footage):
 
 @pytest.mark.slow
 def test_bench_service_quick_on_a_served_model_of_its_own(tmp_path, tiny_checkpoint):
-    result, stdout = run_benchmark(tmp_path, "bench_service.py", "--quick", "--compare-batch1", "--serve-args",
-                                   f"--model {tiny_checkpoint} --max-batch-size 4")
+    result, stdout = run_benchmark(tmp_path, "bench_service.py", "--quick", "--compare-batch1", "--heatmaps", "grid",
+                                   "boxes", "--serve-args", f"--model {tiny_checkpoint} --max-batch-size 4")
     rows = ("dynamic", "batch1", "batch1_same_requests", "dynamic_1frame")
     assert all(result[k]["frames_per_s"] > 0 and set(result[k]["codes"]) == {"200"} for k in rows)
     assert result["batch1_same_requests"]["mean_batch_size"] == 1.0
@@ -72,6 +72,12 @@ def test_bench_service_quick_on_a_served_model_of_its_own(tmp_path, tiny_checkpo
     assert result["batch1_same_requests"]["frames_per_request"] == result["dynamic"]["frames_per_request"] == 8
     assert result["model_level_fps"] > 0  # measured on the served model (gray, 32x48), not the shipped one
     assert result["dynamic_vs_batch1_same_requests"] > 0 and "dynamic_vs_batch1" in stdout
+    # the heatmap rows really asked for heatmaps: their responses are larger than the dynamic row's
+    grid, boxes = result["heatmap_grid"], result["heatmap_boxes"]
+    assert set(grid["codes"]) == set(boxes["codes"]) == {"200"} and result["dynamic"]["heatmap"] == "none"
+    none_bytes = result["dynamic"]["response_bytes_per_frame"]
+    assert grid["response_bytes_per_frame"] > none_bytes and boxes["response_bytes_per_frame"] > none_bytes
+    assert grid["fps_vs_no_heatmap"] > 0 and boxes["heatmap"] == "boxes"
 
 
 @pytest.mark.slow
