@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     max_pending_per_stream: int = Field(8, ge=1, le=1024,
                                         description="a camera's frames queued for inference, at most; when "
                                                     "more arrive the oldest is dropped (freshest first)")
+    scene_cut_change: float = Field(0.1, ge=0, le=10,
+                                    description="a camera frame that changed more than this from the one before "
+                                                "(service.stream_parts.picture_change) is a scene cut: "
+                                                "the window, smoothing and any open event restart there (0: off)")
     stream_history: int = Field(3000, ge=10, le=1_000_000, description="recent scores kept per camera")
     allow_file_streams: bool = Field(True, description="allow local video files as cameras (recorded clips)")
     webhook_url: str | None = Field(None, description="POST every event start and end here (JSON)")

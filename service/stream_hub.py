@@ -222,6 +222,9 @@ class StreamCollector(Collector):
         reconnects = CounterMetricFamily(f"{p}_stream_reconnects", "reconnection attempts", labels=["stream"])
         stalls = CounterMetricFamily(f"{p}_stream_stalls", "stalls noticed (no frame for stall_timeout_s)",
                                      labels=["stream"])
+        cuts = CounterMetricFamily(f"{p}_stream_scene_cuts", "scene cuts noticed (the picture changed at once: "
+                                   "another camera or preset; the window and any open event restart)",
+                                   labels=["stream"])
         score = GaugeMetricFamily(f"{p}_anomaly_score", "latest smoothed calibrated anomaly score", labels=["stream"])
         events = CounterMetricFamily(f"{p}_anomaly_events", "anomaly events started", labels=["stream"])
         share = GaugeMetricFamily(f"{p}_stream_alert_share", "share of the camera's recent frames at or above the "
@@ -236,6 +239,7 @@ class StreamCollector(Collector):
                 dropped.add_metric([sid, reason], s.dropped[reason])
             reconnects.add_metric([sid], st.reconnects)
             stalls.add_metric([sid], st.stalls)
+            cuts.add_metric([sid], s.scene_cuts)
             current = s.current_score()
             if current is not None:
                 score.add_metric([sid], current)
@@ -243,4 +247,4 @@ class StreamCollector(Collector):
             scene = s.scene()
             if scene["frames"] >= SCENE_CHECK_FRAMES:
                 share.add_metric([sid], scene["alert_share"])
-        yield from (up, frames, dropped, reconnects, stalls, score, events, share)
+        yield from (up, frames, dropped, reconnects, stalls, cuts, score, events, share)

@@ -36,7 +36,7 @@ from service.camera import CameraReader, redact
 from service.errors import DeadlineExceeded, Overloaded, ServiceError
 from service.events import EventDetector
 from service.settings import StreamSpec
-from service.stream_parts import RateMeter, Sampler, Validity
+from service.stream_parts import CutDetector, RateMeter, Sampler, Validity
 
 log = logging.getLogger(__name__)
 DROP_REASONS = ("superseded", "stale", "queue_full", "error", "not_ready")
@@ -66,6 +66,8 @@ class Stream:
         self.received = self.sampled = self.scored = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         self.events_total = 0
+        self.scene_cuts = 0
+        self._end_reason = "gap"  # why the last segment ended: "gap" (reconnect, stall, end of file) or "cut"
         self.scene_warned = False  # the unfamiliar-scene warning is logged once per camera
         self.input_rate, self.scored_rate = RateMeter(), RateMeter()
         self.history: deque[dict[str, Any]] = deque(maxlen=s.stream_history)
@@ -91,6 +93,7 @@ class Stream:
         self.window = FrameWindow()
         self.sampler = Sampler(self.spec.fps)
         self.validity = Validity()
+        self.cut_detector = CutDetector(self.hub.settings.scene_cut_change)
         self._realtime_start = None
 
     @property
@@ -103,7 +106,7 @@ class Stream:
         event ends; the next scored frame starts a fresh smoother (at the source's frame rate, known by then)."""
         events = self._apply_smoothed(self.smoothing.flush()) if self.smoothing else []
         self.smoothing = None
-        return events + self.detector.interrupt("gap")
+        return events + self.detector.interrupt(self._end_reason)
 
     def _new_smoothing(self) -> InOrderSmoothing:
         ev = self.spec.events
@@ -131,10 +134,11 @@ class Stream:
             return self.smoothed_latest
         return self.latest["calibrated"] if self.latest else None
 
-    def _end_segment(self) -> None:
+    def _end_segment(self, reason: str = "gap") -> None:
         """Score the frames still waiting for their look-ahead (edges clamped), wait for the segment's
-        frames in flight, then end any open event: no event spans the gap."""
+        frames in flight, then end any open event: no event spans the gap (or the scene cut)."""
         with self._lock:
+            self._end_reason = reason
             ready = self.window.flush()
             base = self._base
             self._base += self.window.seen
@@ -168,6 +172,10 @@ class Stream:
         runtime = self.hub.runtime
         frame = to_model_frame(image, runtime.bundle.image_size, runtime.bundle.channels)
         with self._lock:
+            cut = self.cut_detector.check(frame)
+        if cut is not None:
+            self._cut(frame, cut)
+        with self._lock:
             invalid = self.validity.check(frame, t_media)
             ready = self.window.push(frame)
             index = self._base + self.window.seen - 1
@@ -175,6 +183,17 @@ class Stream:
             base = self._base
         for t, x in ready:
             self._submit(base + t, x)
+
+    def _cut(self, frame: np.ndarray, change: float) -> None:
+        """A scene cut before this frame: the frames before it are scored with their window ending at
+        the cut, and this frame starts a fresh segment (window, smoother; an open event ends, "cut")."""
+        self.scene_cuts += 1
+        log.warning("camera %s: scene cut before frame %d (picture change %.2f from the frame before); "
+                    "the window, smoothing and any open event restart there", self.spec.id,
+                    self._base + self.window.seen, change)
+        self._end_segment("cut")
+        with self._lock:
+            self.cut_detector.check(frame)  # the fresh detector compares the next frame with this one
 
     def _pace(self, t_media: float) -> None:
         """Realtime files: wait until the frame's time in the file has come."""
@@ -327,7 +346,8 @@ class Stream:
             out |= {
                 "frames": {"received": self.received, "sampled": self.sampled, "scored": self.scored,
                            "dropped": dict(self.dropped)},
-                "reconnects": st.reconnects, "stalls": st.stalls, "last_error": st.last_error,
+                "reconnects": st.reconnects, "stalls": st.stalls, "scene_cuts": self.scene_cuts,
+                "last_error": st.last_error,
                 "state_history": list(st.history), "staleness_s": self.staleness_s if self.live else None,
                 "live": self.live, "events": self.spec.events.model_dump(), "events_total": self.events_total,
                 "active_event": self.detector.active.to_dict() if self.detector.active else None,

@@ -104,10 +104,12 @@ def avenue_clip(path: Path, frames: int) -> Path:
     return write_video(path, np.stack(out))
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
+def write_video(path: Path, frames: np.ndarray, fps: int = 25, fourcc: str = "mp4v") -> Path:
+    """An RGB clip as a video file; fourcc "MJPG" (in .avi) codes every frame on its own, so a clip's
+    frames decode the same alone as spliced into a longer file."""
     h, w = frames.shape[1:3]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    assert writer.isOpened(), "OpenCV cannot write mp4v here"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    assert writer.isOpened(), f"OpenCV cannot write {fourcc} here"
     for f in frames:
         writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     writer.release()

@@ -61,9 +61,11 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]], int]] = [
      [("{{stream}}", 'max by (stream) (aedmae_anomaly_score{stream=~"$stream"})'),
       ("threshold", "max(aedmae_anomaly_threshold)"),
       ("{{stream}} share alerting", 'max by (stream) (aedmae_stream_alert_share{stream=~"$stream"})')], 24),
-    ("Reconnects and stalls per camera (1h)", "timeseries", "none",
+    ("Reconnects, stalls and scene cuts per camera (1h)", "timeseries", "none",
      [("{{stream}} reconnects", 'sum by (stream) (increase(aedmae_stream_reconnects_total{stream=~"$stream"}[1h]))'),
-      ("{{stream}} stalls", 'sum by (stream) (increase(aedmae_stream_stalls_total{stream=~"$stream"}[1h]))')], 8),
+      ("{{stream}} stalls", 'sum by (stream) (increase(aedmae_stream_stalls_total{stream=~"$stream"}[1h]))'),
+      ("{{stream}} scene cuts",
+       'sum by (stream) (increase(aedmae_stream_scene_cuts_total{stream=~"$stream"}[1h]))')], 8),
     ("Dropped camera frames by reason", "timeseries", "fps",
      [("{{stream}} {{reason}}", 'sum by (stream, reason) '
                                 '(rate(aedmae_stream_frames_dropped_total{stream=~"$stream"}[5m]))')], 8),

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from model.cpu import native_cpu_bf16
+from tests.conftest import require_shared
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,6 +79,16 @@ def test_bench_service_quick_on_a_served_model_of_its_own(tmp_path, tiny_checkpo
     none_bytes = result["dynamic"]["response_bytes_per_frame"]
     assert grid["response_bytes_per_frame"] > none_bytes and boxes["response_bytes_per_frame"] > none_bytes
     assert grid["fps_vs_no_heatmap"] > 0 and boxes["heatmap"] == "boxes"
+
+
+def test_scene_cuts_quick(tmp_path):
+    require_shared("footage")
+    result, stdout = run_benchmark(tmp_path, "scene_cuts.py", "--quick")
+    rows = result["rows"]
+    assert rows["ped2 with avenue (a cut)"]["cut_share"] == 1.0  # every pair of the two scenes is a cut
+    assert all(rows[k]["cut_share"] == 0.0 for k in rows if "avenue (a cut)" not in k)
+    assert rows["one video, every 1 frame(s)"]["max"] < result["threshold"] < rows["ped2 with avenue (a cut)"]["min"]
+    assert "called a cut" in stdout
 
 
 @pytest.mark.slow

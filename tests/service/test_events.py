@@ -1,4 +1,5 @@
-"""Event hysteresis, sampling, validity, the SSE bus and the webhook sender (real HTTP on loopback)."""
+"""Event hysteresis, sampling, validity, scene cuts, the SSE bus and the webhook sender (real HTTP on
+loopback)."""
 
 import asyncio
 import json
@@ -6,13 +7,15 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
+import cv2
 import numpy as np
 import pytest
 
+from model.frames import to_model_frame
 from service.events import Event, EventBus, EventDetector, WebhookSender
 from service.settings import EventSettings, StreamSpec
-from service.stream_parts import RateMeter, Sampler, Validity
-from tests.conftest import wait_for
+from service.stream_parts import CutDetector, RateMeter, Sampler, Validity
+from tests.conftest import require_shared, scene_frames, wait_for
 
 
 def run(detector, scores, fps=10.0, start=0):
@@ -107,6 +110,38 @@ def test_validity_flags_frozen_and_blank_pictures():
     assert v.check(still, 0.6) == "frozen"
     assert v.check(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), 0.7) is None  # it moves again
     assert v.check(np.full((48, 64, 3), 3, np.uint8), 0.8) == "blank"
+
+
+def test_cut_detector_calls_another_scene_a_cut_and_nothing_else():
+    # blobs moving on a faint texture (they carry most of the picture's variation), at the tiny
+    # model's 32x48, where the correlation of consecutive frames fell to 0.47
+    a = np.stack([to_model_frame(f, (32, 48), 1) for f in scene_frames(30, 32, 48, seed=0)])
+    b = np.stack([to_model_frame(f, (32, 48), 1) for f in scene_frames(2, 32, 48, seed=5)])
+    d = CutDetector()
+    assert [d.check(f) for f in a] == [None] * 30 and 0 <= d.last < 0.1
+    r = d.check(b[0])  # another camera switched onto the stream
+    assert r is not None and r > 0.1 and r == d.last
+    assert d.check(b[1]) is None  # the new scene goes on
+    assert d.check(np.full_like(b[0], 7)) is None and d.last is None  # blank: Validity's business
+    off = CutDetector(max_change=0)
+    assert [off.check(f) for f in (a[0], b[0])] == [None, None] and off.last > 0.1
+    d.reset()
+    assert d.check(a[0]) is None and d.last is None  # nothing to compare with after a reset
+
+
+def test_cut_detector_on_real_footage():
+    """Ped2 consecutive frames are one scene, and so is a sudden change of exposure; an Avenue frame
+    after a Ped2 frame is a cut (at the shipped model's 160x240 gray; benchmarks/scene_cuts.py measures
+    every video)."""
+    folder = require_shared("ped2", "test", "01")
+    ok, avenue = cv2.VideoCapture(str(require_shared("footage", "avenue_train_11.mp4"))).read()
+    assert ok
+    ped2 = [to_model_frame(cv2.imread(str(p)), (160, 240), 1) for p in sorted(folder.glob("*.jpg"))[:30]]
+    d = CutDetector()
+    assert [d.check(f) for f in ped2] == [None] * 30 and d.last < 0.05
+    darker = (ped2[-1] * 0.5 + 40).astype(np.uint8)  # the exposure changes at once
+    assert d.check(darker) is None and d.last < 0.01
+    assert d.check(to_model_frame(avenue, (160, 240), 1)) is not None
 
 
 def test_bus_replays_after_an_id_and_bounds_slow_subscribers():

@@ -119,6 +119,35 @@ def test_frozen_or_blank_camera_raises_no_event(tiny_checkpoint, tmp_path):
         assert {x["invalid_reason"] for x in c.get("/v1/streams/blank/scores").json()["scores"]} == {"blank"}
 
 
+def test_scene_cut_restarts_the_window_and_ends_the_open_event(tiny_checkpoint, tmp_path):
+    """A file spliced from two scenes (another camera switched onto the stream): no frame's window
+    t-3..t+3 spans the cut, so each part scores exactly as its own clip does alone, and the event open
+    at the cut ends there ("cut"); the camera and /metrics count the cut once."""
+    first, second = scene_frames(30, 96, 128, seed=4), scene_frames(30, 96, 128, seed=9)
+    second[:, :, 64:] += 50  # the other camera sees a bright wall on the right (these textures alone are faint)
+    clips = {"first": first, "second": second, "spliced": np.concatenate([first, second])}
+    with live_server(model=tiny_checkpoint) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        for name, frames in clips.items():
+            path = write_video(tmp_path / f"{name}.avi", frames, fourcc="MJPG")
+            assert c.post("/v1/streams", json={"id": name, "url": str(path), "events": ALWAYS}).status_code == 201
+
+        def done(name: str) -> bool:
+            described = camera(c, name)
+            return described["state"] == "ended" and described["frames"]["scored"] == len(clips[name])
+
+        assert wait_for(lambda: all(done(n) for n in clips), 60), [camera(c, n) for n in clips]
+        scores = {n: [x["score"] for x in c.get(f"/v1/streams/{n}/scores").json()["scores"]] for n in clips}
+        assert wait_for(lambda: all(e["end_frame"] is not None
+                                    for e in c.get("/v1/streams/spliced/events").json()["events"]), 10)
+        events = c.get("/v1/streams/spliced/events").json()["events"]
+        cuts = {n: camera(c, n)["scene_cuts"] for n in clips}
+        exported = c.get("/metrics").text
+    assert cuts == {"first": 0, "second": 0, "spliced": 1}
+    assert scores["spliced"] == pytest.approx(scores["first"] + scores["second"], rel=1e-4)
+    assert [(e["start_frame"], e["end_frame"], e["end_reason"]) for e in events] == [(0, 29, "cut"), (30, 59, "gap")]
+    assert 'aedmae_stream_scene_cuts_total{stream="spliced"} 1.0' in exported
+
+
 def test_camera_smoothing_is_the_evaluations_and_causal_on_request(tiny_checkpoint, tmp_path):
     clip = write_video(tmp_path / "clip.mp4", scene_frames(60, 32, 48, seed=0), fps=20)  # the calibration scene
     sigma = 0.2 * 20  # frames

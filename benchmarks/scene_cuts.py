@@ -1,0 +1,111 @@
+"""Where the cameras' scene-cut check (service.stream_parts.CutDetector) draws its line: the picture
+change between consecutive frames of real footage, at the served model's resolution, against that
+between frames of two different scenes.
+
+    python benchmarks/scene_cuts.py [--data ../shared/data] [--model DIR] [--quick] [--json FILE]
+
+Rows: consecutive frames of every video (Ped2 train and test, the Avenue footage) sampled every
+1, 5 and 25 frames (25, 5 and 1 frames/s at Ped2's and Avenue's 25 fps: what `fps` on a camera
+does); frames of different videos of one scene (Ped2 with Ped2, Avenue with Avenue: a splice, not a
+cut in the scene); and frames of the two scenes against each other (a cut). Each row gives the
+smallest, the median, the 99.9% quantile and the largest change, and the share the check calls a
+cut at the server's default `scene_cut_change`. A frame of another scene must rise above it; a
+consecutive frame of one scene must not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from export.bundle import load_bundle
+from model.frames import discover, read_frames, to_model_frame
+from model.shipped import SHIPPED_DIR
+from service.settings import Settings
+from service.stream_parts import CutDetector
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pair_change(a: np.ndarray, b: np.ndarray) -> float | None:
+    """What the camera's check computes for frame b following frame a."""
+    detector = CutDetector()
+    detector.check(a)
+    detector.check(b)
+    return detector.last
+
+
+def summary(values: list[float], threshold: float) -> dict[str, Any]:
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    return {"pairs": int(v.size), "min": round(float(v.min()), 4), "median": round(float(np.median(v)), 4),
+            "q999": round(float(np.quantile(v, 0.999)), 4), "max": round(float(v.max()), 4),
+            "cut_share": round(float((v > threshold).mean()), 4)}
+
+
+def load_videos(data: Path, size: tuple[int, int], channels: int, limit: int) -> dict[str, dict[str, list]]:
+    """{scene: {video: [model-size frames]}} for Ped2 (train and test) and the Avenue footage."""
+    roots = {"ped2": [data / "ped2" / "train", data / "ped2" / "test"], "avenue": [data / "footage"]}
+    scenes: dict[str, dict[str, list]] = {}
+    for scene, folders in roots.items():
+        for folder in folders:
+            if not folder.exists():
+                sys.exit(f"scene_cuts: {folder} is missing (the shared data folder beside the project)")
+            for src in discover(folder):
+                frames = []
+                for image in read_frames(src):
+                    frames.append(to_model_frame(image, size, channels))
+                    if limit and len(frames) >= limit:
+                        break
+                scenes.setdefault(scene, {})[f"{folder.name}/{src.name}"] = frames
+                print(f"  {scene} {folder.name}/{src.name}: {len(frames)} frames", file=sys.stderr)
+    return scenes
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--model", default=str(SHIPPED_DIR), help="the served model (its resolution and channels)")
+    p.add_argument("--quick", action="store_true", help="the first 40 frames of each video")
+    p.add_argument("--json")
+    args = p.parse_args()
+    bundle = load_bundle(args.model)
+    threshold = Settings.model_fields["scene_cut_change"].default
+    scenes = load_videos(Path(args.data), bundle.image_size, bundle.channels, 40 if args.quick else 0)
+    rows: dict[str, dict[str, Any]] = {}
+    for step in (1, 5, 25):
+        values = [pair_change(f[i], f[i + step]) for videos in scenes.values() for f in videos.values()
+                  for i in range(0, len(f) - step, step)]
+        if values:
+            rows[f"one video, every {step} frame(s)"] = summary(values, threshold)
+    picks = {scene: [f[k] for f in videos.values() for k in (0, len(f) // 2, -1)] for scene, videos in scenes.items()}
+    for scene, frames in picks.items():  # first, middle and last frames of different videos of one scene
+        n = len(frames)
+        rows[f"{scene} with {scene}, other videos"] = summary(
+            [pair_change(frames[i], frames[j]) for i in range(n) for j in range(n) if i // 3 != j // 3], threshold)
+    rows["ped2 with avenue (a cut)"] = summary(
+        [pair_change(a, b) for a in picks["ped2"] for b in picks["avenue"]]
+        + [pair_change(b, a) for a in picks["ped2"] for b in picks["avenue"]], threshold)
+    h, w = bundle.image_size
+    print(f"\nscene-cut check: a cut above a picture change of {threshold} (model {h}x{w}, "
+          f"{bundle.channels} channel(s))")
+    print(f"| {'pairs of frames':<34} | pairs | min | median | 99.9% | max | called a cut |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name:<34} | {r['pairs']} | {r['min']:.3f} | {r['median']:.3f} | {r['q999']:.3f} | {r['max']:.3f} "
+              f"| {100 * r['cut_share']:.1f}% |")
+    if args.json:
+        result = {"date": time.strftime("%Y-%m-%d"), "threshold": threshold, "model": str(args.model),
+                  "quick": args.quick, "rows": rows}
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
