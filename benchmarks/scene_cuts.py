@@ -1,4 +1,4 @@
-"""Where the cameras' scene-cut check (service.stream_parts.CutDetector) draws its line: the picture
+"""Where the cameras' scene-cut check (model.cuts.CutDetector) draws its line: the picture
 change between consecutive frames of real footage, at the served model's resolution, against that
 between frames of two different scenes.
 
@@ -27,10 +27,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.bundle import load_bundle
+from model.cuts import MAX_CHANGE, CutDetector
 from model.frames import discover, read_frames, to_model_frame
 from model.shipped import SHIPPED_DIR
-from service.settings import Settings
-from service.stream_parts import CutDetector
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +76,7 @@ def main() -> None:
     p.add_argument("--json")
     args = p.parse_args()
     bundle = load_bundle(args.model)
-    threshold = Settings.model_fields["scene_cut_change"].default
+    threshold = MAX_CHANGE  # the server's scene_cut_change and `aedmae score`'s default
     scenes = load_videos(Path(args.data), bundle.image_size, bundle.channels, 40 if args.quick else 0)
     rows: dict[str, dict[str, Any]] = {}
     for step in (1, 5, 25):
@@ -85,6 +84,14 @@ def main() -> None:
                   for i in range(0, len(f) - step, step)]
         if values:
             rows[f"one video, every {step} frame(s)"] = summary(values, threshold)
+    per_video_ms = []  # the check's cost: one detector fed each video in order, as a camera feeds it
+    for videos in scenes.values():
+        for frames in videos.values():
+            detector = CutDetector()
+            t0 = time.perf_counter()
+            for f in frames:
+                detector.check(f)
+            per_video_ms.append(1000 * (time.perf_counter() - t0) / max(len(frames), 1))
     picks = {scene: [f[k] for f in videos.values() for k in (0, len(f) // 2, -1)] for scene, videos in scenes.items()}
     for scene, frames in picks.items():  # first, middle and last frames of different videos of one scene
         n = len(frames)
@@ -101,9 +108,11 @@ def main() -> None:
     for name, r in rows.items():
         print(f"| {name:<34} | {r['pairs']} | {r['min']:.3f} | {r['median']:.3f} | {r['q999']:.3f} | {r['max']:.3f} "
               f"| {100 * r['cut_share']:.1f}% |")
+    ms = float(np.median(per_video_ms))
+    print(f"cost: {ms:.3f} ms a frame (median over {len(per_video_ms)} videos)")
     if args.json:
         result = {"date": time.strftime("%Y-%m-%d"), "threshold": threshold, "model": str(args.model),
-                  "quick": args.quick, "rows": rows}
+                  "quick": args.quick, "rows": rows, "ms_per_frame": round(ms, 4)}
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from model import checkpoint
 from model.calibration import scene_check
+from model.cuts import MAX_CHANGE, CutDetector
 from model.errors import DataError
 from model.evaluation import scorer_from_meta
 from model.frames import discover, read_frames, to_model_frame
@@ -69,9 +70,11 @@ class _AnnotatedWriter:
 
 
 def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | Path, sigma: float = 3.0,
-                delay: int | None = None, batch_size: int = 16, progress: bool = True) -> dict[str, Any]:
+                delay: int | None = None, batch_size: int = 16, progress: bool = True,
+                max_change: float = MAX_CHANGE) -> dict[str, Any]:
     """Score one unlabelled video; the alerts use the service's smoothing (``delay`` frames of look-ahead,
-    None = the whole window: see metrics.OnlineSmoother)."""
+    None = the whole window: see metrics.OnlineSmoother). A scene cut (model.cuts, ``max_change`` 0:
+    off) ends the clip as a camera's does: the two sides are scored, and smoothed, as clips of their own."""
     net, meta = checkpoint.load(model_path)
     scorer = scorer_from_meta(net, meta)
     sources = discover(source_path)
@@ -81,7 +84,8 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = net.cfg
-    window = FrameWindow()
+    window, base, cuts = FrameWindow(), 0, CutDetector(max_change)
+    cut_frames: list[int] = []  # frames that begin a new scene
     smoothing = InOrderSmoothing(OnlineSmoother(sigma, delay))  # rows wait there for their smoothed value
     originals: dict[int, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
@@ -98,7 +102,7 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
             for k, (t, _) in enumerate(chunk):
                 calibrated = float(s.calibrated[k])
                 row = {"frame": t, "score": float(s.score[k]), "teacher_error": float(s.teacher_error[k]),
-                       "discrepancy": float(s.discrepancy[k]), "calibrated": calibrated}
+                       "discrepancy": float(s.discrepancy[k]), "calibrated": calibrated, "cut": t in cut_frames}
                 rows.append(row)
                 write(smoothing.push((row, s.heatmap[k].numpy()), 0.0 if np.isnan(calibrated) else calibrated))
             bar.update(len(chunk))
@@ -115,13 +119,21 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
         if writer is None:
             writer = _AnnotatedWriter(out / "annotated.mp4", (frame.shape[1], frame.shape[0]), vmax)
         originals[t] = frame
-        pending += window.push(to_model_frame(frame, cfg.image_size, cfg.channels))
+        model_frame = to_model_frame(frame, cfg.image_size, cfg.channels)
+        if cuts.check(model_frame) is not None:  # the clip so far ends here, smoothing included
+            run(pending + [(base + i, x) for i, x in window.flush()])
+            pending = []
+            write(smoothing.flush())
+            smoothing = InOrderSmoothing(OnlineSmoother(sigma, delay))
+            window, base = FrameWindow(), t
+            cut_frames.append(t)
+        pending += [(base + i, x) for i, x in window.push(model_frame)]
         if len(pending) >= batch_size:
             run(pending)
             pending = []
     if writer is None:
         raise DataError(f"{source.path}: no frames decoded")
-    run(pending + window.flush())
+    run(pending + [(base + i, x) for i, x in window.flush()])
     write(smoothing.flush())
     writer.close()
     bar.close()
@@ -133,7 +145,7 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     plot_timelines({source.name: {"labels": np.zeros(len(rows)), "score": calibrated, "smoothed": smoothed}},
                    out / "timeline.png", 0.5)
     return {"frames": len(rows), "alert_frames": int(sum(r["alert"] for r in rows)), "source": str(source.path),
-            "out": str(out), "scene": scene_check(calibrated)}
+            "out": str(out), "scene": scene_check(calibrated), "scene_cuts": cut_frames}
 
 
 def _write_tables(out: Path, rows: list[dict[str, Any]]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from model.config import PRESETS
 from model.cpu import reuse_freed_memory
+from model.cuts import MAX_CHANGE
 from model.errors import AedmaeError, ConfigError, DataError
 
 log = logging.getLogger("aedmae")
@@ -99,9 +100,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     from model.scorevideo import score_video
 
     result = score_video(_model_path(args.model), args.input, args.out, sigma=args.sigma, delay=args.delay,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, max_change=args.scene_cut_change)
     print(f"{result['frames']} frames scored, {result['alert_frames']} above the alert threshold (smoothed); "
           f"written to {result['out']}: scores.csv, scores.json, annotated.mp4, timeline.png")
+    if result["scene_cuts"]:
+        print(f"scene cuts before frames {result['scene_cuts']}: each part scored as a clip of its own "
+              "(column `cut` marks their first frames)")
     if result["scene"]["warning"]:
         print(f"aedmae score: warning: {result['scene']['warning']}", file=sys.stderr)
     return 0
@@ -291,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--sigma", type=float, default=3.0, help="online smoothing sigma, frames")
     p.add_argument("--delay", type=int, help="frames the smoother waits for, 0 = causal (default: 3 sigma)")
+    p.add_argument("--scene-cut-change", type=float, default=MAX_CHANGE, metavar="C",
+                   help="a frame changed more than this from the one before starts a new clip (the server's "
+                        "scene_cut_change; 0: off)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_score)
 

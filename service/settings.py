@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from model.cuts import MAX_CHANGE
 from model.errors import ConfigError
 
 STREAM_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
@@ -128,9 +129,9 @@ class Settings(BaseSettings):
     max_pending_per_stream: int = Field(8, ge=1, le=1024,
                                         description="a camera's frames queued for inference, at most; when "
                                                     "more arrive the oldest is dropped (freshest first)")
-    scene_cut_change: float = Field(0.1, ge=0, le=10,
+    scene_cut_change: float = Field(MAX_CHANGE, ge=0, le=10,
                                     description="a camera frame that changed more than this from the one before "
-                                                "(service.stream_parts.picture_change) is a scene cut: "
+                                                "(model.cuts.picture_change) is a scene cut: "
                                                 "the window, smoothing and any open event restart there (0: off)")
     stream_history: int = Field(3000, ge=10, le=1_000_000, description="recent scores kept per camera")
     allow_file_streams: bool = Field(True, description="allow local video files as cameras (recorded clips)")

@@ -1,12 +1,11 @@
-"""Small per-camera helpers: frame-rate sampling, rate meters, the picture-validity check that
-keeps frozen or covered cameras from raising events, and the scene-cut check."""
+"""Small per-camera helpers: frame-rate sampling, rate meters, and the picture-validity check that
+keeps frozen or covered cameras from raising events (the scene-cut check is model.cuts)."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
 
-import cv2
 import numpy as np
 
 
@@ -80,72 +79,3 @@ class Validity:
         if self._same_since is not None and t - self._same_since >= self.frozen_s:
             return "frozen"
         return None
-
-
-
-
-def small_gray(frame: np.ndarray) -> np.ndarray:
-    """A frame (H, W, C) as float32 gray, shrunk (each pixel the mean of its area) by a whole factor
-    to a shorter side of 40 pixels or more: the shipped model's 160x240 to 40x60; smaller frames stay
-    as they are (on fewer pixels the median below gets noisy)."""
-    h, w = frame.shape[:2]
-    gray = frame.reshape(h, w, -1).mean(axis=2, dtype=np.float32)
-    factor = max(1, min(h, w) // 40)
-    return gray if factor == 1 else cv2.resize(gray, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
-
-
-def picture_change(a: np.ndarray, b: np.ndarray) -> float | None:
-    """How much of picture b differs from picture a (two :func:`small_gray` images): each picture is
-    divided by its spread (:func:`spread`), and the change is the median absolute deviation of their
-    difference. Exposure changes (gain and offset) cancel out; people moving change few pixels, so
-    the median stays near 0; another scene changes most of them. Nothing here depends on where a
-    two-toned picture's median falls. None when either picture is almost uniform."""
-    sa, sb = spread(a), spread(b)
-    if sa is None or sb is None:
-        return None
-    d = b / sb - a / sa
-    return float(np.median(np.abs(d - np.median(d))))
-
-
-MIN_SPREAD = 32.0  # gray levels: a faint picture's codec noise is not divided into a large change (the
-# price: on such a picture a change of exposure is not cancelled: halved, a generated one changed by 0.09)
-
-
-def spread(x: np.ndarray) -> float | None:
-    """The picture's interquartile range, at least MIN_SPREAD (real scenes spread wider: Ped2 and
-    Avenue frames 91-119 levels); None when it is uniform."""
-    q1, q3 = np.percentile(x, [25, 75])
-    return max(float(q3 - q1), MIN_SPREAD) if q3 - q1 >= 1.0 else None
-
-
-class CutDetector:
-    """Notices a scene cut: a frame whose picture mostly differs from the previous sampled frame's
-    (another camera or PTZ preset switched onto the stream, a file spliced from two scenes, a moved or
-    tampered camera). A window of frames t-3..t+3 across it would show the model two scenes at once, so
-    the camera ends its segment there, as at a gap (service.streams).
-
-    :func:`picture_change` of consecutive frames of Ped2 and of the Avenue footage, at the shipped
-    model's resolution, is at most 0.007 frame to frame and 0.021 one second apart, 0.034 between
-    different Ped2 videos; a Ped2 frame against an Avenue frame at least 0.23
-    (benchmarks/scene_cuts.py); the default line, 0.1, sits 5x above the first and 2.3x below the
-    last. Two simpler measures failed on generated scenes: correlation, where a moving object carries
-    most of a plain picture's variation (0.47 within one scene), and centring each picture on its
-    median, which jumps in a two-toned picture when an object crosses from one tone to the other.
-    Almost uniform pictures are left to :class:`Validity`. ``max_change`` 0 turns the check off."""
-
-    def __init__(self, max_change: float = 0.1) -> None:
-        self.max_change = max_change
-        self.last: float | None = None  # the latest frame's change from the one before it
-        self._previous: np.ndarray | None = None
-
-    def reset(self) -> None:
-        self._previous, self.last = None, None
-
-    def check(self, frame: np.ndarray) -> float | None:
-        """The change from the previous frame when it is a cut (above ``max_change``), else None."""
-        small, previous = small_gray(frame), self._previous
-        self._previous = small
-        self.last = None if previous is None or previous.shape != small.shape else picture_change(previous, small)
-        if not self.max_change or self.last is None or self.last <= self.max_change:
-            return None
-        return self.last

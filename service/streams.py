@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from model.calibration import SCENE_CHECK_FRAMES, scene_check
+from model.cuts import CutDetector
 from model.frames import to_model_frame
 from model.metrics import InOrderSmoothing, OnlineSmoother
 from model.window import LOOKAHEAD, FrameWindow
@@ -36,7 +37,7 @@ from service.camera import CameraReader, redact
 from service.errors import DeadlineExceeded, Overloaded, ServiceError
 from service.events import EventDetector
 from service.settings import StreamSpec
-from service.stream_parts import CutDetector, RateMeter, Sampler, Validity
+from service.stream_parts import RateMeter, Sampler, Validity
 
 log = logging.getLogger(__name__)
 DROP_REASONS = ("superseded", "stale", "queue_full", "error", "not_ready")

@@ -76,6 +76,32 @@ def test_score_a_video_without_labels(tiny_checkpoint, tmp_path, capsys):
     assert main(["score", str(tmp_path / "missing.mp4"), "--model", str(tiny_checkpoint), "--out", str(out)]) == 2
 
 
+def test_score_scores_each_side_of_a_scene_cut_as_a_clip_of_its_own(tiny_checkpoint, tmp_path, capsys):
+    """A file spliced from two scenes scores, frame for frame, as its two parts scored alone: no window
+    t-3..t+3 and no smoothing window spans the cut (as for the service's cameras)."""
+    from tests.conftest import write_video
+
+    first, second = scene_frames(16, 60, 90, seed=3), scene_frames(16, 60, 90, seed=8)
+    second[:, :, 45:] += 50  # the other scene has a bright wall (the generated textures alone are faint)
+    rows = {}
+    for name, frames in (("first", first), ("second", second), ("spliced", np.concatenate([first, second]))):
+        video = write_video(tmp_path / f"{name}.avi", frames, fourcc="MJPG")
+        assert main(["score", str(video), "--model", str(tiny_checkpoint), "--out", str(tmp_path / name),
+                     "--no-progress"]) == 0
+        rows[name] = json.loads((tmp_path / name / "scores.json").read_text())
+    out = capsys.readouterr().out
+    assert out.count("scene cuts before frames [16]") == 1
+    assert [r["frame"] for r in rows["spliced"] if r["cut"]] == [16] and not any(r["cut"] for r in rows["first"])
+    for key in ("score", "calibrated", "smoothed"):
+        assert [r[key] for r in rows["spliced"]] == pytest.approx([r[key] for r in rows["first"] + rows["second"]],
+                                                                 rel=1e-5), key
+    assert main(["score", str(tmp_path / "spliced.avi"), "--model", str(tiny_checkpoint), "--out",
+                 str(tmp_path / "off"), "--no-progress", "--scene-cut-change", "0"]) == 0
+    joined = json.loads((tmp_path / "off" / "scores.json").read_text())
+    assert not any(r["cut"] for r in joined)
+    assert [r["score"] for r in joined] != pytest.approx([r["score"] for r in rows["spliced"]], rel=1e-5)
+
+
 def test_score_warns_when_the_footage_is_not_the_models_scene(tmp_path, capsys):
     """The shipped Ped2 model on Avenue footage alerts on every frame: ``score`` says the footage does not
     fit the model's calibration and how to fix it (model.calibration.scene_check). The shipped model on

@@ -11,10 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
+from model.cuts import CutDetector
 from model.frames import to_model_frame
 from service.events import Event, EventBus, EventDetector, WebhookSender
 from service.settings import EventSettings, StreamSpec
-from service.stream_parts import CutDetector, RateMeter, Sampler, Validity
+from service.stream_parts import RateMeter, Sampler, Validity
 from tests.conftest import require_shared, scene_frames, wait_for
 
 
