@@ -49,7 +49,8 @@ class FrameMeta:
     t_media: float  # the source's clock (file position, or unix time for live cameras)
     frame: np.ndarray  # model-size frame (H, W, C), for the preview and event snapshots
     invalid: str | None  # "frozen" | "blank" | None
-    segment: int  # frames of one connection; a gap starts the next
+    segment: int  # frames of one connection; a gap or a scene cut starts the next
+    cut: bool = False  # the first frame after a scene cut
 
 
 class Stream:
@@ -180,7 +181,7 @@ class Stream:
             invalid = self.validity.check(frame, t_media)
             ready = self.window.push(frame)
             index = self._base + self.window.seen - 1
-            self._meta[index] = FrameMeta(t_capture, t_media, frame, invalid, self._segment)
+            self._meta[index] = FrameMeta(t_capture, t_media, frame, invalid, self._segment, cut is not None)
             base = self._base
         for t, x in ready:
             self._submit(base + t, x)
@@ -266,7 +267,7 @@ class Stream:
             record = {"frame": index, "capture_time": meta.t_capture, "media_time": round(meta.t_media, 4),
                       "score": float(out["score"]), "teacher_error": float(out["teacher_error"]),
                       "discrepancy": float(out["discrepancy"]), "calibrated": calibrated, "smoothed": None,
-                      "valid": meta.invalid is None, "invalid_reason": meta.invalid, "event": None,
+                      "valid": meta.invalid is None, "invalid_reason": meta.invalid, "cut": meta.cut, "event": None,
                       "frame_age_s": round(age, 4), "lookahead_frames": LOOKAHEAD,
                       "lookahead_s": round(LOOKAHEAD / self.frame_rate, 4)}
             if in_order:  # smoothed and event are filled in once the smoothing look-ahead has arrived

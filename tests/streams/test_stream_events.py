@@ -136,13 +136,15 @@ def test_scene_cut_restarts_the_window_and_ends_the_open_event(tiny_checkpoint, 
             return described["state"] == "ended" and described["frames"]["scored"] == len(clips[name])
 
         assert wait_for(lambda: all(done(n) for n in clips), 60), [camera(c, n) for n in clips]
-        scores = {n: [x["score"] for x in c.get(f"/v1/streams/{n}/scores").json()["scores"]] for n in clips}
+        records = {n: c.get(f"/v1/streams/{n}/scores").json()["scores"] for n in clips}
+        scores = {n: [x["score"] for x in records[n]] for n in clips}
         assert wait_for(lambda: all(e["end_frame"] is not None
                                     for e in c.get("/v1/streams/spliced/events").json()["events"]), 10)
         events = c.get("/v1/streams/spliced/events").json()["events"]
         cuts = {n: camera(c, n)["scene_cuts"] for n in clips}
         exported = c.get("/metrics").text
     assert cuts == {"first": 0, "second": 0, "spliced": 1}
+    assert [x["frame"] for x in records["spliced"] if x["cut"]] == [30] and not any(x["cut"] for x in records["first"])
     assert scores["spliced"] == pytest.approx(scores["first"] + scores["second"], rel=1e-4)
     assert [(e["start_frame"], e["end_frame"], e["end_reason"]) for e in events] == [(0, 29, "cut"), (30, 59, "gap")]
     assert 'aedmae_stream_scene_cuts_total{stream="spliced"} 1.0' in exported
