@@ -252,20 +252,23 @@ def main() -> None:
             share = result.get("profile", {}).get("gil_held_share")
             if share is not None:  # the Python side's cost a frame: what caps one process at GPU rates
                 result["profile"]["gil_ms_per_frame"] = round(1000 * share / result["dynamic"]["frames_per_s"], 3)
-        for mode in args.heatmaps:  # after the dynamic row, on the same warm server
-            row = load(url, jpegs, args.clients, args.frames_per_request, args.seconds, heatmap=mode)
-            row["fps_vs_no_heatmap"] = round(row["frames_per_s"] / max(result["dynamic"]["frames_per_s"], 1e-9), 3)
-            result[f"heatmap_{mode}"] = row
         if not args.serve_args.count("cuda"):
             served_batch = int(httpx.get(url + "/v1/model").json()["max_batch_size"])
             argv = shlex.split(args.serve_args)
             served_model = argv[argv.index("--model") + 1] if "--model" in argv else None
             result["model_level_fps"] = round(model_level_fps(url, served_batch, served_model), 1)
             result["end_to_end_vs_model"] = round(result["dynamic"]["frames_per_s"] / result["model_level_fps"], 3)
+        print(json.dumps({k: v for k, v in result.items() if k != "settings"}, indent=1), flush=True)
+        save(result, args.json)  # what is measured so far survives a time limit cutting the rest short
+        for mode in args.heatmaps:  # after the dynamic row, on the same warm server
+            row = load(url, jpegs, args.clients, args.frames_per_request, args.seconds, heatmap=mode)
+            row["fps_vs_no_heatmap"] = round(row["frames_per_s"] / max(result["dynamic"]["frames_per_s"], 1e-9), 3)
+            result[f"heatmap_{mode}"] = row
+            print(json.dumps({f"heatmap_{mode}": row}, indent=1), flush=True)
+            save(result, args.json)
     finally:
         proc.terminate()
         proc.wait(30)
-    print(json.dumps({k: v for k, v in result.items() if k != "settings"}, indent=1))
     if args.compare_batch1:
         proc, url = start_server(args.serve_args + " --max-batch-size 1")
         try:
@@ -289,8 +292,12 @@ def main() -> None:
         keys = ("batch1", "batch1_same_requests", "dynamic_1frame", "dynamic_vs_batch1",
                 "dynamic_vs_batch1_same_requests")
         print(json.dumps({k: result[k] for k in keys}, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    save(result, args.json)
+
+
+def save(result: dict[str, Any], path: str | None) -> None:
+    if path:
+        Path(path).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
