@@ -37,7 +37,8 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path
 
 
 def plot_timelines(series: dict[str, dict[str, np.ndarray]], path: Path, threshold: float | None) -> Path:
-    """series: {video: {"labels": (N,), "score": (N,), "smoothed": (N,)}}; abnormal frames shaded."""
+    """series: {video: {"labels": (N,), "score": (N,), "smoothed": (N,)[, "cuts": frames]}}; abnormal
+    frames shaded, scene cuts (the first frame of each new clip, model.cuts) drawn as dotted lines."""
     plt = _pyplot()
     n = len(series)
     fig, axes = plt.subplots(n, 1, figsize=(9, 1.6 * n + 0.6), squeeze=False)
@@ -49,6 +50,8 @@ def plot_timelines(series: dict[str, dict[str, np.ndarray]], path: Path, thresho
         ax.plot(x, s["smoothed"], lw=1.4, color="tab:blue", label="smoothed")
         if threshold is not None:
             ax.axhline(threshold, color="tab:orange", lw=1, ls="--", label="alert threshold")
+        for k, cut in enumerate(s.get("cuts", ())):
+            ax.axvline(cut - 0.5, color="0.25", lw=1, ls=":", label="scene cut" if k == 0 else None)
         ax.set_ylabel(name, rotation=0, ha="right", va="center")
         ax.set_xlim(0, max(1, len(x) - 1))
     axes[0, 0].legend(loc="upper right", fontsize=7, ncol=4)

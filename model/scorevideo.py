@@ -60,7 +60,8 @@ class _AnnotatedWriter:
         if row["alert"]:
             tile = draw_regions(tile, hot_regions(heatmap, ALERT_REGIONS))
         tile = caption(tile,
-                       f"#{row['frame']} score {row['smoothed']:.2f}{'  ALERT' if row['alert'] else ''}",
+                       f"#{row['frame']} score {row['smoothed']:.2f}{'  ALERT' if row['alert'] else ''}"
+                       f"{'  SCENE CUT' if row['cut'] else ''}",
                        alert=row["alert"])
         canvas = np.concatenate([tile, _curve(self.values, self.width, len(self.values))], axis=0)
         self.writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
@@ -142,8 +143,8 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
 
     calibrated = np.array([r["calibrated"] for r in rows])
     smoothed = np.array([r["smoothed"] for r in rows])
-    plot_timelines({source.name: {"labels": np.zeros(len(rows)), "score": calibrated, "smoothed": smoothed}},
-                   out / "timeline.png", 0.5)
+    plot_timelines({source.name: {"labels": np.zeros(len(rows)), "score": calibrated, "smoothed": smoothed,
+                                  "cuts": np.array(cut_frames)}}, out / "timeline.png", 0.5)
     return {"frames": len(rows), "alert_frames": int(sum(r["alert"] for r in rows)), "source": str(source.path),
             "out": str(out), "scene": scene_check(calibrated), "scene_cuts": cut_frames}
 
