@@ -235,6 +235,7 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(tmp_p
                                     for e in c.get("/v1/streams/ped2/events").json()["events"]), 10)
         events = c.get("/v1/streams/ped2/events").json()["events"]
         scene = camera(c, "ped2")["scene"]
+        assert camera(c, "ped2")["scene_cuts"] == 0  # a real video of one scene has no cut
         exported = c.get("/metrics").text
     # its own scene, even mostly abnormal (01: 67% of the frames, 07: 75%), is not taken for another scene
     assert scene["frames"] == len(frames) and scene["alert_share"] < 0.99 and scene["warning"] is None, scene

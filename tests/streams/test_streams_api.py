@@ -39,6 +39,7 @@ def test_camera_scores_flow_with_metrics_and_no_credentials_anywhere(client, rts
     assert wait_for(lambda: camera(client, "gate")["frames"]["scored"] >= 20, 30), camera(client, "gate")
     s = camera(client, "gate")
     assert s["state"] == "up" and s["quality"]["reconnects"] == 0
+    assert s["scene_cuts"] == 0  # real H.264 footage over RTSP: no cut where there is none
     assert s["frames"]["sampled"] < s["frames"]["received"]  # 25 fps sampled down to 10
     latest = s["latest"]
     assert latest["lookahead_frames"] == 3 and latest["lookahead_s"] == pytest.approx(0.3)
