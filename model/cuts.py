@@ -27,7 +27,10 @@ def picture_change(a: np.ndarray, b: np.ndarray) -> float | None:
     difference. Exposure changes (gain and offset) cancel out; people moving change few pixels, so
     the median stays near 0; another scene changes most of them. Nothing here depends on where a
     two-toned picture's median falls. None when either picture is almost uniform."""
-    sa, sb = spread(a), spread(b)
+    return _change(a, spread(a), b, spread(b))
+
+
+def _change(a: np.ndarray, sa: float | None, b: np.ndarray, sb: float | None) -> float | None:
     if sa is None or sb is None:
         return None
     d = b / sb - a / sa
@@ -65,7 +68,7 @@ class CutDetector:
     def __init__(self, max_change: float = MAX_CHANGE) -> None:
         self.max_change = max_change
         self.last: float | None = None  # the latest frame's change from the one before it
-        self._previous: np.ndarray | None = None
+        self._previous: tuple[np.ndarray, float | None] | None = None  # picture and spread: each computed once
 
     def reset(self) -> None:
         self._previous, self.last = None, None
@@ -73,8 +76,9 @@ class CutDetector:
     def check(self, frame: np.ndarray) -> float | None:
         """The change from the previous frame when it is a cut (above ``max_change``), else None."""
         small, previous = small_gray(frame), self._previous
-        self._previous = small
-        self.last = None if previous is None or previous.shape != small.shape else picture_change(previous, small)
+        self._previous = (small, spread(small))
+        same_size = previous is not None and previous[0].shape == small.shape
+        self.last = _change(*previous, *self._previous) if previous is not None and same_size else None
         if not self.max_change or self.last is None or self.last <= self.max_change:
             return None
         return self.last
