@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from model import checkpoint
 from model.calibration import scene_check
-from model.cuts import MAX_CHANGE, CutDetector
+from model.cuts import MAX_CHANGE, CutWindow
 from model.errors import DataError
 from model.evaluation import scorer_from_meta
 from model.frames import discover, read_frames, to_model_frame
@@ -24,7 +24,6 @@ from model.metrics import InOrderSmoothing, OnlineSmoother
 from model.overlay import caption, draw_regions, overlay_heatmap
 from model.regions import ALERT_REGIONS, hot_regions
 from model.scoring import score_frames
-from model.window import FrameWindow
 
 CURVE_HEIGHT = 60
 
@@ -85,8 +84,7 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = net.cfg
-    window, base, cuts = FrameWindow(), 0, CutDetector(max_change)
-    cut_frames: list[int] = []  # frames that begin a new scene
+    window = CutWindow(max_change)
     smoothing = InOrderSmoothing(OnlineSmoother(sigma, delay))  # rows wait there for their smoothed value
     originals: dict[int, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
@@ -103,7 +101,7 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
             for k, (t, _) in enumerate(chunk):
                 calibrated = float(s.calibrated[k])
                 row = {"frame": t, "score": float(s.score[k]), "teacher_error": float(s.teacher_error[k]),
-                       "discrepancy": float(s.discrepancy[k]), "calibrated": calibrated, "cut": t in cut_frames}
+                       "discrepancy": float(s.discrepancy[k]), "calibrated": calibrated, "cut": t in window.cut_frames}
                 rows.append(row)
                 write(smoothing.push((row, s.heatmap[k].numpy()), 0.0 if np.isnan(calibrated) else calibrated))
             bar.update(len(chunk))
@@ -120,21 +118,19 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
         if writer is None:
             writer = _AnnotatedWriter(out / "annotated.mp4", (frame.shape[1], frame.shape[0]), vmax)
         originals[t] = frame
-        model_frame = to_model_frame(frame, cfg.image_size, cfg.channels)
-        if cuts.check(model_frame) is not None:  # the clip so far ends here, smoothing included
-            run(pending + [(base + i, x) for i, x in window.flush()])
+        cuts = len(window.cut_frames)
+        pending += window.push(to_model_frame(frame, cfg.image_size, cfg.channels))
+        if len(window.cut_frames) > cuts:  # a scene cut before frame t: the clip so far ends, smoothing included
+            run(pending)
             pending = []
             write(smoothing.flush())
             smoothing = InOrderSmoothing(OnlineSmoother(sigma, delay))
-            window, base = FrameWindow(), t
-            cut_frames.append(t)
-        pending += [(base + i, x) for i, x in window.push(model_frame)]
         if len(pending) >= batch_size:
             run(pending)
             pending = []
     if writer is None:
         raise DataError(f"{source.path}: no frames decoded")
-    run(pending + [(base + i, x) for i, x in window.flush()])
+    run(pending + window.flush())
     write(smoothing.flush())
     writer.close()
     bar.close()
@@ -144,9 +140,9 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     calibrated = np.array([r["calibrated"] for r in rows])
     smoothed = np.array([r["smoothed"] for r in rows])
     plot_timelines({source.name: {"labels": np.zeros(len(rows)), "score": calibrated, "smoothed": smoothed,
-                                  "cuts": np.array(cut_frames)}}, out / "timeline.png", 0.5)
+                                  "cuts": np.array(window.cut_frames)}}, out / "timeline.png", 0.5)
     return {"frames": len(rows), "alert_frames": int(sum(r["alert"] for r in rows)), "source": str(source.path),
-            "out": str(out), "scene": scene_check(calibrated), "scene_cuts": cut_frames}
+            "out": str(out), "scene": scene_check(calibrated), "scene_cuts": window.cut_frames}
 
 
 def _write_tables(out: Path, rows: list[dict[str, Any]]) -> None:

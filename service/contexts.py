@@ -1,6 +1,6 @@
 """Temporal context kept across requests per ``stream_id``, so a clip sent in chunks scores exactly
-like the whole clip in one request, and a tally of its scores for the scene check. Idle contexts
-expire; the store is bounded (LRU)."""
+like the whole clip in one request (scene cuts included: model.cuts.CutWindow), and a tally of its
+scores for the scene check. Idle contexts expire; the store is bounded (LRU)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model.calibration import alert_counts, scene_verdict
-from model.window import FrameWindow
+from model.cuts import CutWindow
 
 
 @dataclass
 class StreamContext:
-    window: FrameWindow = field(default_factory=FrameWindow)
+    window: CutWindow = field(default_factory=CutWindow)
     lock: threading.Lock = field(default_factory=threading.Lock)
     scored: int = 0  # frames of this stream scored so far (model.calibration.alert_counts)
     alerting: int = 0  # of which at or above the alert threshold
@@ -31,9 +31,10 @@ class StreamContext:
 
 
 class StreamContexts:
-    def __init__(self, ttl_s: float, capacity: int) -> None:
+    def __init__(self, ttl_s: float, capacity: int, max_change: float | None = None) -> None:
         self.ttl_s = ttl_s
         self.capacity = capacity
+        self.max_change = max_change  # scene-cut line of new contexts (None: model.cuts' default)
         self._items: OrderedDict[str, tuple[StreamContext, float]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -43,7 +44,8 @@ class StreamContexts:
         with self._lock:
             self._expire(now)
             context, _ = self._items.pop(stream_id, (None, now))
-            context = context or StreamContext()
+            if context is None:
+                context = StreamContext() if self.max_change is None else StreamContext(CutWindow(self.max_change))
             self._items[stream_id] = (context, now)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)

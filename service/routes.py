@@ -35,6 +35,7 @@ class FrameScore(BaseModel):
     discrepancy: float
     calibrated: float = Field(description="calibrated score in [0, 1]; 0.5 is the alert threshold")
     is_anomaly: bool = Field(description="calibrated >= 0.5")
+    cut: bool = Field(False, description="the first frame after a scene cut: its clip (window t-3..t+3) starts here")
     heatmap: list[list[float]] | str | None = Field(
         None, description="per-token scores (grid), or a base64 8-bit grayscale PNG at token resolution where "
                           "255 = twice the alert threshold's score (png), or none")
@@ -144,7 +145,7 @@ async def _frames_from_request(request: Request, runtime: ScoringRuntime) -> np.
     return frames
 
 
-def _frame_score(r: FrameResult, heatmap: str, scale: float, top_k: int) -> FrameScore:
+def _frame_score(r: FrameResult, heatmap: str, scale: float, top_k: int, cut: bool) -> FrameScore:
     o = r.outputs
     hm: list[list[float]] | str | None = None
     boxes = None
@@ -157,7 +158,7 @@ def _frame_score(r: FrameResult, heatmap: str, scale: float, top_k: int) -> Fram
     calibrated = float(o["calibrated"])
     return FrameScore(index=r.index, score=float(o["score"]), teacher_error=float(o["teacher_error"]),
                       discrepancy=float(o["discrepancy"]), calibrated=calibrated, is_anomaly=calibrated >= 0.5,
-                      heatmap=hm, boxes=boxes)
+                      cut=cut, heatmap=hm, boxes=boxes)
 
 
 @router.post("/v1/score", response_model=ScoreResponse, responses=ERRORS, openapi_extra=SCORE_BODY,
@@ -171,20 +172,22 @@ async def score(
                                            description="keep temporal context across requests")] = None,
     flush: Annotated[bool, Query(description="with stream_id: end of clip, score the frames still waiting")] = False,
 ) -> ScoreResponse:
-    """Frames t-3 and t+3 come from the same request (edges clamped). With ``stream_id`` the
-    context carries over between requests: frame t is returned once frame t+3 has arrived, and
-    ``flush=true`` ends the clip; chunked requests then give exactly the scores of one request."""
+    """Frames t-3 and t+3 come from the same request (edges clamped; a scene cut ends the clip as its
+    edge would). With ``stream_id`` the context carries over between requests: frame t is returned
+    once frame t+3 has arrived, and ``flush=true`` ends the clip; chunked requests then give exactly
+    the scores of one request."""
     if flush and stream_id is None:
         raise BadRequest("flush=true needs a stream_id")
     frames = await _frames_from_request(request, runtime)
-    inputs, pending, context = runtime.windows(frames, stream_id, flush)
+    inputs, pending, context, cuts = runtime.windows(frames, stream_id, flush)
     results = await runtime.score(inputs) if inputs else []
     scale = runtime.heatmap_scale
     calibrated = [float(r.outputs["calibrated"]) for r in results]
     for c in calibrated:
         runtime.metrics.score_distribution.labels(source="http").observe(c)
     scene = SceneFit(**context.tally(calibrated)) if context is not None else None
-    return ScoreResponse(frames=[_frame_score(r, heatmap, scale, top_k) for r in results], stream_id=stream_id,
+    return ScoreResponse(frames=[_frame_score(r, heatmap, scale, top_k, r.index in cuts) for r in results],
+                         stream_id=stream_id,
                          scene=scene, pending_frames=pending, model=runtime.bundle.graph.name)
 
 

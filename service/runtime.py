@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from export.bundle import TOLERANCES, Bundle, compare_outputs, infer_in_batches, load_bundle
-from model.window import clip_windows
+from model.cuts import CutWindow
 from service.backends import create_backend, resolve_backend
 from service.batcher import Batcher, Job
 from service.contexts import StreamContext, StreamContexts
@@ -41,7 +41,8 @@ class ScoringRuntime:
         self.batcher = Batcher(self.backends, settings.max_batch_size, settings.max_batch_delay_ms / 1000,
                                settings.queue_capacity, metrics)
         metrics.inference_workers.set(len(self.backends))
-        self.contexts = StreamContexts(settings.stream_context_ttl_s, settings.max_stream_contexts)
+        self.contexts = StreamContexts(settings.stream_context_ttl_s, settings.max_stream_contexts,
+                                       settings.scene_cut_change)
         self.ready = False
         self.readiness: dict[str, Any] = {"state": "starting"}
         h, w = self.bundle.image_size
@@ -105,21 +106,29 @@ class ScoringRuntime:
         self.metrics.model_ready.set(0)
 
     def windows(self, frames: np.ndarray, stream_id: str | None,
-                flush: bool) -> tuple[list[tuple[int, np.ndarray]], int, StreamContext | None]:
-        """(index, model input) pairs ready for scoring, how many frames still wait, and the stream's
-        context: a whole clip with clamped edges (no context), or, with a stream_id, the frames whose
-        look-ahead has arrived (all of them when ``flush``, which also ends the stream's context)."""
+                flush: bool) -> tuple[list[tuple[int, np.ndarray]], int, StreamContext | None, set[int]]:
+        """(index, model input) pairs ready for scoring, how many frames still wait, the stream's
+        context, and which of the ready frames begin a clip after a scene cut: a whole clip with
+        clamped edges (no context), or, with a stream_id, the frames whose look-ahead has arrived (all
+        of them when ``flush``, which also ends the stream's context). A scene cut (model.cuts) ends a
+        clip inside a request or a stream as its end would."""
         if stream_id is None:
-            return list(enumerate(clip_windows(frames, np.arange(len(frames))))), 0, None
+            window = CutWindow(self.settings.scene_cut_change)
+            ready = [pair for f in frames for pair in window.push(f)] + window.flush()
+            return ready, 0, None, set(window.cut_frames)
         context = self.contexts.get(stream_id)
         with context.lock:
-            ready = [pair for f in frames for pair in context.window.push(f)]
+            w = context.window
+            ready = [pair for f in frames for pair in w.push(f)]
             if flush:
-                ready += context.window.flush()
-            pending = context.window.pending
+                ready += w.flush()
+            pending = w.pending
+            returned = {t for t, _ in ready}
+            cuts = returned.intersection(w.cut_frames)
+            w.cut_frames = [t for t in w.cut_frames if t not in returned]  # only cuts not yet answered
         if flush:
             self.contexts.drop(stream_id)
-        return ready, pending, context
+        return ready, pending, context, cuts
 
     async def score(self, inputs: list[tuple[int, np.ndarray]], source: str = "http") -> list[FrameResult]:
         """Queue the inputs as one all-or-nothing group and await their results."""

@@ -105,6 +105,28 @@ def test_chunked_stream_equals_one_request(server):
     assert httpx.delete(server.url + "/v1/score/streams/cam-7").status_code == 404  # flushed contexts end
 
 
+def test_scene_cut_in_a_request_or_a_stream_ends_the_clip_there(server):
+    """Two scenes spliced (another camera's frames from index 10): in one request, and in chunks with a
+    stream_id, each side scores as its own clip, and the first frame after the cut says so."""
+    first, second = CLIP[:10], scene_frames(8, 96, 144, seed=9)
+    second[:, :, 72:] += 50  # the other camera sees a bright wall (the generated textures alone are faint)
+
+    def post(frames, query=""):
+        r = httpx.post(server.url + "/v1/score" + query, content=npy(frames),
+                       headers={"content-type": "application/x-npy"})
+        assert r.status_code == 200, r.text
+        return r.json()["frames"]
+
+    parts = [f["score"] for f in post(first) + post(second)]
+    spliced = post(np.concatenate([first, second]))
+    assert [f["score"] for f in spliced] == pytest.approx(parts, rel=1e-6)
+    assert [f["index"] for f in spliced if f["cut"]] == [10]
+    spliced_clip = np.concatenate([first, second])
+    got = post(spliced_clip[:12], "?stream_id=cut-1") + post(spliced_clip[12:], "?stream_id=cut-1&flush=true")
+    assert [f["index"] for f in got] == list(range(18)) and [f["index"] for f in got if f["cut"]] == [10]
+    assert [f["score"] for f in got] == pytest.approx(parts, rel=1e-6)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "status", "error"),
     [
