@@ -11,53 +11,55 @@ import numpy as np
 from model.window import FrameWindow
 
 MAX_CHANGE = 0.1  # the default line between one scene and two (benchmarks/scene_cuts.py)
+SHORT_SIDE = 20  # pixels: the pictures compared are this small (600 pixels at 2:3), which is enough for a median
 
 
-def small_gray(frame: np.ndarray) -> np.ndarray:
-    """A frame (H, W, C) as float32 gray (the mean of its channels), shrunk (each pixel the mean of its
-    area) by a whole factor to a shorter side of 20 pixels or more: the shipped model's 160x240 to
-    20x30; smaller frames stay as they are. Shrinking first, on the uint8 frame, costs least."""
-    h, w = frame.shape[:2]
-    img = frame.reshape(h, w, -1)
-    factor = max(1, min(h, w) // 20)
-    if factor > 1:
-        img = cv2.resize(img, (w // factor, h // factor), interpolation=cv2.INTER_AREA).reshape(h // factor,
-                                                                                                w // factor, -1)
-    return img[..., 0].astype(np.float32) if img.shape[2] == 1 else img.mean(axis=2, dtype=np.float32)
-
-
-def picture_change(a: np.ndarray, b: np.ndarray) -> float | None:
-    """How much of picture b differs from picture a (two :func:`small_gray` images): each picture is
-    divided by its spread (:func:`spread`), and the change is the median absolute deviation of their
-    difference. Exposure changes (gain and offset) cancel out; people moving change few pixels, so
-    the median stays near 0; another scene changes most of them. Nothing here depends on where a
-    two-toned picture's median falls. None when either picture is almost uniform."""
-    return _change(a, spread(a), b, spread(b))
-
-
-def _change(a: np.ndarray, sa: float | None, b: np.ndarray, sb: float | None) -> float | None:
-    if sa is None or sb is None:
-        return None
-    d = (b / sb - a / sa).ravel()
-    return _middle(np.abs(d - _middle(d)))
-
-
-def _middle(x: np.ndarray) -> float:
-    """The median (the upper of the two middle values of an even count), by one partial sort."""
-    k = x.size // 2
-    return float(np.partition(x, k)[k])
+def small_gray(frames: np.ndarray) -> np.ndarray:
+    """Frames (N, H, W, C) as float32 gray (the mean of their channels), shrunk (each pixel the mean of
+    its area) to a shorter side of SHORT_SIDE pixels, flattened: (N, pixels). The shipped model's
+    160x240 becomes 20x30, the test models' 32x48 too; smaller frames stay as they are. Shrinking
+    first, on the uint8 frames, costs least."""
+    n, h, w = frames.shape[:3]
+    imgs = frames.reshape(n, h, w, -1)
+    if min(h, w) > SHORT_SIDE:
+        size = (max(1, round(w * SHORT_SIDE / min(h, w))), max(1, round(h * SHORT_SIDE / min(h, w))))
+        imgs = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
+                         for f in imgs])
+    gray = imgs[..., 0].astype(np.float32) if imgs.shape[3] == 1 else imgs.mean(axis=3, dtype=np.float32)
+    return gray.reshape(n, -1)
 
 
 MIN_SPREAD = 32.0  # gray levels: a faint picture's codec noise is not divided into a large change (the
-# price: on such a picture a change of exposure is not cancelled: halved, a generated one changed by 0.09)
+# price: on such a picture a change of exposure is not cancelled: halved, a generated one changed by 0.06)
 
 
-def spread(x: np.ndarray) -> float | None:
-    """The picture's interquartile range, at least MIN_SPREAD (real scenes spread wider: Ped2 and
-    Avenue frames 91-119 levels); None when it is uniform."""
-    n = x.size
-    q1, q3 = np.partition(x.ravel(), [n // 4, (3 * n) // 4])[[n // 4, (3 * n) // 4]]  # one partial sort
-    return max(float(q3 - q1), MIN_SPREAD) if q3 - q1 >= 1.0 else None
+def spreads(small: np.ndarray) -> np.ndarray:
+    """Each picture's interquartile range (one partial sort), at least MIN_SPREAD (real scenes spread
+    wider: Ped2 and Avenue frames 91-119 levels); NaN for an almost uniform picture."""
+    k1, k3 = small.shape[1] // 4, (3 * small.shape[1]) // 4
+    q = np.partition(small, [k1, k3], axis=1)
+    iqr = q[:, k3] - q[:, k1]
+    return np.where(iqr >= 1.0, np.maximum(iqr, MIN_SPREAD), np.nan)
+
+
+def changes(a: np.ndarray, sa: np.ndarray, b: np.ndarray, sb: np.ndarray) -> np.ndarray:
+    """:func:`picture_change` of each row of b from the same row of a (pictures and their spreads)."""
+    d = b / sb[:, None] - a / sa[:, None]
+    k = d.shape[1] // 2  # medians by one partial sort: the upper of the two middle values
+    middle = np.partition(d, k, axis=1)[:, k]
+    return np.partition(np.abs(d - middle[:, None]), k, axis=1)[:, k]
+
+
+def picture_change(a: np.ndarray, b: np.ndarray) -> float | None:
+    """How much of frame b differs from frame a (two (H, W, C) frames): each picture (:func:`small_gray`)
+    is divided by its spread (:func:`spreads`), and the change is the median absolute deviation of
+    their difference. Exposure changes (gain and offset) cancel out; people moving change few pixels,
+    so the median stays near 0; another scene changes most of them. Nothing here depends on where a
+    two-toned picture's median falls. None when either picture is almost uniform."""
+    small = small_gray(np.stack([a, b]))
+    s = spreads(small)
+    c = float(changes(small[:1], s[:1], small[1:], s[1:])[0])
+    return None if np.isnan(c) else c
 
 
 class CutDetector:
@@ -80,20 +82,28 @@ class CutDetector:
     def __init__(self, max_change: float = MAX_CHANGE) -> None:
         self.max_change = max_change
         self.last: float | None = None  # the latest frame's change from the one before it
-        self._previous: tuple[np.ndarray, float | None] | None = None  # picture and spread: each computed once
+        self._previous: tuple[np.ndarray, np.ndarray] | None = None  # picture (1, pixels) and its spread
 
     def reset(self) -> None:
         self._previous, self.last = None, None
 
     def check(self, frame: np.ndarray) -> float | None:
         """The change from the previous frame when it is a cut (above ``max_change``), else None."""
-        small, previous = small_gray(frame), self._previous
-        self._previous = (small, spread(small))
-        same_size = previous is not None and previous[0].shape == small.shape
-        self.last = _change(*previous, *self._previous) if previous is not None and same_size else None
-        if not self.max_change or self.last is None or self.last <= self.max_change:
-            return None
-        return self.last
+        return self.check_many(frame[None])[0]
+
+    def check_many(self, frames: np.ndarray) -> list[float | None]:
+        """:meth:`check` for consecutive frames (N, H, W, C) at once: a few array operations for the
+        lot (an HTTP request's frames), not a few per frame."""
+        small = small_gray(frames)
+        spread = spreads(small)
+        previous, self._previous = self._previous, (small[-1:], spread[-1:])
+        first = [np.nan]  # nothing to compare the first frame with
+        if previous is not None and previous[0].shape[1] == small.shape[1]:
+            small, spread, first = np.concatenate([previous[0], small]), np.concatenate([previous[1], spread]), []
+        values = first + changes(small[:-1], spread[:-1], small[1:], spread[1:]).tolist()
+        found: list[float | None] = [None if np.isnan(v) else v for v in values]
+        self.last = found[-1]
+        return [v if self.max_change and v is not None and v > self.max_change else None for v in found]
 
 
 class CutWindow:
@@ -117,13 +127,19 @@ class CutWindow:
         return self.window.pending
 
     def push(self, frame: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        return self.push_many(frame[None])
+
+    def push_many(self, frames: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """:meth:`push` for consecutive frames (N, H, W, C), the cut check done for all of them at once."""
         ready: list[tuple[int, np.ndarray]] = []
-        if self.detector.check(frame) is not None:
-            ready = self.flush()
-            self.base += self.window.seen
-            self.window = FrameWindow()
-            self.cut_frames.append(self.base)
-        return ready + [(self.base + t, x) for t, x in self.window.push(frame)]
+        for frame, cut in zip(frames, self.detector.check_many(frames), strict=True):
+            if cut is not None:
+                ready += self.flush()
+                self.base += self.window.seen
+                self.window = FrameWindow()
+                self.cut_frames.append(self.base)
+            ready += [(self.base + t, x) for t, x in self.window.push(frame)]
+        return ready
 
     def flush(self) -> list[tuple[int, np.ndarray]]:
         return [(self.base + t, x) for t, x in self.window.flush()]

@@ -114,12 +114,12 @@ class ScoringRuntime:
         clip inside a request or a stream as its end would."""
         if stream_id is None:
             window = CutWindow(self.settings.scene_cut_change)
-            ready = [pair for f in frames for pair in window.push(f)] + window.flush()
+            ready = window.push_many(frames) + window.flush()
             return ready, 0, None, set(window.cut_frames)
         context = self.contexts.get(stream_id)
         with context.lock:
             w = context.window
-            ready = [pair for f in frames for pair in w.push(f)]
+            ready = w.push_many(frames)
             if flush:
                 ready += w.flush()
             pending = w.pending

@@ -88,7 +88,7 @@ def test_scene_cuts_quick(tmp_path):
     assert rows["ped2 with avenue (a cut)"]["cut_share"] == 1.0  # every pair of the two scenes is a cut
     assert all(rows[k]["cut_share"] == 0.0 for k in rows if "avenue (a cut)" not in k)
     assert rows["one video, every 1 frame(s)"]["max"] < result["threshold"] < rows["ped2 with avenue (a cut)"]["min"]
-    assert "called a cut" in stdout and result["ms_per_frame"] > 0
+    assert "called a cut" in stdout and result["ms_per_frame"] > 0 and result["ms_per_frame_batch8"] > 0
 
 
 @pytest.mark.slow
