@@ -66,8 +66,8 @@ class CutDetector:
     """Notices a scene cut: a frame whose picture mostly differs from the previous sampled frame's
     (another camera or PTZ preset switched onto the stream, a file spliced from two scenes, a moved or
     tampered camera). A window of frames t-3..t+3 across it would show the model two scenes at once, so
-    the camera ends its segment there, as at a gap (service.streams), and `aedmae score` scores the
-    two sides as separate clips (model.scorevideo).
+    the camera ends its segment there, as at a gap (service.streams), and HTTP clips and `aedmae
+    score` score the two sides as separate clips (:class:`CutWindow`).
 
     :func:`picture_change` of consecutive frames of Ped2 and of the Avenue footage, at the shipped
     model's resolution, is at most 0.013 frame to frame and 0.020 a fifth or a whole second apart,
@@ -94,6 +94,8 @@ class CutDetector:
     def check_many(self, frames: np.ndarray) -> list[float | None]:
         """:meth:`check` for consecutive frames (N, H, W, C) at once: a few array operations for the
         lot (an HTTP request's frames), not a few per frame."""
+        if len(frames) == 0:
+            return []
         small = small_gray(frames)
         spread = spreads(small)
         previous, self._previous = self._previous, (small[-1:], spread[-1:])

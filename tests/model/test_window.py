@@ -28,3 +28,22 @@ def test_short_stream_flushes_everything():
     assert w.push(frames[0]) == [] and w.push(frames[1]) == []
     out = w.flush()
     assert [t for t, _ in out] == [0, 1] and out[1][1][:, 0, 0, 0].tolist() == [0, 1, 1]
+
+
+def test_cut_window_cuts_the_clip_in_two_however_the_frames_arrive():
+    from model.cuts import CutWindow
+    from tests.conftest import scene_frames
+
+    first, second = scene_frames(9, 32, 48, seed=1), scene_frames(7, 32, 48, seed=2)
+    second[:, :, 24:] += 50  # another scene (the generated textures alone are faint)
+    clip = np.concatenate([first, second])
+    expected = [*clip_windows(first, np.arange(9)), *clip_windows(second, np.arange(7))]
+    for chunk in (1, 4, 16):
+        w = CutWindow()
+        got = [pair for k in range(0, 16, chunk) for pair in w.push_many(clip[k : k + chunk])] + w.flush()
+        assert [t for t, _ in got] == list(range(16)) and w.cut_frames == [9]
+        assert all(np.array_equal(x, e) for (_, x), e in zip(got, expected, strict=True))
+    w = CutWindow(max_change=0)  # off: one clip
+    got = w.push_many(clip) + w.flush()
+    assert w.cut_frames == [] and all(np.array_equal(x, e) for (_, x), e in zip(got, clip_windows(clip, np.arange(16)),
+                                                                                 strict=True))

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from model.cuts import CutDetector
+from model.cuts import CutDetector, picture_change
 from model.frames import to_model_frame
 from service.events import Event, EventBus, EventDetector, WebhookSender
 from service.settings import EventSettings, StreamSpec
@@ -121,7 +121,7 @@ def test_cut_detector_calls_another_scene_a_cut_and_nothing_else():
     d = CutDetector()
     assert [d.check(f) for f in a] == [None] * 30 and 0 <= d.last < 0.1
     r = d.check(b[0])  # another camera switched onto the stream
-    assert r is not None and r > 0.1 and r == d.last
+    assert r is not None and r > 0.1 and r == d.last == pytest.approx(picture_change(a[-1], b[0]), abs=1e-6)
     assert d.check(b[1]) is None  # the new scene goes on
     assert d.check(np.full_like(b[0], 7)) is None and d.last is None  # blank: Validity's business
     off = CutDetector(max_change=0)
