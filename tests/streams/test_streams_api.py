@@ -3,8 +3,10 @@ the server dies and returns, the server hangs, four cameras, add/delete soak."""
 
 import logging
 import os
+import subprocess
 import threading
 
+import cv2
 import httpx
 import pytest
 
@@ -169,3 +171,45 @@ def test_http_video_url_is_a_camera_too(client, tmp_path):
     finally:
         client.delete("/v1/streams/web")
         httpd.shutdown()
+
+
+def test_scene_cut_on_a_real_rtsp_stream(client, rtsp_server, tmp_path):
+    """Real footage of two scenes spliced into one H.264 file (Ped2, then Avenue) served over RTSP: the
+    camera notices the cut, ends the open event there and marks the frame; the scenes themselves and
+    the H.264 coding raise no other cut."""
+    from tests.conftest import require_shared
+    from tests.streams.conftest import RtspServer
+
+    ped2 = sorted(require_shared("ped2", "test", "01").glob("*.jpg"))[:40]
+    cap, avenue = cv2.VideoCapture(str(require_shared("footage", "avenue_train_11.mp4"))), []
+    while len(avenue) < 40 and (got := cap.read())[0]:
+        avenue.append(got[1])
+    frames = [cv2.resize(cv2.imread(str(p)), (320, 240)) for p in ped2] + [cv2.resize(f, (320, 240)) for f in avenue]
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"f{i:03d}.png"), f)
+    spliced = tmp_path / "spliced.mp4"
+    subprocess.run(["gst-launch-1.0", "-q", "multifilesrc", f"location={tmp_path}/f%03d.png", "index=0",
+                    f"stop-index={len(frames) - 1}", "caps=image/png,framerate=10/1", "!", "pngdec", "!",
+                    "videoconvert", "!", "x264enc", "!", "h264parse", "!", "mp4mux", "!", "filesink",
+                    f"location={spliced}"], check=True, timeout=60)
+    server = RtspServer(spliced).start()
+    try:
+        always = {"enter": 0.0, "exit": 0.0, "min_duration_s": 0.0, "cooldown_s": 0.0}
+        assert client.post("/v1/streams", json={"id": "splice", "url": server.url, "events": always}).status_code == 201
+        assert wait_for(lambda: camera(client, "splice")["scene_cuts"] >= 1, 30), camera(client, "splice")
+
+        def cut_frames() -> list[int]:  # the cut frame is scored once its look-ahead has arrived
+            records = client.get("/v1/streams/splice/scores", params={"limit": 1000}).json()["scores"]
+            return [x["frame"] for x in records if x["cut"]]
+
+        assert wait_for(lambda: cut_frames(), 15), camera(client, "splice")
+        cuts = cut_frames()
+        assert wait_for(lambda: any(e["end_reason"] == "cut"
+                                    for e in client.get("/v1/streams/splice/events").json()["events"]), 10)
+        events = client.get("/v1/streams/splice/events").json()["events"]
+        assert metric(client, "aedmae_stream_scene_cuts_total", stream="splice") >= 1
+    finally:
+        server.kill()
+    # Ped2 -> Avenue at the file's frame 40 (RTSP may lose a frame or two at the start of the first play)
+    assert 36 <= cuts[0] <= 40 and [c for c in cuts if c < 80] == cuts[:1], cuts  # one cut a play, no other
+    assert any(e["end_reason"] == "cut" and e["end_frame"] == cuts[0] - 1 for e in events), events
