@@ -27,19 +27,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.bundle import load_bundle
-from model.cuts import MAX_CHANGE, CutDetector
+from model.cuts import MAX_CHANGE, CutDetector, picture_change
 from model.frames import discover, read_frames, to_model_frame
 from model.shipped import SHIPPED_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def pair_change(a: np.ndarray, b: np.ndarray) -> float | None:
-    """What the camera's check computes for frame b following frame a."""
-    detector = CutDetector()
-    detector.check(a)
-    detector.check(b)
-    return detector.last
 
 
 def summary(values: list[float], threshold: float) -> dict[str, Any]:
@@ -80,7 +72,7 @@ def main() -> None:
     scenes = load_videos(Path(args.data), bundle.image_size, bundle.channels, 40 if args.quick else 0)
     rows: dict[str, dict[str, Any]] = {}
     for step in (1, 5, 25):
-        values = [pair_change(f[i], f[i + step]) for videos in scenes.values() for f in videos.values()
+        values = [picture_change(f[i], f[i + step]) for videos in scenes.values() for f in videos.values()
                   for i in range(0, len(f) - step, step)]
         if values:
             rows[f"one video, every {step} frame(s)"] = summary(values, threshold)
@@ -101,10 +93,10 @@ def main() -> None:
     for scene, frames in picks.items():  # first, middle and last frames of different videos of one scene
         n = len(frames)
         rows[f"{scene} with {scene}, other videos"] = summary(
-            [pair_change(frames[i], frames[j]) for i in range(n) for j in range(n) if i // 3 != j // 3], threshold)
+            [picture_change(frames[i], frames[j]) for i in range(n) for j in range(n) if i // 3 != j // 3], threshold)
     rows["ped2 with avenue (a cut)"] = summary(
-        [pair_change(a, b) for a in picks["ped2"] for b in picks["avenue"]]
-        + [pair_change(b, a) for a in picks["ped2"] for b in picks["avenue"]], threshold)
+        [picture_change(a, b) for a in picks["ped2"] for b in picks["avenue"]]
+        + [picture_change(b, a) for a in picks["ped2"] for b in picks["avenue"]], threshold)
     h, w = bundle.image_size
     print(f"\nscene-cut check: a cut above a picture change of {threshold} (model {h}x{w}, "
           f"{bundle.channels} channel(s))")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model.calibration import alert_counts, scene_verdict
-from model.cuts import CutWindow
+from model.cuts import MAX_CHANGE, CutWindow
 
 
 @dataclass
@@ -31,10 +31,10 @@ class StreamContext:
 
 
 class StreamContexts:
-    def __init__(self, ttl_s: float, capacity: int, max_change: float | None = None) -> None:
+    def __init__(self, ttl_s: float, capacity: int, max_change: float = MAX_CHANGE) -> None:
         self.ttl_s = ttl_s
         self.capacity = capacity
-        self.max_change = max_change  # scene-cut line of new contexts (None: model.cuts' default)
+        self.max_change = max_change  # scene-cut line of new contexts
         self._items: OrderedDict[str, tuple[StreamContext, float]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -44,8 +44,7 @@ class StreamContexts:
         with self._lock:
             self._expire(now)
             context, _ = self._items.pop(stream_id, (None, now))
-            if context is None:
-                context = StreamContext() if self.max_change is None else StreamContext(CutWindow(self.max_change))
+            context = context or StreamContext(CutWindow(self.max_change))
             self._items[stream_id] = (context, now)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)

@@ -130,9 +130,9 @@ class Settings(BaseSettings):
                                         description="a camera's frames queued for inference, at most; when "
                                                     "more arrive the oldest is dropped (freshest first)")
     scene_cut_change: float = Field(MAX_CHANGE, ge=0, le=10,
-                                    description="a camera frame that changed more than this from the one before "
-                                                "(model.cuts.picture_change) is a scene cut: "
-                                                "the window, smoothing and any open event restart there (0: off)")
+                                    description="a frame (camera or /v1/score) that changed more than this from "
+                                                "the one before (model.cuts.picture_change) is a scene cut: the "
+                                                "window, smoothing and any open event restart there (0: off)")
     stream_history: int = Field(3000, ge=10, le=1_000_000, description="recent scores kept per camera")
     allow_file_streams: bool = Field(True, description="allow local video files as cameras (recorded clips)")
     webhook_url: str | None = Field(None, description="POST every event start and end here (JSON)")
