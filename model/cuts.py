@@ -145,3 +145,10 @@ class CutWindow:
 
     def flush(self) -> list[tuple[int, np.ndarray]]:
         return [(self.base + t, x) for t, x in self.window.flush()]
+
+    def take_cuts(self, indices: set[int]) -> set[int]:
+        """The cut frames among ``indices`` (frames just returned), forgotten from ``cut_frames`` so that
+        a long-lived stream's list holds only cuts not yet answered."""
+        taken = indices.intersection(self.cut_frames)
+        self.cut_frames = [t for t in self.cut_frames if t not in taken]
+        return taken

@@ -123,9 +123,7 @@ class ScoringRuntime:
             if flush:
                 ready += w.flush()
             pending = w.pending
-            returned = {t for t, _ in ready}
-            cuts = returned.intersection(w.cut_frames)
-            w.cut_frames = [t for t in w.cut_frames if t not in returned]  # only cuts not yet answered
+            cuts = w.take_cuts({t for t, _ in ready})
         if flush:
             self.contexts.drop(stream_id)
         return ready, pending, context, cuts

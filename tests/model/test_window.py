@@ -43,6 +43,7 @@ def test_cut_window_cuts_the_clip_in_two_however_the_frames_arrive():
         got = [pair for k in range(0, 16, chunk) for pair in w.push_many(clip[k : k + chunk])] + w.flush()
         assert [t for t, _ in got] == list(range(16)) and w.cut_frames == [9]
         assert all(np.array_equal(x, e) for (_, x), e in zip(got, expected, strict=True))
+        assert w.take_cuts({7, 8}) == set() and w.take_cuts({8, 9, 10}) == {9} and w.cut_frames == []
     w = CutWindow(max_change=0)  # off: one clip
     got = w.push_many(clip) + w.flush()
     assert w.cut_frames == [] and all(np.array_equal(x, e) for (_, x), e in zip(got, clip_windows(clip, np.arange(16)),
