@@ -84,9 +84,6 @@ class CutDetector:
         self.last: float | None = None  # the latest frame's change from the one before it
         self._previous: tuple[np.ndarray, np.ndarray] | None = None  # picture (1, pixels) and its spread
 
-    def reset(self) -> None:
-        self._previous, self.last = None, None
-
     def check(self, frame: np.ndarray) -> float | None:
         """The change from the previous frame when it is a cut (above ``max_change``), else None."""
         return self.check_many(frame[None])[0]
