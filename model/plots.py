@@ -37,15 +37,26 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path
 
 
 def plot_timelines(series: dict[str, dict[str, np.ndarray]], path: Path, threshold: float | None) -> Path:
-    """series: {video: {"labels": (N,), "score": (N,), "smoothed": (N,)[, "cuts": frames]}}; abnormal
-    frames shaded, scene cuts (the first frame of each new clip, model.cuts) drawn as dotted lines."""
+    """:func:`timeline_figure`, written to ``path``."""
+    fig = timeline_figure(series, threshold)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def timeline_figure(series: dict[str, dict[str, np.ndarray]], threshold: float | None) -> Any:
+    """Score timelines, one row per video. series: {video: {"score": (N,), "smoothed": (N,)[, "labels":
+    (N,)][, "cuts": frames]}}; labelled abnormal frames shaded (footage without labels, as `aedmae score`
+    plots it, has no such entry), scene cuts (the first frame of each new clip, model.cuts) drawn as
+    dotted lines."""
     plt = _pyplot()
     n = len(series)
     fig, axes = plt.subplots(n, 1, figsize=(9, 1.6 * n + 0.6), squeeze=False)
     for ax, (name, s) in zip(axes[:, 0], series.items(), strict=True):
         x = np.arange(len(s["score"]))
-        ax.fill_between(x, 0, 1, where=s["labels"] > 0, color="tab:red", alpha=0.15, step="mid",
-                        transform=ax.get_xaxis_transform(), label="labelled abnormal")
+        if "labels" in s:
+            ax.fill_between(x, 0, 1, where=s["labels"] > 0, color="tab:red", alpha=0.15, step="mid",
+                            transform=ax.get_xaxis_transform(), label="labelled abnormal")
         ax.plot(x, s["score"], lw=0.8, color="tab:blue", alpha=0.6, label="score")
         ax.plot(x, s["smoothed"], lw=1.4, color="tab:blue", label="smoothed")
         if threshold is not None:
@@ -57,9 +68,7 @@ def plot_timelines(series: dict[str, dict[str, np.ndarray]], path: Path, thresho
     axes[0, 0].legend(loc="upper right", fontsize=7, ncol=4)
     axes[-1, 0].set_xlabel("frame")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def heatmap_strip(frames: np.ndarray, heatmaps: np.ndarray, scores: np.ndarray, labels: np.ndarray | None,

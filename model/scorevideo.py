@@ -139,8 +139,8 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
 
     calibrated = np.array([r["calibrated"] for r in rows])
     smoothed = np.array([r["smoothed"] for r in rows])
-    plot_timelines({source.name: {"labels": np.zeros(len(rows)), "score": calibrated, "smoothed": smoothed,
-                                  "cuts": np.array(window.cut_frames)}}, out / "timeline.png", 0.5)
+    plot_timelines({source.name: {"score": calibrated, "smoothed": smoothed, "cuts": np.array(window.cut_frames)}},
+                   out / "timeline.png", 0.5)
     return {"frames": len(rows), "alert_frames": int(sum(r["alert"] for r in rows)), "source": str(source.path),
             "out": str(out), "scene": scene_check(calibrated), "scene_cuts": window.cut_frames}
 

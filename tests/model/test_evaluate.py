@@ -111,3 +111,20 @@ def test_score_warns_when_the_footage_is_not_the_models_scene(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "aedmae score: warning: 100.0% of 105 frames are at or above the alert threshold" in err
     assert "aedmae calibrate --data" in err
+
+
+def test_timelines_shade_labels_only_where_there_are_labels():
+    """`aedmae evaluate` shades the labelled abnormal frames; `aedmae score` has no labels, so its
+    timeline has no such legend entry (it once drew an empty one from all-zero labels)."""
+    from model.plots import _pyplot, timeline_figure
+
+    score = np.linspace(0, 1, 30)
+    labelled = {"v": {"labels": (score > 0.5).astype(int), "score": score, "smoothed": score, "cuts": np.array([12])}}
+    unlabelled = {"v": {"score": score, "smoothed": score}}
+    for series, threshold, expected in (
+        (labelled, 0.5, ["labelled abnormal", "score", "smoothed", "alert threshold", "scene cut"]),
+        (unlabelled, None, ["score", "smoothed"]),
+    ):
+        fig = timeline_figure(series, threshold)
+        assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == expected
+        _pyplot().close(fig)
