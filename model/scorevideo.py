@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +30,20 @@ from model.scoring import score_frames
 CURVE_HEIGHT = 60
 
 
-def _curve(values: list[float], width: int, upto: int) -> np.ndarray:
-    """A strip with the calibrated score so far (0..1), the 0.5 threshold dashed, alerts in red."""
+def _curve(values: Sequence[float], width: int) -> np.ndarray:
+    """A strip with the latest ``width`` calibrated scores (0..1), one pixel column a frame, the newest
+    at the right once the strip is full (it scrolls, as a monitoring display does); the 0.5 threshold
+    dashed, alerts in red. Drawing only what fits keeps each frame's cost fixed (about 1 ms at 640
+    wide); the whole history squeezed into the strip grew with the video, to more than the model's own
+    time an hour in. timeline.png shows the whole."""
     strip = np.full((CURVE_HEIGHT, width, 3), 24, np.uint8)
     y_thr = int(CURVE_HEIGHT * 0.5)
     for x in range(0, width, 6):
         cv2.line(strip, (x, y_thr), (x + 2, y_thr), (200, 160, 0), 1)
-    n = max(upto, 2)
-    pts = [(int(i * (width - 1) / (n - 1)), int((1 - min(max(v, 0), 1)) * (CURVE_HEIGHT - 1)))
-           for i, v in enumerate(values[:upto])]
-    for (x0, y0), (x1, y1), v in zip(pts, pts[1:], values[1:upto], strict=False):
-        cv2.line(strip, (x0, y0), (x1, y1), (255, 60, 60) if v >= 0.5 else (90, 200, 255), 1)
+    recent = list(values)[-width:]
+    ys = [int((1 - min(max(v, 0), 1)) * (CURVE_HEIGHT - 1)) for v in recent]
+    for x, (y0, y1, v) in enumerate(zip(ys, ys[1:], recent[1:], strict=False)):
+        cv2.line(strip, (x, y0), (x + 1, y1), (255, 60, 60) if v >= 0.5 else (90, 200, 255), 1)
     return strip
 
 
@@ -50,7 +55,7 @@ class _AnnotatedWriter:
         self.width = w
         self.vmax = vmax
         self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 25, (w, h + CURVE_HEIGHT))
-        self.values: list[float] = []
+        self.values: deque[float] = deque(maxlen=w)  # what the curve strip shows
 
     def write(self, frame: np.ndarray, heatmap: np.ndarray, row: dict[str, Any]) -> None:
         self.values.append(row["smoothed"])
@@ -62,7 +67,7 @@ class _AnnotatedWriter:
                        f"#{row['frame']} score {row['smoothed']:.2f}{'  ALERT' if row['alert'] else ''}"
                        f"{'  SCENE CUT' if row['cut'] else ''}",
                        alert=row["alert"])
-        canvas = np.concatenate([tile, _curve(self.values, self.width, len(self.values))], axis=0)
+        canvas = np.concatenate([tile, _curve(self.values, self.width)], axis=0)
         self.writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
 
     def close(self) -> None:

@@ -128,3 +128,20 @@ def test_timelines_shade_labels_only_where_there_are_labels():
         fig = timeline_figure(series, threshold)
         assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == expected
         _pyplot().close(fig)
+
+
+def test_annotated_curve_shows_the_latest_frames_at_a_fixed_cost():
+    """The strip under each annotated frame draws the latest `width` scores, one column a frame: deep
+    into a video it is what the last `width` frames alone draw (drawing the whole history once made
+    each frame's cost grow with the video), the newest frame at the right edge, red when it alerts."""
+    from model.scorevideo import _curve
+
+    rng = np.random.default_rng(0)
+    history = list(rng.random(20_000) * 0.4)
+    width = 64
+    np.testing.assert_array_equal(_curve(history, width), _curve(history[-width:], width))
+    quiet, alert = _curve([*history, 0.2], width), _curve([*history, 0.9], width)
+    red = (alert[:, -1, 0] == 255) & (alert[:, -1, 2] == 60)
+    assert red.any() and not ((quiet[:, -1, 0] == 255) & (quiet[:, -1, 2] == 60)).any()
+    young = _curve([0.9, 0.9, 0.9], width)  # before the strip fills, the curve grows from the left
+    assert ((young[:, :3, 0] == 255) & (young[:, :3, 2] == 60)).any() and (young[:, 4:, 0] != 255).all()
