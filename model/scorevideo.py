@@ -1,6 +1,7 @@
 """``aedmae score``: score a video file or a folder of frames without labels, the way a user first
-tries the model on their own footage. Streams the input (constant memory) and writes per-frame
-scores (CSV + JSON), an annotated video (heatmap overlay, score curve, alerts) and a timeline."""
+tries the model on their own footage. Streams the input (it keeps the look-ahead's frames and one row
+of numbers a frame) and writes per-frame scores (CSV + JSON), an annotated video (heatmap overlay,
+recent score curve, alerts) and a timeline of the whole."""
 
 from __future__ import annotations
 
