@@ -22,7 +22,7 @@ from service.camera_store import CameraStore
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.runtime import ScoringRuntime
-from service.settings import Settings
+from service.settings import Settings, load_settings
 from service.stream_hub import StreamManager
 
 log = logging.getLogger("aedmae.service")
@@ -105,7 +105,7 @@ def _error_response(status: int, code: str, detail: Any, headers: dict[str, str]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or load_settings()
     app = FastAPI(title="aedmae", version=model.__version__, lifespan=lifespan,
                   description="Real-time video anomaly detection: per-frame anomaly scores and heatmaps.")
     app.state.settings = settings
@@ -139,4 +139,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def build_app_from_env() -> FastAPI:
     """uvicorn factory entry point: ``uvicorn --factory service.app:build_app_from_env``."""
-    return create_app(Settings())
+    return create_app(load_settings())

@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from model.errors import ConfigError
-from service.settings import StreamSpec
+from service.settings import StreamSpec, problems
 
 FORMAT_VERSION = 1
 
@@ -48,8 +48,7 @@ class CameraStore:
             try:
                 spec = StreamSpec.model_validate(entry)
             except ValidationError as e:
-                problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-                raise ConfigError(f"{where}: camera {i} is invalid ({problems}); fix or remove it") from None
+                raise ConfigError(f"{where}: camera {i} is invalid ({problems(e)}); fix or remove it") from None
             if any(s.id == spec.id for s in specs):
                 raise ConfigError(f"{where}: camera id {spec.id!r} appears twice; remove one")
             specs.append(spec)

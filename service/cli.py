@@ -187,8 +187,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from export.bundle import load_bundle
     from service.app import create_app
-    from service.settings import Settings
+    from service.settings import load_settings
 
     if args.config:
         os.environ["AEDMAE_CONFIG"] = args.config
@@ -196,7 +197,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                    ("backend", args.backend), ("device", args.device), ("workers", args.workers),
                                    ("max_batch_size", args.max_batch_size), ("precision", args.precision))
                  if v is not None}
-    settings = Settings(**overrides)
+    settings = load_settings(**overrides)
+    load_bundle(settings.model_path())  # a wrong model path fails here, in one line, not after start-up
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
                 timeout_graceful_shutdown=10)  # SSE and preview clients are cut after 10 s
     return 0

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from model.cuts import MAX_CHANGE
@@ -176,3 +176,24 @@ class Settings(BaseSettings):
         if self.threads_per_worker:
             return self.threads_per_worker
         return max(1, (os.cpu_count() or 1) // self.workers)
+
+
+def problems(e: ValidationError) -> str:
+    """A pydantic error as one line: ``field.sub: message (got value)`` for each problem."""
+    parts = []
+    for err in e.errors():
+        where = ".".join(map(str, err["loc"])) or "value"
+        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        parts.append(f"{where}: {err['msg']}{got}")
+    return "; ".join(parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """``Settings`` from the command line's ``overrides``, ``AEDMAE_*`` variables and the config file;
+    a wrong value is a ConfigError naming the setting and the three places it can come from."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        where = f"the config file {os.environ['AEDMAE_CONFIG']}" if os.environ.get("AEDMAE_CONFIG") else ""
+        sources = ", ".join(x for x in ("the command line", "AEDMAE_* environment variables", where) if x)
+        raise ConfigError(f"invalid settings: {problems(e)} (from {sources})") from None

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -79,3 +80,26 @@ def test_learning_curve_with_eval_data_on_a_two_grid_model(labelled_test_set, tm
     assert history and all({"synthetic_auc_score", "test_micro_auc_paper", "test_micro_auc_configured"} <= set(h)
                            for h in history)
     assert all(0 <= h["test_micro_auc_configured"] <= 1 for h in history)
+
+
+def test_serve_refuses_wrong_settings_and_models_before_it_starts(tmp_path, monkeypatch, capsys):
+    """`aedmae serve` with a setting out of range (flag, environment or config file) or a model path
+    that holds no model ends in one line and exit code 2, before uvicorn starts (a traceback, or a
+    server that never became ready, before)."""
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("uvicorn started"))
+    monkeypatch.delenv("AEDMAE_CONFIG", raising=False)  # --config sets it: gone again after the test
+    assert main(["serve", "--port", "99999"]) == 2
+    assert "invalid settings: port: Input should be less than or equal to 65535 (got 99999)" in capsys.readouterr().err
+    config = tmp_path / "aedmae.toml"
+    config.write_text("max_batch_delay_ms = -3\n")
+    monkeypatch.setenv("AEDMAE_MAX_BATCH_SIZE", "0")
+    assert main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "max_batch_size:" in err and "max_batch_delay_ms:" in err
+    assert f"the config file {config}" in err
+    monkeypatch.delenv("AEDMAE_MAX_BATCH_SIZE")
+    os.environ.pop("AEDMAE_CONFIG")
+    assert main(["serve", "--model", str(tmp_path)]) == 2
+    assert f"{tmp_path}: no .onnx model in this folder" in capsys.readouterr().err
