@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import warnings
 from datetime import UTC, datetime
@@ -91,9 +92,8 @@ def _to_fp16(src: Path, dst: Path) -> None:
 def export_onnx(model_path: str | Path, out: str | Path, precision: str = "fp32", max_batch: int = 32,
                 opset: int = OPSET) -> dict[str, Any]:
     """Export, check and describe a checkpoint's deployed graph. Returns the sidecar written beside
-    ``out``. Raises ExportError when a check fails (the files are removed then)."""
-    import onnx
-
+    ``out``. Raises ExportError when a check fails or ``out`` cannot be written; an earlier export at
+    ``out`` is replaced only by one that passed every check."""
     if precision not in ("fp32", "fp16"):
         raise ExportError(f"--precision {precision}: choose fp32 or fp16")
     if opset < 17:
@@ -107,38 +107,57 @@ def export_onnx(model_path: str | Path, out: str | Path, precision: str = "fp32"
     with torch.no_grad():
         ref = dict(zip(OUTPUT_NAMES, (t.numpy() for t in graph(torch.from_numpy(frames))), strict=True))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        export_graph(graph, frames, fp32, opset)
-        if precision == "fp16":
-            _to_fp16(fp32, out)
-        else:
-            fp32.replace(out)
+    try:  # everything is written and checked beside ``out`` first: a failed export leaves the old one
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".aedmae-export-", dir=out.parent))
+    except OSError as e:
+        raise ExportError(f"{out}: cannot write there ({e.strerror or e})") from None
+    try:
+        draft = work / out.name
+        sidecar = _export_and_check(graph, net, meta, scorer, frames, ref, draft, out, precision, max_batch, opset)
+        sidecar["source_checkpoint_sha256"] = checkpoint.digest(checkpoint.resolve(model_path))
+        sidecar_path(draft).write_text(json.dumps(sidecar, indent=1) + "\n")
+        draft.replace(out)  # the same file system: atomic
+        sidecar_path(draft).replace(sidecar_path(out))
+    except OSError as e:
+        raise ExportError(f"{out}: cannot write there ({e.strerror or e})") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return sidecar
+
+
+def _export_and_check(graph: DeployedGraph, net: AEDMAE, meta: dict[str, Any], scorer: Scorer, frames: np.ndarray,
+                      ref: dict[str, np.ndarray], draft: Path, out: Path, precision: str, max_batch: int,
+                      opset: int) -> dict[str, Any]:
+    """Export to ``draft``, describe it, run its checks; ``out`` is where it will go (for messages)."""
+    import onnx
+
+    fp32 = draft.with_name("fp32.onnx")
+    export_graph(graph, frames, fp32, opset)
+    if precision == "fp16":
+        _to_fp16(fp32, draft)
+    else:
+        fp32.replace(draft)
     sidecar = _describe(net, meta, scorer, precision, max_batch, opset, ref)
-    sidecar["source_checkpoint_sha256"] = checkpoint.digest(checkpoint.resolve(model_path))
-    model = onnx.load(str(out))
+    model = onnx.load(str(draft))
     for key, value in (("aedmae.sidecar", json.dumps({k: v for k, v in sidecar.items() if k != "golden"})),
                        ("aedmae.version", sidecar["code_version"])):
         model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(out))
+    onnx.save(model, str(draft))
     try:
-        onnx.checker.check_model(str(out), full_check=True)
-        got = run_onnxruntime(out, frames)
+        onnx.checker.check_model(str(draft), full_check=True)
+        got = run_onnxruntime(draft, frames)
         for b in (1, 3):  # dynamic batch: other batch sizes give the same per-frame results
-            other = run_onnxruntime(out, frames, batch=b)
+            other = run_onnxruntime(draft, frames, batch=b)
             sidecar.setdefault("batch_parity", {})[str(b)] = compare_outputs(other, got, "fp32")
         parity = compare_outputs(got, ref, precision)
     except Exception as e:
-        out.unlink(missing_ok=True)
         raise ExportError(f"{out}: the exported graph failed its checks: {e}") from e
     sidecar["parity_vs_pytorch"] = parity
     if not parity["ok"] or not all(v["ok"] for v in sidecar["batch_parity"].values()):
-        out.unlink(missing_ok=True)
         raise ExportError(f"ONNX Runtime disagrees with PyTorch beyond tolerance: {json.dumps(parity)}")
     sidecar["golden"]["reference_onnxruntime"] = {k: v.tolist() for k, v in got.items()}
-    sidecar["sha256"] = sha256(out)
-    sidecar_path(out).write_text(json.dumps(sidecar, indent=1) + "\n")
+    sidecar["sha256"] = sha256(draft)
     return sidecar
 
 

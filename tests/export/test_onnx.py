@@ -170,3 +170,24 @@ def test_a_graph_left_beside_a_newer_checkpoint_is_refused(tiny_checkpoint, foot
         graph.unlink()
     with pytest.raises(CheckpointError, match=r"without its ONNX graph; export it first: aedmae export onnx"):
         load_bundle(folder)
+
+
+def test_a_failed_export_keeps_the_previous_one_and_an_unwritable_target_is_a_clear_error(
+        tiny_checkpoint, tmp_path, monkeypatch):
+    """The graph is written and checked in a folder beside the target, then moved in (the same file
+    system: no cross-device rename from /tmp); a failed check used to delete the export it was replacing."""
+    import export.onnx_export as onnx_export
+
+    out = tmp_path / "serving" / "model.onnx"
+    export_onnx(tiny_checkpoint, out)
+    before = {p.name: p.read_bytes() for p in out.parent.iterdir()}
+    assert sorted(before) == ["model.onnx", "model.onnx.json"]
+    monkeypatch.setattr(onnx_export, "compare_outputs", lambda got, ref, precision: {"ok": False})
+    with pytest.raises(ExportError, match="disagrees with PyTorch"):
+        export_onnx(tiny_checkpoint, out)
+    assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == before  # nothing lost, nothing left over
+    load_bundle(out)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ExportError, match=r"a-file/model\.onnx: cannot write there"):
+        export_onnx(tiny_checkpoint, blocker / "model.onnx")
