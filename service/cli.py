@@ -362,6 +362,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+OUTPUT_FOLDER_COMMANDS = ("train", "evaluate", "score", "calibrate", "anomalies")  # their --out is a folder
+
+
+def _writable_folders(args: argparse.Namespace) -> None:
+    """Create the output and cache folders now, so a path that cannot be one is a one-line error
+    before the work starts, not a traceback after it."""
+    folders = [args.out] if args.command in OUTPUT_FOLDER_COMMANDS else []
+    folders += [args.cache_dir] if getattr(args, "cache_dir", None) else []
+    for folder in folders:
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"{folder}: cannot create this folder ({e.strerror or e})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -369,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "serve":  # torch on the CPU would page-fault its activations in on every call;
         reuse_freed_memory()  # a server sets it only for a torch backend on the CPU (service/backends.py)
     try:
+        _writable_folders(args)
         return int(args.func(args))
     except AedmaeError as e:
         print(f"aedmae {args.command}: error: {e}", file=sys.stderr)

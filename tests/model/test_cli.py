@@ -103,3 +103,16 @@ def test_serve_refuses_wrong_settings_and_models_before_it_starts(tmp_path, monk
     os.environ.pop("AEDMAE_CONFIG")
     assert main(["serve", "--model", str(tmp_path)]) == 2
     assert f"{tmp_path}: no .onnx model in this folder" in capsys.readouterr().err
+
+
+def test_an_output_or_cache_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    bad = str(blocker / "out")
+    data = str(tmp_path)
+    for command in (["train", "--data", data, "--out", bad], ["evaluate", "--data", data, "--out", bad],
+                    ["score", data, "--out", bad], ["calibrate", "--data", data, "--out", bad],
+                    ["anomalies", "--data", str(tmp_path), "--out", str(tmp_path / "ok"), "--cache-dir", bad]):
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert err == f"aedmae {command[0]}: error: {bad}: cannot create this folder (Not a directory)\n"
