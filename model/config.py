@@ -187,6 +187,22 @@ class TrainConfig:
     num_workers: int = 1  # data-loading worker processes
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
+    def validate(self) -> TrainConfig:
+        """Numbers a run can use, named in the error (a negative epoch count ended in an IndexError)."""
+        ranges = {"epochs_teacher": 1, "epochs_student": 1, "batch_size": 1, "warmup_steps": 0, "frame_step": 1,
+                  "grid_shift": 0, "max_steps_per_epoch": 0, "num_workers": 0}
+        for name, least in ranges.items():
+            if getattr(self, name) < least:
+                raise ConfigError(f"train.{name} must be >= {least}, got {getattr(self, name)}")
+        for name in ("lr", "lr_student"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)}")
+        if self.weight_decay < 0 or not 0 <= self.holdout_fraction < 1:
+            raise ConfigError(f"train: need weight_decay >= 0 and 0 <= holdout_fraction < 1, got {self.weight_decay}, "
+                              f"{self.holdout_fraction}")
+        self.synthetic.validate()
+        return self
+
 
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     # The paper's / reference code's configuration (mae_cvt_patch16 at Avenue resolution).
@@ -305,7 +321,7 @@ def apply_overrides(
         for parent, name in zip(reversed(path[:-1]), reversed(parts[1:-1]), strict=True):
             new = dataclasses.replace(parent, **{name: new})
         roots[parts[0]] = new
-    return roots["model"].validate(), roots["train"]
+    return roots["model"].validate(), roots["train"].validate()
 
 
 def with_scoring(model_cfg: ModelConfig, overrides: list[str]) -> ModelConfig:

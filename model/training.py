@@ -110,8 +110,7 @@ class Trainer:
         progress: bool = True,
     ) -> None:
         self.model_cfg = model_cfg.validate()
-        train_cfg.synthetic.validate()  # here, not only in the synthesizer: a negative fraction never builds one
-        self.cfg = train_cfg
+        self.cfg = train_cfg.validate()  # here, not only in the synthesizer: a negative fraction never builds one
         self.out = Path(out_dir)
         self.device = resolve_device(train_cfg.device)
         self.autocast_dtype = autocast_dtype(train_cfg.precision, self.device)

@@ -14,6 +14,7 @@ from model.config import PRESETS
 from model.cpu import reuse_freed_memory
 from model.cuts import MAX_CHANGE
 from model.errors import AedmaeError, ConfigError, DataError
+from service.cli_args import at_least, writable_folders
 
 log = logging.getLogger("aedmae")
 
@@ -30,8 +31,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from model.evaluation import learning_curve_hook
     from model.training import Trainer
 
-    if args.eval_every < 1:
-        raise ConfigError(f"--eval-every {args.eval_every}: give a number of epochs, 1 or more")
     model_cfg, train_cfg = _configure(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -270,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep this checkpoint's encoder + teacher and train only the student (same architecture)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     p.add_argument("--eval-data", help="a labelled test set to record a learning curve on (never used to choose)")
-    p.add_argument("--eval-every", type=int, default=10,
+    p.add_argument("--eval-every", type=at_least(1), default=10,
                    help="learning-curve points every N epochs and at the end of each stage (each one is a "
                         "synthetic validation, ~35 s for the ped2 preset on 2 cores, plus ~1 min with --eval-data)")
     _add_config_args(p, "quick")
@@ -282,8 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="checkpoint (default: the model that ships with aedmae)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--layout", default="auto", help="override layout detection")
-    p.add_argument("--sigma", type=float, default=3.0, help="temporal smoothing sigma, frames (default 3)")
-    p.add_argument("--delay", type=int, help="frames the online smoother waits for, 0 = causal "
+    p.add_argument("--sigma", type=at_least(0, float), default=3.0,
+                   help="temporal smoothing sigma, frames (default 3; 0: none)")
+    p.add_argument("--delay", type=at_least(0), help="frames the online smoother waits for, 0 = causal "
                                              "(default: its whole window, 3 sigma, as the service does)")
     p.add_argument("--examples", nargs="*", help="videos to draw heatmap strips for (default: the first three)")
     p.add_argument("--ablations", action="store_true", help="also evaluate the scoring variants")
@@ -295,9 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="video file or folder of frames")
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
     p.add_argument("--out", required=True)
-    p.add_argument("--sigma", type=float, default=3.0, help="online smoothing sigma, frames")
-    p.add_argument("--delay", type=int, help="frames the smoother waits for, 0 = causal (default: 3 sigma)")
-    p.add_argument("--scene-cut-change", type=float, default=MAX_CHANGE, metavar="C",
+    p.add_argument("--sigma", type=at_least(0, float), default=3.0, help="online smoothing sigma, frames (0: none)")
+    p.add_argument("--delay", type=at_least(0), help="frames the smoother waits for, 0 = causal (default: 3 sigma)")
+    p.add_argument("--scene-cut-change", type=at_least(0, float), default=MAX_CHANGE, metavar="C",
                    help="a frame changed more than this from the one before starts a new clip (the server's "
                         "scene_cut_change; 0: off)")
     p.add_argument("--no-progress", action="store_true")
@@ -333,15 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", help="checkpoint (default: the shipped model)")
     e.add_argument("--out", required=True, help="FILE.onnx")
     e.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
-    e.add_argument("--max-batch", type=int, default=32, help="largest batch the service will send (sidecar)")
+    e.add_argument("--max-batch", type=at_least(1), default=32, help="largest batch the service will send (sidecar)")
     e.set_defaults(func=cmd_export_onnx)
     e = exp.add_parser("tensorrt", help="ONNX -> TensorRT engine for this GPU, checked against ONNX Runtime")
     e.add_argument("--onnx", required=True, help="FILE.onnx exported by `aedmae export onnx`")
     e.add_argument("--out", required=True, help="FILE.engine")
-    e.add_argument("--min-batch", type=int, default=1)
-    e.add_argument("--opt-batch", type=int, default=8)
-    e.add_argument("--max-batch", type=int, default=32)
-    e.add_argument("--workspace-mb", type=int, default=2048)
+    e.add_argument("--min-batch", type=at_least(1), default=1)
+    e.add_argument("--opt-batch", type=at_least(1), default=8)
+    e.add_argument("--max-batch", type=at_least(1), default=32)
+    e.add_argument("--workspace-mb", type=at_least(1), default=2048)
     e.set_defaults(func=cmd_export_tensorrt)
 
     p = sub.add_parser("model-info", help="parameters and FLOPs per frame")
@@ -355,26 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("anomalies", help="write example training samples with synthetic anomalies as PNGs")
     p.add_argument("--data", action="append", required=True, metavar="PATH")
     p.add_argument("--out", required=True)
-    p.add_argument("--count", type=int, default=8)
+    p.add_argument("--count", type=at_least(1), default=8)
     p.add_argument("--seed", type=int, default=0)
     _add_config_args(p, "quick")
     p.set_defaults(func=cmd_anomalies)
     return parser
-
-
-OUTPUT_FOLDER_COMMANDS = ("train", "evaluate", "score", "calibrate", "anomalies")  # their --out is a folder
-
-
-def _writable_folders(args: argparse.Namespace) -> None:
-    """Create the output and cache folders now, so a path that cannot be one is a one-line error
-    before the work starts, not a traceback after it."""
-    folders = [args.out] if args.command in OUTPUT_FOLDER_COMMANDS else []
-    folders += [args.cache_dir] if getattr(args, "cache_dir", None) else []
-    for folder in folders:
-        try:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"{folder}: cannot create this folder ({e.strerror or e})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "serve":  # torch on the CPU would page-fault its activations in on every call;
         reuse_freed_memory()  # a server sets it only for a torch backend on the CPU (service/backends.py)
     try:
-        _writable_folders(args)
+        writable_folders(args)
         return int(args.func(args))
     except AedmaeError as e:
         print(f"aedmae {args.command}: error: {e}", file=sys.stderr)

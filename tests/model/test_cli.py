@@ -42,9 +42,20 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert rc == 2
     assert "needs at least 7" in capsys.readouterr().err
     rc = main(["train", "--data", str(tmp_path / "short"), "--out", str(tmp_path / "o"), "--preset", "tiny",
-               "--eval-every", "0"])
+               "--set", "train.epochs_teacher=-1"])
     assert rc == 2
-    assert "--eval-every 0: give a number of epochs" in capsys.readouterr().err
+    assert "train.epochs_teacher must be >= 1, got -1" in capsys.readouterr().err  # an IndexError once
+    for command, flag, value, message in (
+            (["train", "--data", "x", "--out", "y"], "--eval-every", "0", "0: must be 1 or more"),
+            (["score", "x", "--out", "y"], "--sigma", "-1", "-1: must be 0 or more"),
+            (["evaluate", "--data", "x", "--out", "y"], "--sigma", "nan", "nan: must be 0 or more"),
+            (["score", "x", "--out", "y"], "--delay", "-5", "-5: must be 0 or more"),
+            (["score", "x", "--out", "y"], "--scene-cut-change", "-1", "-1: must be 0 or more"),
+            (["export", "onnx", "--out", "y"], "--max-batch", "0", "0: must be 1 or more"),
+            (["anomalies", "--data", "x", "--out", "y"], "--count", "2.5", "'2.5' is not a whole number")):
+        with pytest.raises(SystemExit) as exit_:  # argparse's usage error: exit 2, before any work
+            main([*command, flag, value])
+        assert exit_.value.code == 2 and f"argument {flag}: {message}" in capsys.readouterr().err
     for command in (["train", "--data", "x", "--out", "y"], ["anomalies", "--data", "x", "--out", "y"],
                     ["model-info"]):
         with pytest.raises(SystemExit) as exit_:
@@ -114,5 +125,6 @@ def test_an_output_or_cache_folder_that_cannot_be_made_is_one_line(tmp_path, cap
                     ["score", data, "--out", bad], ["calibrate", "--data", data, "--out", bad],
                     ["anomalies", "--data", str(tmp_path), "--out", str(tmp_path / "ok"), "--cache-dir", bad]):
         assert main(command) == 2, command
+        assert not (tmp_path / "ok").exists()  # nothing made by a command that failed
         err = capsys.readouterr().err
-        assert err == f"aedmae {command[0]}: error: {bad}: cannot create this folder (Not a directory)\n"
+        assert err == f"aedmae {command[0]}: error: {bad}: cannot be a folder: {blocker} is a file\n"
