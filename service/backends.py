@@ -170,13 +170,28 @@ def resolve_backend(settings: Settings, bundle_path: Path) -> str:
     return "onnxruntime"
 
 
-def create_backend(name: str, bundle: Bundle, settings: Settings) -> Backend:
-    classes: dict[str, type] = {"onnxruntime": OnnxRuntimeBackend, "tensorrt": TensorRTBackend, "torch": TorchBackend}
-    if name not in classes:
+def check_backend(name: str, bundle: Bundle, settings: Settings) -> None:
+    """The choices that rule a backend out, found before anything loads (``aedmae serve`` checks them
+    before it starts, so they end the command in one line instead of leaving a server never ready)."""
+    if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}")
     if settings.precision != "fp32" and name != "torch":
         raise ConfigError(f"precision={settings.precision} is the torch backend's autocast; the {name} "
                           f"backend runs the model file's own precision ({bundle.precision}): for fp16 there, "
                           "export one with `aedmae export onnx --precision fp16`")
-    backend: Backend = classes[name](bundle, settings)
+    if name == "tensorrt":
+        if bundle.graph.suffix != ".engine":
+            raise ConfigError(f"backend tensorrt runs a TensorRT engine; {bundle.graph} is not one: build it with "
+                              "`aedmae export tensorrt`, or serve the ONNX graph with --backend onnxruntime")
+        from export.tensorrt_build import import_tensorrt
+
+        import_tensorrt()
+
+
+def create_backend(name: str, bundle: Bundle, settings: Settings) -> Backend:
+    check_backend(name, bundle, settings)
+    backend: Backend = BACKENDS[name](bundle, settings)
     return backend
+
+
+BACKENDS: dict[str, type] = {"onnxruntime": OnnxRuntimeBackend, "tensorrt": TensorRTBackend, "torch": TorchBackend}

@@ -188,6 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from export.bundle import load_bundle
     from service.app import create_app
+    from service.backends import check_backend, resolve_backend
     from service.settings import load_settings
 
     if args.config:
@@ -197,7 +198,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                    ("max_batch_size", args.max_batch_size), ("precision", args.precision))
                  if v is not None}
     settings = load_settings(**overrides)
-    load_bundle(settings.model_path())  # a wrong model path fails here, in one line, not after start-up
+    bundle = load_bundle(settings.model_path())  # a wrong model or backend fails here, in one line, not
+    check_backend(resolve_backend(settings, bundle.graph), bundle, settings)  # after start-up
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
                 timeout_graceful_shutdown=10)  # SSE and preview clients are cut after 10 s
     return 0

@@ -114,6 +114,10 @@ def test_serve_refuses_wrong_settings_and_models_before_it_starts(tmp_path, monk
     os.environ.pop("AEDMAE_CONFIG")
     assert main(["serve", "--model", str(tmp_path)]) == 2
     assert f"{tmp_path}: no .onnx model in this folder" in capsys.readouterr().err
+    assert main(["serve", "--precision", "fp16"]) == 2  # the shipped fp32 graph in ONNX Runtime
+    assert "precision=fp16 is the torch backend's autocast" in capsys.readouterr().err
+    assert main(["serve", "--backend", "tensorrt"]) == 2
+    assert "backend tensorrt runs a TensorRT engine; " in capsys.readouterr().err
 
 
 def test_an_output_or_cache_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
