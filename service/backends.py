@@ -156,6 +156,9 @@ class TorchBackend:
             return {k: v.numpy() for k, v in result.items()}
 
 
+BACKENDS: dict[str, type] = {"onnxruntime": OnnxRuntimeBackend, "tensorrt": TensorRTBackend, "torch": TorchBackend}
+
+
 def resolve_backend(settings: Settings, bundle_path: Path) -> str:
     """The backend ``auto`` stands for here: TensorRT for an engine, torch on CUDA without
     onnxruntime-gpu, ONNX Runtime otherwise."""
@@ -193,5 +196,3 @@ def create_backend(name: str, bundle: Bundle, settings: Settings) -> Backend:
     backend: Backend = BACKENDS[name](bundle, settings)
     return backend
 
-
-BACKENDS: dict[str, type] = {"onnxruntime": OnnxRuntimeBackend, "tensorrt": TensorRTBackend, "torch": TorchBackend}

@@ -178,13 +178,18 @@ class Settings(BaseSettings):
         return max(1, (os.cpu_count() or 1) // self.workers)
 
 
+SECRET_HINTS = ("url", "key", "secret", "token", "password", "header", "auth")  # values never echoed
+
+
 def problems(e: ValidationError) -> str:
-    """A pydantic error as one line: ``field.sub: message (got value)`` for each problem."""
+    """A pydantic error as one line: ``field.sub: message (got value)`` for each problem; the value is
+    left out for anything that may carry credentials (camera and webhook URLs, keys)."""
     parts = []
     for err in e.errors():
         where = ".".join(map(str, err["loc"])) or "value"
-        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
-        parts.append(f"{where}: {err['msg']}{got}")
+        value = err.get("input")
+        shown = isinstance(value, int | float | str) and not any(h in where.lower() for h in SECRET_HINTS)
+        parts.append(f"{where}: {err['msg']}" + (f" (got {value!r})" if shown else ""))
     return "; ".join(parts)
 
 

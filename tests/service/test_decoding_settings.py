@@ -60,3 +60,21 @@ def test_settings_env_and_config_file(tmp_path, monkeypatch):
         Settings(device="gpu")
     with pytest.raises(ValueError):
         Settings(unknown_field=1)
+
+
+def test_invalid_settings_name_the_value_but_never_a_credential(monkeypatch):
+    """load_settings turns pydantic's error into one line that names the setting and, for plain values,
+    what it got; URLs and keys (a camera URL may hold a password) are named without their value."""
+    from model.errors import ConfigError
+    from service.settings import load_settings
+
+    monkeypatch.delenv("AEDMAE_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match=r"workers: Input should be greater than or equal to 1 \(got 0\)"):
+        load_settings(workers=0)
+    cameras = [{"id": "gate", "url": "rtsp://admin:hunter2@10.0.0.5/live", "fps": -1},
+               {"id": "door", "url": ["rtsp://admin:hunter2@10.0.0.6/live"]}]
+    with pytest.raises(ConfigError) as err:
+        load_settings(cameras=cameras, webhook_url=["https://hooks.example/t0ken"])
+    message = str(err.value)
+    assert "cameras.0.fps" in message and "(got -1)" in message and "cameras.1.url" in message
+    assert "webhook_url" in message and "hunter2" not in message and "t0ken" not in message
