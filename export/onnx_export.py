@@ -114,8 +114,9 @@ def export_onnx(model_path: str | Path, out: str | Path, precision: str = "fp32"
         raise ExportError(f"{out}: cannot write there ({e.strerror or e})") from None
     try:
         draft = work / out.name
-        sidecar = _export_and_check(graph, net, meta, scorer, frames, ref, draft, out, precision, max_batch, opset)
+        sidecar = _describe(net, meta, scorer, precision, max_batch, opset, ref)
         sidecar["source_checkpoint_sha256"] = checkpoint.digest(checkpoint.resolve(model_path))
+        _export_and_check(graph, sidecar, frames, ref, draft, out, precision, opset)
         sidecar_path(draft).write_text(json.dumps(sidecar, indent=1) + "\n")
         draft.replace(out)  # the same file system: atomic
         sidecar_path(draft).replace(sidecar_path(out))
@@ -126,10 +127,10 @@ def export_onnx(model_path: str | Path, out: str | Path, precision: str = "fp32"
     return sidecar
 
 
-def _export_and_check(graph: DeployedGraph, net: AEDMAE, meta: dict[str, Any], scorer: Scorer, frames: np.ndarray,
-                      ref: dict[str, np.ndarray], draft: Path, out: Path, precision: str, max_batch: int,
-                      opset: int) -> dict[str, Any]:
-    """Export to ``draft``, describe it, run its checks; ``out`` is where it will go (for messages)."""
+def _export_and_check(graph: DeployedGraph, sidecar: dict[str, Any], frames: np.ndarray, ref: dict[str, np.ndarray],
+                      draft: Path, out: Path, precision: str, opset: int) -> None:
+    """Export to ``draft`` with ``sidecar`` in its metadata, run its checks and record them in
+    ``sidecar``; ``out`` is where it will go (for messages)."""
     import onnx
 
     fp32 = draft.with_name("fp32.onnx")
@@ -138,7 +139,6 @@ def _export_and_check(graph: DeployedGraph, net: AEDMAE, meta: dict[str, Any], s
         _to_fp16(fp32, draft)
     else:
         fp32.replace(draft)
-    sidecar = _describe(net, meta, scorer, precision, max_batch, opset, ref)
     model = onnx.load(str(draft))
     for key, value in (("aedmae.sidecar", json.dumps({k: v for k, v in sidecar.items() if k != "golden"})),
                        ("aedmae.version", sidecar["code_version"])):
@@ -158,7 +158,6 @@ def _export_and_check(graph: DeployedGraph, net: AEDMAE, meta: dict[str, Any], s
         raise ExportError(f"ONNX Runtime disagrees with PyTorch beyond tolerance: {json.dumps(parity)}")
     sidecar["golden"]["reference_onnxruntime"] = {k: v.tolist() for k, v in got.items()}
     sidecar["sha256"] = sha256(draft)
-    return sidecar
 
 
 def _describe(net: AEDMAE, meta: dict[str, Any], scorer: Scorer, precision: str, max_batch: int, opset: int,
