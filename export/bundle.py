@@ -14,14 +14,19 @@ Graph contract (stable names):
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from model.checkpoint import META, digest, is_checkpoint, sha256
-from model.errors import CheckpointError
+from model.errors import AedmaeError, CheckpointError
+
+T = TypeVar("T")
 
 INPUT_NAME = "frames"
 OUTPUT_NAMES = ("score", "calibrated", "teacher_error", "discrepancy", "heatmap")
@@ -51,6 +56,31 @@ def golden_inputs(image_size: tuple[int, int], channels: int) -> np.ndarray:
 def sidecar_path(graph: str | Path) -> Path:
     p = Path(graph)
     return p.with_name(p.name + ".json")
+
+
+class ExportError(AedmaeError):
+    """An export failed its own checks, or could not be written."""
+
+
+def write_beside(out: Path, write: Callable[[Path], T]) -> T:
+    """``write(draft)`` writes a model file and its sidecar at ``draft``, in a fresh folder beside
+    ``out``, and checks them; only when it returns are both moved to ``out`` (the same file system, so
+    each move is atomic). An exception leaves any earlier export at ``out`` as it was, and no draft."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".aedmae-export-", dir=out.parent))
+    except OSError as e:
+        raise ExportError(f"{out}: cannot write there ({e.strerror or e})") from None
+    try:
+        draft = work / out.name
+        result = write(draft)
+        draft.replace(out)
+        sidecar_path(draft).replace(sidecar_path(out))
+        return result
+    except OSError as e:
+        raise ExportError(f"{out}: cannot write there ({e.strerror or e})") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @dataclass(frozen=True)

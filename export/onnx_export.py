@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,24 +18,21 @@ from export.bundle import (
     INPUT_NAME,
     OUTPUT_NAMES,
     SIDECAR_FORMAT,
+    ExportError,
     compare_outputs,
     golden_inputs,
     sha256,
     sidecar_path,
+    write_beside,
 )
 from export.ort_fusion import ort_session
 from model import checkpoint
-from model.errors import AedmaeError
 from model.masking import inference_keep
 from model.network import AEDMAE
 from model.scoring import Scorer, scoring_views, token_errors
 
 log = logging.getLogger(__name__)
 OPSET = 17
-
-
-class ExportError(AedmaeError):
-    """The export failed its own checks."""
 
 
 class DeployedGraph(nn.Module):
@@ -107,24 +102,15 @@ def export_onnx(model_path: str | Path, out: str | Path, precision: str = "fp32"
     with torch.no_grad():
         ref = dict(zip(OUTPUT_NAMES, (t.numpy() for t in graph(torch.from_numpy(frames))), strict=True))
     out = Path(out)
-    try:  # everything is written and checked beside ``out`` first: a failed export leaves the old one
-        out.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".aedmae-export-", dir=out.parent))
-    except OSError as e:
-        raise ExportError(f"{out}: cannot write there ({e.strerror or e})") from None
-    try:
-        draft = work / out.name
+
+    def write(draft: Path) -> dict[str, Any]:
         sidecar = _describe(net, meta, scorer, precision, max_batch, opset, ref)
         sidecar["source_checkpoint_sha256"] = checkpoint.digest(checkpoint.resolve(model_path))
         _export_and_check(graph, sidecar, frames, ref, draft, out, precision, opset)
         sidecar_path(draft).write_text(json.dumps(sidecar, indent=1) + "\n")
-        draft.replace(out)  # the same file system: atomic
-        sidecar_path(draft).replace(sidecar_path(out))
-    except OSError as e:
-        raise ExportError(f"{out}: cannot write there ({e.strerror or e})") from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return sidecar
+        return sidecar
+
+    return write_beside(out, write)  # a failed export leaves the one it would replace as it was
 
 
 def _export_and_check(graph: DeployedGraph, sidecar: dict[str, Any], frames: np.ndarray, ref: dict[str, np.ndarray],

@@ -163,19 +163,26 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_export_tensorrt(args: argparse.Namespace) -> int:
-    from export.bundle import compare_outputs, infer_in_batches, load_bundle
+    from export.bundle import ExportError, compare_outputs, infer_in_batches, load_bundle, write_beside
     from export.onnx_export import run_onnxruntime
     from export.tensorrt_build import BatchProfile, build_engine
     from export.tensorrt_runtime import TensorRTRunner
 
     profile = BatchProfile(args.min_batch, args.opt_batch, args.max_batch).validate()
-    sidecar = build_engine(args.onnx, args.out, profile, workspace_mb=args.workspace_mb)
     bundle = load_bundle(args.onnx)
-    frames = bundle.golden_inputs()
-    got = infer_in_batches(TensorRTRunner(args.out), frames, profile.max_batch)
-    parity = compare_outputs(got, run_onnxruntime(bundle.graph, frames), bundle.precision)
-    if not parity["ok"]:
-        raise ConfigError(f"the TensorRT engine disagrees with ONNX Runtime beyond tolerance: {parity}")
+    out = Path(args.out)
+
+    def build_and_check(draft: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        sidecar = build_engine(args.onnx, draft, profile, workspace_mb=args.workspace_mb,
+                               timing_cache=out.with_suffix(".timing.cache"))
+        frames = bundle.golden_inputs()
+        got = infer_in_batches(TensorRTRunner(draft), frames, profile.max_batch)
+        parity = compare_outputs(got, run_onnxruntime(bundle.graph, frames), bundle.precision)
+        if not parity["ok"]:
+            raise ExportError(f"the TensorRT engine disagrees with ONNX Runtime beyond tolerance: {parity}")
+        return sidecar, parity
+
+    sidecar, parity = write_beside(out, build_and_check)  # a failed engine never replaces a good one
     print(f"wrote {args.out} (TensorRT {sidecar['engine']['tensorrt_version']}, profile {profile}); "
           f"parity vs ONNX Runtime: {parity}")
     return 0

@@ -191,3 +191,29 @@ def test_a_failed_export_keeps_the_previous_one_and_an_unwritable_target_is_a_cl
     blocker.write_text("")
     with pytest.raises(ExportError, match=r"a-file/model\.onnx: cannot write there"):
         export_onnx(tiny_checkpoint, blocker / "model.onnx")
+
+
+def test_write_beside_moves_a_checked_export_in_and_leaves_the_old_one_after_a_failure(tmp_path):
+    """The one way both exports (ONNX, and the TensorRT engine with its parity check, which needs a GPU
+    to run) replace a model file: drafted and checked in a folder beside it, moved in only on success."""
+    from export.bundle import ExportError, sidecar_path, write_beside
+
+    out = tmp_path / "m" / "model.engine"
+
+    def draft(content: str, fail: bool = False):
+        def write(path):
+            assert path.parent.parent == out.parent and path.name == out.name  # beside the target
+            path.write_text(content)
+            sidecar_path(path).write_text(content + " sidecar")
+            if fail:
+                raise ExportError("parity failed")
+            return content
+        return write
+
+    assert write_beside(out, draft("v1")) == "v1"
+    assert out.read_text() == "v1" and sidecar_path(out).read_text() == "v1 sidecar"
+    with pytest.raises(ExportError, match="parity failed"):
+        write_beside(out, draft("v2", fail=True))
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.engine", "model.engine.json"]
+    assert out.read_text() == "v1" and sidecar_path(out).read_text() == "v1 sidecar"
+    assert write_beside(out, draft("v3")) == "v3" and out.read_text() == "v3"

@@ -38,7 +38,8 @@ def test_clear_error_without_tensorrt(tiny_onnx, tmp_path, capsys):
 def test_export_checks_the_engine_against_onnx_runtime_in_profile_batches(tiny_onnx, tmp_path, monkeypatch, capsys):
     """What `aedmae export tensorrt` does after the build, with the build and the engine stood in for
     (TensorRT cannot run here): the golden clip through the engine in batches of the profile's max
-    batch, compared with ONNX Runtime; an engine that disagrees is an error."""
+    batch, compared with ONNX Runtime; an engine that disagrees is an error and does not replace the
+    engine already at --out."""
     import numpy as np
 
     import export.tensorrt_build
@@ -56,8 +57,15 @@ def test_export_checks_the_engine_against_onnx_runtime_in_profile_batches(tiny_o
             out = run_onnxruntime(tiny_onnx, frames)
             return out | {"score": out["score"] + self.bias * np.abs(out["score"])}
 
-    monkeypatch.setattr(export.tensorrt_build, "build_engine",
-                        lambda onnx, out, profile, workspace_mb: {"engine": {"tensorrt_version": "fake"}})
+    built = []
+
+    def build_engine(onnx, out, profile, workspace_mb, timing_cache):  # writes what the real one writes
+        built.append(len(built))
+        out.write_text(f"engine {len(built)}")
+        out.with_name(out.name + ".json").write_text("{}")
+        return {"engine": {"tensorrt_version": "fake"}}
+
+    monkeypatch.setattr(export.tensorrt_build, "build_engine", build_engine)
     monkeypatch.setattr(export.tensorrt_runtime, "TensorRTRunner", Engine)
     engine = str(tmp_path / "m.engine")
     assert main(["export", "tensorrt", "--onnx", str(tiny_onnx), "--out", engine, "--max-batch", "4",
@@ -69,3 +77,5 @@ def test_export_checks_the_engine_against_onnx_runtime_in_profile_batches(tiny_o
     assert main(["export", "tensorrt", "--onnx", str(tiny_onnx), "--out", engine, "--max-batch", "4",
                  "--opt-batch", "4"]) == 2
     assert "disagrees with ONNX Runtime" in capsys.readouterr().err
+    assert built == [0, 1] and (tmp_path / "m.engine").read_text() == "engine 1"  # the failed one never moved in
+    assert sorted(p.name for p in tmp_path.iterdir() if "m.engine" in p.name) == ["m.engine", "m.engine.json"]
