@@ -5,6 +5,7 @@ factory, never at import."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tomllib
 from pathlib import Path
@@ -193,9 +194,21 @@ def problems(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
+# AEDMAE_* variables that are not settings: the config file's name, the frame cache (model/frames.py)
+# and scripts/'s virtual environment and torch requirement.
+OTHER_VARIABLES = ("AEDMAE_CONFIG", "AEDMAE_CACHE_DIR", "AEDMAE_VENV", "AEDMAE_TORCH")
+
+
 def load_settings(**overrides: Any) -> Settings:
     """``Settings`` from the command line's ``overrides``, ``AEDMAE_*`` variables and the config file;
-    a wrong value is a ConfigError naming the setting and the three places it can come from."""
+    a wrong value is a ConfigError naming the setting and the three places it can come from. An
+    ``AEDMAE_*`` variable that names no setting (a typo) is logged as ignored: the config file
+    refuses unknown keys, but the environment may hold variables meant for other runs."""
+    unknown = sorted(k for k in os.environ if k.upper().startswith("AEDMAE_") and k.upper() not in OTHER_VARIABLES
+                     and k[len("AEDMAE_"):].lower() not in Settings.model_fields)
+    if unknown:
+        logging.getLogger("aedmae.service").warning("ignoring %s: not a setting (the README's Settings section "
+                                                    "lists them)", ", ".join(unknown))
     try:
         return Settings(**overrides)
     except ValidationError as e:

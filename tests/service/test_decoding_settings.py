@@ -78,3 +78,16 @@ def test_invalid_settings_name_the_value_but_never_a_credential(monkeypatch):
     message = str(err.value)
     assert "cameras.0.fps" in message and "(got -1)" in message and "cameras.1.url" in message
     assert "webhook_url" in message and "hunter2" not in message and "t0ken" not in message
+
+
+def test_an_aedmae_variable_that_names_no_setting_is_reported(monkeypatch, caplog):
+    from service.settings import load_settings
+
+    monkeypatch.delenv("AEDMAE_CONFIG", raising=False)
+    monkeypatch.setenv("AEDMAE_MAX_BATCH_SISE", "3")  # a typo of max_batch_size
+    monkeypatch.setenv("AEDMAE_WORKERS", "2")
+    monkeypatch.setenv("AEDMAE_CACHE_DIR", "/tmp/cache")  # not a setting, but aedmae's own
+    with caplog.at_level("WARNING", logger="aedmae.service"):
+        assert load_settings().workers == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "ignoring AEDMAE_MAX_BATCH_SISE: not a setting (the README's Settings section lists them)"]
