@@ -195,4 +195,3 @@ def create_backend(name: str, bundle: Bundle, settings: Settings) -> Backend:
     check_backend(name, bundle, settings)
     backend: Backend = BACKENDS[name](bundle, settings)
     return backend
-
