@@ -201,7 +201,15 @@ def cuda_rows(graph: DeployedGraph, batches: list[int], flops_per_frame: float, 
         t0 = time.perf_counter()
         if tag and compiled is None:
             compiled = torch.compile(g, dynamic=False)
-        fps = cuda_fps(compiled if tag else g, x, dtypes[dtype_name], repeats)
+        try:
+            fps = cuda_fps(compiled if tag else g, x, dtypes[dtype_name], repeats)
+        except Exception as exc:  # Inductor needs Triton and a compiler: a row that cannot run says why
+            if not tag:
+                raise
+            print(f"{label:18s} {variant:9s} cuda {dtype_name}{tag} b={batch}: failed: {exc!r:.300}", flush=True)
+            rows.append({"model": label, "graph": variant, "runtime": f"torch cuda {dtype_name}{tag} + CUDA graphs",
+                         "batch": batch, "error": repr(exc)[:1000]})
+            continue
         fraction = fps * flops_per_frame / 1e12 / ceilings[dtype_name]
         rows.append({"model": label, "graph": variant, "runtime": f"torch cuda {dtype_name}{tag} + CUDA graphs",
                      "batch": batch, "frames_per_s": round(fps, 1), "seconds_to_first_result": round(

@@ -104,11 +104,13 @@ def trial(url: str, source: str, cameras: int, fps: float, warmup: float, second
     }
 
 
-def search(run: Any, most: int, time_left: Any = lambda: True) -> tuple[dict[str, Any] | None, int | None, bool]:
-    """The largest camera count in 1..most that runs in real time: double until one fails, then
-    bisect (assumes more cameras never make it easier). Returns (the best real-time trial or None, the
-    smallest count seen failing or None, whether the search finished before ``time_left()`` said no)."""
-    best, failed, n = None, None, 1
+def search(run: Any, most: int, time_left: Any = lambda: True,
+           start: int = 1) -> tuple[dict[str, Any] | None, int | None, bool]:
+    """The largest camera count in 1..most that runs in real time: double from ``start`` until one
+    fails, then bisect (assumes more cameras never make it easier). Returns (the best real-time trial or
+    None, the smallest count seen failing or None, whether the search finished before ``time_left()``
+    said no)."""
+    best, failed, n = None, None, max(1, min(start, most))
     while n <= most:
         if not time_left():
             return best, failed, False
@@ -134,6 +136,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fps", type=float, nargs="+", default=[25.0, 10.0, 5.0], help="scoring rates to try")
     p.add_argument("--max-cameras", type=int, default=16)
+    p.add_argument("--start", type=int, default=1,
+                   help="camera count the search starts doubling from (a GPU skips the trials of 1..16)")
     p.add_argument("--seconds", type=float, default=20.0, help="measurement window per trial")
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--source", choices=["rtsp", "file"], help="camera source (default: rtsp if available)")
@@ -178,7 +182,7 @@ def main() -> None:
                 print(f"  {n:>3} camera(s) at {fps:g} fps: {row}", flush=True)
                 return row
 
-            best, failed, complete = search(run, args.max_cameras, time_left)
+            best, failed, complete = search(run, args.max_cameras, time_left, args.start)
             summary.append({"fps": fps, "max_realtime_cameras": best["cameras"] if best else 0,
                             "smallest_failing": failed, "complete": complete,
                             "frame_age_p50_s": best["frame_age_p50_s"] if best else None,

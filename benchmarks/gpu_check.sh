@@ -7,21 +7,22 @@
 # this GPU's matmul rate) for the reference and the shipped model, and the deployed graphs in bf16
 # through torch.compile (fused kernels: what the 10,000 frames/s target needs); 4. TensorRT engine
 # build + parity + timing, where TensorRT is installed; 5. the service end to end on the GPU (torch
-# backend, CUDA streams per worker, dynamic batching against batch size 1, py-spy profile) and 6. the
-# number of 25 fps cameras it scores in real time. A step whose requirements are missing says so and
-# the script goes on. STEPS picks steps (default all): STEPS="tests model" bash benchmarks/gpu_check.sh
+# backend in fp16, CUDA streams per worker, dynamic batching against batch size 1, py-spy profile; the
+# step service32 adds fp32 and the cost of boxes and grid heatmaps) and 6. the number of 25 fps cameras
+# it scores in real time. A step whose requirements are missing says so and the script goes on.
+# STEPS picks steps (default all): STEPS="tests model" bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/gpu-results}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
-STEPS=" ${STEPS:-tests model tensorrt service streams} "
+STEPS=" ${STEPS:-tests model tensorrt service32 service streams} "
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 # Each step gets its own limit, cut to what is left of BUDGET seconds (default 470). Everything takes
-# about 11 minutes: with 15 minutes of device time a session (machine starts included) and 10 a call,
-# run it as two calls, STEPS="tests model" BUDGET=300 and STEPS="tests service streams" BUDGET=350.
+# about 12 minutes: with 15 minutes of device time a session (machine starts included) and 10 a call,
+# run it as two calls, STEPS="tests model" BUDGET=330 and STEPS="service streams" BUDGET=320.
 BUDGET=${BUDGET:-470}
 limit() {  # limit SECONDS -> the smaller of SECONDS and what is left of the budget (0 when none)
   local left=$((BUDGET - SECONDS)); [ "$left" -lt 0 ] && left=0
@@ -65,7 +66,7 @@ fi
 
 if want model; then
   log "model-level CUDA speed (bench_model.py --cuda)"
-  step 240 $PY benchmarks/bench_model.py --cuda --cuda-batches 32 128 512 --cuda-compile-batches 512 --repeats 3 \
+  step 260 $PY benchmarks/bench_model.py --cuda --cuda-batches 128 512 --cuda-compile-batches 512 --repeats 3 \
     --json "$OUT/bench_model_cuda.json" 2>&1 | tee "$OUT/bench_model_cuda.txt"
 fi
 
@@ -79,16 +80,18 @@ else
 fi
 
 serve_gpu="--backend torch --device cuda --workers 2 --max-batch-size 128"
-if ! want service && ! want streams; then :
+if ! want service && ! want service32 && ! want streams; then :
 elif ! $PY -c "import fastapi, uvicorn, httpx, pydantic_settings" 2>/dev/null; then
   log "FastAPI/uvicorn not installed here: service and camera benchmarks skipped"
 else
-  if want service; then
+  if want service32; then
     log "service end to end on the GPU (torch backend fp32, 2 workers on their own CUDA streams), then what"
     log "asking for boxes or the grid costs where the front end, not the model, is the limit (rows written as they come)"
     step 80 $PY benchmarks/bench_service.py --serve-args "$serve_gpu" --clients 32 --seconds 10 --heatmaps boxes grid \
       --footage "$FOOTAGE" --json "$OUT/bench_service_gpu.json" 2>&1 | tee "$OUT/bench_service_gpu.txt"
-    log "the same in fp16 (golden parity 0.2% on scores; the model runs 2.4x faster), against batch size 1,"
+  fi
+  if want service; then
+    log "service end to end in fp16 (golden parity 0.2% on scores; the model runs 2.4x faster), against batch size 1,"
     log "with the server profiled by py-spy where it is installed (what holds the GIL, where the time goes)"
     profile=$(command -v py-spy > /dev/null && echo --profile)
     step 150 $PY benchmarks/bench_service.py --serve-args "$serve_gpu --precision fp16" --clients 32 --seconds 12 \
@@ -98,7 +101,7 @@ else
   if want streams; then
     log "cameras on the GPU (fp16): 25 fps file cameras (realtime) scored in real time (bench_streams.py)"
     search_s=$(( $(limit 170) - 30 ))  # the search stops starting trials in time to report what it found
-    step 170 $PY benchmarks/bench_streams.py --source file --fps 25 --max-cameras 64 --seconds 8 --warmup 3 \
+    step 170 $PY benchmarks/bench_streams.py --source file --fps 25 --start 32 --max-cameras 128 --seconds 8 --warmup 3 \
       --budget "$search_s" --clip "$FOOTAGE/avenue_train_10.mp4" --serve-args "$serve_gpu --precision fp16" \
       --json "$OUT/bench_streams_gpu.json" 2>&1 | tee "$OUT/bench_streams_gpu.txt"
   fi

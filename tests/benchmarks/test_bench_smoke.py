@@ -367,3 +367,7 @@ def test_camera_search_doubles_then_bisects_and_reports_a_cut_search():
     assert search(run, 64, lambda: next(budget))[1:] == (32, False)
     assert search(lambda n: {"cameras": n, "realtime": True}, 64) == ({"cameras": 64, "realtime": True}, None, True)
     assert search(lambda n: {"cameras": n, "realtime": False}, 64) == (None, 1, True)
+    tried.clear()  # from a start count: up from 16 when it runs, down from 32 when it fails
+    assert search(run, 64, start=16)[:2][1] == 30 and tried == [16, 32, 24, 28, 30, 29]
+    tried.clear()
+    assert search(run, 64, start=32)[0]["cameras"] == 29 and tried == [32, 16, 24, 28, 30, 29]
