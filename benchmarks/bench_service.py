@@ -99,19 +99,27 @@ def profile_server(pid: int, seconds: int, rate: int = 200) -> dict[str, Any]:
     return out
 
 
-def start_server(serve_args: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(serve_args: str, log_path: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """``aedmae serve`` on a free port, ready. Its log goes to ``log_path`` (default: a file in /tmp),
+    never to a pipe: nobody reads a pipe while the benchmark runs, and a server whose log fills one
+    (64 KiB) blocks in its next log call, a camera removal or a failed batch's traceback included."""
     port = free_port()
     cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *shlex.split(serve_args)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    log = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix="aedmae-serve-")) / "serve.log"
+    with log.open("wb") as f:  # the server holds its own copy of the file
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=f)
+    return proc, wait_ready(proc, f"http://127.0.0.1:{port}", log)
+
+
+def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> str:
     end = time.monotonic() + 180
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+            raise RuntimeError(f"server exited: {log.read_bytes().decode(errors='replace')[-2000:]}")
         try:
             r = httpx.get(url + "/readyz", timeout=2)
             if r.status_code == 200:
-                return proc, url
+                return url
             state = str(r.json()["detail"].get("state"))
             if state.startswith("model failed") or state == "parity_failed":  # it will never be ready
                 proc.kill()

@@ -28,13 +28,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-from bench_service import free_port, start_server
+from bench_service import free_port, profile_server, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 FOOTAGE = ROOT.parent / "shared" / "data" / "footage" / "avenue_train_10.mp4"
@@ -89,19 +90,31 @@ def trial(url: str, source: str, cameras: int, fps: float, warmup: float, second
             "state": after[sid]["state"],
             "scored_fps": (a["scored"] - b["scored"]) / seconds,
             "received_fps": (a["received"] - b["received"]) / seconds,
-            "dropped": sum(a["dropped"].values()) - sum(b["dropped"].values()),
+            "dropped": {k: v - b["dropped"].get(k, 0) for k, v in a["dropped"].items()},
         })
     p99 = float(np.percentile(ages, 99)) if ages else float("inf")
     realtime = p99 <= 3 / fps + LAG_BUDGET_S and all(
-        p["state"] in ("up", "ended") and p["dropped"] == 0 and p["scored_fps"] >= 0.95 * fps for p in per_camera)
+        p["state"] in ("up", "ended") and not any(p["dropped"].values()) and p["scored_fps"] >= 0.95 * fps
+        for p in per_camera)
+    dropped = {k: sum(p["dropped"][k] for p in per_camera) for k in per_camera[0]["dropped"]} if per_camera else {}
     return {
         "cameras": cameras, "fps": fps, "realtime": realtime, "lookahead_s": round(3 / fps, 3),
         "scored_fps_total": round(sum(p["scored_fps"] for p in per_camera), 2),
         "min_camera_scored_fps": round(min(p["scored_fps"] for p in per_camera), 2),
-        "dropped": sum(p["dropped"] for p in per_camera),
+        "dropped": sum(dropped.values()), "dropped_by_reason": {k: v for k, v in dropped.items() if v},
+        "states": sorted({p["state"] for p in per_camera}),
         "frame_age_p50_s": round(float(np.percentile(ages, 50)), 3) if ages else None,
         "frame_age_p99_s": round(float(np.percentile(ages, 99)), 3) if ages else None,
     }
+
+
+def report_profile(profile: dict[str, Any], row: dict[str, Any]) -> None:
+    """The GIL held per scored frame (what bounds the Python side), printed with the top holders."""
+    if "gil_held_share" in profile and row["scored_fps_total"]:
+        profile["gil_ms_per_frame"] = round(1000 * profile["gil_held_share"] / row["scored_fps_total"], 3)
+    top = profile.get("gil", {}).get("top_self", [])[:8]
+    print(f"  profile of {row['cameras']} camera(s): GIL held {profile.get('gil_held_share')} of the time, "
+          f"{profile.get('gil_ms_per_frame')} ms a scored frame; held most in {top}", flush=True)
 
 
 def search(run: Any, most: int, time_left: Any = lambda: True,
@@ -147,6 +160,9 @@ def main() -> None:
                    help="seconds for the whole search: no trial starts that would end after it (0: no limit); "
                         "a cut search reports its best count so far and the smallest count that failed")
     p.add_argument("--json")
+    p.add_argument("--server-log", help="write the server's log here (default: a temporary file)")
+    p.add_argument("--profile", action="store_true",
+                   help="py-spy the server during the first trial (what holds the GIL, where the time goes)")
     p.add_argument("--quick", action="store_true", help="smoke run: 5 fps, at most 2 cameras, 4 s windows")
     args = p.parse_args()
     if args.quick:
@@ -159,8 +175,10 @@ def main() -> None:
     if not Path(args.clip).exists() and not shutil.which("gst-launch-1.0"):
         sys.exit(f"needs {args.clip} or gst-launch-1.0 to make a clip")
     clip = footage(Path(args.clip).resolve())  # the server opens it from its own working directory
-    server, url = start_server(args.serve_args)
-    trials, summary = [], []
+    server, url = start_server(args.serve_args, args.server_log)
+    trials, summary, profile = [], [], {}
+    if args.profile and not shutil.which("py-spy"):
+        sys.exit("--profile needs py-spy on the PATH (pip install py-spy)")
     end = time.monotonic() + args.budget if args.budget else float("inf")
 
     def time_left() -> bool:  # room for one more trial (registration and queries: about 3 s)
@@ -169,6 +187,11 @@ def main() -> None:
     try:
         for fps in args.fps:
             def run(n: int, fps: float = fps) -> dict[str, Any]:
+                profiler = None
+                if args.profile and not profile:  # the first trial, sampled over its measurement window
+                    profiler = threading.Timer(args.warmup + 1, lambda: profile.update(
+                        profile_server(server.pid, max(1, int(args.seconds) - 2)), cameras=n, fps=fps))
+                    profiler.start()
                 if source == "file":
                     row = trial(url, str(clip), n, fps, args.warmup, args.seconds)
                 else:
@@ -178,6 +201,9 @@ def main() -> None:
                     finally:
                         rtsp_proc.kill()
                         rtsp_proc.wait(10)
+                if profiler is not None:
+                    profiler.join()
+                    report_profile(profile, row)
                 trials.append(row)
                 print(f"  {n:>3} camera(s) at {fps:g} fps: {row}", flush=True)
                 return row
@@ -201,7 +227,8 @@ def main() -> None:
         print(f"{s['fps']:>11g} | {3 / s['fps']:>10.2f} | {cameras:>20} | "
               f"{s['frame_age_p50_s'] or '-':>13} | {s['frame_age_p99_s'] or '-':>7} | {s['scored_fps_total'] or '-'}")
     result = {"source": source, "footage": str(clip), "seconds": args.seconds, "backend": model["backend"],
-              "file": model["file"], "max_batch_size": model["max_batch_size"], "summary": summary, "trials": trials}
+              "file": model["file"], "max_batch_size": model["max_batch_size"], "summary": summary, "trials": trials,
+              "profile": profile}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -99,11 +99,13 @@ else
       | tee "$OUT/bench_service_gpu_fp16.txt"
   fi
   if want streams; then
-    log "cameras on the GPU (fp16): 25 fps file cameras (realtime) scored in real time (bench_streams.py)"
+    log "cameras on the GPU (fp16): 25 fps file cameras (realtime) scored in real time (bench_streams.py), the"
+    log "first trial profiled by py-spy where it is installed; the server's log comes back as serve_streams.log"
+    profile=$(command -v py-spy > /dev/null && echo --profile)
     search_s=$(( $(limit 170) - 30 ))  # the search stops starting trials in time to report what it found
     step 170 $PY benchmarks/bench_streams.py --source file --fps 25 --start 32 --max-cameras 128 --seconds 8 --warmup 3 \
-      --budget "$search_s" --clip "$FOOTAGE/avenue_train_10.mp4" --serve-args "$serve_gpu --precision fp16" \
-      --json "$OUT/bench_streams_gpu.json" 2>&1 | tee "$OUT/bench_streams_gpu.txt"
+      --budget "$search_s" --clip "$FOOTAGE/avenue_train_10.mp4" --serve-args "$serve_gpu --precision fp16" $profile \
+      --server-log "$OUT/serve_streams.log" --json "$OUT/bench_streams_gpu.json" 2>&1 | tee "$OUT/bench_streams_gpu.txt"
   fi
 fi
 log "done in ${SECONDS}s (budget ${BUDGET}s); results in $OUT"
