@@ -6,6 +6,13 @@ taking jobs until the batch holds ``max_batch`` or ``max_delay_s`` has passed si
 was queued; the delay applies only while the batch is not full. Each worker owns one backend
 instance (its own session / execution context / CUDA stream). The queue is bounded (in frames);
 a job past its deadline fails fast without running; a failed batch fails exactly its own jobs.
+
+Cancelled jobs (a camera's frames superseded by newer ones) leave the queue for free: a worker takes
+all the jobs it can under one hold of the lock and drops the cancelled ones there, and a full queue
+sheds its cancelled jobs before it refuses a new one. Taking one job per hold used to collapse an
+overloaded server: with dozens of camera threads wanting the GIL, each hold cost the worker
+milliseconds, the queue filled with superseded frames faster than it emptied, and every live frame
+went stale behind them (64 cameras over a capacity of 32: 0 frames/s scored; benchmarks/bench_streams.py).
 """
 
 from __future__ import annotations
@@ -63,6 +70,8 @@ class Batcher:
             if self._stopping:
                 raise NotReady("the server is shutting down")
             if len(self._queue) + len(jobs) > self.capacity:
+                self._queue = deque(j for j in self._queue if not j.future.cancelled())
+            if len(self._queue) + len(jobs) > self.capacity:
                 self.metrics.rejected.labels(reason="queue_full").inc()
                 retry = max(1, round(self.retry_after_s()))
                 raise Overloaded(f"{len(self._queue)} frames are queued (capacity {self.capacity}); "
@@ -97,32 +106,24 @@ class Batcher:
         self._threads.clear()
 
     # -- worker side ----------------------------------------------------------------------------
-    def _take(self, timeout: float | None) -> Job | None:
-        """The oldest job, waiting up to ``timeout`` (None: until one comes or the batcher stops)."""
-        end = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self._queue:
-                if self._stopping:
-                    return None
-                remaining = None if end is None else end - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-            job = self._queue.popleft()
-            self.metrics.queue_depth.set(len(self._queue))
-            return job
-
     def _collect(self) -> tuple[list[Job], str] | None:
-        first = self._take(None)
-        if first is None:
+        """The next batch and what closed it ("full" or "timeout"); None once stopping with nothing queued."""
+        batch: list[Job] = []
+        with self._cond:
+            while True:
+                while self._queue and len(batch) < self.max_batch:
+                    job = self._queue.popleft()
+                    if not job.future.cancelled():  # superseded while queued: nothing to run or resolve
+                        batch.append(job)
+                if len(batch) == self.max_batch or (self._stopping and not self._queue):
+                    break
+                remaining = batch[0].enqueued + self.max_delay_s - time.monotonic() if batch else None
+                if remaining is not None and remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            self.metrics.queue_depth.set(len(self._queue))
+        if not batch:
             return None
-        batch = [first]
-        close_at = first.enqueued + self.max_delay_s
-        while len(batch) < self.max_batch:
-            job = self._take(max(0.0, close_at - time.monotonic()))
-            if job is None:
-                break
-            batch.append(job)
         return batch, "full" if len(batch) == self.max_batch else "timeout"
 
     def _worker(self, backend: Backend) -> None:

@@ -82,6 +82,39 @@ def test_overflow_is_refused_all_or_nothing_with_retry_after():
     b.stop()
 
 
+def held_after_one_batch(**kw):
+    """A batcher whose worker has taken a first one-job batch and waits at the backend's gate."""
+    backend = RecordingBackend()
+    backend.gate.clear()
+    b = make(backend, max_delay_s=0.0, **kw)
+    b.submit([job(0)])
+    deadline = time.monotonic() + 5
+    while b.depth and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return backend, b
+
+
+@pytest.mark.parametrize("capacity", [100, 8])
+def test_cancelled_jobs_take_no_place_in_a_batch_or_the_queue(capacity):
+    """A camera's superseded frames (cancelled while queued) are dropped where the worker takes its
+    batch, and a full queue sheds them before it refuses a frame: with 8 places, 8 cancelled jobs and 8
+    live ones fit, and the live ones make two full batches (the collapse benchmarks/bench_streams.py
+    found: batches of dead jobs, a queue of them refusing live frames)."""
+    backend, b = held_after_one_batch(capacity=capacity)
+    dead, live = [], []
+    for v in range(2, 10):  # in turns, as cameras queue them: each live frame supersedes the one before
+        dead.append(job(1))
+        b.submit(dead[-1:])
+        assert dead[-1].future.cancel()
+        live.append(job(v))
+        b.submit(live[-1:])
+    backend.gate.set()
+    assert [float(j.future.result(5)["score"]) for j in live] == list(range(2, 10))
+    assert backend.batches == [1, 4, 4]
+    assert b.metrics.rejected.labels(reason="queue_full")._value.get() == 0
+    b.stop()
+
+
 def test_expired_jobs_fail_without_running():
     backend = RecordingBackend()
     backend.gate.clear()
