@@ -9,10 +9,10 @@ a job past its deadline fails fast without running; a failed batch fails exactly
 
 Cancelled jobs (a camera's frames superseded by newer ones) leave the queue for free: a worker takes
 all the jobs it can under one hold of the lock and drops the cancelled ones there, and a full queue
-sheds its cancelled jobs before it refuses a new one. Taking one job per hold used to collapse an
-overloaded server: with dozens of camera threads wanting the GIL, each hold cost the worker
-milliseconds, the queue filled with superseded frames faster than it emptied, and every live frame
-went stale behind them (64 cameras over a capacity of 32: 0 frames/s scored; benchmarks/bench_streams.py).
+sheds its cancelled jobs before it refuses a new one. With one job per hold, an overloaded camera
+server's queue filled with superseded frames and refused live ones ("queue_full"): with the change
+those refusals are gone and the H200 scores 36 cameras in real time instead of 32 (benchmarks/RESULTS.md,
+session 24, which also describes the collapse further past capacity that this does not fix).
 """
 
 from __future__ import annotations

@@ -98,8 +98,9 @@ def held_after_one_batch(**kw):
 def test_cancelled_jobs_take_no_place_in_a_batch_or_the_queue(capacity):
     """A camera's superseded frames (cancelled while queued) are dropped where the worker takes its
     batch, and a full queue sheds them before it refuses a frame: with 8 places, 8 cancelled jobs and 8
-    live ones fit, and the live ones make two full batches (the collapse benchmarks/bench_streams.py
-    found: batches of dead jobs, a queue of them refusing live frames)."""
+    live ones fit, and the live ones make two full batches (on an overloaded camera server, batches of
+    dead jobs and a queue of them refusing live frames cost real-time cameras: benchmarks/RESULTS.md,
+    session 24)."""
     backend, b = held_after_one_batch(capacity=capacity)
     dead, live = [], []
     for v in range(2, 10):  # in turns, as cameras queue them: each live frame supersedes the one before
