@@ -77,8 +77,9 @@ class Batcher:
                 raise Overloaded(f"{len(self._queue)} frames are queued (capacity {self.capacity}); "
                                  f"retry in {retry} s", headers={"Retry-After": str(retry)})
             self._queue.extend(jobs)
-            self.metrics.queue_depth.set(len(self._queue))
+            depth = len(self._queue)
             self._cond.notify(len(jobs))
+        self.metrics.queue_depth.set(depth)  # outside: the worker waits for this lock, not for metrics
 
     def retry_after_s(self) -> float:
         """A rough time for the queue to drain: batches ahead x the last batch's duration."""
@@ -121,7 +122,8 @@ class Batcher:
                 if remaining is not None and remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            self.metrics.queue_depth.set(len(self._queue))
+            depth = len(self._queue)
+        self.metrics.queue_depth.set(depth)
         if not batch:
             return None
         return batch, "full" if len(batch) == self.max_batch else "timeout"
