@@ -160,6 +160,8 @@ def main() -> None:
                    help="seconds for the whole search: no trial starts that would end after it (0: no limit); "
                         "a cut search reports its best count so far and the smallest count that failed")
     p.add_argument("--json")
+    p.add_argument("--counts", type=int, nargs="+",
+                   help="measure these camera counts instead of searching (e.g. 32 48 64: past capacity)")
     p.add_argument("--server-log", help="write the server's log here (default: a temporary file)")
     p.add_argument("--profile", action="store_true",
                    help="py-spy the server during the first trial (what holds the GIL, where the time goes)")
@@ -208,7 +210,14 @@ def main() -> None:
                 print(f"  {n:>3} camera(s) at {fps:g} fps: {row}", flush=True)
                 return row
 
-            best, failed, complete = search(run, args.max_cameras, time_left, args.start)
+            if args.counts:  # fixed counts, no search: how the server behaves at and past its capacity
+                rows = [run(n) for n in args.counts]
+                fits = [r for r in rows if r["realtime"]]
+                best = max(fits, key=lambda r: r["cameras"]) if fits else None
+                failed = min((r["cameras"] for r in rows if not r["realtime"]), default=None)
+                complete = True
+            else:
+                best, failed, complete = search(run, args.max_cameras, time_left, args.start)
             summary.append({"fps": fps, "max_realtime_cameras": best["cameras"] if best else 0,
                             "smallest_failing": failed, "complete": complete,
                             "frame_age_p50_s": best["frame_age_p50_s"] if best else None,
