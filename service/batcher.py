@@ -77,9 +77,8 @@ class Batcher:
                 raise Overloaded(f"{len(self._queue)} frames are queued (capacity {self.capacity}); "
                                  f"retry in {retry} s", headers={"Retry-After": str(retry)})
             self._queue.extend(jobs)
-            depth = len(self._queue)
+            self.metrics.queue_depth.set(len(self._queue))
             self._cond.notify(len(jobs))
-        self.metrics.queue_depth.set(depth)  # outside: the worker waits for this lock, not for metrics
 
     def retry_after_s(self) -> float:
         """A rough time for the queue to drain: batches ahead x the last batch's duration."""
@@ -122,8 +121,7 @@ class Batcher:
                 if remaining is not None and remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            depth = len(self._queue)
-        self.metrics.queue_depth.set(depth)
+            self.metrics.queue_depth.set(len(self._queue))
         if not batch:
             return None
         return batch, "full" if len(batch) == self.max_batch else "timeout"

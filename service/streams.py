@@ -173,15 +173,12 @@ class Stream:
         self.sampled += 1
         runtime = self.hub.runtime
         frame = to_model_frame(image, runtime.bundle.image_size, runtime.bundle.channels)
-        # The camera's own checks run outside the lock: only this thread uses them while it is in here
-        # (the stall watchdog, the other thread that can end a segment, waits while a frame is in the
-        # callback), and the worker delivering this camera's results must not wait behind them: held
-        # across them, the lock made the inference worker queue for the GIL behind every camera.
-        cut = self.cut_detector.check(frame)
+        with self._lock:
+            cut = self.cut_detector.check(frame)
         if cut is not None:
             self._cut(frame, cut)
-        invalid = self.validity.check(frame, t_media)
         with self._lock:
+            invalid = self.validity.check(frame, t_media)
             ready = self.window.push(frame)
             index = self._base + self.window.seen - 1
             self._meta[index] = FrameMeta(t_capture, t_media, frame, invalid, self._segment, cut is not None)
@@ -197,7 +194,8 @@ class Stream:
                     "the window, smoothing and any open event restart there", self.spec.id,
                     self._base + self.window.seen, change)
         self._end_segment("cut")
-        self.cut_detector.check(frame)  # the fresh detector compares the next frame with this one
+        with self._lock:
+            self.cut_detector.check(frame)  # the fresh detector compares the next frame with this one
 
     def _pace(self, t_media: float) -> None:
         """Realtime files: wait until the frame's time in the file has come."""
