@@ -55,6 +55,8 @@ def test_promtool_config_and_rules():
     assert r.returncode == 0, r.stdout + r.stderr
     r = run(promtool, "check", "rules", str(DOCKER / "prometheus" / "alerts.yml"))
     assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+    r = run(promtool, "test", "rules", str(Path(__file__).with_name("alerts_test.yml")))  # what fires when
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
 
 
 def test_dashboard_json_is_generated():
