@@ -185,7 +185,8 @@ def cuda_fps(model: Any, x: torch.Tensor, dtype: Any, repeats: int) -> float:
 
 
 def cuda_rows(graph: DeployedGraph, batches: list[int], flops_per_frame: float, label: str, variant: str,
-              repeats: int, ceilings: dict[str, float], compile_batches: list[int]) -> list[dict[str, Any]]:
+              repeats: int, ceilings: dict[str, float], compile_batches: list[int],
+              compile_mode: str = "default") -> list[dict[str, Any]]:
     """torch CUDA fp32/fp16/bf16 with CUDA graphs at each batch; bf16 through torch.compile (Inductor's
     fused kernels, then the same CUDA graph) at ``compile_batches``."""
     rows = []
@@ -194,13 +195,14 @@ def cuda_rows(graph: DeployedGraph, batches: list[int], flops_per_frame: float, 
     h, w = g.net.cfg.image_size
     dtypes = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
     runs = [(name, batch, "") for name in dtypes for batch in batches]
-    runs += [("bf16", batch, " compiled") for batch in compile_batches]
+    tag = " compiled" if compile_mode == "default" else f" compiled ({compile_mode})"
+    runs += [("bf16", batch, tag) for batch in compile_batches]
     compiled = None
     for dtype_name, batch, tag in runs:
         x = torch.randint(0, 256, (batch, 3, h, w, g.net.cfg.channels), dtype=torch.uint8, device=dev)
         t0 = time.perf_counter()
         if tag and compiled is None:
-            compiled = torch.compile(g, dynamic=False)
+            compiled = torch.compile(g, dynamic=False, mode=compile_mode)
         try:
             fps = cuda_fps(compiled if tag else g, x, dtypes[dtype_name], repeats)
         except Exception as exc:  # Inductor needs Triton and a compiler: a row that cannot run says why
@@ -258,7 +260,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 h, w = gcfg.image_size
                 if args.cuda:
                     rows += cuda_rows(graph, args.cuda_batches, flops_per_frame, label, variant, args.repeats,
-                                      cuda_ceilings, args.cuda_compile_batches if variant == "deployed" else [])
+                                      cuda_ceilings, args.cuda_compile_batches if variant == "deployed" else [],
+                                      args.cuda_compile_mode)
                     continue
                 for batch in args.batches:
                     frames = np.random.default_rng(0).integers(0, 256, (batch, 3, h, w, gcfg.channels), np.uint8)
@@ -307,6 +310,9 @@ def main() -> None:
     p.add_argument("--cuda-batches", type=int, nargs="+", default=[32, 128, 512])
     p.add_argument("--cuda-compile-batches", type=int, nargs="*", default=[],
                    help="deployed graphs also in bf16 through torch.compile at these batches (a minute or more each)")
+    p.add_argument("--cuda-compile-mode", default="default",
+                   help="torch.compile mode of those rows, e.g. max-autotune-no-cudagraphs (the rows capture their "
+                        "own CUDA graph; autotuning the matrix products takes minutes)")
     args = p.parse_args()
     if args.quick:
         args.batches, args.repeats, args.min_seconds, args.no_compile = [8], 2, 0.0, True

@@ -66,7 +66,10 @@ fi
 
 if want model; then
   log "model-level CUDA speed (bench_model.py --cuda)"
+  # COMPILE_MODE=max-autotune-no-cudagraphs tunes the matrix products too (minutes; session 24's default
+  # compile reached 8,825 frames/s of the 10,000 target)
   step 260 $PY benchmarks/bench_model.py --cuda --cuda-batches 128 512 --cuda-compile-batches 512 --repeats 3 \
+    --cuda-compile-mode "${COMPILE_MODE:-default}" \
     --json "$OUT/bench_model_cuda.json" 2>&1 | tee "$OUT/bench_model_cuda.txt"
 fi
 
