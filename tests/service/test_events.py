@@ -113,6 +113,21 @@ def test_validity_flags_frozen_and_blank_pictures():
     assert v.check(np.full((48, 64, 3), 3, np.uint8), 0.8) == "blank"
 
 
+@pytest.mark.parametrize("changed, frozen", [(143, True), (145, False)])
+def test_validity_measures_every_4th_pixel_of_every_channel(changed, frozen):
+    """A 48x64 RGB picture is checked on 12x16x3 = 576 values: changing 143 of them by 1 (a mean
+    difference of 0.248) is still the same picture, 145 (0.252) is not; the threshold is 0.25."""
+    rng = np.random.default_rng(1)
+    still = rng.integers(50, 200, (48, 64, 3), dtype=np.uint8)
+    moved = still.copy()
+    grid = moved[::4, ::4].reshape(-1)  # the values the check reads, in order
+    grid[:changed] += 1
+    moved[::4, ::4] = grid.reshape(12, 16, 3)
+    v = Validity(frozen_s=0.1)
+    states = [v.check(f, t / 10) for t, f in enumerate([still, moved, still.copy(), moved])]
+    assert (states[-1] == "frozen") == frozen
+
+
 def test_cut_detector_calls_another_scene_a_cut_and_nothing_else():
     # blobs moving on a faint texture (they carry most of the picture's variation), at the tiny
     # model's 32x48, where the correlation of consecutive frames fell to 0.47
