@@ -371,3 +371,27 @@ def test_camera_search_doubles_then_bisects_and_reports_a_cut_search():
     assert search(run, 64, start=16)[:2][1] == 30 and tried == [16, 32, 24, 28, 30, 29]
     tried.clear()
     assert search(run, 64, start=32)[0]["cameras"] == 29 and tried == [32, 16, 24, 28, 30, 29]
+
+
+@pytest.mark.slow
+def test_streams_testbed_serves_cameras_at_fixed_counts(tmp_path):
+    """streams_testbed.py makes a tiny model and a small clip that bench_streams.py --counts then runs."""
+    require_shared("footage")
+    bed = tmp_path / "bed"
+    r = subprocess.run([sys.executable, "benchmarks/streams_testbed.py", "--out", str(bed), "--frames", "120"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (bed / "model" / "model.onnx.json").exists() and (bed / "clip.mp4").stat().st_size > 0
+    result, stdout = run_benchmark(tmp_path, "bench_streams.py", "--source", "file", "--fps", "25", "--counts", "1",
+                                   "2", "--seconds", "2", "--warmup", "1", "--clip", str(bed / "clip.mp4"),
+                                   "--serve-args", f"--model {bed / 'model' / 'model.onnx'}")
+    assert [t["cameras"] for t in result["trials"]] == [1, 2]
+    assert all(t["scored_fps_total"] > 0 and t["states"] for t in result["trials"]), result["trials"]
+    assert result["summary"][0]["complete"] and "cameras in real time" in stdout
+
+
+def test_camera_path_times_each_step(tmp_path):
+    require_shared("footage")
+    result, stdout = run_benchmark(tmp_path, "camera_path.py", "--frames", "20")
+    assert set(result["us_per_frame"]) >= {"scene-cut check", "validity check", "window push"}
+    assert all(us > 0 for us in result["us_per_frame"].values()) and "us a frame" in stdout
