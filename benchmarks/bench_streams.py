@@ -177,10 +177,10 @@ def main() -> None:
     if not Path(args.clip).exists() and not shutil.which("gst-launch-1.0"):
         sys.exit(f"needs {args.clip} or gst-launch-1.0 to make a clip")
     clip = footage(Path(args.clip).resolve())  # the server opens it from its own working directory
-    server, url = start_server(args.serve_args, args.server_log)
-    trials, summary, profile = [], [], {}
     if args.profile and not shutil.which("py-spy"):
         sys.exit("--profile needs py-spy on the PATH (pip install py-spy)")
+    server, url = start_server(args.serve_args, args.server_log)
+    trials, summary, profile = [], [], {}
     end = time.monotonic() + args.budget if args.budget else float("inf")
 
     def time_left() -> bool:  # room for one more trial (registration and queries: about 3 s)
