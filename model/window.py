@@ -34,10 +34,19 @@ class FrameWindow:
     ``flush()`` returns the rest with the end clamped, as if the clip ended. Pushing frames one by
     one (or in chunks) and flushing gives exactly the inputs :func:`clip_windows` gives for the
     whole clip.
+
+    ``spacing`` 3: the frames pushed are every third frame of the source (a camera shedding load,
+    service.streams), so a frame's inputs are the kept frames next to it, which are the source's t-3
+    and t+3: away from the edges, the inputs the full-rate window gives the same frame.
     """
 
-    def __init__(self) -> None:
-        self._frames: deque[np.ndarray] = deque(maxlen=LOOKBEHIND + LOOKAHEAD + 1)
+    def __init__(self, spacing: int = 1) -> None:
+        if spacing < 1 or any(o % spacing for o in CONTEXT_OFFSETS):
+            raise ValueError(f"spacing must divide the context offsets {CONTEXT_OFFSETS}, not {spacing}")
+        self.spacing = spacing
+        self._offsets = tuple(o // spacing for o in CONTEXT_OFFSETS)
+        self._lookahead = max(self._offsets)
+        self._frames: deque[np.ndarray] = deque(maxlen=self._lookahead - min(self._offsets) + 1)
         self._next = 0  # index of the next frame to score
         self._seen = 0  # frames pushed so far
 
@@ -53,7 +62,7 @@ class FrameWindow:
 
     def _window(self, t: int, last: int) -> np.ndarray:
         first = self._seen - len(self._frames)  # index of the oldest buffered frame
-        idx = [min(max(t + o, 0), last) - first for o in CONTEXT_OFFSETS]
+        idx = [min(max(t + o, 0), last) - first for o in self._offsets]
         return np.stack([self._frames[i] for i in idx])
 
     def push(self, frame: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -61,7 +70,7 @@ class FrameWindow:
         self._frames.append(frame)
         self._seen += 1
         ready = []
-        while self._next + LOOKAHEAD <= self._seen - 1:
+        while self._next + self._lookahead <= self._seen - 1:
             ready.append((self._next, self._window(self._next, self._seen - 1)))
             self._next += 1
         return ready

@@ -43,7 +43,7 @@ class Event:
     peak_frame: int
     end_time: float | None = None
     end_frame: int | None = None
-    end_reason: str | None = None  # "score" | "gap" | "cut" | "invalid_input" | "stream_removed"
+    end_reason: str | None = None  # "score" | "gap" | "cut" | "invalid_input" | "stream_removed" | "shed"
     snapshot: Any = field(default=None, repr=False)  # (frame, heatmap) at the peak, or encoded JPEG bytes
     regions: list[Region] = field(default_factory=list, repr=False)  # the peak frame's hottest regions
 

@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     max_pending_per_stream: int = Field(8, ge=1, le=1024,
                                         description="a camera's frames queued for inference, at most; when "
                                                     "more arrive the oldest is dropped (freshest first)")
+    stream_shedding: bool = Field(True, description="a live camera whose frames are being superseded keeps "
+                                  "every third frame only (the same raw scores for those frames) until it "
+                                  "keeps up: an overloaded server then scores at its capacity instead of "
+                                  "collapsing")
     scene_cut_change: float = Field(MAX_CHANGE, ge=0, le=10,
                                     description="a frame (camera or /v1/score) that changed more than this from "
                                                 "the one before (model.cuts.picture_change) is a scene cut: the "

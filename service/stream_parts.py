@@ -1,8 +1,10 @@
-"""Small per-camera helpers: frame-rate sampling, rate meters, and the picture-validity check that
-keeps frozen or covered cameras from raising events (the scene-cut check is model.cuts)."""
+"""Small per-camera helpers: frame-rate sampling, rate meters, the picture-validity check that keeps
+frozen or covered cameras from raising events (the scene-cut check is model.cuts), and when a camera
+sheds load."""
 
 from __future__ import annotations
 
+import random
 import time
 from collections import deque
 
@@ -85,4 +87,49 @@ class Validity:
             return "blank"
         if self._same_since is not None and t - self._same_since >= self.frozen_s:
             return "frozen"
+        return None
+
+
+class Shedding:
+    """When a live camera sheds load: its frames are being superseded (the server is behind), so it keeps
+    only every third frame, whose scores need only kept frames (model.window.FrameWindow spacing 3):
+    each raw score it gives is the one it would give at full rate, and the camera threads' Python work,
+    which is what starves an overloaded server's inference workers (benchmarks/RESULTS.md, session 24),
+    falls to a third. It goes back to every frame after ``hold_s`` (jittered +-20%, so that cameras
+    that started shedding together do not all return at once) without a superseded frame; a camera that
+    has to shed again within twice its hold holds twice as long next time, up to ``max_hold_s``."""
+
+    STRIDE = 3
+
+    def __init__(self, enabled: bool, hold_s: float = 10.0, max_hold_s: float = 300.0,
+                 rng: random.Random | None = None) -> None:
+        self.enabled, self.base_hold_s, self.max_hold_s = enabled, hold_s, max_hold_s
+        self.hold_s = hold_s
+        self.stride = 1
+        self.entered = 0  # times it started shedding
+        self._rng = rng or random.Random()
+        self._pressure_at: float | None = None  # the latest superseded frame
+        self._since: float | None = None  # when the current stride began
+        self._jitter = 1.0
+
+    def pressure(self, now: float) -> None:
+        """A frame of this camera was superseded."""
+        self._pressure_at = now
+
+    def decide(self, now: float) -> int | None:
+        """The stride to switch to now (1 or STRIDE), or None to keep the current one."""
+        if not self.enabled or self._pressure_at is None:
+            return None
+        if self.stride == 1:
+            if self._since is not None and self._pressure_at <= self._since:
+                return None  # superseded before the return to every frame: not new pressure
+            if self._since is not None:  # back again: soon after returning, hold longer
+                soon = now - self._since < 2 * self.hold_s
+                self.hold_s = min(self.hold_s * 2, self.max_hold_s) if soon else self.base_hold_s
+            self.stride, self._since, self.entered = self.STRIDE, now, self.entered + 1
+            self._jitter = self._rng.uniform(0.8, 1.2)
+            return self.stride
+        if now - max(self._since or now, self._pressure_at) >= self.hold_s * self._jitter:
+            self.stride, self._since = 1, now
+            return 1
         return None

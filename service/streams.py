@@ -9,7 +9,10 @@ Drop policy (every drop is counted by reason):
   oldest still waiting ("superseded"), so inference always works on the freshest frames;
 - a live frame still unscored ``staleness_s`` after its input is complete (its look-ahead frame t+3 has
   arrived) is dropped without running ("stale");
-- a full server queue refuses the frame ("queue_full"); a failed batch loses its frames ("error").
+- a full server queue refuses the frame ("queue_full"); a failed batch loses its frames ("error");
+- a live camera whose frames are being superseded sheds load: it keeps every third frame only ("shed";
+  stream_parts.Shedding, with ``stream_shedding``), each kept frame scored from the kept frames beside
+  it (its t-3 and t+3, as at full rate), until it has kept up for a while. Each switch starts a segment.
 Local files are not live: every frame is scored, the reader waits for room instead of dropping
 (unless the camera is registered with ``realtime``, which plays the file like a live camera).
 A dropped frame is not scored, but it stays in the window as context for its neighbours.
@@ -37,10 +40,10 @@ from service.camera import CameraReader, redact
 from service.errors import DeadlineExceeded, Overloaded, ServiceError
 from service.events import EventDetector
 from service.settings import StreamSpec
-from service.stream_parts import RateMeter, Sampler, Validity
+from service.stream_parts import RateMeter, Sampler, Shedding, Validity
 
 log = logging.getLogger(__name__)
-DROP_REASONS = ("superseded", "stale", "queue_full", "error", "not_ready")
+DROP_REASONS = ("superseded", "stale", "queue_full", "error", "not_ready", "shed")
 
 
 @dataclass
@@ -51,6 +54,7 @@ class FrameMeta:
     invalid: str | None  # "frozen" | "blank" | None
     segment: int  # frames of one connection; a gap or a scene cut starts the next
     cut: bool = False  # the first frame after a scene cut
+    shed: bool = False  # kept while shedding: scored from the kept frames beside it
 
 
 class Stream:
@@ -69,7 +73,7 @@ class Stream:
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
         self.events_total = 0
         self.scene_cuts = 0
-        self._end_reason = "gap"  # why the last segment ended: "gap" (reconnect, stall, end of file) or "cut"
+        self._end_reason = "gap"  # why the last segment ended: "gap" (reconnect, stall, end of file), "cut", "shed"
         self.scene_warned = False  # the unfamiliar-scene warning is logged once per camera
         self.input_rate, self.scored_rate = RateMeter(), RateMeter()
         self.history: deque[dict[str, Any]] = deque(maxlen=s.stream_history)
@@ -85,6 +89,8 @@ class Stream:
         self._segment = 0  # segment that new frames belong to
         self._scored_segment = 0  # segment the smoother and the event detector are following
         self.detector = EventDetector(spec.id, spec.events)
+        self.shedding = Shedding(s.stream_shedding and self.live)
+        self.stride = 1  # 3 while shedding: the window holds every third frame
         self.smoothing: InOrderSmoothing | None = None
         self.smoothed_latest: float | None = None  # the newest final smoothed score (smoothing delay behind)
         self._reset_window()
@@ -92,7 +98,8 @@ class Stream:
 
     # -- segments: a gap (reconnect, stall, end of file) starts a fresh window, smoother and count ----
     def _reset_window(self) -> None:
-        self.window = FrameWindow()
+        self.window = FrameWindow(self.stride)
+        self._cycle = 0  # sampled frames of this segment: kept when a multiple of the stride
         self.sampler = Sampler(self.spec.fps)
         self.validity = Validity()
         self.cut_detector = CutDetector(self.hub.settings.scene_cut_change)
@@ -111,9 +118,9 @@ class Stream:
         return events + self.detector.interrupt(self._end_reason)
 
     def _new_smoothing(self) -> InOrderSmoothing:
-        ev = self.spec.events
-        delay = None if ev.smoothing_delay_s is None else round(ev.smoothing_delay_s * self.frame_rate)
-        return InOrderSmoothing(OnlineSmoother(ev.smoothing_sigma_s * self.frame_rate, delay))
+        ev, rate = self.spec.events, self.frame_rate / self.stride  # scored frames a second
+        delay = None if ev.smoothing_delay_s is None else round(ev.smoothing_delay_s * rate)
+        return InOrderSmoothing(OnlineSmoother(ev.smoothing_sigma_s * rate, delay))
 
     def _apply_smoothed(self, released: list[tuple[Any, float | None]]) -> list[Any]:
         """Frames whose smoothed score is final, in order: into their records and the event detector."""
@@ -136,18 +143,20 @@ class Stream:
             return self.smoothed_latest
         return self.latest["calibrated"] if self.latest else None
 
-    def _end_segment(self, reason: str = "gap") -> None:
+    def _end_segment(self, reason: str = "gap", stride: int | None = None) -> None:
         """Score the frames still waiting for their look-ahead (edges clamped), wait for the segment's
-        frames in flight, then end any open event: no event spans the gap (or the scene cut)."""
+        frames in flight, then end any open event: no event spans the gap (or the scene cut, or the
+        switch to ``stride``)."""
         with self._lock:
             self._end_reason = reason
             ready = self.window.flush()
-            base = self._base
-            self._base += self.window.seen
+            base, step = self._base, self.stride
+            self._base += self._cycle
             self._segment += 1
+            self.stride = stride or self.stride
             self._reset_window()
         for t, x in ready:
-            self._submit(base + t, x)
+            self._submit(base + t * step, x)
         with self._lock:
             end = time.monotonic() + (self.staleness_s + 1 if self.live else 30.0)
             while any(i < self._base for i, _ in self._pending) and time.monotonic() < end:
@@ -171,6 +180,15 @@ class Stream:
         if not self.sampler.take(t_media):
             return
         self.sampled += 1
+        switch = self.shedding.decide(time.monotonic())
+        if switch is not None:
+            log.warning("camera %s: %s", self.spec.id, "frames superseded: scoring every third frame" if switch > 1
+                        else f"kept up for {self.shedding.hold_s:.0f} s: scoring every frame again")
+            self._end_segment("shed", switch)
+        if self._cycle % self.stride:
+            self._cycle += 1
+            self.dropped["shed"] += 1  # only this thread writes this count
+            return
         runtime = self.hub.runtime
         frame = to_model_frame(image, runtime.bundle.image_size, runtime.bundle.channels)
         with self._lock:
@@ -180,11 +198,13 @@ class Stream:
         with self._lock:
             invalid = self.validity.check(frame, t_media)
             ready = self.window.push(frame)
-            index = self._base + self.window.seen - 1
-            self._meta[index] = FrameMeta(t_capture, t_media, frame, invalid, self._segment, cut is not None)
-            base = self._base
+            index = self._base + self._cycle
+            self._cycle += 1
+            self._meta[index] = FrameMeta(t_capture, t_media, frame, invalid, self._segment, cut is not None,
+                                          self.stride > 1)
+            base, step = self._base, self.stride
         for t, x in ready:
-            self._submit(base + t, x)
+            self._submit(base + t * step, x)
 
     def _cut(self, frame: np.ndarray, change: float) -> None:
         """A scene cut before this frame: the frames before it are scored with their window ending at
@@ -192,7 +212,7 @@ class Stream:
         self.scene_cuts += 1
         log.warning("camera %s: scene cut before frame %d (picture change %.2f from the frame before); "
                     "the window, smoothing and any open event restart there", self.spec.id,
-                    self._base + self.window.seen, change)
+                    self._base + self._cycle, change)
         self._end_segment("cut")
         with self._lock:
             self.cut_detector.check(frame)  # the fresh detector compares the next frame with this one
@@ -255,6 +275,8 @@ class Stream:
             meta = self._meta.pop(index, None)
             if dropped is not None or out is None or meta is None:
                 self.dropped[dropped or "error"] += 1
+                if dropped == "superseded":
+                    self.shedding.pressure(time.monotonic())
                 return
             self.scored += 1
             self.scored_rate.tick()
@@ -268,6 +290,7 @@ class Stream:
                       "score": float(out["score"]), "teacher_error": float(out["teacher_error"]),
                       "discrepancy": float(out["discrepancy"]), "calibrated": calibrated, "smoothed": None,
                       "valid": meta.invalid is None, "invalid_reason": meta.invalid, "cut": meta.cut, "event": None,
+                      "shed": meta.shed,
                       "frame_age_s": round(age, 4), "lookahead_frames": LOOKAHEAD,
                       "lookahead_s": round(LOOKAHEAD / self.frame_rate, 4)}
             if in_order:  # smoothed and event are filled in once the smoothing look-ahead has arrived
@@ -351,7 +374,8 @@ class Stream:
                 "reconnects": st.reconnects, "stalls": st.stalls, "scene_cuts": self.scene_cuts,
                 "last_error": st.last_error,
                 "state_history": list(st.history), "staleness_s": self.staleness_s if self.live else None,
-                "live": self.live, "events": self.spec.events.model_dump(), "events_total": self.events_total,
+                "live": self.live, "shedding": self.stride > 1, "shedding_entered": self.shedding.entered,
+                "events": self.spec.events.model_dump(), "events_total": self.events_total,
                 "active_event": self.detector.active.to_dict() if self.detector.active else None,
                 "latest": None if latest is None else {k: v for k, v in latest.items()
                                                        if k not in ("image", "heatmap")},

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from model.window import FrameWindow, clip_windows, context_indices
 
@@ -48,3 +49,22 @@ def test_cut_window_cuts_the_clip_in_two_however_the_frames_arrive():
     got = w.push_many(clip) + w.flush()
     assert w.cut_frames == [] and all(np.array_equal(x, e) for (_, x), e in zip(got, clip_windows(clip, np.arange(16)),
                                                                                  strict=True))
+
+
+def test_every_third_frame_with_spacing_3_gives_the_full_rate_inputs_of_those_frames():
+    frames = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1)
+    kept = frames[::3]  # frames 0, 3, ..., 39
+    w = FrameWindow(spacing=3)
+    got = [x for f in kept for _, x in w.push(f)] + [x for _, x in w.flush()]
+    full = clip_windows(frames, np.arange(0, 40, 3))
+    assert len(got) == len(kept)
+    # the same inputs, the edges too here (the clip's last frame is a kept one; were it not, the
+    # last kept frame's t+3 would clamp to itself rather than to the clip's last frame)
+    np.testing.assert_array_equal(np.stack(got), full)
+    assert got[0][:, 0, 0, 0].tolist() == [0, 0, 3] and got[-1][:, 0, 0, 0].tolist() == [36, 39, 39]
+
+
+@pytest.mark.parametrize("spacing", [0, 2])
+def test_a_spacing_that_does_not_divide_the_offsets_is_refused(spacing):
+    with pytest.raises(ValueError, match="spacing"):
+        FrameWindow(spacing)

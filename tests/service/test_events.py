@@ -15,7 +15,7 @@ from model.cuts import CutDetector, picture_change
 from model.frames import to_model_frame
 from service.events import Event, EventBus, EventDetector, WebhookSender
 from service.settings import EventSettings, StreamSpec
-from service.stream_parts import RateMeter, Sampler, Validity
+from service.stream_parts import RateMeter, Sampler, Shedding, Validity
 from tests.conftest import require_shared, scene_frames, wait_for
 
 
@@ -214,3 +214,25 @@ def test_webhook_retries_then_delivers_and_gives_up_on_a_dead_url():
     dead.send("end", {"id": "e2", "stream": "cam"})
     assert wait_for(lambda: outcomes[-1:] == ["failed"], 10), outcomes
     dead.close()
+
+
+def test_shedding_enters_on_pressure_leaves_after_its_hold_and_holds_longer_when_back_soon():
+    import random
+
+    s = Shedding(True, hold_s=10.0, max_hold_s=30.0, rng=random.Random(0))
+    assert s.decide(0.0) is None  # no frame superseded yet
+    s.pressure(1.0)
+    assert s.decide(1.0) == 3 and s.stride == 3 and s.entered == 1
+    s.pressure(2.0)  # still behind: the hold runs from the latest superseded frame
+    assert s.decide(2.0 + 7.9) is None and s.decide(2.0 + 12.1) == 1  # 10 s, jittered within +-20%
+    left = 2.0 + 12.1
+    assert s.decide(left + 1) is None  # no new pressure
+    s.pressure(left + 5)  # back within twice the hold: the next hold is twice as long
+    assert s.decide(left + 5) == 3 and s.hold_s == 20.0
+    assert s.decide(left + 5 + 15.9) is None and s.decide(left + 5 + 24.1) == 1
+    s.pressure(left + 100)  # much later: the hold starts over
+    assert s.decide(left + 100) == 3 and s.hold_s == 10.0 and s.entered == 3
+    off = Shedding(False)
+    off.pressure(1.0)
+    assert off.decide(1.0) is None
+

@@ -176,8 +176,10 @@ def test_camera_smoothing_is_the_evaluations_and_causal_on_request(tiny_checkpoi
 def test_live_drop_policy_keeps_the_freshest_and_counts_every_drop(tiny_checkpoint, tmp_path):
     clip = write_video(tmp_path / "clip.mp4", scene_frames(100, 96, 128, seed=5))
     # batches wait up to 300 ms to fill; a camera may queue 2 frames and keep a frame 0.2 s: it must drop
+    # (and would shed load, which the next test covers)
     with live_server(model=tiny_checkpoint, max_batch_delay_ms=300, max_pending_per_stream=2,
-                     stream_staleness_s=0.2) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+                     stream_staleness_s=0.2, stream_shedding=False) as srv, \
+            httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.post("/v1/streams", json={"id": "live", "url": str(clip), "realtime": True}).status_code == 201
         assert wait_for(lambda: camera(c, "live")["state"] == "ended", 30)
         assert wait_for(lambda: sum(camera(c, "live")["frames"]["dropped"].values())
@@ -279,3 +281,33 @@ def test_camera_on_a_scene_the_model_never_saw_warns_once(tmp_path, caplog):
     assert "aedmae calibrate --data" in scene["warning"]
     logged = [r.getMessage() for r in caplog.records if "camera plaza:" in r.getMessage()]
     assert len(logged) == 1 and "at or above the alert threshold" in logged[0], logged
+
+
+def test_an_overloaded_camera_sheds_to_every_third_frame_with_the_same_raw_scores(tiny_checkpoint, tmp_path):
+    """Batches that wait 150 ms and 2 queued frames a camera: at 25 fps its frames are superseded at
+    once, so it keeps every third frame (one every 120 ms, which fits); each of those, where its t-3
+    and t+3 were kept too, scores exactly what the whole clip sent in one request scores for it."""
+    clip = write_video(tmp_path / "clip.mp4", scene_frames(90, 96, 128, seed=5))
+    cap, decoded = cv2.VideoCapture(str(clip)), []
+    while (got := cap.read())[0]:
+        decoded.append(got[1][..., ::-1])  # RGB, as an npy body carries it
+    with live_server(model=tiny_checkpoint, max_batch_delay_ms=150, max_pending_per_stream=2,
+                     stream_staleness_s=5.0) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        whole = c.post("/v1/score", content=npy_body(np.stack(decoded)),
+                       headers={"content-type": "application/x-npy"}).json()["frames"]
+        assert c.post("/v1/streams", json={"id": "busy", "url": str(clip), "realtime": True}).status_code == 201
+        assert wait_for(lambda: camera(c, "busy")["state"] == "ended", 30)
+        assert wait_for(lambda: sum(camera(c, "busy")["frames"]["dropped"].values())
+                        + camera(c, "busy")["frames"]["scored"] == 90, 10), camera(c, "busy")
+        state = camera(c, "busy")
+        scores = c.get("/v1/streams/busy/scores", params={"limit": 100}).json()["scores"]
+        metrics = c.get("/metrics").text
+    assert state["shedding"] and state["shedding_entered"] == 1 and state["frames"]["dropped"]["shed"] > 30, state
+    shed = {r["frame"]: r for r in scores if r["shed"]}
+    kept = sorted(shed)
+    assert len(kept) >= 10 and set(np.diff(kept)) == {3}, kept  # none superseded while shedding
+    interior = [f for f in kept if f - 3 in shed and f + 3 in shed]
+    assert len(interior) >= 8
+    np.testing.assert_allclose([shed[f]["score"] for f in interior], [whole[f]["score"] for f in interior],
+                               rtol=1e-5)
+    assert 'aedmae_stream_frames_dropped_total{reason="shed",stream="busy"}' in metrics
