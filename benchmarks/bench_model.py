@@ -195,8 +195,8 @@ def cuda_rows(graph: DeployedGraph, batches: list[int], flops_per_frame: float, 
     h, w = g.net.cfg.image_size
     dtypes = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
     runs = [(name, batch, "") for name in dtypes for batch in batches]
-    tag = " compiled" if compile_mode == "default" else f" compiled ({compile_mode})"
-    runs += [("bf16", batch, tag) for batch in compile_batches]
+    compiled_tag = " compiled" if compile_mode == "default" else f" compiled ({compile_mode})"
+    runs += [("bf16", batch, compiled_tag) for batch in compile_batches]
     compiled = None
     for dtype_name, batch, tag in runs:
         x = torch.randint(0, 256, (batch, 3, h, w, g.net.cfg.channels), dtype=torch.uint8, device=dev)

@@ -99,6 +99,13 @@ def profile_server(pid: int, seconds: int, rate: int = 200) -> dict[str, Any]:
     return out
 
 
+def add_gil_per_frame(profile: dict[str, Any], frames_per_s: float) -> None:
+    """The GIL held per frame scored, in ms: the Python side's cost a frame, what caps one process."""
+    share = profile.get("gil_held_share")
+    if share is not None and frames_per_s:
+        profile["gil_ms_per_frame"] = round(1000 * share / frames_per_s, 3)
+
+
 def start_server(serve_args: str, log_path: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """``aedmae serve`` on a free port, ready. Its log goes to ``log_path`` (default: a file in /tmp),
     never to a pipe: nobody reads a pipe while the benchmark runs, and a server whose log fills one
@@ -257,9 +264,7 @@ def main() -> None:
         result["dynamic"] = load(url, jpegs, args.clients, args.frames_per_request, args.seconds)
         if profiler is not None:
             profiler.join()
-            share = result.get("profile", {}).get("gil_held_share")
-            if share is not None:  # the Python side's cost a frame: what caps one process at GPU rates
-                result["profile"]["gil_ms_per_frame"] = round(1000 * share / result["dynamic"]["frames_per_s"], 3)
+            add_gil_per_frame(result.get("profile", {}), result["dynamic"]["frames_per_s"])
         if not args.serve_args.count("cuda"):
             served_batch = int(httpx.get(url + "/v1/model").json()["max_batch_size"])
             argv = shlex.split(args.serve_args)

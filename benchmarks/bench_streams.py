@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from bench_service import free_port, profile_server, start_server
+from bench_service import add_gil_per_frame, free_port, profile_server, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 FOOTAGE = ROOT.parent / "shared" / "data" / "footage" / "avenue_train_10.mp4"
@@ -110,8 +110,7 @@ def trial(url: str, source: str, cameras: int, fps: float, warmup: float, second
 
 def report_profile(profile: dict[str, Any], row: dict[str, Any]) -> None:
     """The GIL held per scored frame (what bounds the Python side), printed with the top holders."""
-    if "gil_held_share" in profile and row["scored_fps_total"]:
-        profile["gil_ms_per_frame"] = round(1000 * profile["gil_held_share"] / row["scored_fps_total"], 3)
+    add_gil_per_frame(profile, row["scored_fps_total"])
     top = profile.get("gil", {}).get("top_self", [])[:8]
     print(f"  profile of {row['cameras']} camera(s): GIL held {profile.get('gil_held_share')} of the time, "
           f"{profile.get('gil_ms_per_frame')} ms a scored frame; held most in {top}", flush=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from itertools import islice
 from pathlib import Path
 
 import cv2
@@ -27,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 from export.onnx_export import export_onnx  # noqa: E402
 from model import checkpoint  # noqa: E402
 from model.config import preset  # noqa: E402
+from model.errors import DataError  # noqa: E402
 from model.evaluation import fit_scorer  # noqa: E402
-from model.frames import to_model_frame  # noqa: E402
+from model.frames import VideoSource, read_frames, to_model_frame  # noqa: E402
 from model.network import AEDMAE  # noqa: E402
 
 FOOTAGE = ROOT.parent / "shared" / "data" / "footage" / "avenue_train_10.mp4"
@@ -42,12 +44,12 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cap = cv2.VideoCapture(args.footage)
-    raw = []
-    while len(raw) < args.frames and (got := cap.read())[0]:
-        raw.append(got[1])
+    try:
+        raw = list(islice(read_frames(VideoSource(Path(args.footage).stem, Path(args.footage))), args.frames))
+    except DataError as e:
+        sys.exit(str(e))
     if not raw:
-        sys.exit(f"cannot read {args.footage}")
+        sys.exit(f"no frames in {args.footage}")
     writer = cv2.VideoWriter(str(out / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25, (96, 64))
     for frame in raw:
         writer.write(cv2.resize(frame, (96, 64), interpolation=cv2.INTER_AREA))
