@@ -90,16 +90,16 @@ class Stream:
         self._scored_segment = 0  # segment the smoother and the event detector are following
         self.detector = EventDetector(spec.id, spec.events)
         self.shedding = Shedding(s.stream_shedding and self.live)
-        self.stride = 1  # 3 while shedding: the window holds every third frame
         self.smoothing: InOrderSmoothing | None = None
         self.smoothed_latest: float | None = None  # the newest final smoothed score (smoothing delay behind)
         self._reset_window()
         self._reset_scoring()
 
     # -- segments: a gap (reconnect, stall, end of file) starts a fresh window, smoother and count ----
-    def _reset_window(self) -> None:
-        self.window = FrameWindow(self.stride)
-        self._cycle = 0  # sampled frames of this segment: kept when a multiple of the stride
+    def _reset_window(self, spacing: int = 1) -> None:
+        """A fresh window; ``spacing`` 3 while shedding (it holds every third sampled frame)."""
+        self.window = FrameWindow(spacing)
+        self._cycle = 0  # sampled frames of this segment: kept when a multiple of the spacing
         self.sampler = Sampler(self.spec.fps)
         self.validity = Validity()
         self.cut_detector = CutDetector(self.hub.settings.scene_cut_change)
@@ -118,7 +118,7 @@ class Stream:
         return events + self.detector.interrupt(self._end_reason)
 
     def _new_smoothing(self) -> InOrderSmoothing:
-        ev, rate = self.spec.events, self.frame_rate / self.stride  # scored frames a second
+        ev, rate = self.spec.events, self.frame_rate / self.window.spacing  # scored frames a second
         delay = None if ev.smoothing_delay_s is None else round(ev.smoothing_delay_s * rate)
         return InOrderSmoothing(OnlineSmoother(ev.smoothing_sigma_s * rate, delay))
 
@@ -150,11 +150,10 @@ class Stream:
         with self._lock:
             self._end_reason = reason
             ready = self.window.flush()
-            base, step = self._base, self.stride
+            base, step = self._base, self.window.spacing
             self._base += self._cycle
             self._segment += 1
-            self.stride = stride or self.stride
-            self._reset_window()
+            self._reset_window(stride or step)
         for t, x in ready:
             self._submit(base + t * step, x)
         with self._lock:
@@ -185,7 +184,7 @@ class Stream:
             log.warning("camera %s: %s", self.spec.id, "frames superseded: scoring every third frame" if switch > 1
                         else f"kept up for {self.shedding.hold_s:.0f} s: scoring every frame again")
             self._end_segment("shed", switch)
-        if self._cycle % self.stride:
+        if self._cycle % self.window.spacing:
             self._cycle += 1
             self.dropped["shed"] += 1  # only this thread writes this count
             return
@@ -201,8 +200,8 @@ class Stream:
             index = self._base + self._cycle
             self._cycle += 1
             self._meta[index] = FrameMeta(t_capture, t_media, frame, invalid, self._segment, cut is not None,
-                                          self.stride > 1)
-            base, step = self._base, self.stride
+                                          self.window.spacing > 1)
+            base, step = self._base, self.window.spacing
         for t, x in ready:
             self._submit(base + t * step, x)
 
@@ -374,7 +373,7 @@ class Stream:
                 "reconnects": st.reconnects, "stalls": st.stalls, "scene_cuts": self.scene_cuts,
                 "last_error": st.last_error,
                 "state_history": list(st.history), "staleness_s": self.staleness_s if self.live else None,
-                "live": self.live, "shedding": self.stride > 1, "shedding_entered": self.shedding.entered,
+                "live": self.live, "shedding": self.window.spacing > 1, "shedding_entered": self.shedding.entered,
                 "events": self.spec.events.model_dump(), "events_total": self.events_total,
                 "active_event": self.detector.active.to_dict() if self.detector.active else None,
                 "latest": None if latest is None else {k: v for k, v in latest.items()
