@@ -180,6 +180,8 @@ class CameraReader:
             last = now
             self.stats.frames_received += 1
             self.stats.last_frame_at = now
+            if self.stats.state == "stalled":  # the watchdog spoke while this read was late (a starved
+                self._set_state("up")  # machine, a network hiccup shorter than FFmpeg's timeout): frames flow
             self._in_callback = True
             try:
                 self.on_frame(frame, time.time(), t_media)

@@ -4,6 +4,8 @@ import logging
 import threading
 import time
 
+import numpy as np
+
 from service.camera import CameraReader, redact
 from tests.conftest import wait_for
 
@@ -54,12 +56,13 @@ def test_hung_server_is_noticed_within_the_stall_timeout(rtsp_server):
     try:
         assert wait_for(lambda: sink.frames >= 10, 20)
         rtsp_server.pause()
-        assert wait_for(lambda: reader.stats.stalls >= 1, 20), reader.stats
-        # frames already in flight still arrive after the server hangs; from the last one on, the
-        # stall must be noticed within the timeout (plus the watchdog's 0.5 s check period)
-        noticed_after = reader.stats.last_stall_at - reader.stats.last_frame_at
-        assert 2 <= noticed_after <= 2 + 0.5, noticed_after
-        assert reader.stats.state == "stalled"
+        # frames already in flight still arrive after the server hangs (on a busy machine even after a
+        # first stall was noticed, which they end); from the last one on, the stall must be noticed
+        # within the timeout plus the watchdog's 0.2 s check period (and 0.8 s for a busy machine)
+        st = reader.stats
+        assert wait_for(lambda: st.state == "stalled" and st.last_stall_at > st.last_frame_at, 20), st
+        noticed_after = st.last_stall_at - st.last_frame_at
+        assert 2 <= noticed_after <= 2 + 1.0, noticed_after
     finally:
         rtsp_server.resume()
         reader.stop()
@@ -73,6 +76,38 @@ def test_failed_first_connect_is_down_and_stoppable(caplog):
     reader.stop()
     assert not reader.alive
     assert "hunter2" not in caplog.text and "***@127.0.0.1" in caplog.text
+
+
+class LateCapture:
+    """A capture whose fourth read takes ``late_s`` (the reader thread starved, or a network hiccup
+    shorter than FFmpeg's own read timeout) and then delivers frames again."""
+
+    def __init__(self, late_s: float, frames: int = 8):
+        self.late_s, self.frames, self.reads = late_s, frames, 0
+
+    def read(self):
+        self.reads += 1
+        if self.reads == 4:
+            time.sleep(self.late_s)
+        if self.reads > self.frames:
+            return False, None
+        return True, np.zeros((4, 4, 3), np.uint8)
+
+    def get(self, prop):
+        return 0.0
+
+
+def test_frames_after_a_noticed_stall_bring_the_camera_back_up():
+    sink = Sink()
+    reader = CameraReader("gate", "rtsp://cam.local/x", sink, stall_timeout_s=0.5)
+    reader._watchdog.start()
+    try:
+        assert reader._read(LateCapture(late_s=1.2))
+    finally:
+        reader._stop.set()
+        reader._watchdog.join(5)
+    assert sink.frames == 8 and reader.stats.stalls == 1, reader.stats
+    assert reader.stats.history[:3] == ["up", "stalled", "up"], reader.stats.history  # not stuck "stalled"
 
 
 def test_redact():

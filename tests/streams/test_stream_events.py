@@ -230,8 +230,9 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(tmp_p
     writer.release()
     with live_server() as srv, httpx.Client(base_url=srv.url, timeout=30) as c:  # the shipped model
         assert c.post("/v1/streams", json={"id": "ped2", "url": str(clip)}).status_code == 201
+        # the shipped model scores the file in about 80 s on an idle 2-core machine, past 120 s on a busy one
         assert wait_for(lambda: camera(c, "ped2")["state"] == "ended"
-                        and camera(c, "ped2")["frames"]["scored"] == len(frames), 120), camera(c, "ped2")
+                        and camera(c, "ped2")["frames"]["scored"] == len(frames), 600), camera(c, "ped2")
         # the end of the file ends an open event once the last frames are scored
         assert wait_for(lambda: all(e["end_frame"] is not None
                                     for e in c.get("/v1/streams/ped2/events").json()["events"]), 10)
@@ -261,7 +262,7 @@ def test_camera_on_a_scene_the_model_never_saw_warns_once(tmp_path, caplog):
     with live_server() as srv, httpx.Client(base_url=srv.url, timeout=30) as c:  # the shipped model
         assert c.post("/v1/streams", json={"id": "plaza", "url": str(clip)}).status_code == 201
         assert wait_for(lambda: camera(c, "plaza")["state"] == "ended"
-                        and camera(c, "plaza")["frames"]["scored"] == 2 * SCENE_CHECK_FRAMES, 180), camera(c, "plaza")
+                        and camera(c, "plaza")["frames"]["scored"] == 2 * SCENE_CHECK_FRAMES, 600), camera(c, "plaza")
         scene = camera(c, "plaza")["scene"]
         exported = c.get("/metrics").text  # what the AedmaeCameraSceneMismatch alert rule reads
         # the same footage POSTed in chunks with a stream_id: the response carries the same check
