@@ -6,6 +6,7 @@ import io
 import socket
 import subprocess
 import time
+from itertools import islice
 from pathlib import Path
 
 import cv2
@@ -97,11 +98,17 @@ def write_frame_folder(root: Path, name: str, frames: np.ndarray, ext: str = ".p
 def avenue_clip(path: Path, frames: int) -> Path:
     """The first ``frames`` frames of a real Avenue video (a scene the shipped Ped2 model never saw), as an
     mp4 at 320x180; skips without ../shared/data."""
-    cap = cv2.VideoCapture(str(require_shared("footage", "avenue_train_11.mp4")))
-    out = []
-    while len(out) < frames and (got := cap.read())[0]:
-        out.append(cv2.cvtColor(cv2.resize(got[1], (320, 180)), cv2.COLOR_BGR2RGB))
+    out = [cv2.cvtColor(cv2.resize(f, (320, 180)), cv2.COLOR_BGR2RGB)
+           for f in video_frames(require_shared("footage", "avenue_train_11.mp4"), frames)]
     return write_video(path, np.stack(out))
+
+
+def video_frames(path: Path, limit: int | None = None) -> list[np.ndarray]:
+    """The first ``limit`` frames of a video file (all by default), decoded as the product decodes
+    them (model.frames.read_frames: BGR, native size)."""
+    from model.frames import VideoSource, read_frames
+
+    return list(islice(read_frames(VideoSource(path.stem, path)), limit))
 
 
 def write_video(path: Path, frames: np.ndarray, fps: int = 25, fourcc: str = "mp4v") -> Path:

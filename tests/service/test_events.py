@@ -3,6 +3,7 @@ loopback)."""
 
 import asyncio
 import json
+import random
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
@@ -217,8 +218,6 @@ def test_webhook_retries_then_delivers_and_gives_up_on_a_dead_url():
 
 
 def test_shedding_enters_on_pressure_leaves_after_its_hold_and_holds_longer_when_back_soon():
-    import random
-
     s = Shedding(True, hold_s=10.0, max_hold_s=30.0, rng=random.Random(0))
     assert s.decide(0.0) is None  # no frame superseded yet
     s.pressure(1.0)
@@ -235,4 +234,3 @@ def test_shedding_enters_on_pressure_leaves_after_its_hold_and_holds_longer_when
     off = Shedding(False)
     off.pressure(1.0)
     assert off.decide(1.0) is None
-

@@ -16,7 +16,16 @@ import pytest
 from model.calibration import SCENE_CHECK_FRAMES
 from model.metrics import OnlineSmoother, gaussian_smooth
 from service.stream_hub import StreamManager
-from tests.conftest import avenue_clip, camera, npy_body, require_shared, scene_frames, wait_for, write_video
+from tests.conftest import (
+    avenue_clip,
+    camera,
+    npy_body,
+    require_shared,
+    scene_frames,
+    video_frames,
+    wait_for,
+    write_video,
+)
 from tests.service.conftest import live_server
 
 ALWAYS = {"enter": 0.0, "exit": 0.0, "min_duration_s": 0.0, "cooldown_s": 0.0}  # any valid frame is an event
@@ -266,9 +275,7 @@ def test_camera_on_a_scene_the_model_never_saw_warns_once(tmp_path, caplog):
         scene = camera(c, "plaza")["scene"]
         exported = c.get("/metrics").text  # what the AedmaeCameraSceneMismatch alert rule reads
         # the same footage POSTed in chunks with a stream_id: the response carries the same check
-        cap, frames = cv2.VideoCapture(str(clip)), []
-        while len(frames) < SCENE_CHECK_FRAMES + 5 and (got := cap.read())[0]:
-            frames.append(cv2.cvtColor(got[1], cv2.COLOR_BGR2RGB))
+        frames = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in video_frames(clip, SCENE_CHECK_FRAMES + 5)]
         for k in range(0, len(frames), 35):
             flush = "&flush=true" if k + 35 >= len(frames) else ""
             r = c.post(f"/v1/score?stream_id=plaza-http{flush}", content=npy_body(np.stack(frames[k : k + 35])),
@@ -289,9 +296,7 @@ def test_an_overloaded_camera_sheds_to_every_third_frame_with_the_same_raw_score
     once, so it keeps every third frame (one every 120 ms, which fits); each of those, where its t-3
     and t+3 were kept too, scores exactly what the whole clip sent in one request scores for it."""
     clip = write_video(tmp_path / "clip.mp4", scene_frames(90, 96, 128, seed=5))
-    cap, decoded = cv2.VideoCapture(str(clip)), []
-    while (got := cap.read())[0]:
-        decoded.append(got[1][..., ::-1])  # RGB, as an npy body carries it
+    decoded = [f[..., ::-1] for f in video_frames(clip)]  # RGB, as an npy body carries it
     with live_server(model=tiny_checkpoint, max_batch_delay_ms=150, max_pending_per_stream=2,
                      stream_staleness_s=5.0) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         whole = c.post("/v1/score", content=npy_body(np.stack(decoded)),

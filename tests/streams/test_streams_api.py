@@ -10,7 +10,7 @@ import cv2
 import httpx
 import pytest
 
-from tests.conftest import camera, wait_for
+from tests.conftest import camera, video_frames, wait_for
 
 
 def metric(client, name, **labels):
@@ -182,9 +182,7 @@ def test_scene_cut_on_a_real_rtsp_stream(client, rtsp_server, tmp_path):
     from tests.streams.conftest import RtspServer
 
     ped2 = sorted(require_shared("ped2", "test", "01").glob("*.jpg"))[:40]
-    cap, avenue = cv2.VideoCapture(str(require_shared("footage", "avenue_train_11.mp4"))), []
-    while len(avenue) < 40 and (got := cap.read())[0]:
-        avenue.append(got[1])
+    avenue = video_frames(require_shared("footage", "avenue_train_11.mp4"), 40)
     frames = [cv2.resize(cv2.imread(str(p)), (320, 240)) for p in ped2] + [cv2.resize(f, (320, 240)) for f in avenue]
     for i, f in enumerate(frames):
         cv2.imwrite(str(tmp_path / f"f{i:03d}.png"), f)
