@@ -96,6 +96,24 @@ def discover(path: str | os.PathLike[str]) -> list[VideoSource]:
     return sources
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A decoded image of any bit depth -> uint8 by one fixed mapping: 16-bit full range to 8-bit
+    (x / 257, rounded), floating point as 0..1 (clipped). Fixed, not stretched to each image's own
+    maximum: a camera's frames must keep one brightness scale, or a bright object entering the scene
+    would darken everything else and look like an anomaly.
+
+    Raises:
+        DataError: another pixel type (signed integers, 32-bit integers).
+    """
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating):
+        return (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    raise DataError(f"pixel type {image.dtype} is not supported; use 8- or 16-bit images")
+
+
 def to_model_frame(image: np.ndarray, size: tuple[int, int], channels: int) -> np.ndarray:
     """A decoded BGR (or grayscale) image -> (H, W, C) uint8 RGB or gray at model size (H, W)."""
     if image.ndim == 3 and image.shape[2] == 4:
@@ -135,8 +153,10 @@ def read_frames(source: VideoSource) -> Iterator[np.ndarray]:
         image = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
         if image is None or image.size == 0:
             raise DataError(f"{f}: unreadable image (corrupt file or unsupported format)")
-        if image.dtype != np.uint8:  # 16-bit TIFFs and PNGs
-            image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
+        try:
+            image = to_uint8(image)  # 16-bit TIFFs and PNGs, float TIFFs
+        except DataError as e:
+            raise DataError(f"{f}: {e}") from None
         if first_shape is None:
             first_shape = image.shape[:2]
         elif image.shape[:2] != first_shape:

@@ -23,6 +23,7 @@ import numpy as np
 
 from model.config import SyntheticConfig
 from model.errors import DataError
+from model.frames import to_uint8
 
 FRAME_OFFSETS = (-3, -1, 0, 1, 3)  # frames a sample reads: t-3, t, t+3 for the input, t-1, t+1 for the gradient
 
@@ -44,6 +45,7 @@ def load_cutouts(folder: str | Path, channels: int) -> list[SceneObject]:
         rgba = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
         if rgba is None or rgba.ndim != 3 or rgba.shape[2] != 4:
             raise DataError(f"{f}: not an RGBA PNG (cut-outs need an alpha channel)")
+        rgba = to_uint8(rgba)  # 16-bit cut-outs: colour and alpha on the 8-bit scale
         conv = cv2.COLOR_BGR2GRAY if channels == 1 else cv2.COLOR_BGR2RGB
         image = cv2.cvtColor(rgba[:, :, :3], conv).reshape(rgba.shape[0], rgba.shape[1], channels)
         objects.append(SceneObject(image, rgba[:, :, 3] > 127))

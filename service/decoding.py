@@ -8,7 +8,7 @@ import re
 import cv2
 import numpy as np
 
-from model.frames import to_model_frame
+from model.frames import to_model_frame, to_uint8
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -99,9 +99,7 @@ def decode_image(data: bytes, index: int, max_pixels: int) -> np.ndarray:
         raise BadRequest(f"frame {index}: corrupt or truncated image")
     if image.shape[0] * image.shape[1] > max_pixels:
         raise PayloadTooLarge(f"frame {index}: {image.shape[1]}x{image.shape[0]} is larger than {max_pixels} pixels")
-    if image.dtype != np.uint8:
-        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
-    return image
+    return to_uint8(image)  # a PNG decodes to 8 or 16 bits; both convert
 
 
 def images_to_frames(images: list[bytes], size: tuple[int, int], channels: int, max_pixels: int) -> np.ndarray:

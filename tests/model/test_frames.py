@@ -75,6 +75,34 @@ def test_mixed_frame_sizes(tmp_path):
         decode(src, (48, 72), 3)
 
 
+def test_deep_frames_keep_one_brightness_scale(tmp_path):
+    """16-bit and float frames map to 8 bits by one fixed rule, never by each frame's own maximum: a
+    dark frame stays dark beside a bright one (stretching would make both white), and a pixel type
+    without a sensible mapping is an error naming the file."""
+    import cv2
+
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    levels = [1000, 1000, 1000, 40000, 65535, 1000, 1000]
+    for i, level in enumerate(levels):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((8, 12), level, np.uint16))
+    (src,) = discover(folder)
+    assert decode(src, (8, 12), 1)[:, 0, 0, 0].tolist() == [4, 4, 4, 156, 255, 4, 4]  # round(level / 257)
+    floats = tmp_path / "float"
+    floats.mkdir()
+    for i in range(7):
+        cv2.imwrite(str(floats / f"{i}.tiff"), np.full((8, 12), [0.0, 0.5, 1.0, 2.0, -1.0, 0.25, 0.1][i], np.float32))
+    (src,) = discover(floats)
+    assert decode(src, (8, 12), 1)[:, 0, 0, 0].tolist() == [0, 128, 255, 255, 0, 64, 26]
+    signed = tmp_path / "signed"
+    signed.mkdir()
+    for i in range(7):
+        cv2.imwrite(str(signed / f"{i}.tiff"), np.full((8, 12), 7, np.int32))
+    (src,) = discover(signed)
+    with pytest.raises(DataError, match=r"0\.tiff: pixel type int32 is not supported"):
+        decode(src, (8, 12), 1)
+
+
 def test_cache_decodes_once(tmp_path, monkeypatch):
     import model.frames as frames_mod
 

@@ -65,6 +65,11 @@ def test_cutouts_folder(tmp_path, synth):
     cv2.imwrite(str(tmp_path / "red.png"), rgba)
     objs = load_cutouts(tmp_path, 3)
     assert objs[0].mask.sum() == 24 and tuple(objs[0].image[4, 4]) == (255, 0, 0)
+    faint = rgba.astype(np.uint16) * 257
+    faint[..., 3] = np.where(rgba[..., 3] > 0, 65535, 20000)  # 16-bit alpha: 20000 is 78 of 255, outside
+    cv2.imwrite(str(tmp_path / "red.png"), faint)
+    (deep,) = load_cutouts(tmp_path, 3)
+    assert deep.mask.sum() == 24 and np.array_equal(deep.image, objs[0].image)
     cv2.imwrite(str(tmp_path / "rgb.png"), rgba[:, :, :3])
     with pytest.raises(DataError, match="RGBA"):
         load_cutouts(tmp_path, 3)

@@ -39,6 +39,18 @@ def test_frames_resized_to_model_size_and_channels():
     assert np.array_equal(rgb[0], image[..., ::-1])  # BGR decode == RGB npy at native size
 
 
+def test_16_bit_pngs_keep_one_brightness_scale():
+    """A camera's 16-bit frames convert by one fixed rule (x / 257), not each stretched to its own
+    maximum: a dark frame sent beside a bright one stays dark, as the same frames in 8 bits would."""
+    dark, bright = np.full((20, 30, 3), 1000, np.uint16), np.full((20, 30, 3), 50000, np.uint16)
+    bright[:5] = 65535
+    deep = [cv2.imencode(".png", im)[1].tobytes() for im in (dark, bright)]
+    as_8_bit = [((im.astype(np.uint32) + 128) // 257).astype(np.uint8) for im in (dark, bright)]
+    eight = [cv2.imencode(".png", im)[1].tobytes() for im in as_8_bit]
+    assert np.array_equal(images_to_frames(deep, (20, 30), 3, 10**6), images_to_frames(eight, (20, 30), 3, 10**6))
+    assert images_to_frames(deep[:1], (20, 30), 1, 10**6).max() == 4
+
+
 def test_heatmap_png_scale():
     png = heatmap_png(np.array([[0.0, 1.0], [2.0, 4.0]]), scale=2.0)
     back = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
