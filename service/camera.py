@@ -27,6 +27,12 @@ def redact(url: str) -> str:
     return CREDENTIALS.sub("***@", url)
 
 
+def backoff_wait(attempt: int, first_s: float, cap_s: float) -> float:
+    """Seconds to wait before reconnect ``attempt`` (0, 1, ...): ``first_s`` doubling up to ``cap_s``.
+    The exponent is bounded, so a camera that stays away for days keeps retrying (2**1024 overflows)."""
+    return min(cap_s, first_s * 2.0 ** min(attempt, 64))
+
+
 @dataclass
 class CameraStats:
     state: str = "connecting"  # connecting | up | down | stalled | ended | stopped
@@ -139,23 +145,36 @@ class CameraReader:
                 self.stats.reconnects += 1
             first = False
             self._reconnect_now.clear()
-            cap = self._open()
-            if cap is None:
-                self._set_state("down", f"cannot open {redact(self.url)}")
-            else:
-                fps = cap.get(cv2.CAP_PROP_FPS)
-                self.stats.source_fps = float(fps) if 0 < fps < 1000 else None
-                got_any = self._read(cap)
-                attempt = 0 if got_any else attempt
-                cap.release()
-                if self.is_file and got_any and not self._reconnect_now.is_set():
-                    self._set_state("ended", "end of file")
-                    return
+            try:
+                got_any, ended = self._connect_once()
+            except Exception as e:  # a bug or a decoder fault must not end the camera's thread for good
+                log.exception("camera %s (%s): reader failed", self.camera_id, redact(self.url))
+                self._set_state("down", f"reader failed: {type(e).__name__}: {e}")
+                got_any, ended = False, False
+            if ended:
+                return
+            attempt = 0 if got_any else attempt
             if self._stop.is_set():
                 break
-            wait = min(self.backoff_s[1], self.backoff_s[0] * 2**attempt)
+            self._reconnect_now.wait(backoff_wait(attempt, *self.backoff_s))
             attempt += 1
-            self._reconnect_now.wait(wait)
+
+    def _connect_once(self) -> tuple[bool, bool]:
+        """Open the source and read it until it ends or fails: (any frame arrived, the file has ended)."""
+        cap = self._open()
+        if cap is None:
+            self._set_state("down", f"cannot open {redact(self.url)}")
+            return False, False
+        try:
+            fps = cap.get(cv2.CAP_PROP_FPS)
+            self.stats.source_fps = float(fps) if 0 < fps < 1000 else None
+            got_any = self._read(cap)
+        finally:
+            cap.release()
+        if self.is_file and got_any and not self._reconnect_now.is_set():
+            self._set_state("ended", "end of file")
+            return True, True
+        return got_any, False
 
     def _read(self, cap: cv2.VideoCapture) -> bool:
         """Read until the stream ends, stalls or we are told to stop; True if any frame arrived."""

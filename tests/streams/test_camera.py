@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from service.camera import CameraReader, redact
+from service.camera import CameraReader, backoff_wait, redact
 from tests.conftest import wait_for
 
 
@@ -108,6 +108,65 @@ def test_frames_after_a_noticed_stall_bring_the_camera_back_up():
         reader._watchdog.join(5)
     assert sink.frames == 8 and reader.stats.stalls == 1, reader.stats
     assert reader.stats.history[:3] == ["up", "stalled", "up"], reader.stats.history  # not stuck "stalled"
+
+
+class Capture(LateCapture):
+    """A capture that delivers ``frames`` frames without delay, then ends; releasing it is counted."""
+
+    released = 0
+
+    def __init__(self, frames: int = 8):
+        super().__init__(late_s=0.0, frames=frames)
+
+    def isOpened(self):
+        return True
+
+    def release(self):
+        Capture.released += 1
+
+
+def test_backoff_doubles_to_its_cap_and_never_overflows():
+    assert [backoff_wait(a, 0.5, 10.0) for a in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    assert backoff_wait(10**6, 0.5, 10.0) == 10.0  # a camera away for days: 2.0 ** 1024 would overflow
+
+
+def test_camera_away_for_thousands_of_attempts_keeps_trying():
+    """Each failed open doubles the wait (to its cap); after 1,024 of them (about 2.8 hours at the
+    default 10 s cap) the exponent overflowed and the reader thread died for good."""
+    reader = CameraReader("gate", "rtsp://cam.local/x", lambda f, t, m: None, backoff_s=(1e-7, 1e-6))
+    reader._open = lambda: None
+    reader.start()
+    try:
+        assert wait_for(lambda: reader.stats.reconnects > 1200 or not reader.alive, 60)
+        assert reader.alive and reader.stats.state == "down", reader.stats
+    finally:
+        reader.stop()
+    assert not reader.alive
+
+
+def test_a_failing_frame_handler_reconnects_instead_of_ending_the_camera(caplog):
+    """An exception out of the frame handler (a bug, a decoder fault) used to end the reader thread
+    silently: the camera stayed registered and never delivered a frame again. Now it is logged, the
+    camera goes down with the reason, the capture is released, and the reader reconnects."""
+    calls = []
+
+    def handler(frame, t_capture, t_media):
+        calls.append(frame.shape)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+
+    Capture.released = 0
+    reader = CameraReader("gate", "rtsp://cam.local/x", handler, backoff_s=(0.01, 0.05))
+    reader._open = lambda: Capture()
+    with caplog.at_level(logging.ERROR):
+        reader.start()
+        try:
+            assert wait_for(lambda: len(calls) >= 20, 10), (len(calls), reader.stats)
+        finally:
+            reader.stop()
+    assert "reader failed" in caplog.text and "RuntimeError: boom" in caplog.text  # with its traceback
+    assert reader.stats.reconnects >= 2 and Capture.released >= 2
+    assert "down" in reader.stats.history and reader.stats.history[-1] == "stopped"
 
 
 def test_redact():
