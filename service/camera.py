@@ -22,6 +22,16 @@ log = logging.getLogger(__name__)
 CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 
+_ANCHOR = (time.time(), time.monotonic())
+
+
+def live_clock() -> float:
+    """A live camera's media clock: the unix time when the process started plus the monotonic time
+    since. It never steps back: the wall clock can (an NTP step, a VM resumed), and a clock an hour
+    behind would hold the frame sampler and the events' cooldown for that hour."""
+    return _ANCHOR[0] + (time.monotonic() - _ANCHOR[1])
+
+
 def redact(url: str) -> str:
     """The URL without ``user:password@`` (for logs, labels and API responses)."""
     return CREDENTIALS.sub("***@", url)
@@ -50,7 +60,7 @@ class CameraStats:
 class CameraReader:
     """Reads one camera in a daemon thread and hands every frame to ``on_frame(frame_bgr, t_capture,
     t_media)``: the wall-clock time it was read, and its time in the source (the file position for a
-    file, the wall clock for a live stream)."""
+    file, :func:`live_clock` for a live stream)."""
 
     def __init__(self, camera_id: str, url: str, on_frame: Callable[[np.ndarray, float, float], None],
                  stall_timeout_s: float = 10.0, open_timeout_s: float = 5.0,
@@ -183,7 +193,7 @@ class CameraReader:
         while not self._stop.is_set() and not self._reconnect_now.is_set():
             ok, frame = cap.read()
             now = time.monotonic()
-            t_media = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000 if self.is_file else time.time()
+            t_media = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000 if self.is_file else live_clock()
             if not ok or frame is None:
                 if self.is_file and got_any:
                     return True

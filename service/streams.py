@@ -49,7 +49,7 @@ DROP_REASONS = ("superseded", "stale", "queue_full", "error", "not_ready", "shed
 @dataclass
 class FrameMeta:
     t_capture: float  # unix time the frame was read
-    t_media: float  # the source's clock (file position, or unix time for live cameras)
+    t_media: float  # the source's clock (file position, or service.camera.live_clock for live cameras)
     frame: np.ndarray  # model-size frame (H, W, C), for the preview and event snapshots
     invalid: str | None  # "frozen" | "blank" | None
     segment: int  # frames of one connection; a gap or a scene cut starts the next

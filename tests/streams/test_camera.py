@@ -1,5 +1,6 @@
 """A camera reader against a real RTSP server: frames flow, the server dies and returns, the server hangs."""
 
+import itertools
 import logging
 import threading
 import time
@@ -167,6 +168,31 @@ def test_a_failing_frame_handler_reconnects_instead_of_ending_the_camera(caplog)
     assert "reader failed" in caplog.text and "RuntimeError: boom" in caplog.text  # with its traceback
     assert reader.stats.reconnects >= 2 and Capture.released >= 2
     assert "down" in reader.stats.history and reader.stats.history[-1] == "stopped"
+
+
+def test_live_media_time_never_steps_back_with_the_wall_clock(monkeypatch):
+    """The wall clock steps back an hour in the middle of a live stream (an NTP correction, a VM
+    resumed). The media time the stream samples frames and times events by must keep going forward:
+    an hour back, the sampler would skip every frame and the events' cooldown hold for that hour."""
+    start, real_monotonic = time.time(), time.monotonic
+    m0 = real_monotonic()
+
+    class SteppedCapture(Capture):
+        step = 0.0
+
+        def read(self):
+            if self.reads == 4:
+                SteppedCapture.step = -3600.0
+            return super().read()
+
+    monkeypatch.setattr("service.camera.time.time", lambda: start + real_monotonic() - m0 + SteppedCapture.step)
+    seen = []
+    reader = CameraReader("gate", "rtsp://cam.local/x", lambda f, t, m: seen.append((t, m)))
+    assert reader._read(SteppedCapture())
+    wall, media = zip(*seen, strict=True)
+    assert len(media) == 8 and min(b - a for a, b in itertools.pairwise(wall)) < -3000  # the wall clock did step
+    assert all(b >= a for a, b in itertools.pairwise(media)), media
+    assert abs(media[0] - start) < 60  # still about the unix time
 
 
 def test_redact():
