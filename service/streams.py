@@ -50,6 +50,7 @@ DROP_REASONS = ("superseded", "stale", "queue_full", "error", "not_ready", "shed
 class FrameMeta:
     t_capture: float  # unix time the frame was read
     t_media: float  # the source's clock (file position, or service.camera.live_clock for live cameras)
+    t_read: float  # time.monotonic() when it was read: its age when scored, whatever the wall clock does
     frame: np.ndarray  # model-size frame (H, W, C), for the preview and event snapshots
     invalid: str | None  # "frozen" | "blank" | None
     segment: int  # frames of one connection; a gap or a scene cut starts the next
@@ -172,6 +173,7 @@ class Stream:
 
     # -- reader thread ------------------------------------------------------------------------------
     def _on_frame(self, image: np.ndarray, t_capture: float, t_media: float) -> None:
+        t_read = time.monotonic()
         self.received += 1
         self.input_rate.tick()
         if self.file and self.spec.realtime:
@@ -199,7 +201,7 @@ class Stream:
             ready = self.window.push(frame)
             index = self._base + self._cycle
             self._cycle += 1
-            self._meta[index] = FrameMeta(t_capture, t_media, frame, invalid, self._segment, cut is not None,
+            self._meta[index] = FrameMeta(t_capture, t_media, t_read, frame, invalid, self._segment, cut is not None,
                                           self.window.spacing > 1)
             base, step = self._base, self.window.spacing
         for t, x in ready:
@@ -284,7 +286,7 @@ class Stream:
                 events += self._reset_scoring()
                 self._scored_segment = meta.segment
             in_order = index > self._last_done and meta.segment == self._scored_segment
-            age = time.time() - meta.t_capture
+            age = time.monotonic() - meta.t_read
             record = {"frame": index, "capture_time": meta.t_capture, "media_time": round(meta.t_media, 4),
                       "score": float(out["score"]), "teacher_error": float(out["teacher_error"]),
                       "discrepancy": float(out["discrepancy"]), "calibrated": calibrated, "smoothed": None,
