@@ -21,7 +21,6 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +45,7 @@ class Job:
 
 class Batcher:
     def __init__(self, backends: list[Backend], max_batch: int, max_delay_s: float, capacity: int,
-                 metrics: Metrics, on_result: Callable[[Job, dict[str, Any]], None] | None = None) -> None:
+                 metrics: Metrics) -> None:
         if not backends:
             raise ValueError("the batcher needs at least one backend")
         self.backends = backends
@@ -54,7 +53,6 @@ class Batcher:
         self.max_delay_s = max_delay_s
         self.capacity = capacity
         self.metrics = metrics
-        self.on_result = on_result
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -153,6 +151,9 @@ class Batcher:
         t0 = time.perf_counter()
         try:
             outputs = backend.infer(np.stack([j.frames for j in jobs]))
+            if any(len(v) != len(jobs) for v in outputs.values()):  # a backend fault must not end the worker
+                raise RuntimeError(f"the backend returned {sorted({len(v) for v in outputs.values()})} rows "
+                                   f"for {len(jobs)} frames")
         except Exception as e:
             log.exception("inference failed for a batch of %d frames", len(jobs))
             self.metrics.inference_errors.labels(reason="backend_error").inc()  # the type is in the log
@@ -164,7 +165,4 @@ class Batcher:
         self.metrics.inference_duration.labels(backend=backend.name).observe(seconds)
         self.metrics.inference_frames.inc(len(jobs))
         for i, job in enumerate(jobs):
-            result = {k: v[i] for k, v in outputs.items()}
-            if self.on_result is not None:
-                self.on_result(job, result)
-            job.future.set_result(result)
+            job.future.set_result({k: v[i] for k, v in outputs.items()})

@@ -146,6 +146,27 @@ def test_failed_batch_fails_only_its_jobs_and_serving_continues():
     b.stop()
 
 
+def test_a_backend_returning_too_few_rows_fails_its_batch_not_the_worker():
+    """A faulty backend answers a batch of 2 with 1 row: that batch fails (500), the worker lives on
+    (before, the IndexError ended its thread and every later request waited for its deadline)."""
+
+    class ShortBackend(RecordingBackend):
+        def infer(self, frames):
+            out = super().infer(frames)
+            return {k: v[:1] for k, v in out.items()} if len(frames) == 2 else out
+
+    b = make(ShortBackend(), max_batch=2, max_delay_s=0.2)
+    short = [job(4), job(5)]
+    b.submit(short)
+    for j in short:
+        with pytest.raises(InferenceFailed, match=r"returned \[1\] rows for 2 frames"):
+            j.future.result(5)
+    alone = job(6)
+    b.submit([alone])
+    assert float(alone.future.result(5)["score"]) == 6
+    b.stop()
+
+
 def test_shutdown_drains_in_flight_work():
     backend = RecordingBackend(delay_s=0.02)
     b = make(backend, max_batch=2, max_delay_s=0.0)
