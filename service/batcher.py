@@ -78,6 +78,11 @@ class Batcher:
             self.metrics.queue_depth.set(len(self._queue))
             self._cond.notify(len(jobs))
 
+    def dead_workers(self) -> int:
+        """Workers whose thread has ended while the batcher serves: none, unless a fault escaped the
+        per-batch guard (then ``/healthz`` fails, so that the process gets restarted)."""
+        return 0 if self._stopping else sum(not t.is_alive() for t in self._threads)
+
     def retry_after_s(self) -> float:
         """A rough time for the queue to drain: batches ahead x the last batch's duration."""
         per_batch = getattr(self, "_last_batch_s", 0.1)
@@ -125,6 +130,12 @@ class Batcher:
         return batch, "full" if len(batch) == self.max_batch else "timeout"
 
     def _worker(self, backend: Backend) -> None:
+        try:
+            self._serve(backend)
+        except Exception:  # the thread ends here, logged; /healthz and /readyz report it
+            log.exception("inference worker %s stopped; /healthz now fails", threading.current_thread().name)
+
+    def _serve(self, backend: Backend) -> None:
         while True:
             collected = self._collect()
             if collected is None:

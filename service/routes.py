@@ -212,8 +212,14 @@ async def model_info(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-@router.get("/healthz", summary="the process is alive")
-async def healthz() -> dict[str, str]:
+@router.get("/healthz", summary="the process is alive and its inference workers run",
+            responses={503: {"model": ErrorBody}}, response_model=None)
+async def healthz(request: Request) -> dict[str, str] | JSONResponse:
+    runtime: ScoringRuntime | None = request.app.state.runtime
+    dead = runtime.batcher.dead_workers() if runtime is not None else 0
+    if runtime is not None and dead:
+        detail = f"{dead} of {len(runtime.backends)} inference workers have stopped (see the log); restart the process"
+        return JSONResponse({"error": "unhealthy", "detail": detail}, status_code=503)
     return {"status": "alive"}
 
 
@@ -221,9 +227,12 @@ async def healthz() -> dict[str, str]:
             responses={503: {"model": ErrorBody}})
 async def readyz(request: Request) -> JSONResponse:
     runtime: ScoringRuntime | None = request.app.state.runtime
-    if runtime is not None and runtime.ready:
+    dead = runtime.batcher.dead_workers() if runtime is not None else 0
+    if runtime is not None and runtime.ready and not dead:
         return JSONResponse({"ready": True, **runtime.readiness})
     state = runtime.readiness if runtime is not None else {"state": request.app.state.startup_error or "loading"}
+    if dead:
+        state = {**state, "state": f"{dead} inference worker(s) stopped"}
     return JSONResponse({"error": "not_ready", "detail": state}, status_code=503)
 
 

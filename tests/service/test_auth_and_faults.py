@@ -73,3 +73,35 @@ def test_a_request_past_its_deadline_is_504_and_the_next_one_is_served(tiny_chec
         r = httpx.post(server.url + "/v1/score", files=jpegs(scene_frames(2, 48, 72)), timeout=10)
         assert r.status_code == 200 and len(r.json()["frames"]) == 2
         assert 'aedmae_requests_rejected_total{reason="deadline"} 1.0' in httpx.get(server.url + "/metrics").text
+
+
+def test_a_dead_inference_worker_fails_healthz_and_readyz_while_the_others_serve(tiny_checkpoint, caplog):
+    """A fault outside the per-batch guard ends a worker's thread: the process cannot heal that, so
+    /healthz (the container's health check) and /readyz say so, and the other worker keeps scoring."""
+    import threading
+
+    from tests.conftest import npy_body, scene_frames
+
+    with live_server(model=tiny_checkpoint, workers=2) as server:
+        batcher, fired = server.runtime.batcher, threading.Event()
+        original = batcher._collect
+
+        def collect():
+            if not fired.is_set():
+                fired.set()
+                raise RuntimeError("injected worker fault")
+            return original()
+
+        batcher._collect = collect
+        body = npy_body(scene_frames(4, 48, 64, channels=3))
+        headers = {"content-type": "application/x-npy"}
+        assert httpx.post(server.url + "/v1/score", content=body, headers=headers).status_code == 200
+        end = time.monotonic() + 10
+        while batcher.dead_workers() == 0 and time.monotonic() < end:
+            time.sleep(0.05)
+        r = httpx.get(server.url + "/healthz")
+        assert r.status_code == 503 and "1 of 2 inference workers have stopped" in r.json()["detail"], r.text
+        r = httpx.get(server.url + "/readyz")
+        assert r.status_code == 503 and "1 inference worker(s) stopped" in r.text, r.text
+        assert httpx.post(server.url + "/v1/score", content=body, headers=headers).status_code == 200
+    assert "injected worker fault" in caplog.text
