@@ -33,6 +33,8 @@ class Metrics:
         self.inference_workers = Gauge(f"{p}_inference_workers", "inference workers (a backend instance each): "
                                        "rate(inference_duration_seconds_sum) over this is their busy share",
                                        registry=r)
+        self.inference_workers_stopped = Gauge(f"{p}_inference_workers_stopped", "inference workers whose "
+                                               "thread has ended (only a restart heals that)", registry=r)
         self.inference_errors = Counter(f"{p}_inference_errors", "failed batches, by reason", ["reason"],
                                         registry=r)
         self.model_ready = Gauge(f"{p}_model_ready", "1 once warm-up and the golden parity check passed",

@@ -41,6 +41,7 @@ class ScoringRuntime:
         self.batcher = Batcher(self.backends, settings.max_batch_size, settings.max_batch_delay_ms / 1000,
                                settings.queue_capacity, metrics)
         metrics.inference_workers.set(len(self.backends))
+        metrics.inference_workers_stopped.set_function(self.batcher.dead_workers)  # read at every scrape
         self.contexts = StreamContexts(settings.stream_context_ttl_s, settings.max_stream_contexts,
                                        settings.scene_cut_change)
         self.ready = False

@@ -203,7 +203,8 @@ def test_metrics_after_traffic(server):
                  "aedmae_inference_frames_total", "aedmae_model_ready 1.0", "aedmae_queue_depth",
                  "aedmae_queue_wait_seconds_bucket", "aedmae_model_info{", "aedmae_build_info{",
                  'aedmae_anomaly_score_distribution_bucket{le="0.5",source="http"}', "aedmae_http_requests_in_flight",
-                 "aedmae_anomaly_threshold 0.5", "aedmae_inference_workers 1.0"):
+                 "aedmae_anomaly_threshold 0.5", "aedmae_inference_workers 1.0",
+                 "aedmae_inference_workers_stopped 0.0"):
         assert name in text, name
     frames = [line for line in text.splitlines() if line.startswith("aedmae_inference_frames_total ")]
     assert float(frames[0].split()[1]) >= 4

@@ -104,4 +104,5 @@ def test_a_dead_inference_worker_fails_healthz_and_readyz_while_the_others_serve
         r = httpx.get(server.url + "/readyz")
         assert r.status_code == 503 and "1 inference worker(s) stopped" in r.text, r.text
         assert httpx.post(server.url + "/v1/score", content=body, headers=headers).status_code == 200
+        assert "aedmae_inference_workers_stopped 1.0" in httpx.get(server.url + "/metrics").text
     assert "injected worker fault" in caplog.text
