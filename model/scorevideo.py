@@ -22,7 +22,7 @@ from model.calibration import scene_check
 from model.cuts import MAX_CHANGE, CutWindow
 from model.errors import DataError
 from model.evaluation import scorer_from_meta
-from model.frames import discover, read_frames, to_model_frame
+from model.frames import VideoSource, discover, read_frames, to_model_frame
 from model.metrics import InOrderSmoothing, OnlineSmoother
 from model.overlay import caption, draw_regions, overlay_heatmap
 from model.regions import ALERT_REGIONS, hot_regions
@@ -51,11 +51,11 @@ def _curve(values: Sequence[float], width: int) -> np.ndarray:
 class _AnnotatedWriter:
     """Writes annotated frames as their scores arrive, so only the look-ahead stays in memory."""
 
-    def __init__(self, path: Path, size: tuple[int, int], vmax: float) -> None:
+    def __init__(self, path: Path, size: tuple[int, int], vmax: float, fps: float) -> None:
         w, h = size
         self.width = w
         self.vmax = vmax
-        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 25, (w, h + CURVE_HEIGHT))
+        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h + CURVE_HEIGHT))
         self.values: deque[float] = deque(maxlen=w)  # what the curve strip shows
 
     def write(self, frame: np.ndarray, heatmap: np.ndarray, row: dict[str, Any]) -> None:
@@ -96,7 +96,7 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     rows: list[dict[str, Any]] = []
     writer: _AnnotatedWriter | None = None
     vmax = 2 * scorer.calibration.threshold if scorer.calibration else 1.0
-    total = len(source.frames) or int(cv2.VideoCapture(str(source.path)).get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    total, fps = _probe(source)
     bar = tqdm(total=total, desc="score", unit="frame", disable=not progress)
 
     def run(ready: list[tuple[int, np.ndarray]]) -> None:
@@ -106,8 +106,9 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
                 s = score_frames(net, torch.from_numpy(np.stack([w for _, w in chunk])), scorer)
             for k, (t, _) in enumerate(chunk):
                 calibrated = float(s.calibrated[k])
-                row = {"frame": t, "score": float(s.score[k]), "teacher_error": float(s.teacher_error[k]),
-                       "discrepancy": float(s.discrepancy[k]), "calibrated": calibrated, "cut": t in window.cut_frames}
+                row = {"frame": t, "time_s": round(t / fps, 3), "score": float(s.score[k]),
+                       "teacher_error": float(s.teacher_error[k]), "discrepancy": float(s.discrepancy[k]),
+                       "calibrated": calibrated, "cut": t in window.cut_frames}
                 rows.append(row)
                 write(smoothing.push((row, s.heatmap[k].numpy()), 0.0 if np.isnan(calibrated) else calibrated))
             bar.update(len(chunk))
@@ -122,7 +123,7 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     pending: list[tuple[int, np.ndarray]] = []
     for t, frame in enumerate(read_frames(source)):
         if writer is None:
-            writer = _AnnotatedWriter(out / "annotated.mp4", (frame.shape[1], frame.shape[0]), vmax)
+            writer = _AnnotatedWriter(out / "annotated.mp4", (frame.shape[1], frame.shape[0]), vmax, fps)
         originals[t] = frame
         cuts = len(window.cut_frames)
         pending += window.push(to_model_frame(frame, cfg.image_size, cfg.channels))
@@ -147,8 +148,23 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     smoothed = np.array([r["smoothed"] for r in rows])
     plot_timelines({source.name: {"score": calibrated, "smoothed": smoothed, "cuts": np.array(window.cut_frames)}},
                    out / "timeline.png", 0.5)
-    return {"frames": len(rows), "alert_frames": int(sum(r["alert"] for r in rows)), "source": str(source.path),
-            "out": str(out), "scene": scene_check(calibrated), "scene_cuts": window.cut_frames}
+    return {"frames": len(rows), "fps": fps, "alert_frames": int(sum(r["alert"] for r in rows)),
+            "source": str(source.path), "out": str(out), "scene": scene_check(calibrated),
+            "scene_cuts": window.cut_frames}
+
+
+def _probe(source: VideoSource) -> tuple[int | None, float]:
+    """A source's frame count (None when the container does not say) and frame rate: the video's own,
+    so that the annotated video plays at the footage's speed and ``time_s`` points into it; 25 for a
+    folder of frames or a file that does not say."""
+    if not source.is_file:
+        return len(source.frames), 25.0
+    cap = cv2.VideoCapture(str(source.path))
+    try:
+        count, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS)
+    finally:
+        cap.release()
+    return count or None, float(fps) if 0 < fps < 1000 else 25.0
 
 
 def _write_tables(out: Path, rows: list[dict[str, Any]]) -> None:

@@ -63,15 +63,17 @@ def test_score_a_video_without_labels(tiny_checkpoint, tmp_path, capsys):
     from tests.conftest import write_video
 
     frames = scene_frames(20, 60, 90, seed=3)
-    video = write_video(tmp_path / "cam.mp4", frames)
+    video = write_video(tmp_path / "cam.mp4", frames, fps=10)
     out = tmp_path / "scored"
     assert main(["score", str(video), "--model", str(tiny_checkpoint), "--out", str(out), "--no-progress"]) == 0
     assert "20 frames scored" in capsys.readouterr().out
     rows = json.loads((out / "scores.json").read_text())
     assert [r["frame"] for r in rows] == list(range(20))
+    assert [r["time_s"] for r in rows][:3] == [0.0, 0.1, 0.2]  # the footage's own clock (10 fps)
     assert all(0 <= r["calibrated"] <= 1 and 0 <= r["smoothed"] <= 1 for r in rows)
     cap = cv2.VideoCapture(str(out / "annotated.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 20 and int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == 60 + 60
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(10)  # plays at the footage's speed, not a fixed 25
     assert (out / "timeline.png").stat().st_size > 0 and (out / "scores.csv").read_text().count("\n") == 21
     assert main(["score", str(tmp_path / "missing.mp4"), "--model", str(tiny_checkpoint), "--out", str(out)]) == 2
 
