@@ -80,6 +80,7 @@ class Stream:
         self.history: deque[dict[str, Any]] = deque(maxlen=s.stream_history)
         self.latest: dict[str, Any] | None = None  # the newest scored frame: preview and GET
         self.preview_seq = 0
+        self.preview_cache: tuple[dict[str, Any], str, bool, bytes] | None = None  # StreamManager.preview_jpeg
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._pending: deque[tuple[int, Job]] = deque()  # queued jobs, oldest first

@@ -100,15 +100,35 @@ def test_preview_boxes_the_hottest_regions_only_during_an_event():
     latest = {"image": np.full((32, 48, 1), 90, np.uint8), "heatmap": heat, "invalid_reason": None, "frame": 7}
     hub = SimpleNamespace(runtime=SimpleNamespace(heatmap_scale=2.0))
 
+    stream = SimpleNamespace(latest=latest, spec=SimpleNamespace(id="cam"), current_score=lambda: 0.9,
+                             detector=SimpleNamespace(active=None), preview_cache=None)
+
     def preview(active: object) -> np.ndarray:
-        stream = SimpleNamespace(latest=latest, spec=SimpleNamespace(id="cam"), current_score=lambda: 0.9,
-                                 detector=SimpleNamespace(active=active))
+        stream.detector.active = active
         jpeg = StreamManager.preview_jpeg(hub, stream)  # type: ignore[arg-type]
         return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).astype(int)
 
     diff = np.abs(preview(object()) - preview(None)).max(axis=2)
     assert diff[330:420, 531:536].mean() > 60  # the box's left edge, drawn only with an event open
     assert diff[100:300, 100:500].mean() < 2  # the rest of the picture is the same
+
+
+def test_preview_is_rendered_once_for_all_viewers_of_a_frame(monkeypatch):
+    import service.stream_hub as hub_module
+
+    renders = []
+    monkeypatch.setattr(hub_module, "render", lambda *a, **k: renders.append(a[3]) or f"jpeg{len(renders)}".encode())
+    latest = {"image": np.zeros((8, 12, 1), np.uint8), "heatmap": np.zeros((1, 2)), "invalid_reason": None, "frame": 7}
+    score = [0.4]
+    stream = SimpleNamespace(latest=latest, spec=SimpleNamespace(id="cam"), current_score=lambda: score[0],
+                             detector=SimpleNamespace(active=None), preview_cache=None)
+    hub = SimpleNamespace(runtime=SimpleNamespace(heatmap_scale=2.0))
+    views = [StreamManager.preview_jpeg(hub, stream) for _ in range(5)]  # type: ignore[arg-type]
+    assert views == [b"jpeg1"] * 5 and renders == ["cam #7 score 0.40"]
+    score[0] = 0.8  # the smoothed score of the same frame settles: the caption changes, so it is drawn again
+    assert StreamManager.preview_jpeg(hub, stream) == b"jpeg2"  # type: ignore[arg-type]
+    stream.latest = {**latest, "frame": 8}  # the next frame
+    assert StreamManager.preview_jpeg(hub, stream) == b"jpeg3" and len(renders) == 3  # type: ignore[arg-type]
 
 
 def test_frozen_or_blank_camera_raises_no_event(tiny_checkpoint, tmp_path):
