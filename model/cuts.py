@@ -138,6 +138,7 @@ class CutWindow:
                 self.window = FrameWindow()
                 self.cut_frames.append(self.base)
             ready += [(self.base + t, x) for t, x in self.window.push(frame)]
+        self.window.own()  # a stream_id's context keeps 7 frames (0.3 MB at 160x240), not a 256-frame request
         return ready
 
     def flush(self) -> list[tuple[int, np.ndarray]]:

@@ -65,6 +65,11 @@ class FrameWindow:
         idx = [min(max(t + o, 0), last) - first for o in self._offsets]
         return np.stack([self._frames[i] for i in idx])
 
+    def own(self) -> None:
+        """Copy the buffered frames that are views into a larger array (the frames of one request), so
+        that a window kept between requests holds its few frames alive, not every request they came in."""
+        self._frames = deque((f.copy() if f.base is not None else f for f in self._frames), maxlen=self._frames.maxlen)
+
     def push(self, frame: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """Add the next frame; returns [(t, (3, H, W, C) input)] for frames now ready."""
         self._frames.append(frame)

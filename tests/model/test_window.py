@@ -51,6 +51,23 @@ def test_cut_window_cuts_the_clip_in_two_however_the_frames_arrive():
                                                                                  strict=True))
 
 
+def test_a_kept_window_holds_its_frames_not_the_request_they_came_in():
+    """A stream_id's window lives between requests: it must keep 7 frames alive, not the whole array of
+    the last request (256 frames of the shipped model's size: 9.8 MB, kept by each of up to 1,024 contexts)."""
+    from model.cuts import CutWindow
+    from tests.conftest import scene_frames
+
+    request = scene_frames(64, 32, 48, seed=1)
+    w = CutWindow()
+    first = w.push_many(request)
+    assert len(w.window._frames) == 7 and not any(np.shares_memory(f, request) for f in w.window._frames)
+    assert sum(f.nbytes for f in w.window._frames) == 7 * request[0].nbytes
+    more = w.push_many(request[::-1].copy()) + w.flush()  # and the copies still give the same inputs
+    whole = np.concatenate([request, request[::-1]])
+    expected = clip_windows(whole, np.arange(len(whole)))
+    assert all(np.array_equal(x, expected[t]) for t, x in first + more)
+
+
 def test_every_third_frame_with_spacing_3_gives_the_full_rate_inputs_of_those_frames():
     frames = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1)
     kept = frames[::3]  # frames 0, 3, ..., 39
