@@ -18,7 +18,8 @@ DS = {"type": "prometheus", "uid": "prometheus"}
 PANELS: list[tuple[str, str, str, list[tuple[str, str]], int]] = [
     ("Frames scored per second", "timeseries", "fps",
      [("total", "sum(rate(aedmae_inference_frames_total[1m]))")], 12),
-    ("Model ready", "stat", "none", [("ready", "min(aedmae_model_ready)")], 6),
+    ("Model ready, and inference workers stopped (restart if above 0)", "stat", "none",
+     [("ready", "min(aedmae_model_ready)"), ("workers stopped", "sum(aedmae_inference_workers_stopped)")], 6),
     ("Requests per second by status", "timeseries", "reqps",
      [("{{code}} {{route}}", "sum by (code, route) (rate(aedmae_http_requests_total[1m]))")], 6),
     ("Score request latency p50 / p99", "timeseries", "s",
