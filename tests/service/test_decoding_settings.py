@@ -51,6 +51,27 @@ def test_16_bit_pngs_keep_one_brightness_scale():
     assert images_to_frames(deep[:1], (20, 30), 1, 10**6).max() == 4
 
 
+def test_a_request_of_large_frames_decodes_one_frame_at_a_time():
+    """Twelve 2048x2048 PNGs of 18 kB each (within every limit) decode to 12.6 MB apiece: they are
+    shrunk to model size one by one, so the peak is about one picture, not all twelve (256 frames of
+    4096x4096 held 13 GB together before)."""
+    import tracemalloc
+
+    one = np.full((2048, 2048, 3), 90, np.uint8)
+    png = cv2.imencode(".png", one)[1].tobytes()
+    tracemalloc.start()
+    try:
+        frames = images_to_frames([png] * 12, (16, 24), 1, 4096 * 4096)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert frames.shape == (12, 16, 24, 1) and (frames == 90).all()
+    assert peak < 3 * one.nbytes, f"peak {peak / 1e6:.0f} MB for pictures of {one.nbytes / 1e6:.1f} MB"
+    other = cv2.imencode(".png", one[:1024])[1].tobytes()
+    with pytest.raises(BadRequest, match="frame 0 is 2048x2048, frame 2 is 2048x1024"):
+        images_to_frames([png, png, other], (16, 24), 1, 4096 * 4096)
+
+
 def test_heatmap_png_scale():
     png = heatmap_png(np.array([[0.0, 1.0], [2.0, 4.0]]), scale=2.0)
     back = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
