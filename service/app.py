@@ -109,7 +109,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="aedmae", version=model.__version__, lifespan=lifespan,
                   description="Real-time video anomaly detection: per-frame anomaly scores and heatmaps.")
     app.state.settings = settings
-    app.state.metrics = Metrics()
+    app.state.metrics = metrics = Metrics()
+    app.state.body_budget = routes.BodyBudget(
+        settings.max_inflight_bytes, lambda: metrics.rejected.labels(reason="inflight_bytes").inc())
     app.state.runtime = None
     app.state.streams = None
     app.state.startup_error = None

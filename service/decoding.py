@@ -13,6 +13,7 @@ from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+Body = bytes | bytearray  # a request body is read into one bytearray when its length is declared
 _PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')  # ; key=value or ; key="quoted"
 
 
@@ -27,7 +28,7 @@ def _params(value: str) -> dict[str, str]:
     return out
 
 
-def multipart_files(body: bytes, content_type: str, field: str, max_files: int, max_parts: int) -> list[bytes]:
+def multipart_files(body: Body, content_type: str, field: str, max_files: int, max_parts: int) -> list[Body]:
     """The files of ``field`` in a ``multipart/form-data`` body, in order, cut out of the body in place.
 
     Other fields are skipped. A part of ``field`` without a filename is a 400 (text, not a file), more
@@ -43,7 +44,7 @@ def multipart_files(body: bytes, content_type: str, field: str, max_files: int, 
     if start < 0 or (start > 0 and body[start - 2 : start] != b"\r\n"):
         raise BadRequest("malformed multipart body: the boundary never opens a part")
     separator = b"\r\n" + delimiter
-    files: list[bytes] = []
+    files: list[Body] = []
     pos, parts = start + len(delimiter), 0
     while not body.startswith(b"--", pos):  # "--" after a delimiter closes the body
         line_end = body.find(b"\r\n", pos)
@@ -71,7 +72,7 @@ def multipart_files(body: bytes, content_type: str, field: str, max_files: int, 
     return files
 
 
-def header_dimensions(data: bytes) -> tuple[int, int] | None:
+def header_dimensions(data: Body) -> tuple[int, int] | None:
     """(width, height) from a PNG or JPEG header without decoding, or None if not found."""
     if data.startswith(PNG_MAGIC) and len(data) >= 24:
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
@@ -84,7 +85,7 @@ def header_dimensions(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def decode_image(data: bytes, index: int, max_pixels: int) -> np.ndarray:
+def decode_image(data: Body, index: int, max_pixels: int) -> np.ndarray:
     """One JPEG or PNG -> BGR (or gray) image as OpenCV decodes it. The size is checked from the
     header before decoding, so a small file that decodes to a huge image is refused cheaply."""
     if not data:
@@ -102,7 +103,7 @@ def decode_image(data: bytes, index: int, max_pixels: int) -> np.ndarray:
     return to_uint8(image)  # a PNG decodes to 8 or 16 bits; both convert
 
 
-def images_to_frames(images: list[bytes], size: tuple[int, int], channels: int, max_pixels: int) -> np.ndarray:
+def images_to_frames(images: list[Body], size: tuple[int, int], channels: int, max_pixels: int) -> np.ndarray:
     """Encoded images of one camera, in order -> (N, H, W, C) uint8 at model size. One image is decoded
     at a time and shrunk at once: decoding them all first held every full-size picture together (256
     small PNGs of 4096x4096 within the byte limit: 13 GB)."""
@@ -119,12 +120,31 @@ def images_to_frames(images: list[bytes], size: tuple[int, int], channels: int, 
     return frames
 
 
-def npy_to_frames(body: bytes, size: tuple[int, int], channels: int, max_pixels: int) -> np.ndarray:
-    """An ``application/x-npy`` body, uint8 (N, H, W, 3) RGB -> (N, H, W, C) at model size."""
+def npy_array(body: Body) -> np.ndarray:
+    """The array of a ``.npy`` body as a read-only view of the body (np.load would copy it). Only plain
+    numeric arrays: no pickled objects."""
     try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
+        head = io.BytesIO(body[: 1 << 17])  # magic and header (the header is a short dict)
+        version = np.lib.format.read_magic(head)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f"unknown .npy format version {version}")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(head)  # versions 2 and 3 share the header layout
     except (ValueError, OSError, EOFError) as e:
         raise BadRequest(f"body is not a valid .npy array ({e})") from None
+    if dtype.hasobject:
+        raise BadRequest("body is not a valid .npy array (object arrays are not accepted)")
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(body) - head.tell() != count * dtype.itemsize:
+        raise BadRequest(f"body is not a valid .npy array ({len(body) - head.tell()} bytes of data for "
+                         f"shape {shape} of {dtype}: truncated or padded)")
+    flat = np.frombuffer(body, dtype, count=count, offset=head.tell())
+    return flat.reshape(shape, order="F" if fortran else "C")
+
+
+def npy_to_frames(body: Body, size: tuple[int, int], channels: int, max_pixels: int) -> np.ndarray:
+    """An ``application/x-npy`` body, uint8 (N, H, W, 3) RGB -> (N, H, W, C) at model size."""
+    array = npy_array(body)
     if array.dtype != np.uint8 or array.ndim != 4 or array.shape[3] != 3:
         raise BadRequest(f"expected a uint8 array of shape (N, H, W, 3), got {array.dtype} {array.shape}")
     if array.shape[0] == 0:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -16,7 +19,15 @@ from pydantic import BaseModel, Field
 from model.regions import hot_regions
 from model.window import LOOKAHEAD
 from service.decoding import heatmap_png, images_to_frames, multipart_files, npy_to_frames
-from service.errors import BadRequest, NotFound, NotReady, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from service.errors import (
+    BadRequest,
+    NotFound,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from service.runtime import FrameResult, ScoringRuntime
 from service.settings import STREAM_ID_PATTERN
 
@@ -111,15 +122,61 @@ SCORE_BODY = {
 }
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+class BodyBudget:
+    """Request bytes all requests hold at once, from the first byte read until their frames are decoded
+    (``max_inflight_bytes``). Each request's own limit bounds one body; this bounds a burst of them: a
+    request that would go past it is refused at once (429) instead of being buffered until memory runs out."""
+
+    def __init__(self, limit: int, on_refuse: Callable[[], None] = lambda: None) -> None:
+        self.limit, self.held, self.on_refuse = limit, 0, on_refuse
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self) -> Iterator[Callable[[int], None]]:
+        """A reservation grown with ``take(n)`` (Overloaded past the limit) and given back on exit."""
+        taken = 0
+
+        def take(n: int) -> None:
+            nonlocal taken
+            with self._lock:
+                if self.held + n > self.limit:
+                    self.on_refuse()
+                    raise Overloaded(f"{self.held} bytes of other requests are being received or decoded "
+                                     f"(max_inflight_bytes {self.limit}); retry shortly", headers={"Retry-After": "1"})
+                self.held += n
+                taken += n
+
+        try:
+            yield take
+        finally:
+            with self._lock:
+                self.held -= taken
+
+
+async def _read_body(request: Request, limit: int, take: Callable[[int], None]) -> bytes | bytearray:
+    """The body, within its own ``limit``, reserved in the in-flight budget: all at once into one
+    buffer when the Content-Length says how much (joining chunks held the body twice), else chunk by
+    chunk as it arrives."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+    if declared is not None and declared.isdigit():
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+        take(int(declared))
+        buffer, size = bytearray(int(declared)), 0
+        async for chunk in request.stream():
+            if size + len(chunk) > len(buffer):
+                raise BadRequest("the body is longer than its Content-Length")
+            buffer[size : size + len(chunk)] = chunk
+            size += len(chunk)
+        if size != len(buffer):
+            raise BadRequest(f"the body ended after {size} of the {len(buffer)} bytes its Content-Length says")
+        return buffer
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        take(len(chunk))
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -130,16 +187,17 @@ async def _frames_from_request(request: Request, runtime: ScoringRuntime) -> np.
     if ctype not in ("multipart/form-data", "application/x-npy"):
         raise UnsupportedMediaType("send multipart/form-data with image files in field 'frames', "
                                    "or application/x-npy with a uint8 (N, H, W, 3) array")
-    body = await _read_body(request, s.max_request_bytes)
     size, channels = runtime.bundle.image_size, runtime.bundle.channels
-    if ctype == "application/x-npy":
-        frames = await asyncio.to_thread(npy_to_frames, body, size, channels, s.max_image_pixels)
-    else:
-        images = multipart_files(body, request.headers["content-type"], "frames", s.max_frames_per_request,
-                                 max_parts=s.max_frames_per_request + 16)
-        if not images:
-            raise BadRequest("no frames: send images in the multipart field 'frames'")
-        frames = await asyncio.to_thread(images_to_frames, images, size, channels, s.max_image_pixels)
+    with request.app.state.body_budget.hold() as take:
+        body = await _read_body(request, s.max_request_bytes, take)
+        if ctype == "application/x-npy":
+            frames = await asyncio.to_thread(npy_to_frames, body, size, channels, s.max_image_pixels)
+        else:
+            images = multipart_files(body, request.headers["content-type"], "frames", s.max_frames_per_request,
+                                     max_parts=s.max_frames_per_request + 16)
+            if not images:
+                raise BadRequest("no frames: send images in the multipart field 'frames'")
+            frames = await asyncio.to_thread(images_to_frames, images, size, channels, s.max_image_pixels)
     if len(frames) > s.max_frames_per_request:
         raise PayloadTooLarge(f"{len(frames)} frames: more than {s.max_frames_per_request} in one request")
     return frames

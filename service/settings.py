@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="deadline of a request's frames in the queue")
     max_frames_per_request: int = Field(256, ge=1)
     max_request_bytes: int = Field(64 << 20, ge=1024)
+    max_inflight_bytes: int = Field(512 << 20, ge=1024, description="request bodies held at once by all requests "
+                                    "together (read, then decoded); a request past it gets 429")
     max_image_pixels: int = Field(4096 * 4096, ge=64)
     api_key: SecretStr | None = Field(None, description="required in X-API-Key for mutating calls when set")
     stream_context_ttl_s: float = Field(300.0, gt=0, description="idle stream_id contexts are dropped after this")
@@ -161,6 +163,13 @@ class Settings(BaseSettings):
             if not v.parent.is_dir():
                 raise ValueError(f"{v.parent} is not a folder: create it first")
         return v
+
+    @model_validator(mode="after")
+    def _budget_fits_a_request(self) -> Settings:
+        if self.max_inflight_bytes < self.max_request_bytes:
+            raise ValueError(f"max_inflight_bytes ({self.max_inflight_bytes}) must be at least max_request_bytes "
+                             f"({self.max_request_bytes}), or the largest allowed request could never be received")
+        return self
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

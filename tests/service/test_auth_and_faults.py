@@ -106,3 +106,44 @@ def test_a_dead_inference_worker_fails_healthz_and_readyz_while_the_others_serve
         assert httpx.post(server.url + "/v1/score", content=body, headers=headers).status_code == 200
         assert "aedmae_inference_workers_stopped 1.0" in httpx.get(server.url + "/metrics").text
     assert "injected worker fault" in caplog.text
+
+
+def test_bodies_in_flight_are_bounded_all_requests_together(tiny_checkpoint):
+    """One upload of 1.5 MB is still arriving (a slow client); a second request of 1 MB would take the
+    bodies held at once past max_inflight_bytes (2 MiB): it is refused at once (429, Retry-After,
+    counted), not buffered. Once the first has been received and answered, the budget is free again."""
+    import socket
+    from urllib.parse import urlparse
+
+    from tests.conftest import npy_body, scene_frames
+
+    with live_server(model=tiny_checkpoint, max_request_bytes=2 << 20, max_inflight_bytes=2 << 20) as server:
+        host, port = urlparse(server.url).hostname, urlparse(server.url).port
+        slow_body = b"x" * 1_500_000
+        slow = socket.create_connection((host, port))
+        slow.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-npy\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(slow_body) + slow_body[:1000])
+        budget = server.app.state.body_budget
+        end = time.monotonic() + 10
+        while budget.held == 0 and time.monotonic() < end:  # the server has begun to read it
+            time.sleep(0.02)
+        assert budget.held == len(slow_body)
+        frames = scene_frames(200, 48, 64, channels=3)  # 1.8 MB of npy
+        body = npy_body(frames)
+        r = httpx.post(server.url + "/v1/score", content=body, headers={"content-type": "application/x-npy"})
+        assert r.status_code == 429 and r.json()["error"] == "overloaded" and r.headers["retry-after"] == "1"
+        assert "max_inflight_bytes" in r.json()["detail"]
+        slow.sendall(slow_body[1000:])  # not a valid .npy: the slow request ends in 400
+        assert slow.recv(65536).startswith(b"HTTP/1.1 400 ")
+        slow.close()
+        end = time.monotonic() + 10
+        while budget.held and time.monotonic() < end:
+            time.sleep(0.02)
+        assert budget.held == 0
+        r = httpx.post(server.url + "/v1/score", content=body, headers={"content-type": "application/x-npy"})
+        assert r.status_code == 200 and len(r.json()["frames"]) == 200
+        chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))  # no Content-Length: counted as it comes
+        r = httpx.post(server.url + "/v1/score", content=chunks, headers={"content-type": "application/x-npy"})
+        assert r.status_code == 200 and len(r.json()["frames"]) == 200 and budget.held == 0
+        metrics = httpx.get(server.url + "/metrics").text
+        assert 'aedmae_requests_rejected_total{reason="inflight_bytes"} 1.0' in metrics

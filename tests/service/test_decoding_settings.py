@@ -1,3 +1,4 @@
+import io
 import json
 
 import cv2
@@ -5,7 +6,7 @@ import numpy as np
 import pytest
 
 from service.decoding import decode_image, header_dimensions, heatmap_png, images_to_frames, npy_to_frames
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.errors import BadRequest, Overloaded, PayloadTooLarge, UnsupportedMediaType
 from service.settings import Settings
 from tests.conftest import npy_body
 
@@ -124,3 +125,41 @@ def test_an_aedmae_variable_that_names_no_setting_is_reported(monkeypatch, caplo
         assert load_settings().workers == 2
     assert [r.getMessage() for r in caplog.records] == [
         "ignoring AEDMAE_MAX_BATCH_SISE: not a setting (the README's Settings section lists them)"]
+
+
+def test_body_budget_reserves_grows_refuses_and_gives_back():
+    from service.routes import BodyBudget
+
+    refused = []
+    budget = BodyBudget(100, on_refuse=lambda: refused.append(1))
+    with budget.hold() as first:
+        first(60)
+        with budget.hold() as second:
+            second(30)
+            second(10)  # grows as a chunked body arrives: exactly at the limit
+            with pytest.raises(Overloaded, match="100 bytes of other requests"), budget.hold() as third:
+                third(1)
+            assert budget.held == 100 and refused == [1]
+        assert budget.held == 60
+    assert budget.held == 0
+    with pytest.raises(ValueError, match="max_inflight_bytes"):
+        Settings(max_request_bytes=2048, max_inflight_bytes=1024)
+
+
+def test_npy_body_is_read_in_place_and_checked():
+    """The array is a view of the body (np.load copied it: one more body-sized buffer per request);
+    a truncated or padded body, an object array or an unknown format is a 400."""
+    from service.decoding import npy_array
+
+    frames = np.random.default_rng(0).integers(0, 255, (3, 4, 5, 3), np.uint8)
+    body = bytearray(npy_body(frames))
+    view = npy_array(body)
+    assert np.array_equal(view, frames) and np.shares_memory(view, np.frombuffer(body, np.uint8))
+    assert np.array_equal(npy_array(npy_body(np.asfortranarray(frames))), frames)
+    objects = io.BytesIO()
+    np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for bad, why in ((bytes(body[:-1]), "truncated or padded"), (bytes(body) + b"x", "truncated or padded"),
+                     (objects.getvalue(), "object arrays"), (b"\x93NUMPY\x07\x00{}", "unknown .npy format version"),
+                     (b"", "not a valid .npy")):
+        with pytest.raises(BadRequest, match=why):
+            npy_array(bad)
