@@ -14,6 +14,7 @@ from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 Body = bytes | bytearray  # a request body is read into one bytearray when its length is declared
+Image = bytes | bytearray | memoryview  # one encoded frame: a view into the body for multipart
 _PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')  # ; key=value or ; key="quoted"
 
 
@@ -28,8 +29,9 @@ def _params(value: str) -> dict[str, str]:
     return out
 
 
-def multipart_files(body: Body, content_type: str, field: str, max_files: int, max_parts: int) -> list[Body]:
-    """The files of ``field`` in a ``multipart/form-data`` body, in order, cut out of the body in place.
+def multipart_files(body: Body, content_type: str, field: str, max_files: int, max_parts: int) -> list[Image]:
+    """The files of ``field`` in a ``multipart/form-data`` body, in order, as views into the body (no
+    copies: the body is held once).
 
     Other fields are skipped. A part of ``field`` without a filename is a 400 (text, not a file), more
     than ``max_files`` files or ``max_parts`` parts a 413, and any malformed body a 400. This replaces
@@ -44,7 +46,8 @@ def multipart_files(body: Body, content_type: str, field: str, max_files: int, m
     if start < 0 or (start > 0 and body[start - 2 : start] != b"\r\n"):
         raise BadRequest("malformed multipart body: the boundary never opens a part")
     separator = b"\r\n" + delimiter
-    files: list[Body] = []
+    files: list[Image] = []
+    view = memoryview(body)
     pos, parts = start + len(delimiter), 0
     while not body.startswith(b"--", pos):  # "--" after a delimiter closes the body
         line_end = body.find(b"\r\n", pos)
@@ -65,17 +68,18 @@ def multipart_files(body: Body, content_type: str, field: str, max_files: int, m
         if disposition.get("name") == field:
             if "filename" not in disposition and "filename*" not in disposition:
                 raise BadRequest(f"field '{field}' must hold image files, not text")
-            files.append(body[headers_end + 4 : next_part])
+            files.append(view[headers_end + 4 : next_part])
             if len(files) > max_files:
                 raise PayloadTooLarge(f"more than {max_files} frames in one request")
         pos = next_part + len(separator)
     return files
 
 
-def header_dimensions(data: Body) -> tuple[int, int] | None:
+def header_dimensions(data: Image) -> tuple[int, int] | None:
     """(width, height) from a PNG or JPEG header without decoding, or None if not found."""
-    if data.startswith(PNG_MAGIC) and len(data) >= 24:
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    head = bytes(data[:24])
+    if head.startswith(PNG_MAGIC) and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     i = 2
     while i + 9 < len(data) and data[i] == 0xFF:
         marker, length = data[i + 1], int.from_bytes(data[i + 2 : i + 4], "big")
@@ -85,12 +89,13 @@ def header_dimensions(data: Body) -> tuple[int, int] | None:
     return None
 
 
-def decode_image(data: Body, index: int, max_pixels: int) -> np.ndarray:
+def decode_image(data: Image, index: int, max_pixels: int) -> np.ndarray:
     """One JPEG or PNG -> BGR (or gray) image as OpenCV decodes it. The size is checked from the
     header before decoding, so a small file that decodes to a huge image is refused cheaply."""
     if not data:
         raise BadRequest(f"frame {index} is empty")
-    if not (data.startswith(JPEG_MAGIC) or data.startswith(PNG_MAGIC)):
+    magic = bytes(data[:8])
+    if not (magic.startswith(JPEG_MAGIC) or magic.startswith(PNG_MAGIC)):
         raise UnsupportedMediaType(f"frame {index}: only JPEG and PNG images are accepted")
     dims = header_dimensions(data)
     if dims is not None and dims[0] * dims[1] > max_pixels:
@@ -103,7 +108,7 @@ def decode_image(data: Body, index: int, max_pixels: int) -> np.ndarray:
     return to_uint8(image)  # a PNG decodes to 8 or 16 bits; both convert
 
 
-def images_to_frames(images: list[Body], size: tuple[int, int], channels: int, max_pixels: int) -> np.ndarray:
+def images_to_frames(images: list[Image], size: tuple[int, int], channels: int, max_pixels: int) -> np.ndarray:
     """Encoded images of one camera, in order -> (N, H, W, C) uint8 at model size. One image is decoded
     at a time and shrunk at once: decoding them all first held every full-size picture together (256
     small PNGs of 4096x4096 within the byte limit: 13 GB)."""
