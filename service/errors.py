@@ -34,6 +34,12 @@ class Conflict(ServiceError):
     status, code = 409, "conflict"
 
 
+class RequestTimeout(ServiceError):
+    """The request body did not arrive in time (settings.body_timeout_s)."""
+
+    status, code = 408, "request_timeout"
+
+
 class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
 

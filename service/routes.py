@@ -18,13 +18,14 @@ from pydantic import BaseModel, Field
 
 from model.regions import hot_regions
 from model.window import LOOKAHEAD
-from service.decoding import heatmap_png, images_to_frames, multipart_files, npy_to_frames
+from service.decoding import Body, heatmap_png, images_to_frames, multipart_files, npy_to_frames
 from service.errors import (
     BadRequest,
     NotFound,
     NotReady,
     Overloaded,
     PayloadTooLarge,
+    RequestTimeout,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -104,7 +105,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody} for code in codes}
 
 
-ERRORS = error_responses(400, 401, 404, 413, 415, 422, 429, 500, 503, 504)
+ERRORS = error_responses(400, 401, 404, 408, 413, 415, 422, 429, 500, 503, 504)
 router = APIRouter()
 MAX_TOP_K = 16
 
@@ -153,10 +154,18 @@ class BodyBudget:
                 self.held -= taken
 
 
-async def _read_body(request: Request, limit: int, take: Callable[[int], None]) -> bytes | bytearray:
-    """The body, within its own ``limit``, reserved in the in-flight budget: all at once into one
-    buffer when the Content-Length says how much (joining chunks held the body twice), else chunk by
-    chunk as it arrives."""
+async def _read_body(request: Request, limit: int, take: Callable[[int], None], timeout_s: float) -> Body:
+    """The body, within its own ``limit`` and ``timeout_s``, reserved in the in-flight budget."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _receive_body(request, limit, take)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} s (body_timeout_s)") from None
+
+
+async def _receive_body(request: Request, limit: int, take: Callable[[int], None]) -> Body:
+    """All at once into one buffer when the Content-Length says how much (joining chunks held the
+    body twice), else chunk by chunk as it arrives."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit():
         if int(declared) > limit:
@@ -189,7 +198,7 @@ async def _frames_from_request(request: Request, runtime: ScoringRuntime) -> np.
                                    "or application/x-npy with a uint8 (N, H, W, 3) array")
     size, channels = runtime.bundle.image_size, runtime.bundle.channels
     with request.app.state.body_budget.hold() as take:
-        body = await _read_body(request, s.max_request_bytes, take)
+        body = await _read_body(request, s.max_request_bytes, take, s.body_timeout_s)
         if ctype == "application/x-npy":
             frames = await asyncio.to_thread(npy_to_frames, body, size, channels, s.max_image_pixels)
         else:

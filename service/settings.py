@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="deadline of a request's frames in the queue")
     max_frames_per_request: int = Field(256, ge=1)
     max_request_bytes: int = Field(64 << 20, ge=1024)
+    body_timeout_s: float = Field(60.0, gt=0, description="a request body must arrive within this (408), so "
+                                  "that a stalled upload cannot hold its share of max_inflight_bytes")
     max_inflight_bytes: int = Field(512 << 20, ge=1024, description="request bodies held at once by all requests "
                                     "together (read, then decoded); a request past it gets 429")
     max_image_pixels: int = Field(4096 * 4096, ge=64)

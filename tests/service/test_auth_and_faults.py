@@ -147,3 +147,26 @@ def test_bodies_in_flight_are_bounded_all_requests_together(tiny_checkpoint):
         assert r.status_code == 200 and len(r.json()["frames"]) == 200 and budget.held == 0
         metrics = httpx.get(server.url + "/metrics").text
         assert 'aedmae_requests_rejected_total{reason="inflight_bytes"} 1.0' in metrics
+
+
+def test_a_stalled_upload_times_out_and_gives_its_bytes_back(tiny_checkpoint):
+    """A client declares 1.5 MB, sends 1 kB and stalls: after body_timeout_s it gets 408 (JSON error),
+    and the bytes it reserved are free for others."""
+    import socket
+    from urllib.parse import urlparse
+
+    with live_server(model=tiny_checkpoint, body_timeout_s=1.0) as server:
+        url = urlparse(server.url)
+        slow = socket.create_connection((url.hostname, url.port))
+        slow.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-npy\r\n"
+                     b"Content-Length: 1500000\r\n\r\n" + b"x" * 1000)
+        slow.settimeout(10)
+        t0 = time.monotonic()
+        answer = slow.recv(65536)
+        waited = time.monotonic() - t0
+        while b"}" not in answer and (more := slow.recv(65536)):  # the JSON body may come in a second packet
+            answer += more
+        slow.close()
+        assert answer.startswith(b"HTTP/1.1 408 ") and b'"request_timeout"' in answer, answer[:300]
+        assert 0.5 < waited < 5, waited
+        assert server.app.state.body_budget.held == 0
