@@ -40,6 +40,12 @@ class RequestTimeout(ServiceError):
     status, code = 408, "request_timeout"
 
 
+class ClientClosed(ServiceError):
+    """The client hung up before its answer was ready (nginx's 499; nobody receives the body)."""
+
+    status, code = 499, "client_closed_request"
+
+
 class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
 

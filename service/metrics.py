@@ -45,7 +45,8 @@ class Metrics:
         self.anomaly_threshold = Gauge(f"{p}_anomaly_threshold", "calibrated alert threshold", registry=r)
         self.anomaly_threshold.set(0.5)
         # Known label values start at zero, so dashboards and alerts see series before the first event.
-        for reason in ("queue_full", "deadline", "payload_too_large", "unsupported_media_type", "inflight_bytes"):
+        for reason in ("queue_full", "deadline", "payload_too_large", "unsupported_media_type", "inflight_bytes",
+                       "client_closed"):
             self.rejected.labels(reason=reason)
         for trigger in ("full", "timeout"):
             self.batches.labels(trigger=trigger)

@@ -6,9 +6,9 @@ import asyncio
 import base64
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -21,6 +21,7 @@ from model.window import LOOKAHEAD
 from service.decoding import Body, heatmap_png, images_to_frames, multipart_files, npy_to_frames
 from service.errors import (
     BadRequest,
+    ClientClosed,
     NotFound,
     NotReady,
     Overloaded,
@@ -108,6 +109,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 ERRORS = error_responses(400, 401, 404, 408, 413, 415, 422, 429, 500, 503, 504)
 router = APIRouter()
 MAX_TOP_K = 16
+T = TypeVar("T")
 
 SCORE_BODY = {
     "requestBody": {
@@ -212,6 +214,28 @@ async def _frames_from_request(request: Request, runtime: ScoringRuntime) -> np.
     return frames
 
 
+async def _while_connected(request: Request, work: Awaitable[T]) -> T:
+    """``work``, cancelled if the client hangs up first: its frames still queued leave the queue unrun
+    (a client that gave up, e.g. on its own timeout, would otherwise still cost a batch slot each)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:  # the body has been read: the next message is the client hanging up
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            request.app.state.metrics.rejected.labels(reason="client_closed").inc()
+            raise ClientClosed("the client closed the connection before its frames were scored") from None
+        raise
+    finally:
+        watcher.cancel()
+
+
 def _frame_score(r: FrameResult, heatmap: str, scale: float, top_k: int, cut: bool) -> FrameScore:
     o = r.outputs
     hm: list[list[float]] | str | None = None
@@ -247,7 +271,7 @@ async def score(
         raise BadRequest("flush=true needs a stream_id")
     frames = await _frames_from_request(request, runtime)
     inputs, pending, context, cuts = runtime.windows(frames, stream_id, flush)
-    results = await runtime.score(inputs) if inputs else []
+    results = await _while_connected(request, runtime.score(inputs)) if inputs else []
     scale = runtime.heatmap_scale
     calibrated = [float(r.outputs["calibrated"]) for r in results]
     for c in calibrated:

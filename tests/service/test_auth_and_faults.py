@@ -4,6 +4,7 @@ import shutil
 import time
 
 import httpx
+import pytest
 
 from service.settings import Settings
 from tests.service.conftest import LiveServer, live_server
@@ -170,3 +171,43 @@ def test_a_stalled_upload_times_out_and_gives_its_bytes_back(tiny_checkpoint):
         assert answer.startswith(b"HTTP/1.1 408 ") and b'"request_timeout"' in answer, answer[:300]
         assert 0.5 < waited < 5, waited
         assert server.app.state.body_budget.held == 0
+
+
+def test_frames_of_a_client_that_hung_up_leave_the_queue_unrun(tiny_checkpoint):
+    """Request A holds the only worker (its backend is held); request B queues behind it, and its client
+    gives up (its own 1 s timeout) and closes the connection. B's frames are cancelled: once A's batch
+    is released, the backend never runs them, and the hang-up is counted."""
+    import threading
+
+    from tests.conftest import scene_frames
+    from tests.service.test_api import jpegs
+
+    with live_server(model=tiny_checkpoint, max_batch_delay_ms=1) as server:
+        backend = server.runtime.backends[0]
+        original, gate, batches = backend.infer, threading.Event(), []
+
+        def held(frames):
+            batches.append(len(frames))
+            gate.wait(20)
+            return original(frames)
+
+        backend.infer = held
+        try:
+            first: list[int] = []
+            a = threading.Thread(target=lambda: first.append(httpx.post(
+                server.url + "/v1/score", files=jpegs(scene_frames(2, 48, 72)), timeout=30).status_code))
+            a.start()
+            end = time.monotonic() + 10
+            while not batches and time.monotonic() < end:
+                time.sleep(0.02)
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(server.url + "/v1/score", files=jpegs(scene_frames(5, 48, 72)), timeout=1.0)
+            end = time.monotonic() + 10
+            while "client_closed\"} 1.0" not in httpx.get(server.url + "/metrics").text and time.monotonic() < end:
+                time.sleep(0.05)
+        finally:
+            gate.set()
+        a.join(30)
+        backend.infer = original
+        assert first == [200] and batches == [2], batches  # B's five frames never ran
+        assert 'aedmae_requests_rejected_total{reason="client_closed"} 1.0' in httpx.get(server.url + "/metrics").text
