@@ -77,12 +77,15 @@ async def reconnect_stream(stream_id: StreamId, manager: Manager) -> dict[str, A
 @router.get("/v1/streams/{stream_id}/scores", responses=ERRORS, summary="recent scores of a camera")
 async def stream_scores(
     stream_id: StreamId, manager: Manager,
-    since: Annotated[float | None, Query(description="unix time: only frames captured after it")] = None,
+    after: Annotated[int | None, Query(ge=0, description="seq of the last score seen: the ones recorded after "
+                                                         "it, oldest first (poll with next_after: none lost)")] = None,
+    since: Annotated[float | None, Query(description="unix time: frames captured after it, oldest first")] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 500,
 ) -> dict[str, Any]:
     stream = manager.get(stream_id)
-    scores = stream.scores_since(since, limit)
+    scores = stream.scores(after, since, limit)
     return {"stream": stream_id, "scores": scores,
+            "next_after": scores[-1]["seq"] if scores else (after if after is not None else stream.seq),
             "next_since": scores[-1]["capture_time"] if scores else since}
 
 
@@ -149,8 +152,8 @@ async def preview_mjpg(request: Request, stream_id: StreamId, manager: Manager) 
     async def parts() -> AsyncIterator[bytes]:
         seen = -1
         while not await request.is_disconnected() and manager.has(stream):
-            if stream.preview_seq != seen:
-                seen = stream.preview_seq
+            if stream.seq != seen:
+                seen = stream.seq
                 jpeg = await asyncio.to_thread(manager.preview_jpeg, stream)
                 if jpeg is not None:
                     yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"

@@ -79,7 +79,7 @@ class Stream:
         self.input_rate, self.scored_rate = RateMeter(), RateMeter()
         self.history: deque[dict[str, Any]] = deque(maxlen=s.stream_history)
         self.latest: dict[str, Any] | None = None  # the newest scored frame: preview and GET
-        self.preview_seq = 0
+        self.seq = 0  # scores recorded so far: each record's "seq", for lossless polling and the preview
         self.preview_cache: tuple[dict[str, Any], str, bool, bytes] | None = None  # StreamManager.preview_jpeg
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
@@ -300,9 +300,10 @@ class Stream:
                 self.smoothing = self.smoothing or self._new_smoothing()
                 events += self._apply_smoothed(self.smoothing.push((index, meta, out["heatmap"], record),
                                                                    calibrated if meta.invalid is None else None))
+            self.seq += 1
+            record["seq"] = self.seq
             self.history.append(record)
             self.latest = {**record, "image": meta.frame, "heatmap": out["heatmap"]}
-            self.preview_seq += 1
         self.hub.observe_frame(self.spec.id, age, calibrated)
         self._publish(events)
         if not self.scene_warned and self.scored % SCENE_CHECK_FRAMES == 0:
@@ -339,10 +340,13 @@ class Stream:
             job.future.cancel()
         self._publish(self.detector.interrupt("stream_removed"))
 
-    def scores_since(self, since: float | None, limit: int) -> list[dict[str, Any]]:
+    def scores(self, after: int | None, since: float | None, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` records; or, for a poller, the first ``limit`` recorded after record
+        ``after`` (its seq) or captured after ``since`` (unix time), oldest first, so paging loses none."""
         with self._lock:
-            items = [r for r in self.history if since is None or r["capture_time"] > since]
-        return items[-limit:]
+            items = [r for r in self.history if (after is None or r["seq"] > after)
+                     and (since is None or r["capture_time"] > since)]
+        return items[:limit] if after is not None or since is not None else items[-limit:]
 
     def quality(self) -> dict[str, Any]:
         st = self.reader.stats

@@ -51,6 +51,12 @@ def test_camera_scores_flow_with_metrics_and_no_credentials_anywhere(client, rts
     assert len(scores["scores"]) == 5
     newer = client.get("/v1/streams/gate/scores", params={"since": scores["next_since"]}).json()["scores"]
     assert all(x["capture_time"] > scores["next_since"] for x in newer)
+    seqs, after = [], 0  # a poller paging by seq from the first record, 3 at a time: none lost
+    for _ in range(8):
+        page = client.get("/v1/streams/gate/scores", params={"after": after, "limit": 3}).json()
+        seqs += [x["seq"] for x in page["scores"]]
+        after = page["next_after"]
+    assert len(seqs) >= 20 and seqs == list(range(1, len(seqs) + 1)), seqs  # 20 were scored before the first page
     assert metric(client, "aedmae_stream_up", stream="gate") == 1
     assert metric(client, "aedmae_stream_frames_total", stream="gate", stage="scored") >= 20
     assert metric(client, "aedmae_frame_age_seconds_count", stream="gate") >= 20
