@@ -148,7 +148,11 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     smoothed = np.array([r["smoothed"] for r in rows])
     plot_timelines({source.name: {"score": calibrated, "smoothed": smoothed, "cuts": np.array(window.cut_frames)}},
                    out / "timeline.png", 0.5)
-    return {"frames": len(rows), "fps": fps, "alert_frames": int(sum(r["alert"] for r in rows)),
+    short = total is not None and source.is_file and len(rows) < 0.98 * total
+    return {"frames": len(rows), "frames_declared": total, "fps": fps,
+            "decode_warning": f"the file declares {total} frames but only {len(rows)} decoded: it may be truncated "
+                              "or corrupt after that point" if short else None,
+            "alert_frames": int(sum(r["alert"] for r in rows)),
             "source": str(source.path), "out": str(out), "scene": scene_check(calibrated),
             "scene_cuts": window.cut_frames}
 

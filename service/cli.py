@@ -105,8 +105,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     if result["scene_cuts"]:
         print(f"scene cuts before frames {result['scene_cuts']}: each part scored as a clip of its own "
               "(column `cut` marks their first frames)")
-    if result["scene"]["warning"]:
-        print(f"aedmae score: warning: {result['scene']['warning']}", file=sys.stderr)
+    for warning in (result["decode_warning"], result["scene"]["warning"]):
+        if warning:
+            print(f"aedmae score: warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -78,6 +78,24 @@ def test_score_a_video_without_labels(tiny_checkpoint, tmp_path, capsys):
     assert main(["score", str(tmp_path / "missing.mp4"), "--model", str(tiny_checkpoint), "--out", str(out)]) == 2
 
 
+def test_score_warns_when_a_file_decodes_fewer_frames_than_it_declares(tiny_checkpoint, tmp_path, capsys):
+    """A file cut short (a copy interrupted, a recorder that crashed) decodes until the damage: the
+    frames before it are scored, and the user is told the rest is missing."""
+    from tests.conftest import write_video
+
+    whole = write_video(tmp_path / "cam.avi", scene_frames(40, 60, 90, seed=3), fourcc="MJPG")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])  # the header still says 40 frames
+    assert main(["score", str(cut), "--model", str(tiny_checkpoint), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    scored = len(json.loads((tmp_path / "o" / "scores.json").read_text()))
+    assert 7 <= scored < 40 and f"declares 40 frames but only {scored} decoded" in captured.err
+    assert main(["score", str(whole), "--model", str(tiny_checkpoint), "--out", str(tmp_path / "w"),
+                 "--no-progress"]) == 0
+    assert "declares" not in capsys.readouterr().err
+
+
 def test_score_scores_each_side_of_a_scene_cut_as_a_clip_of_its_own(tiny_checkpoint, tmp_path, capsys):
     """A file spliced from two scenes scores, frame for frame, as its two parts scored alone: no window
     t-3..t+3 and no smoothing window spans the cut (as for the service's cameras)."""
