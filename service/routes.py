@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
@@ -134,7 +134,7 @@ class BodyBudget:
         self.limit, self.held, self.on_refuse = limit, 0, on_refuse
         self._lock = threading.Lock()
 
-    @contextmanager
+    @contextlib.contextmanager
     def hold(self) -> Iterator[Callable[[int], None]]:
         """A reservation grown with ``take(n)`` (Overloaded past the limit) and given back on exit."""
         taken = 0
@@ -217,18 +217,20 @@ async def _frames_from_request(request: Request, runtime: ScoringRuntime) -> np.
 async def _while_connected(request: Request, work: Awaitable[T]) -> T:
     """``work``, cancelled if the client hangs up first: its frames still queued leave the queue unrun
     (a client that gave up, e.g. on its own timeout, would otherwise still cost a batch slot each)."""
-    task = asyncio.ensure_future(work)
+    task, gone = asyncio.ensure_future(work), asyncio.Event()
 
     async def watch() -> None:  # the body has been read: the next message is the client hanging up
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        task.cancel()
+        with contextlib.suppress(Exception):  # a server that cannot tell: the work just runs to its end
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+            task.cancel()
 
     watcher = asyncio.create_task(watch())
     try:
         return await task
     except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled():
+        if gone.is_set():
             request.app.state.metrics.rejected.labels(reason="client_closed").inc()
             raise ClientClosed("the client closed the connection before its frames were scored") from None
         raise
