@@ -159,7 +159,7 @@ class CameraReader:
                 got_any, ended = self._connect_once()
             except Exception as e:  # a bug or a decoder fault must not end the camera's thread for good
                 log.exception("camera %s (%s): reader failed", self.camera_id, redact(self.url))
-                self._set_state("down", f"reader failed: {type(e).__name__}: {e}")
+                self._set_state("down", redact(f"reader failed: {type(e).__name__}: {e}"))
                 got_any, ended = False, False
             if ended:
                 return
