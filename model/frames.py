@@ -98,18 +98,22 @@ def discover(path: str | os.PathLike[str]) -> list[VideoSource]:
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """A decoded image of any bit depth -> uint8 by one fixed mapping: 16-bit full range to 8-bit
-    (x / 257, rounded), floating point as 0..1 (clipped). Fixed, not stretched to each image's own
+    (x / 257, rounded), floating point as 0..1. Fixed, not stretched to each image's own
     maximum: a camera's frames must keep one brightness scale, or a bright object entering the scene
     would darken everything else and look like an anomaly.
 
     Raises:
-        DataError: another pixel type (signed integers, 32-bit integers).
+        DataError: another pixel type (signed integers, 32-bit integers), or floats outside 0..1.
     """
     if image.dtype == np.uint8:
         return image
     if image.dtype == np.uint16:
         return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if np.issubdtype(image.dtype, np.floating):
+        low, high = float(np.nanmin(image)), float(np.nanmax(image))
+        if low < -1e-3 or high > 1 + 1e-3:  # another convention (0..255?): refused, not guessed per frame
+            raise DataError(f"floating-point pixels must lie in 0..1, these span {low:g}..{high:g}; "
+                            "save the frames as 8- or 16-bit images, or scale them to 0..1")
         return (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     raise DataError(f"pixel type {image.dtype} is not supported; use 8- or 16-bit images")
 

@@ -91,9 +91,12 @@ def test_deep_frames_keep_one_brightness_scale(tmp_path):
     floats = tmp_path / "float"
     floats.mkdir()
     for i in range(7):
-        cv2.imwrite(str(floats / f"{i}.tiff"), np.full((8, 12), [0.0, 0.5, 1.0, 2.0, -1.0, 0.25, 0.1][i], np.float32))
+        cv2.imwrite(str(floats / f"{i}.tiff"), np.full((8, 12), [0.0, 0.5, 1.0, 0.75, 0.0, 0.25, 0.1][i], np.float32))
     (src,) = discover(floats)
-    assert decode(src, (8, 12), 1)[:, 0, 0, 0].tolist() == [0, 128, 255, 255, 0, 64, 26]
+    assert decode(src, (8, 12), 1)[:, 0, 0, 0].tolist() == [0, 128, 255, 191, 0, 64, 26]
+    cv2.imwrite(str(floats / "3.tiff"), np.full((8, 12), 200.0, np.float32))  # a 0..255 float frame: not guessed
+    with pytest.raises(DataError, match=r"3\.tiff: floating-point pixels must lie in 0\.\.1, these span 200\.\.200"):
+        decode(src, (8, 12), 1)
     signed = tmp_path / "signed"
     signed.mkdir()
     for i in range(7):
