@@ -133,6 +133,13 @@ def to_model_frame(image: np.ndarray, size: tuple[int, int], channels: int) -> n
     return image.reshape(h, w, channels)
 
 
+def declared_fps(cap: cv2.VideoCapture) -> float | None:
+    """The frame rate an opened video or stream declares (container or SDP), or None when it does not
+    say or says something no camera sends."""
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return float(fps) if 0 < fps < 1000 else None
+
+
 def read_frames(source: VideoSource) -> Iterator[np.ndarray]:
     """Decoded frames of a source, in order, as OpenCV gives them (BGR or gray, native size).
 

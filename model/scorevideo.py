@@ -22,7 +22,7 @@ from model.calibration import scene_check
 from model.cuts import MAX_CHANGE, CutWindow
 from model.errors import DataError
 from model.evaluation import scorer_from_meta
-from model.frames import VideoSource, discover, read_frames, to_model_frame
+from model.frames import VideoSource, declared_fps, discover, read_frames, to_model_frame
 from model.metrics import InOrderSmoothing, OnlineSmoother
 from model.overlay import caption, draw_regions, overlay_heatmap
 from model.regions import ALERT_REGIONS, hot_regions
@@ -165,10 +165,10 @@ def _probe(source: VideoSource) -> tuple[int | None, float]:
         return len(source.frames), 25.0
     cap = cv2.VideoCapture(str(source.path))
     try:
-        count, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS)
+        count, fps = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), declared_fps(cap)
     finally:
         cap.release()
-    return count or None, float(fps) if 0 < fps < 1000 else 25.0
+    return count or None, fps or 25.0
 
 
 def _write_tables(out: Path, rows: list[dict[str, Any]]) -> None:

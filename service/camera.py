@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from model.frames import declared_fps
+
 log = logging.getLogger(__name__)
 CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
@@ -176,8 +178,7 @@ class CameraReader:
             self._set_state("down", f"cannot open {redact(self.url)}")
             return False, False
         try:
-            fps = cap.get(cv2.CAP_PROP_FPS)
-            self.stats.source_fps = float(fps) if 0 < fps < 1000 else None
+            self.stats.source_fps = declared_fps(cap)
             got_any = self._read(cap)
         finally:
             cap.release()
