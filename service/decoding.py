@@ -126,8 +126,9 @@ def images_to_frames(images: list[Image], size: tuple[int, int], channels: int, 
 
 
 def npy_array(body: Body) -> np.ndarray:
-    """The array of a ``.npy`` body as a read-only view of the body (np.load would copy it). Only plain
-    numeric arrays: no pickled objects."""
+    """The array of a ``.npy`` body as a view of the body (np.load would copy it; read-only for a
+    ``bytes`` body, writable for the ``bytearray`` the server reads into). Only plain numeric arrays:
+    no pickled objects."""
     try:
         head = io.BytesIO(body[: 1 << 17])  # magic and header (the header is a short dict)
         version = np.lib.format.read_magic(head)
