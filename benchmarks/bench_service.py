@@ -118,6 +118,12 @@ def start_server(serve_args: str, log_path: str | None = None) -> tuple[subproce
     return proc, wait_ready(proc, f"http://127.0.0.1:{port}", log)
 
 
+def proc_status(pid: int) -> dict[str, int]:
+    """A process's /proc status counters (VmRSS, VmHWM in kB, Threads, ...): the numeric first word of each line."""
+    fields = (line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {name: int(value.split()[0]) for name, value in fields if value.split()[:1] and value.split()[0].isdigit()}
+
+
 def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> str:
     end = time.monotonic() + 180
     while time.monotonic() < end:

@@ -26,7 +26,7 @@ import numpy as np
 
 
 def peak_mb(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/status").read_text().split("VmHWM:")[1].split()[0]) // 1024
+    return bench_service.proc_status(pid)["VmHWM"] // 1024
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import cv2
 import httpx
 import numpy as np
-from bench_service import start_server
+from bench_service import proc_status, start_server
 from bench_streams import FOOTAGE, footage, start_rtsp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,12 +40,8 @@ DEAD_URL = "rtsp://127.0.0.1:9/never"  # port 9 (discard): connection refused at
 
 
 def proc_stats(pid: int) -> dict[str, int]:
-    status = Path(f"/proc/{pid}/status").read_text()
-
-    def field(name: str) -> int:
-        return int(status.split(f"{name}:")[1].split()[0])
-
-    return {"rss_mb": field("VmRSS") // 1024, "fds": len(os.listdir(f"/proc/{pid}/fd")), "threads": field("Threads")}
+    status = proc_status(pid)
+    return {"rss_mb": status["VmRSS"] // 1024, "fds": len(os.listdir(f"/proc/{pid}/fd")), "threads": status["Threads"]}
 
 
 def trend_mb_per_hour(samples: list[dict[str, Any]]) -> float:
