@@ -1,12 +1,19 @@
 """Checkpoints: ``model.safetensors`` (weights and BatchNorm statistics) beside ``model.json``
 (model config, train config, data summary, calibration, code version). Either file, or the folder
-holding them, names the checkpoint."""
+holding them, names the checkpoint.
+
+The two files cannot be replaced together atomically, so every save writes one random ``save_id``
+into both (the weights' safetensors header and the JSON): a save interrupted between its two renames,
+or one file copied over from another checkpoint, is refused on reading instead of pairing weights
+with another save's config and token statistics (which would score silently wrong). Checkpoints
+written before save ids (the shipped one) carry none in either file and read as before."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import subprocess
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,9 +90,10 @@ def save(
         "code_version": code_version(),
         "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **meta,
+        "save_id": uuid.uuid4().hex,
     }
     tmp_w, tmp_m = folder / (WEIGHTS + ".tmp"), folder / (META + ".tmp")
-    save_file(state, str(tmp_w), metadata={"format": FORMAT})
+    save_file(state, str(tmp_w), metadata={"format": FORMAT, "save_id": record["save_id"]})
     tmp_m.write_text(json.dumps(record, indent=2) + "\n")
     tmp_w.replace(folder / WEIGHTS)
     tmp_m.replace(folder / META)
@@ -100,7 +108,35 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{folder / META}: unreadable checkpoint metadata ({e})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{folder / META}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
+    weights_id = weights_metadata(folder / WEIGHTS).get("save_id")
+    if weights_id != meta.get("save_id"):
+        raise CheckpointError(
+            f"{folder}: {WEIGHTS} (save {weights_id or 'without id'}) and {META} (save "
+            f"{meta.get('save_id') or 'without id'}) come from different saves: a save was interrupted "
+            "or one file was replaced by hand. Restore both files from one save, or train again."
+        )
     return meta
+
+
+def weights_metadata(path: Path) -> dict[str, Any]:
+    """The string metadata in a safetensors file's header (8-byte little-endian length, then JSON),
+    read without torch or reading the tensors.
+
+    Raises:
+        CheckpointError: not a safetensors file.
+    """
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 2 <= size <= 100 << 20:
+                raise ValueError(f"header length {size}")
+            header = json.loads(f.read(size))
+        if not isinstance(header, dict):
+            raise ValueError("header is not an object")
+        metadata = header.get("__metadata__")
+        return metadata if isinstance(metadata, dict) else {}
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CheckpointError(f"{path}: corrupt weights file ({e})") from None
 
 
 def load(path: str | Path, map_location: str = "cpu") -> tuple[AEDMAE, dict[str, Any]]:

@@ -27,6 +27,7 @@ def _configure(args: argparse.Namespace) -> tuple[object, object]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from model import checkpoint
     from model.config import to_dict
     from model.evaluation import learning_curve_hook
     from model.training import Trainer
@@ -57,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{name:8s} {stage['epochs']} epochs, {stage['steps']} steps, {stage['frames_per_second']:.1f} "
               f"frames/s, final loss {stage['losses'][-1]:.5f}")
     print(f"checkpoint: {out / 'model.safetensors'}")
-    meta = json.loads((out / "model.json").read_text())
+    meta = checkpoint.read_meta(out)
     print(calibration_summary(meta["calibration"], tails_only=not trainer.cfg.holdout_videos))
     print(serve_hint(out))
     return 0

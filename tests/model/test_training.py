@@ -172,6 +172,46 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, tiny):
         checkpoint.load(tmp_path)
 
 
+def test_weights_and_metadata_of_different_saves_are_refused(tmp_path, tiny, monkeypatch):
+    """A save interrupted between its two renames leaves the new weights beside the old metadata
+    (another config, other token statistics): reading it must fail, not score silently wrong."""
+    first = checkpoint.save(AEDMAE(tiny[0]), tmp_path / "run")
+    old_meta = (first / "model.json").read_text()
+    real_replace, calls = type(first).replace, []
+
+    def crash_on_metadata(self, target):
+        calls.append(target)
+        if str(target).endswith("model.json"):
+            raise KeyboardInterrupt("killed between the renames")
+        return real_replace(self, target)
+
+    monkeypatch.setattr(type(first), "replace", crash_on_metadata)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(AEDMAE(tiny[0]), tmp_path / "run")
+    monkeypatch.undo()
+    assert len(calls) == 2 and (first / "model.json").read_text() == old_meta
+    with pytest.raises(CheckpointError, match="different saves"):
+        checkpoint.read_meta(first)
+    with pytest.raises(CheckpointError, match="different saves"):
+        checkpoint.load(first)
+    # one file copied over from another checkpoint
+    other = checkpoint.save(AEDMAE(tiny[0]), tmp_path / "other")
+    (other / "model.json").write_text(old_meta)
+    with pytest.raises(CheckpointError, match="different saves"):
+        checkpoint.load(other)
+    # a save that completes is read back, and so is a checkpoint from before save ids (neither has one)
+    checkpoint.save(AEDMAE(tiny[0]), tmp_path / "run")
+    assert checkpoint.load(first)[1]["save_id"]
+    from safetensors.torch import load_file, save_file
+
+    weights = first / "model.safetensors"
+    save_file(load_file(weights), weights, metadata={"format": checkpoint.FORMAT})
+    meta = json.loads((first / "model.json").read_text())
+    del meta["save_id"]
+    (first / "model.json").write_text(json.dumps(meta))
+    checkpoint.load(first)
+
+
 def test_overrides(tiny):
     from model.errors import ConfigError
 
