@@ -77,9 +77,12 @@ async def reconnect_stream(stream_id: StreamId, manager: Manager) -> dict[str, A
 @router.get("/v1/streams/{stream_id}/scores", responses=ERRORS, summary="recent scores of a camera")
 async def stream_scores(
     stream_id: StreamId, manager: Manager,
-    after: Annotated[int | None, Query(ge=0, description="seq of the last score seen: the ones recorded after "
-                                                         "it, oldest first (poll with next_after: none lost)")] = None,
-    since: Annotated[float | None, Query(description="unix time: frames captured after it, oldest first")] = None,
+    after: Annotated[int | None, Query(ge=0, description=(
+        "seq of the last score seen: the ones recorded after it, oldest first, final only (their smoothed score "
+        "and event filled in: about the smoothing delay behind the newest); poll with next_after: none lost "
+        "or seen twice"))] = None,
+    since: Annotated[float | None, Query(description="unix time: frames captured after it, oldest first, final "
+                                                     "only")] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 500,
 ) -> dict[str, Any]:
     stream = manager.get(stream_id)

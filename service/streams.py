@@ -128,7 +128,7 @@ class Stream:
         """Frames whose smoothed score is final, in order: into their records and the event detector."""
         events: list[Any] = []
         for (index, meta, heatmap, record), smoothed in released:
-            record["smoothed"] = smoothed
+            record["smoothed"], record["final"] = smoothed, True
             if smoothed is not None:
                 self.smoothed_latest = smoothed
             events += self.detector.update(index, meta.t_media, meta.t_capture, smoothed, (meta.frame, heatmap))
@@ -291,6 +291,7 @@ class Stream:
             record = {"frame": index, "capture_time": meta.t_capture, "media_time": round(meta.t_media, 4),
                       "score": float(out["score"]), "teacher_error": float(out["teacher_error"]),
                       "discrepancy": float(out["discrepancy"]), "calibrated": calibrated, "smoothed": None,
+                      "final": not in_order,  # an out-of-order frame is not smoothed: nothing more to come
                       "valid": meta.invalid is None, "invalid_reason": meta.invalid, "cut": meta.cut, "event": None,
                       "shed": meta.shed,
                       "frame_age_s": round(age, 4), "lookahead_frames": LOOKAHEAD,
@@ -342,11 +343,19 @@ class Stream:
 
     def scores(self, after: int | None, since: float | None, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` records; or, for a poller, the first ``limit`` recorded after record
-        ``after`` (its seq) or captured after ``since`` (unix time), oldest first, so paging loses none."""
+        ``after`` (its seq) or captured after ``since`` (unix time), oldest first and final only (up
+        to the first whose smoothed score and event still wait for their look-ahead), so paging loses
+        none and sees each record once, complete. Copies: the scoring thread fills records in later."""
         with self._lock:
-            items = [r for r in self.history if (after is None or r["seq"] > after)
-                     and (since is None or r["capture_time"] > since)]
-        return items[:limit] if after is not None or since is not None else items[-limit:]
+            if after is None and since is None:
+                return [dict(r) for r in list(self.history)[-limit:]]
+            items = []
+            for r in self.history:
+                if (after is None or r["seq"] > after) and (since is None or r["capture_time"] > since):
+                    if not r["final"] or len(items) == limit:
+                        break
+                    items.append(dict(r))
+            return items
 
     def quality(self) -> dict[str, Any]:
         st = self.reader.stats

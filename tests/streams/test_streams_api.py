@@ -55,8 +55,11 @@ def test_camera_scores_flow_with_metrics_and_no_credentials_anywhere(client, rts
     for _ in range(8):
         page = client.get("/v1/streams/gate/scores", params={"after": after, "limit": 3}).json()
         seqs += [x["seq"] for x in page["scores"]]
+        # each record once, complete: its smoothed score is in (the poller never sees it again)
+        assert all(x["final"] and (x["smoothed"] is not None or not x["valid"]) for x in page["scores"]), page
         after = page["next_after"]
-    assert len(seqs) >= 20 and seqs == list(range(1, len(seqs) + 1)), seqs  # 20 were scored before the first page
+    # 20 were scored before the first page, all but the newest smoothing_delay_frames final by then
+    assert len(seqs) >= 20 - s["smoothing_delay_frames"] and seqs == list(range(1, len(seqs) + 1)), seqs
     assert metric(client, "aedmae_stream_up", stream="gate") == 1
     assert metric(client, "aedmae_stream_frames_total", stream="gate", stage="scored") >= 20
     assert metric(client, "aedmae_frame_age_seconds_count", stream="gate") >= 20
