@@ -121,8 +121,7 @@ class Stream:
 
     def _new_smoothing(self) -> InOrderSmoothing:
         ev, rate = self.spec.events, self.frame_rate / self.window.spacing  # scored frames a second
-        delay = None if ev.smoothing_delay_s is None else round(ev.smoothing_delay_s * rate)
-        return InOrderSmoothing(OnlineSmoother(ev.smoothing_sigma_s * rate, delay))
+        return InOrderSmoothing(OnlineSmoother.in_seconds(ev.smoothing_sigma_s, ev.smoothing_delay_s, rate))
 
     def _apply_smoothed(self, released: list[tuple[Any, float | None]]) -> list[Any]:
         """Frames whose smoothed score is final, in order: into their records and the event detector."""
@@ -349,7 +348,7 @@ class Stream:
         with self._lock:
             if after is None and since is None:
                 return [dict(r) for r in list(self.history)[-limit:]]
-            items = []
+            items: list[dict[str, Any]] = []
             for r in self.history:
                 if (after is None or r["seq"] > after) and (since is None or r["capture_time"] > since):
                     if not r["final"] or len(items) == limit:
