@@ -94,6 +94,9 @@ def reference_postprocess(scores: np.ndarray, sigma: float = REFERENCE_SIGMA,
     return (smoothed - smoothed.min()) / span if span > 0 else np.zeros_like(smoothed)
 
 
+SMOOTHING_SIGMA_S = 0.2  # the service's default smoothing sigma (events.smoothing_sigma_s), seconds
+
+
 class OnlineSmoother:
     """The service's smoothing, one value at a time: a Gaussian over the past 3*sigma frames and the
     next ``delay`` ones, so frame t's smoothed value is known once frame t+delay has been pushed.
@@ -110,6 +113,12 @@ class OnlineSmoother:
         k = np.exp(-0.5 * (offsets / sigma) ** 2) if sigma > 0 else np.ones(1)
         self.kernel = k / k.sum()  # kernel[i] weighs the value offsets[i] frames from the one emitted
         self._window: list[float] = []  # values from radius frames before the next frame out, onwards
+
+    @classmethod
+    def in_seconds(cls, sigma_s: float, delay_s: float | None, rate: float) -> OnlineSmoother:
+        """The smoother for ``rate`` frames a second, sigma and delay given in seconds (a camera's
+        ``events.smoothing_sigma_s`` and ``smoothing_delay_s``; ``aedmae score`` at the footage's rate)."""
+        return cls(sigma_s * rate, None if delay_s is None else round(delay_s * rate))
 
     def reset(self) -> None:
         self._window.clear()

@@ -23,7 +23,7 @@ from model.cuts import MAX_CHANGE, CutWindow
 from model.errors import DataError
 from model.evaluation import scorer_from_meta
 from model.frames import VideoSource, declared_fps, discover, read_frames, to_model_frame
-from model.metrics import InOrderSmoothing, OnlineSmoother
+from model.metrics import SMOOTHING_SIGMA_S, InOrderSmoothing, OnlineSmoother
 from model.overlay import caption, draw_regions, overlay_heatmap
 from model.regions import ALERT_REGIONS, hot_regions
 from model.scoring import score_frames
@@ -75,12 +75,14 @@ class _AnnotatedWriter:
         self.writer.release()
 
 
-def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | Path, sigma: float = 3.0,
-                delay: int | None = None, batch_size: int = 16, progress: bool = True,
-                max_change: float = MAX_CHANGE) -> dict[str, Any]:
-    """Score one unlabelled video; the alerts use the service's smoothing (``delay`` frames of look-ahead,
-    None = the whole window: see metrics.OnlineSmoother). A scene cut (model.cuts, ``max_change`` 0:
-    off) ends the clip as a camera's does: the two sides are scored, and smoothed, as clips of their own."""
+def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | Path,
+                sigma_s: float = SMOOTHING_SIGMA_S, delay_s: float | None = None, batch_size: int = 16,
+                progress: bool = True, max_change: float = MAX_CHANGE) -> dict[str, Any]:
+    """Score one unlabelled video; the alerts use a camera's smoothing, in seconds at the footage's frame
+    rate (``delay_s`` of look-ahead, None = the whole window: see metrics.OnlineSmoother), so the smoothed
+    scores are the ones a camera scoring every frame of this footage would give. A scene cut
+    (model.cuts, ``max_change`` 0: off) ends the clip as a camera's does: the two sides are scored, and
+    smoothed, as clips of their own."""
     net, meta = checkpoint.load(model_path)
     scorer = scorer_from_meta(net, meta)
     sources = discover(source_path)
@@ -91,12 +93,12 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     out.mkdir(parents=True, exist_ok=True)
     cfg = net.cfg
     window = CutWindow(max_change)
-    smoothing = InOrderSmoothing(OnlineSmoother(sigma, delay))  # rows wait there for their smoothed value
     originals: dict[int, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
     writer: _AnnotatedWriter | None = None
     vmax = 2 * scorer.calibration.threshold if scorer.calibration else 1.0
     total, fps = _probe(source)
+    smoothing = InOrderSmoothing(OnlineSmoother.in_seconds(sigma_s, delay_s, fps))  # rows wait there for it
     bar = tqdm(total=total, desc="score", unit="frame", disable=not progress)
 
     def run(ready: list[tuple[int, np.ndarray]]) -> None:
@@ -131,7 +133,7 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
             run(pending)
             pending = []
             write(smoothing.flush())
-            smoothing = InOrderSmoothing(OnlineSmoother(sigma, delay))
+            smoothing = InOrderSmoothing(OnlineSmoother.in_seconds(sigma_s, delay_s, fps))
         if len(pending) >= batch_size:
             run(pending)
             pending = []

@@ -14,6 +14,7 @@ from model.config import PRESETS
 from model.cpu import reuse_freed_memory
 from model.cuts import MAX_CHANGE
 from model.errors import AedmaeError, ConfigError, DataError
+from model.metrics import SMOOTHING_SIGMA_S
 from service.cli_args import at_least, writable_folders
 
 log = logging.getLogger("aedmae")
@@ -99,7 +100,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from model.scorevideo import score_video
 
-    result = score_video(_model_path(args.model), args.input, args.out, sigma=args.sigma, delay=args.delay,
+    result = score_video(_model_path(args.model), args.input, args.out, sigma_s=args.sigma_s, delay_s=args.delay_s,
                          progress=not args.no_progress, max_change=args.scene_cut_change)
     print(f"{result['frames']} frames scored, {result['alert_frames']} above the alert threshold (smoothed); "
           f"written to {result['out']}: scores.csv, scores.json, annotated.mp4, timeline.png")
@@ -306,8 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="video file or folder of frames")
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
     p.add_argument("--out", required=True)
-    p.add_argument("--sigma", type=at_least(0, float), default=3.0, help="online smoothing sigma, frames (0: none)")
-    p.add_argument("--delay", type=at_least(0), help="frames the smoother waits for, 0 = causal (default: 3 sigma)")
+    p.add_argument("--sigma-s", type=at_least(0, float), default=SMOOTHING_SIGMA_S,
+                   help="smoothing sigma in seconds of footage, as a camera's events.smoothing_sigma_s "
+                        f"(default {SMOOTHING_SIGMA_S:g}; 0: none)")
+    p.add_argument("--delay-s", type=at_least(0, float),
+                   help="seconds of later frames the smoothing waits for, 0 = causal (default: 3 sigma)")
     p.add_argument("--scene-cut-change", type=at_least(0, float), default=MAX_CHANGE, metavar="C",
                    help="a frame changed more than this from the one before starts a new clip (the server's "
                         "scene_cut_change; 0: off)")

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from model.cuts import MAX_CHANGE
 from model.errors import ConfigError
+from model.metrics import SMOOTHING_SIGMA_S
 
 STREAM_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https", "file")
@@ -34,7 +35,7 @@ class EventSettings(BaseModel):
     exit: float = Field(0.5, ge=0, le=1, description="... and ends once it falls below this")
     min_duration_s: float = Field(0.4, ge=0, le=60, description="... for at least this long (both ways)")
     cooldown_s: float = Field(5.0, ge=0, le=3600, description="no new event this soon after the previous one ended")
-    smoothing_sigma_s: float = Field(0.2, ge=0, le=10, description="Gaussian smoothing sigma, seconds")
+    smoothing_sigma_s: float = Field(SMOOTHING_SIGMA_S, ge=0, le=10, description="Gaussian smoothing sigma, seconds")
     smoothing_delay_s: float | None = Field(None, ge=0, le=30,
                                             description="seconds of later frames the smoothing waits for "
                                                         "(default: 3 sigma, the whole window; 0: causal)")

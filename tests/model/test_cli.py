@@ -47,9 +47,9 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert "train.epochs_teacher must be >= 1, got -1" in capsys.readouterr().err  # an IndexError once
     for command, flag, value, message in (
             (["train", "--data", "x", "--out", "y"], "--eval-every", "0", "0: must be 1 or more"),
-            (["score", "x", "--out", "y"], "--sigma", "-1", "-1: must be 0 or more"),
+            (["score", "x", "--out", "y"], "--sigma-s", "-1", "-1: must be 0 or more"),
             (["evaluate", "--data", "x", "--out", "y"], "--sigma", "nan", "nan: must be 0 or more"),
-            (["score", "x", "--out", "y"], "--delay", "-5", "-5: must be 0 or more"),
+            (["score", "x", "--out", "y"], "--delay-s", "-5", "-5: must be 0 or more"),
             (["score", "x", "--out", "y"], "--scene-cut-change", "-1", "-1: must be 0 or more"),
             (["export", "onnx", "--out", "y"], "--max-batch", "0", "0: must be 1 or more"),
             (["anomalies", "--data", "x", "--out", "y"], "--count", "2.5", "'2.5' is not a whole number")):

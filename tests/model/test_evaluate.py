@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from model.calibration import SCENE_CHECK_FRAMES
+from model.metrics import gaussian_smooth
 from service.cli import main
 from tests.conftest import avenue_clip, scene_frames
 
@@ -71,6 +72,9 @@ def test_score_a_video_without_labels(tiny_checkpoint, tmp_path, capsys):
     assert [r["frame"] for r in rows] == list(range(20))
     assert [r["time_s"] for r in rows][:3] == [0.0, 0.1, 0.2]  # the footage's own clock (10 fps)
     assert all(0 <= r["calibrated"] <= 1 and 0 <= r["smoothed"] <= 1 for r in rows)
+    # a camera's smoothing (sigma 0.2 s, the whole window) at the footage's 10 fps: sigma 2 frames
+    calibrated = np.array([r["calibrated"] for r in rows])
+    assert np.allclose([r["smoothed"] for r in rows], gaussian_smooth(calibrated, 2.0), atol=1e-6)
     cap = cv2.VideoCapture(str(out / "annotated.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 20 and int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == 60 + 60
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(10)  # plays at the footage's speed, not a fixed 25
