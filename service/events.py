@@ -11,6 +11,7 @@ the count: no event spans a gap, and none starts from a frozen or covered camera
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -18,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections import deque
@@ -173,12 +175,25 @@ def _offer(q: asyncio.Queue[tuple[int, str, dict[str, Any]]], message: tuple[int
     q.put_nowait(message)
 
 
+def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without its ``user:password@`` and the Authorization header that carries them instead."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, {}
+    user, password = urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {token}"}
+
+
 class WebhookSender:
     """POSTs each event message as JSON to one URL from a background thread, with a timeout and
-    retries (exponential backoff). A full backlog drops the newest message; outcomes are counted."""
+    retries (exponential backoff). A full backlog drops the newest message; outcomes are counted.
+    A user and password in the URL are sent as HTTP Basic auth (urllib would take them for the host)."""
 
     def __init__(self, url: str, timeout_s: float, retries: int, on_outcome: Any, backlog: int = 1000) -> None:
-        self.url, self.timeout_s, self.retries = url, timeout_s, retries
+        self.url, self.headers = _split_credentials(url)
+        self.timeout_s, self.retries = timeout_s, retries
         self.on_outcome = on_outcome  # called with "delivered" | "failed" | "dropped"
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(backlog)
         self._thread = threading.Thread(target=self._run, name="aedmae-webhook", daemon=True)
@@ -201,7 +216,7 @@ class WebhookSender:
             for attempt in range(self.retries + 1):
                 try:
                     request = urllib.request.Request(self.url, body, method="POST", headers={
-                        "Content-Type": "application/json", "X-Aedmae-Event": message["type"]})
+                        "Content-Type": "application/json", "X-Aedmae-Event": message["type"], **self.headers})
                     with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                         response.read()
                     self.on_outcome("delivered")

@@ -145,7 +145,9 @@ class Settings(BaseSettings):
                                                 "window, smoothing and any open event restart there (0: off)")
     stream_history: int = Field(3000, ge=10, le=1_000_000, description="recent scores kept per camera")
     allow_file_streams: bool = Field(True, description="allow local video files as cameras (recorded clips)")
-    webhook_url: str | None = Field(None, description="POST every event start and end here (JSON)")
+    webhook_url: str | None = Field(None, description="POST every event start and end here (JSON): http(s)://"
+                                                      "[user:password@]host[:port]/path; a user and password in "
+                                                      "it go as HTTP Basic auth")
     webhook_timeout_s: float = Field(5.0, gt=0, le=120)
     webhook_retries: int = Field(3, ge=0, le=20)
     preview_fps: float = Field(5.0, gt=0, le=30, description="MJPEG preview frames per second, at most")
@@ -155,6 +157,21 @@ class Settings(BaseSettings):
     def _device(cls, v: str) -> str:
         if v != "cpu" and not (v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit())):
             raise ValueError("device must be cpu, cuda or cuda:N")
+        return v
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            from urllib.parse import urlsplit
+
+            try:
+                parts = urlsplit(v)
+                parts.port  # noqa: B018  (raises on a port that is not a number)
+            except ValueError:
+                raise ValueError("not a URL: expected http(s)://[user:password@]host[:port]/path") from None
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("expected http(s)://[user:password@]host[:port]/path")
         return v
 
     @field_validator("camera_store")

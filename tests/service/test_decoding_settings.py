@@ -112,6 +112,12 @@ def test_invalid_settings_name_the_value_but_never_a_credential(monkeypatch):
     message = str(err.value)
     assert "cameras.0.fps" in message and "(got -1)" in message and "cameras.1.url" in message
     assert "webhook_url" in message and "hunter2" not in message and "t0ken" not in message
+    # a webhook URL that could never be delivered to fails at start, not at the first event
+    for url in ("hooks.example/t0ken", "ftp://hooks.example/t0ken", "https://hooks.example:t0ken/x", "https:///t0ken"):
+        with pytest.raises(ConfigError, match=r"webhook_url: .*expected http\(s\)://") as err:
+            load_settings(webhook_url=url)
+        assert "t0ken" not in str(err.value)
+    assert load_settings(webhook_url="https://ops:t0ken@hooks.example:8443/x").webhook_url
 
 
 def test_an_aedmae_variable_that_names_no_setting_is_reported(monkeypatch, caplog):

@@ -2,6 +2,7 @@
 loopback)."""
 
 import asyncio
+import base64
 import json
 import random
 import threading
@@ -183,6 +184,7 @@ def test_bus_replays_after_an_id_and_bounds_slow_subscribers():
 class Receiver(BaseHTTPRequestHandler):
     fail_first = 1
     bodies: ClassVar[list] = []
+    auth: ClassVar[list] = []
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -192,6 +194,7 @@ class Receiver(BaseHTTPRequestHandler):
             self.send_response(503)
         else:
             cls.bodies.append((self.headers["X-Aedmae-Event"], body))
+            cls.auth.append(self.headers["Authorization"])
             self.send_response(204)
         self.end_headers()
 
@@ -208,6 +211,15 @@ def test_webhook_retries_then_delivers_and_gives_up_on_a_dead_url():
         sender.send("start", {"id": "e1", "stream": "cam"})
         assert wait_for(lambda: outcomes == ["delivered"], 10), outcomes
         assert Receiver.bodies == [("start", {"type": "start", "event": {"id": "e1", "stream": "cam"}})]
+        assert Receiver.auth == [None]
+    finally:
+        sender.close()
+    # a user and password in the URL (escaped as URLs escape them) arrive as Basic auth, not as a host name
+    sender = WebhookSender(f"http://alert%40ops:pa%3Ass@127.0.0.1:{httpd.server_port}/hook", 2.0, 0, outcomes.append)
+    try:
+        sender.send("end", {"id": "e1", "stream": "cam"})
+        assert wait_for(lambda: outcomes == ["delivered"] * 2, 10), outcomes
+        assert Receiver.auth[-1] == "Basic " + base64.b64encode(b"alert@ops:pa:ss").decode()
     finally:
         sender.close()
         httpd.shutdown()
