@@ -33,6 +33,20 @@ def at_least(least: int, kind: type = int) -> Any:
     return parse
 
 
+def file_named(suffix: str) -> Any:
+    """An argparse type for an output model file: not a folder, and ending in ``suffix``, which is how
+    ``aedmae serve`` finds a graph in a folder (``*.onnx``) and picks its backend (``.engine``)."""
+    def parse(text: str) -> str:
+        if text.endswith(("/", os.sep)) or Path(text).is_dir():
+            raise argparse.ArgumentTypeError(f"{text}: a folder; give the file's name, e.g. "
+                                             f"{Path(text) / ('model' + suffix)}")
+        if not text.endswith(suffix):
+            raise argparse.ArgumentTypeError(f"{text}: the file's name must end in {suffix} (aedmae serve finds "
+                                             f"and runs it by that)")
+        return text
+    return parse
+
+
 OUTPUT_FOLDER_COMMANDS = ("train", "evaluate", "score", "calibrate", "anomalies")  # their --out is a folder
 
 
@@ -137,13 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     exp = p.add_subparsers(dest="target", required=True)
     e = exp.add_parser("onnx", help="checkpoint -> ONNX graph + JSON sidecar, checked against PyTorch")
     e.add_argument("--model", help="checkpoint (default: the shipped model)")
-    e.add_argument("--out", required=True, help="FILE.onnx")
+    e.add_argument("--out", required=True, type=file_named(".onnx"), help="FILE.onnx")
     e.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
     e.add_argument("--max-batch", type=at_least(1), default=32, help="largest batch the service will send (sidecar)")
     e.set_defaults(func="export_onnx")
     e = exp.add_parser("tensorrt", help="ONNX -> TensorRT engine for this GPU, checked against ONNX Runtime")
     e.add_argument("--onnx", required=True, help="FILE.onnx exported by `aedmae export onnx`")
-    e.add_argument("--out", required=True, help="FILE.engine")
+    e.add_argument("--out", required=True, type=file_named(".engine"), help="FILE.engine")
     e.add_argument("--min-batch", type=at_least(1), default=1)
     e.add_argument("--opt-batch", type=at_least(1), default=8)
     e.add_argument("--max-batch", type=at_least(1), default=32)
