@@ -32,6 +32,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     model_cfg, train_cfg = _configure(args)
     out = Path(args.out)
+    _check_train_out(out, args.resume)
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -60,6 +61,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(calibration_summary(meta["calibration"], tails_only=not trainer.cfg.holdout_videos))
     print(serve_hint(out))
     return 0
+
+
+def _check_train_out(out: Path, resume: bool) -> None:
+    """A run's folder is never written over by mistake: without --resume, one that holds a run (its
+    train_state.pt, or a finished checkpoint) is refused, since the first epoch would overwrite the
+    state an interrupted run resumes from; with --resume, there must be a state to resume from (a
+    mistyped --out would otherwise start from scratch, quietly)."""
+    from model.checkpoint import is_checkpoint
+    from model.training import STATE
+
+    state = out / STATE
+    if resume and not state.is_file():
+        raise ConfigError(f"{out}: no {STATE} to resume from; leave out --resume to start a run there")
+    if not resume and (state.is_file() or is_checkpoint(out)):
+        held = f"an interrupted or finished run ({STATE})" if state.is_file() else "a trained checkpoint"
+        raise ConfigError(f"{out} already holds {held}: pass --resume to continue it, or choose another --out "
+                          "(or delete that folder) to start over")
 
 
 def serve_hint(folder: Path) -> str:

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", action="append", required=True, metavar="PATH",
                    help="frame folders (<root>/<video>/<frame>) or video files; repeatable")
     p.add_argument("--out", required=True, help="output folder for the checkpoint, log and train state")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/train_state.pt (without it, an OUT that holds a run is refused)")
     p.add_argument("--teacher", metavar="CKPT",
                    help="keep this checkpoint's encoder + teacher and train only the student (same architecture)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")

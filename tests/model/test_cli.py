@@ -28,6 +28,14 @@ def test_train_on_one_video_then_model_info(footage, tmp_path, capsys):
     assert "cross-validated over quarters of one video" in printed and f"aedmae serve --model {out}" in printed
     assert main(["model-info", "--model", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["image_size"] == [32, 48]
+    # the folder holds a run now: training there again without --resume would overwrite its state
+    weights = (out / "model.safetensors").read_bytes()
+    assert main(["train", "--data", str(footage / "01"), "--out", str(out), "--preset", "tiny"]) == 2
+    assert "already holds an interrupted or finished run (train_state.pt): pass --resume" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == weights
+    assert main(["train", "--data", str(footage / "01"), "--out", str(tmp_path / "typo"), "--preset", "tiny",
+                 "--resume"]) == 2
+    assert "no train_state.pt to resume from" in capsys.readouterr().err and not (tmp_path / "typo").exists()
 
 
 def test_bad_input_is_a_clear_error(tmp_path, capsys):
