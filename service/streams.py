@@ -394,6 +394,7 @@ class Stream:
                 "latest": None if latest is None else {k: v for k, v in latest.items()
                                                        if k not in ("image", "heatmap")},
                 "lookahead_frames": LOOKAHEAD, "smoothing_delay_frames": self.smoothing_delay_frames,
+                "anomaly_score": self.current_score(),  # as the gauge: the newest final smoothed score
                 "scene": self.scene(), "created_at": self.created, "stored": self.hub.is_stored(self.spec.id),
             }
         return out

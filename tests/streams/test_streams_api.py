@@ -46,6 +46,7 @@ def test_camera_scores_flow_with_metrics_and_no_credentials_anywhere(client, rts
     latest = s["latest"]
     assert latest["lookahead_frames"] == 3 and latest["lookahead_s"] == pytest.approx(0.3)
     assert 0 < latest["frame_age_s"] < 5 and 0 <= latest["calibrated"] <= 1 and latest["valid"]
+    assert 0 <= s["anomaly_score"] <= 1  # the newest final smoothed score (the newest frame's waits)
     assert client.post("/v1/streams", json={"id": "gate", "url": url}).status_code == 409
     scores = client.get("/v1/streams/gate/scores", params={"limit": 5}).json()
     assert len(scores["scores"]) == 5
