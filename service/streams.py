@@ -72,8 +72,7 @@ class Stream:
         self.created = time.time()
         self.received = self.sampled = self.scored = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
-        self.events_total = 0
-        self.scene_cuts = 0
+        self.events_total = self.scene_cuts = 0
         self._end_reason = "gap"  # why the last segment ended: "gap" (reconnect, stall, end of file), "cut", "shed"
         self.scene_warned = False  # the unfamiliar-scene warning is logged once per camera
         self.input_rate, self.scored_rate = RateMeter(), RateMeter()
@@ -340,21 +339,24 @@ class Stream:
             job.future.cancel()
         self._publish(self.detector.interrupt("stream_removed"))
 
-    def scores(self, after: int | None, since: float | None, limit: int) -> list[dict[str, Any]]:
+    def scores(self, after: int | None, since: float | None, limit: int) -> tuple[list[dict[str, Any]], int]:
         """The newest ``limit`` records; or, for a poller, the first ``limit`` recorded after record
         ``after`` (its seq) or captured after ``since`` (unix time), oldest first and final only (up
         to the first whose smoothed score and event still wait for their look-ahead), so paging loses
-        none and sees each record once, complete. Copies: the scoring thread fills records in later."""
+        none and sees each record once, complete. Copies: the scoring thread fills records in later.
+        Also how many records after ``after`` are no longer kept (a poller ``stream_history`` behind)."""
         with self._lock:
+            oldest = self.history[0]["seq"] if self.history else self.seq + 1
+            missed = max(0, oldest - after - 1) if after is not None else 0
             if after is None and since is None:
-                return [dict(r) for r in list(self.history)[-limit:]]
+                return [dict(r) for r in list(self.history)[-limit:]], 0
             items: list[dict[str, Any]] = []
             for r in self.history:
                 if (after is None or r["seq"] > after) and (since is None or r["capture_time"] > since):
                     if not r["final"] or len(items) == limit:
                         break
                     items.append(dict(r))
-            return items
+            return items, missed
 
     def quality(self) -> dict[str, Any]:
         st = self.reader.stats

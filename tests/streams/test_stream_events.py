@@ -339,3 +339,23 @@ def test_an_overloaded_camera_sheds_to_every_third_frame_with_the_same_raw_score
     np.testing.assert_allclose([shed[f]["score"] for f in interior], [whole[f]["score"] for f in interior],
                                rtol=1e-5)
     assert 'aedmae_stream_frames_dropped_total{reason="shed",stream="busy"}' in metrics
+
+
+def test_a_poller_is_told_what_it_missed_and_starts_over_after_a_restart(tiny_checkpoint, tmp_path):
+    """Paging by seq is lossless only while the poller is within stream_history of the newest record:
+    beyond that the answer says how many it missed; a seq from before a restart (seq counts from 1 in
+    each life of a camera) would otherwise find nothing until the new life caught up with it."""
+    clip = write_video(tmp_path / "clip.mp4", scene_frames(30, 96, 128, seed=3))
+    with live_server(model=tiny_checkpoint, stream_history=10) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        assert c.post("/v1/streams", json={"id": "clip", "url": str(clip)}).status_code == 201
+        assert wait_for(lambda: camera(c, "clip")["state"] == "ended", 30), camera(c, "clip")
+        page = c.get("/v1/streams/clip/scores", params={"after": 5, "limit": 4}).json()
+        assert page["missed"] == 30 - 10 - 5 and not page["restarted"]  # records 6..20 are gone
+        assert [x["seq"] for x in page["scores"]] == [21, 22, 23, 24] and page["next_after"] == 24
+        assert all(x["final"] for x in page["scores"])  # the file ended: every record's smoothing is done
+        page = c.get("/v1/streams/clip/scores", params={"after": 24}).json()
+        assert page["missed"] == 0 and [x["seq"] for x in page["scores"]] == [25, 26, 27, 28, 29, 30]
+        page = c.get("/v1/streams/clip/scores", params={"after": 900, "limit": 2}).json()
+        assert page["restarted"] and page["missed"] == 20 and [x["seq"] for x in page["scores"]] == [21, 22]
+        page = c.get("/v1/streams/clip/scores", params={"after": 30}).json()
+        assert page["scores"] == [] and page["next_after"] == 30 and not page["restarted"]
