@@ -151,9 +151,14 @@ class EventBus:
             return next((e for e in self.recent if e.id == event_id), None)
 
     def subscribe(self, after: int = 0) -> asyncio.Queue[tuple[int, str, dict[str, Any]]]:
-        """A queue of (seq, kind, event) for the running loop, first replaying messages after ``after``."""
+        """A queue of (seq, kind, event) for the running loop, first replaying messages after ``after``.
+        Ids count from 1 in each life of the server: an ``after`` beyond the newest id is a browser's
+        Last-Event-ID from before a restart, so everything kept is replayed (else the first events of
+        the new life would be skipped)."""
         q: asyncio.Queue[tuple[int, str, dict[str, Any]]] = asyncio.Queue(self._queue_size)
         with self._lock:
+            if after > (self.log[-1][0] if self.log else 0):
+                after = 0
             for message in self.log:
                 if message[0] > after:
                     _offer(q, message)

@@ -180,6 +180,17 @@ def test_bus_replays_after_an_id_and_bounds_slow_subscribers():
     assert asyncio.run(main()) == [4, 5, 6]  # the three newest; the client sees the gap in ids
     assert bus.find("e1") is ev and bus.subscribers == 0
 
+    async def reconnect(last_event_id):
+        q = bus.subscribe(after=last_event_id)
+        seqs = [q.get_nowait()[0] for _ in range(q.qsize())]
+        bus.unsubscribe(q)
+        return seqs
+
+    assert asyncio.run(reconnect(4)) == [5, 6]
+    assert asyncio.run(reconnect(6)) == []
+    # a browser's Last-Event-ID from before a restart (ids start at 1 again): replay what is kept
+    assert asyncio.run(reconnect(57)) == [4, 5, 6]
+
 
 class Receiver(BaseHTTPRequestHandler):
     fail_first = 1
