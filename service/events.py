@@ -130,7 +130,10 @@ class EventBus:
     def __init__(self, keep: int = 500, subscriber_queue: int = 256) -> None:
         self.recent: deque[Event] = deque(maxlen=keep)
         self.log: deque[tuple[int, str, dict[str, Any]]] = deque(maxlen=keep)  # (seq, kind, event) for replay
-        self._seq = itertools.count(1)
+        # ids go on from one life of the server to the next (they start at its start time in ms; events
+        # are far rarer than 1,000 a second), so a browser's Last-Event-ID from before a restart replays
+        # the new life's events instead of skipping as many of them
+        self._seq = itertools.count(time.time_ns() // 1_000_000)
         self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[tuple[int, str, dict[str, Any]]]]] = set()
         self._queue_size = subscriber_queue
         self._lock = threading.Lock()
@@ -152,9 +155,7 @@ class EventBus:
 
     def subscribe(self, after: int = 0) -> asyncio.Queue[tuple[int, str, dict[str, Any]]]:
         """A queue of (seq, kind, event) for the running loop, first replaying messages after ``after``.
-        Ids count from 1 in each life of the server: an ``after`` beyond the newest id is a browser's
-        Last-Event-ID from before a restart, so everything kept is replayed (else the first events of
-        the new life would be skipped)."""
+        An ``after`` beyond the newest id (a clock stepped back across a restart) replays all that is kept."""
         q: asyncio.Queue[tuple[int, str, dict[str, Any]]] = asyncio.Queue(self._queue_size)
         with self._lock:
             if after > (self.log[-1][0] if self.log else 0):

@@ -6,6 +6,7 @@ import base64
 import json
 import random
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
@@ -169,7 +170,7 @@ def test_bus_replays_after_an_id_and_bounds_slow_subscribers():
 
     async def main():
         q = bus.subscribe(after=0)
-        assert (await q.get())[:2] == (1, "start")
+        assert (await q.get())[:2] == (first, "start")
         for _ in range(5):
             bus.publish("end", ev)
         await asyncio.sleep(0.05)
@@ -177,7 +178,10 @@ def test_bus_replays_after_an_id_and_bounds_slow_subscribers():
         bus.unsubscribe(q)
         return seqs
 
-    assert asyncio.run(main()) == [4, 5, 6]  # the three newest; the client sees the gap in ids
+    first = bus.log[0][0]
+    assert abs(first - time.time() * 1000) < 60_000  # ids start at the server's start time, in ms
+    ids = [first + i for i in range(6)]
+    assert asyncio.run(main()) == ids[3:]  # the three newest; the client sees the gap in ids
     assert bus.find("e1") is ev and bus.subscribers == 0
 
     async def reconnect(last_event_id):
@@ -186,10 +190,12 @@ def test_bus_replays_after_an_id_and_bounds_slow_subscribers():
         bus.unsubscribe(q)
         return seqs
 
-    assert asyncio.run(reconnect(4)) == [5, 6]
-    assert asyncio.run(reconnect(6)) == []
-    # a browser's Last-Event-ID from before a restart (ids start at 1 again): replay what is kept
-    assert asyncio.run(reconnect(57)) == [4, 5, 6]
+    assert asyncio.run(reconnect(ids[3])) == ids[4:]
+    assert asyncio.run(reconnect(ids[5])) == []
+    # a browser's Last-Event-ID from before a restart: ids go on from the last life's, so it replays
+    # what is kept; one beyond the newest (the clock stepped back meanwhile) replays it all too
+    assert asyncio.run(reconnect(first - 40)) == ids[3:] == asyncio.run(reconnect(ids[5] + 57))
+    assert EventBus().publish("start", ev)[0] > ids[5]  # the next life's ids come after these
 
 
 class Receiver(BaseHTTPRequestHandler):

@@ -84,7 +84,8 @@ def test_file_camera_event_reaches_sse_webhook_and_snapshot(tiny_checkpoint, tmp
         assert cv2.imdecode(np.frombuffer(snap.content, np.uint8), cv2.IMREAD_COLOR).shape[1] == 640
         assert [e["id"] for e in c.get("/v1/streams/clip/events").json()["events"]] == [end["id"]]
         replay = []
-        with c.stream("GET", "/v1/events", headers={"Last-Event-ID": "1"}) as r:
+        first = srv.app.state.streams.bus.log[0][0]  # the start message's id
+        with c.stream("GET", "/v1/events", headers={"Last-Event-ID": str(first)}) as r:
             for line in r.iter_lines():
                 if line.startswith("event: "):
                     replay.append(line[7:])
