@@ -85,17 +85,7 @@ async def stream_scores(
                                                      "only")] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 500,
 ) -> dict[str, Any]:
-    stream = manager.get(stream_id)
-    # seq counts from 1 in each life of the camera: one beyond it was handed out before a restart of the
-    # server or a re-registration of the camera, so the poller starts over from the oldest record kept
-    restarted = after is not None and after > stream.seq
-    scores, missed = stream.scores(0 if restarted else after, since, limit)
-    return {"stream": stream_id, "scores": scores,
-            "next_after": scores[-1]["seq"] if scores else (0 if restarted else after if after is not None
-                                                            else stream.seq),
-            "next_since": scores[-1]["capture_time"] if scores else since,
-            "missed": missed,  # recorded after `after` but no longer kept (stream_history): the poller fell behind
-            "restarted": restarted}
+    return {"stream": stream_id, **manager.get(stream_id).scores(after, since, limit)}
 
 
 @router.get("/v1/streams/{stream_id}/events", responses=ERRORS, summary="recent events of a camera")

@@ -78,7 +78,9 @@ class Stream:
         self.input_rate, self.scored_rate = RateMeter(), RateMeter()
         self.history: deque[dict[str, Any]] = deque(maxlen=s.stream_history)
         self.latest: dict[str, Any] | None = None  # the newest scored frame: preview and GET
-        self.seq = 0  # scores recorded so far: each record's "seq", for lossless polling and the preview
+        # each record's "seq" (lossless polling, the preview): one up from the camera's start time in ms,
+        # so seqs go on from one life of a camera (server restart, re-registration) to the next
+        self.seq_base = self.seq = time.time_ns() // 1_000_000
         self.preview_cache: tuple[dict[str, Any], str, bool, bytes] | None = None  # StreamManager.preview_jpeg
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
@@ -339,24 +341,26 @@ class Stream:
             job.future.cancel()
         self._publish(self.detector.interrupt("stream_removed"))
 
-    def scores(self, after: int | None, since: float | None, limit: int) -> tuple[list[dict[str, Any]], int]:
+    def scores(self, after: int | None, since: float | None, limit: int) -> dict[str, Any]:
         """The newest ``limit`` records; or, for a poller, the first ``limit`` recorded after record
         ``after`` (its seq) or captured after ``since`` (unix time), oldest first and final only (up
         to the first whose smoothed score and event still wait for their look-ahead), so paging loses
-        none and sees each record once, complete. Copies: the scoring thread fills records in later.
-        Also how many records after ``after`` are no longer kept (a poller ``stream_history`` behind)."""
+        none and sees each record once, complete; and how many after ``after`` are no longer kept
+        (``missed``: the poller is ``stream_history`` behind). An ``after`` outside this life of the
+        camera (0, or from before a restart) pages from its start. Copies: records are filled in later."""
         with self._lock:
+            if after is not None and not self.seq_base <= after <= self.seq:
+                after = self.seq_base
             oldest = self.history[0]["seq"] if self.history else self.seq + 1
-            missed = max(0, oldest - after - 1) if after is not None else 0
-            if after is None and since is None:
-                return [dict(r) for r in list(self.history)[-limit:]], 0
-            items: list[dict[str, Any]] = []
-            for r in self.history:
+            items = [dict(r) for r in list(self.history)[-limit:]] if after is None and since is None else []
+            for r in self.history if after is not None or since is not None else ():  # a poller's page
                 if (after is None or r["seq"] > after) and (since is None or r["capture_time"] > since):
                     if not r["final"] or len(items) == limit:
                         break
                     items.append(dict(r))
-            return items, missed
+            return {"scores": items, "missed": max(0, oldest - after - 1) if after is not None else 0,
+                    "next_after": items[-1]["seq"] if items else after if after is not None else self.seq,
+                    "next_since": items[-1]["capture_time"] if items else since}
 
     def quality(self) -> dict[str, Any]:
         st = self.reader.stats

@@ -342,21 +342,29 @@ def test_an_overloaded_camera_sheds_to_every_third_frame_with_the_same_raw_score
     assert 'aedmae_stream_frames_dropped_total{reason="shed",stream="busy"}' in metrics
 
 
-def test_a_poller_is_told_what_it_missed_and_starts_over_after_a_restart(tiny_checkpoint, tmp_path):
+def test_a_poller_is_told_what_it_missed_and_goes_on_across_a_restart(tiny_checkpoint, tmp_path):
     """Paging by seq is lossless only while the poller is within stream_history of the newest record:
-    beyond that the answer says how many it missed; a seq from before a restart (seq counts from 1 in
-    each life of a camera) would otherwise find nothing until the new life caught up with it."""
+    beyond that the answer says how many it missed. Seqs go on across lives of a camera (they start
+    at its start time in ms), so a poller's seq from before a restart or re-registration pages the new
+    life from its start, where seqs counting from 1 again found nothing until the new life caught up."""
     clip = write_video(tmp_path / "clip.mp4", scene_frames(30, 96, 128, seed=3))
     with live_server(model=tiny_checkpoint, stream_history=10) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.post("/v1/streams", json={"id": "clip", "url": str(clip)}).status_code == 201
         assert wait_for(lambda: camera(c, "clip")["state"] == "ended", 30), camera(c, "clip")
-        page = c.get("/v1/streams/clip/scores", params={"after": 5, "limit": 4}).json()
-        assert page["missed"] == 30 - 10 - 5 and not page["restarted"]  # records 6..20 are gone
-        assert [x["seq"] for x in page["scores"]] == [21, 22, 23, 24] and page["next_after"] == 24
+        base = c.get("/v1/streams/clip/scores", params={"limit": 1}).json()["scores"][0]["seq"] - 30
+        page = c.get("/v1/streams/clip/scores", params={"after": base + 5, "limit": 4}).json()
+        assert page["missed"] == 30 - 10 - 5  # records 6..20 are no longer kept
+        assert [x["seq"] - base for x in page["scores"]] == [21, 22, 23, 24] and page["next_after"] == base + 24
         assert all(x["final"] for x in page["scores"])  # the file ended: every record's smoothing is done
-        page = c.get("/v1/streams/clip/scores", params={"after": 24}).json()
-        assert page["missed"] == 0 and [x["seq"] for x in page["scores"]] == [25, 26, 27, 28, 29, 30]
-        page = c.get("/v1/streams/clip/scores", params={"after": 900, "limit": 2}).json()
-        assert page["restarted"] and page["missed"] == 20 and [x["seq"] for x in page["scores"]] == [21, 22]
-        page = c.get("/v1/streams/clip/scores", params={"after": 30}).json()
-        assert page["scores"] == [] and page["next_after"] == 30 and not page["restarted"]
+        page = c.get("/v1/streams/clip/scores", params={"after": base + 24}).json()
+        assert page["missed"] == 0 and [x["seq"] - base for x in page["scores"]] == [25, 26, 27, 28, 29, 30]
+        page = c.get("/v1/streams/clip/scores", params={"after": base + 30}).json()
+        assert page["scores"] == [] and page["next_after"] == base + 30
+        for before in (0, base - 777):  # from the start, or a seq from an earlier life: this life from its start
+            page = c.get("/v1/streams/clip/scores", params={"after": before, "limit": 2}).json()
+            assert page["missed"] == 20 and [x["seq"] - base for x in page["scores"]] == [21, 22]
+        assert c.delete("/v1/streams/clip").status_code == 204  # a new life of the camera: seqs go on
+        assert c.post("/v1/streams", json={"id": "clip", "url": str(clip)}).status_code == 201
+        assert wait_for(lambda: camera(c, "clip")["state"] == "ended", 30), camera(c, "clip")
+        page = c.get("/v1/streams/clip/scores", params={"after": base + 30, "limit": 1}).json()
+        assert page["scores"][0]["seq"] > base + 30 and page["missed"] == 20

@@ -5,6 +5,7 @@ import logging
 import os
 import subprocess
 import threading
+import time
 
 import cv2
 import httpx
@@ -52,7 +53,7 @@ def test_camera_scores_flow_with_metrics_and_no_credentials_anywhere(client, rts
     assert len(scores["scores"]) == 5
     newer = client.get("/v1/streams/gate/scores", params={"since": scores["next_since"]}).json()["scores"]
     assert all(x["capture_time"] > scores["next_since"] for x in newer)
-    seqs, after = [], 0  # a poller paging by seq from the first record, 3 at a time: none lost
+    seqs, after = [], 0  # a poller paging by seq from the first record (after=0), 3 at a time: none lost
     for _ in range(8):
         page = client.get("/v1/streams/gate/scores", params={"after": after, "limit": 3}).json()
         seqs += [x["seq"] for x in page["scores"]]
@@ -60,7 +61,8 @@ def test_camera_scores_flow_with_metrics_and_no_credentials_anywhere(client, rts
         assert all(x["final"] and (x["smoothed"] is not None or not x["valid"]) for x in page["scores"]), page
         after = page["next_after"]
     # 20 were scored before the first page, all but the newest smoothing_delay_frames final by then
-    assert len(seqs) >= 20 - s["smoothing_delay_frames"] and seqs == list(range(1, len(seqs) + 1)), seqs
+    assert len(seqs) >= 20 - s["smoothing_delay_frames"] and seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+    assert abs(seqs[0] - time.time() * 1000) < 120_000  # seqs count on from the camera's start time in ms
     assert metric(client, "aedmae_stream_up", stream="gate") == 1
     assert metric(client, "aedmae_stream_frames_total", stream="gate", stage="scored") >= 20
     assert metric(client, "aedmae_frame_age_seconds_count", stream="gate") >= 20
