@@ -1,12 +1,14 @@
 """Small per-camera helpers: frame-rate sampling, rate meters, the picture-validity check that keeps
-frozen or covered cameras from raising events (the scene-cut check is model.cuts), and when a camera
-sheds load."""
+frozen or covered cameras from raising events (the scene-cut check is model.cuts), when a camera
+sheds load, and the pages of its recent scores that pollers read."""
 
 from __future__ import annotations
 
 import random
 import time
 from collections import deque
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -133,3 +135,27 @@ class Shedding:
             self.stride, self._since = 1, now
             return 1
         return None
+
+
+def page(history: Sequence[dict[str, Any]], seqs: tuple[int, int], after: int | None, since: float | None,
+         limit: int) -> dict[str, Any]:
+    """A camera's recent score records (``history``, oldest first; ``seqs``: the camera's first and
+    newest seq, this life) as ``GET /v1/streams/{id}/scores`` answers: the newest ``limit``; or, for a
+    poller, the first ``limit`` recorded after record ``after`` (its seq) or captured after ``since``
+    (unix time), oldest first and final only (up to the first whose smoothed score and event still wait
+    for their look-ahead), so paging loses none and sees each record once, complete; with how many
+    after ``after`` are no longer kept (``missed``: the poller is ``stream_history`` behind). An
+    ``after`` outside this life of the camera (0, or from before a restart) pages from its start."""
+    first, newest = seqs
+    if after is not None and not first <= after <= newest:
+        after = first
+    oldest = history[0]["seq"] if history else newest + 1
+    items = [dict(r) for r in list(history)[-limit:]] if after is None and since is None else []
+    for r in history if after is not None or since is not None else ():  # a poller's page
+        if (after is None or r["seq"] > after) and (since is None or r["capture_time"] > since):
+            if not r["final"] or len(items) == limit:
+                break
+            items.append(dict(r))
+    return {"scores": items, "missed": max(0, oldest - after - 1) if after is not None else 0,
+            "next_after": items[-1]["seq"] if items else after if after is not None else newest,
+            "next_since": items[-1]["capture_time"] if items else since}

@@ -40,7 +40,7 @@ from service.camera import CameraReader, redact
 from service.errors import DeadlineExceeded, Overloaded, ServiceError
 from service.events import EventDetector
 from service.settings import StreamSpec
-from service.stream_parts import RateMeter, Sampler, Shedding, Validity
+from service.stream_parts import RateMeter, Sampler, Shedding, Validity, page
 
 log = logging.getLogger(__name__)
 DROP_REASONS = ("superseded", "stale", "queue_full", "error", "not_ready", "shed")
@@ -342,25 +342,9 @@ class Stream:
         self._publish(self.detector.interrupt("stream_removed"))
 
     def scores(self, after: int | None, since: float | None, limit: int) -> dict[str, Any]:
-        """The newest ``limit`` records; or, for a poller, the first ``limit`` recorded after record
-        ``after`` (its seq) or captured after ``since`` (unix time), oldest first and final only (up
-        to the first whose smoothed score and event still wait for their look-ahead), so paging loses
-        none and sees each record once, complete; and how many after ``after`` are no longer kept
-        (``missed``: the poller is ``stream_history`` behind). An ``after`` outside this life of the
-        camera (0, or from before a restart) pages from its start. Copies: records are filled in later."""
+        """stream_parts.page over this camera's records (copies: records are filled in later)."""
         with self._lock:
-            if after is not None and not self.seq_base <= after <= self.seq:
-                after = self.seq_base
-            oldest = self.history[0]["seq"] if self.history else self.seq + 1
-            items = [dict(r) for r in list(self.history)[-limit:]] if after is None and since is None else []
-            for r in self.history if after is not None or since is not None else ():  # a poller's page
-                if (after is None or r["seq"] > after) and (since is None or r["capture_time"] > since):
-                    if not r["final"] or len(items) == limit:
-                        break
-                    items.append(dict(r))
-            return {"scores": items, "missed": max(0, oldest - after - 1) if after is not None else 0,
-                    "next_after": items[-1]["seq"] if items else after if after is not None else self.seq,
-                    "next_since": items[-1]["capture_time"] if items else since}
+            return page(self.history, (self.seq_base, self.seq), after, since, limit)
 
     def quality(self) -> dict[str, Any]:
         st = self.reader.stats

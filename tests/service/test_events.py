@@ -18,7 +18,7 @@ from model.cuts import CutDetector, picture_change
 from model.frames import to_model_frame
 from service.events import Event, EventBus, EventDetector, WebhookSender
 from service.settings import EventSettings, StreamSpec
-from service.stream_parts import RateMeter, Sampler, Shedding, Validity
+from service.stream_parts import RateMeter, Sampler, Shedding, Validity, page
 from tests.conftest import require_shared, scene_frames, wait_for
 
 
@@ -263,3 +263,24 @@ def test_shedding_enters_on_pressure_leaves_after_its_hold_and_holds_longer_when
     off = Shedding(False)
     off.pressure(1.0)
     assert off.decide(1.0) is None
+
+
+def test_score_pages_stop_at_the_first_record_still_waiting_and_count_what_is_gone():
+    # seqs 1001-1010 of a life that began at 1000; 1001-1004 no longer kept; 1009 still waits for smoothing
+    history = [{"seq": q, "capture_time": 50.0 + q - 1000, "final": q != 1009} for q in range(1005, 1011)]
+    seqs = (1000, 1010)
+    got = page(history, seqs, 1006, None, 500)
+    assert [r["seq"] for r in got["scores"]] == [1007, 1008] and got["next_after"] == 1008 and got["missed"] == 0
+    got = page(history, seqs, 1001, None, 2)
+    assert [r["seq"] for r in got["scores"]] == [1005, 1006] and got["missed"] == 3  # 1002-1004 are gone
+    for outside in (0, 999, 1011):  # from the start, another life's seq, a clock stepped back
+        assert page(history, seqs, outside, None, 1)["missed"] == 4
+    got = page(history, seqs, 1008, None, 500)
+    assert got["scores"] == [] and got["next_after"] == 1008  # nothing final yet: ask again from there
+    got = page(history, seqs, None, 55.5, 500)
+    assert [r["seq"] for r in got["scores"]] == [1006, 1007, 1008] and got["next_since"] == 58.0
+    got = page(history, seqs, None, None, 2)  # no cursor: the newest, final or not
+    assert [r["seq"] for r in got["scores"]] == [1009, 1010] and got["next_after"] == 1010
+    got["scores"][0]["final"] = True
+    assert history[4]["final"] is False  # copies: the scoring thread fills the kept records in later
+
