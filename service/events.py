@@ -22,7 +22,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,10 +125,14 @@ class EventDetector:
 
 class EventBus:
     """Keeps recent events and hands each start/end to every SSE subscriber (asyncio queues fed from
-    worker threads). A subscriber that does not keep up loses messages, never the server's memory."""
+    worker threads). A subscriber that does not keep up loses messages, never the server's memory.
+    The ``keep`` recent events (each with its snapshot) are shared fairly: when full, the camera with the
+    most events loses its oldest, so a camera that raises events all night cannot push out the one
+    event a quiet camera had."""
 
     def __init__(self, keep: int = 500, subscriber_queue: int = 256) -> None:
-        self.recent: deque[Event] = deque(maxlen=keep)
+        self.keep = keep
+        self.recent: list[Event] = []  # oldest first
         self.log: deque[tuple[int, str, dict[str, Any]]] = deque(maxlen=keep)  # (seq, kind, event) for replay
         # ids go on from one life of the server to the next (they start at its start time in ms; events
         # are far rarer than 1,000 a second), so a browser's Last-Event-ID from before a restart replays
@@ -141,13 +145,24 @@ class EventBus:
     def publish(self, kind: str, event: Event) -> tuple[int, str, dict[str, Any]]:
         with self._lock:
             if kind == "start":
-                self.recent.append(event)
+                self._keep(event)
             message = (next(self._seq), kind, event.to_dict())
             self.log.append(message)
             subscribers = list(self._subscribers)
         for loop, q in subscribers:
             loop.call_soon_threadsafe(_offer, q, message)
         return message
+
+    def _keep(self, event: Event) -> None:
+        self.recent.append(event)
+        if len(self.recent) > self.keep:
+            counts = Counter(e.stream for e in self.recent)
+            busiest = max(counts, key=lambda s: (counts[s], s == event.stream))  # ties: the newcomer's camera
+            self.recent.remove(next(e for e in self.recent if e.stream == busiest))
+
+    def events_of(self, stream: str) -> list[Event]:
+        with self._lock:
+            return [e for e in self.recent if e.stream == stream]
 
     def find(self, event_id: str) -> Event | None:
         with self._lock:

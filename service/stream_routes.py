@@ -91,7 +91,7 @@ async def stream_scores(
 @router.get("/v1/streams/{stream_id}/events", responses=ERRORS, summary="recent events of a camera")
 async def stream_events(stream_id: StreamId, manager: Manager) -> dict[str, Any]:
     manager.get(stream_id)
-    return {"stream": stream_id, "events": [e.to_dict() for e in list(manager.bus.recent) if e.stream == stream_id]}
+    return {"stream": stream_id, "events": [e.to_dict() for e in manager.bus.events_of(stream_id)]}
 
 
 @router.get("/v1/events", summary="anomaly events as Server-Sent Events (event: start | end)",

@@ -284,3 +284,18 @@ def test_score_pages_stop_at_the_first_record_still_waiting_and_count_what_is_go
     got["scores"][0]["final"] = True
     assert history[4]["final"] is False  # copies: the scoring thread fills the kept records in later
 
+
+
+def test_a_busy_camera_cannot_push_out_a_quiet_cameras_events():
+    bus = EventBus(keep=4)
+    quiet = Event("q1", "quiet", 1.0, 0, 0.9, 0)
+    bus.publish("start", quiet)
+    busy = [Event(f"b{i}", "busy", 2.0 + i, i, 0.9, i) for i in range(10)]
+    for ev in busy:
+        bus.publish("start", ev)
+        bus.publish("end", ev)
+    assert bus.events_of("quiet") == [quiet] and bus.find("q1") is quiet  # kept with its snapshot
+    assert bus.events_of("busy") == busy[-3:] and bus.find("b0") is None  # the busy camera lost its oldest
+    other = Event("o1", "other", 20.0, 0, 0.9, 0)
+    bus.publish("start", other)
+    assert [e.id for e in bus.recent] == ["q1", "b8", "b9", "o1"] and len(bus.recent) == bus.keep
