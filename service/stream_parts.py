@@ -150,12 +150,15 @@ def page(history: Sequence[dict[str, Any]], seqs: tuple[int, int], after: int | 
     if after is not None and not first <= after <= newest:
         after = first
     oldest = history[0]["seq"] if history else newest + 1
-    items = [dict(r) for r in list(history)[-limit:]] if after is None and since is None else []
-    for r in history if after is not None or since is not None else ():  # a poller's page
-        if (after is None or r["seq"] > after) and (since is None or r["capture_time"] > since):
-            if not r["final"] or len(items) == limit:
-                break
-            items.append(dict(r))
+    if after is None and since is None:  # no cursor: the newest, final or not
+        items = [dict(r) for r in list(history)[-limit:]]
+    else:  # a poller's page
+        items = []
+        for r in history:
+            if (after is None or r["seq"] > after) and (since is None or r["capture_time"] > since):
+                if not r["final"] or len(items) == limit:
+                    break
+                items.append(dict(r))
     return {"scores": items, "missed": max(0, oldest - after - 1) if after is not None else 0,
             "next_after": items[-1]["seq"] if items else after if after is not None else newest,
             "next_since": items[-1]["capture_time"] if items else since}
