@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import itertools
 import json
 import logging
-import queue
 import threading
 import time
 import urllib.parse
@@ -209,30 +207,47 @@ def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
 
 class WebhookSender:
     """POSTs each event message as JSON to one URL from a background thread, with a timeout and
-    retries (exponential backoff). A full backlog drops the newest message; outcomes are counted.
-    A user and password in the URL are sent as HTTP Basic auth (urllib would take them for the host)."""
+    retries (exponential backoff). A full backlog drops its oldest message, as the SSE queues do: a
+    receiver back from an outage hears about what is happening now, not about the first hour of it.
+    Outcomes are counted. A user and password in the URL are sent as HTTP Basic auth (urllib would
+    take them for the host)."""
 
     def __init__(self, url: str, timeout_s: float, retries: int, on_outcome: Any, backlog: int = 1000) -> None:
         self.url, self.headers = _split_credentials(url)
         self.timeout_s, self.retries = timeout_s, retries
         self.on_outcome = on_outcome  # called with "delivered" | "failed" | "dropped"
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(backlog)
+        self._backlog: deque[dict[str, Any]] = deque()
+        self._capacity = backlog
+        self._ready = threading.Condition()
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name="aedmae-webhook", daemon=True)
         self._thread.start()
 
     def send(self, kind: str, event: dict[str, Any]) -> None:
-        try:
-            self._queue.put_nowait({"type": kind, "event": event})
-        except queue.Full:
+        with self._ready:
+            full = len(self._backlog) >= self._capacity
+            if full:
+                self._backlog.popleft()
+            self._backlog.append({"type": kind, "event": event})
+            self._ready.notify()
+        if full:
             self.on_outcome("dropped")
 
     def close(self, timeout_s: float = 5.0) -> None:
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=timeout_s)
+        """Delivers what is queued (within ``timeout_s``), then stops the thread."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify()
         self._thread.join(timeout_s)
 
+    def _next(self) -> dict[str, Any] | None:
+        with self._ready:
+            while not self._backlog and not self._closing:
+                self._ready.wait()
+            return self._backlog.popleft() if self._backlog else None
+
     def _run(self) -> None:
-        while (message := self._queue.get()) is not None:
+        while (message := self._next()) is not None:
             body = json.dumps(message).encode()
             for attempt in range(self.retries + 1):
                 try:

@@ -246,6 +246,42 @@ def test_webhook_retries_then_delivers_and_gives_up_on_a_dead_url():
     dead.close()
 
 
+class SlowReceiver(BaseHTTPRequestHandler):
+    """Holds every request until `release` is set, as a receiver in trouble does."""
+    release = threading.Event()
+    ids: ClassVar[list] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).ids.append(body["event"]["id"])
+        type(self).release.wait(10)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_full_webhook_backlog_drops_its_oldest_messages():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), SlowReceiver)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    outcomes = []
+    sender = WebhookSender(f"http://127.0.0.1:{httpd.server_port}/hook", 10.0, 0, outcomes.append, backlog=3)
+    try:
+        sender.send("start", {"id": "e0"})
+        assert wait_for(lambda: SlowReceiver.ids == ["e0"], 10)  # in flight, held by the receiver
+        for i in range(1, 6):
+            sender.send("start", {"id": f"e{i}"})
+        assert outcomes == ["dropped", "dropped"]  # e1 and e2 went, as soon as e4 and e5 came
+        SlowReceiver.release.set()
+        assert wait_for(lambda: outcomes.count("delivered") == 4, 10), outcomes
+        assert SlowReceiver.ids == ["e0", "e3", "e4", "e5"]
+    finally:
+        SlowReceiver.release.set()
+        sender.close()
+        httpd.shutdown()
+
+
 def test_shedding_enters_on_pressure_leaves_after_its_hold_and_holds_longer_when_back_soon():
     s = Shedding(True, hold_s=10.0, max_hold_s=30.0, rng=random.Random(0))
     assert s.decide(0.0) is None  # no frame superseded yet
