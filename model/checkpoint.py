@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import model as model_pkg
+from model import durable
 from model.config import ModelConfig, TrainConfig, from_dict, to_dict
 from model.errors import CheckpointError, ConfigError
 
@@ -77,7 +78,7 @@ def resolve(path: str | Path) -> Path:
 def save(
     net: AEDMAE, out_dir: str | Path, train_cfg: TrainConfig | None = None, **meta: Any
 ) -> Path:
-    """Write weights and metadata atomically; returns the folder."""
+    """Write weights and metadata, each atomically and durably (model/durable.py); returns the folder."""
     from safetensors.torch import save_file
 
     folder = Path(out_dir)
@@ -95,8 +96,7 @@ def save(
     tmp_w, tmp_m = folder / (WEIGHTS + ".tmp"), folder / (META + ".tmp")
     save_file(state, str(tmp_w), metadata={"format": FORMAT, "save_id": record["save_id"]})
     tmp_m.write_text(json.dumps(record, indent=2) + "\n")
-    tmp_w.replace(folder / WEIGHTS)
-    tmp_m.replace(folder / META)
+    durable.replace((tmp_w, folder / WEIGHTS), (tmp_m, folder / META))
     return folder
 
 

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from model import checkpoint
+from model import checkpoint, durable
 from model.config import ModelConfig, TrainConfig, from_dict, to_dict
 from model.cpu import native_cpu_bf16
 from model.dataset import Segment, TrainingClips, load_segments
@@ -156,7 +156,7 @@ class Trainer:
         }
         tmp = self.out / (STATE + ".tmp")
         torch.save(state, tmp)
-        tmp.replace(self.out / STATE)
+        durable.replace((tmp, self.out / STATE))
 
     def _load_state(self) -> dict[str, Any] | None:
         path = self.out / STATE

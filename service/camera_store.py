@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from model import durable
 from model.errors import ConfigError
 from service.settings import StreamSpec, problems
 
@@ -62,14 +63,7 @@ class CameraStore:
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            durable.replace((tmp, self.path))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        folder = os.open(self.path.parent, os.O_RDONLY)
-        try:  # the rename itself survives a power cut only once the folder is synced
-            os.fsync(folder)
-        finally:
-            os.close(folder)

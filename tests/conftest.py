@@ -56,6 +56,38 @@ def camera(client, sid: str) -> dict:
     return client.get(f"/v1/streams/{sid}").json()
 
 
+def record_disk_ops(monkeypatch) -> list[tuple[str, str]]:
+    """Records every fsync (("sync", path)) and rename (("replace", target)) the code under test makes,
+    still doing them, for `assert_durable`."""
+    import os
+
+    ops: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        ops.append(("sync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        ops.append(("sync?", str(Path(src).resolve())))  # where src's sync has to be found before it
+        ops.append(("replace", str(Path(dst).resolve())))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return ops
+
+
+def assert_durable(ops: list[tuple[str, str]], target: Path) -> None:
+    """`target` was last written as model/durable.py promises: its new content synced before the
+    rename over it, its folder synced after."""
+    target = target.resolve()
+    at = max(i for i, op in enumerate(ops) if op == ("replace", str(target)))
+    src = ops[at - 1][1]
+    assert ("sync", src) in ops[:at - 1], f"{target.name}: renamed into place without syncing {src}"
+    assert ("sync", str(target.parent)) in ops[at + 1:], f"{target.name}: its folder was not synced after"
+
+
 def npy_body(frames: np.ndarray) -> bytes:
     """An application/x-npy request body."""
     buf = io.BytesIO()

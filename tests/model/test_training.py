@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import logging
+import os
 import re
 
 import pytest
@@ -13,6 +14,7 @@ from model.errors import CheckpointError, ConfigError
 from model.network import AEDMAE
 from model.scoring import score_frames
 from model.training import Trainer
+from tests.conftest import assert_durable, record_disk_ops
 
 
 def _cfgs(tiny, **train):
@@ -47,6 +49,16 @@ def test_short_run_lowers_both_losses_and_round_trips(footage, tmp_path, tiny):
         assert torch.equal(score_frames(net, frames).score, score_frames(again, frames).score)
     bn = dict(net.named_buffers())["blocks.0.attn.conv_q.bn.running_mean"]
     assert bn.abs().sum() > 0, "BatchNorm running statistics are saved"
+
+
+def test_a_run_publishes_its_state_and_checkpoint_durably(footage, tmp_path, tiny, monkeypatch):
+    """A power cut after a rename must not leave an empty file where the state or the weights were."""
+    ops = record_disk_ops(monkeypatch)
+    model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=1, epochs_student=1, max_steps_per_epoch=2)
+    Trainer([str(footage)], tmp_path / "run", model_cfg, train_cfg, cache_dir=tmp_path / "cache",
+            progress=False).run()
+    for name in ("train_state.pt", "model.safetensors", "model.json"):
+        assert_durable(ops, tmp_path / "run" / name)
 
 
 def test_student_stage_freezes_backbone(footage, tmp_path, tiny):
@@ -177,15 +189,15 @@ def test_weights_and_metadata_of_different_saves_are_refused(tmp_path, tiny, mon
     (another config, other token statistics): reading it must fail, not score silently wrong."""
     first = checkpoint.save(AEDMAE(tiny[0]), tmp_path / "run")
     old_meta = (first / "model.json").read_text()
-    real_replace, calls = type(first).replace, []
+    real_replace, calls = os.replace, []
 
-    def crash_on_metadata(self, target):
+    def crash_on_metadata(src, target):
         calls.append(target)
         if str(target).endswith("model.json"):
             raise KeyboardInterrupt("killed between the renames")
-        return real_replace(self, target)
+        return real_replace(src, target)
 
-    monkeypatch.setattr(type(first), "replace", crash_on_metadata)
+    monkeypatch.setattr(os, "replace", crash_on_metadata)
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save(AEDMAE(tiny[0]), tmp_path / "run")
     monkeypatch.undo()

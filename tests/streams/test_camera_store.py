@@ -14,7 +14,7 @@ import pytest
 from model.errors import ConfigError
 from service.camera_store import CameraStore
 from service.settings import Settings, StreamSpec
-from tests.conftest import scene_frames, write_video
+from tests.conftest import assert_durable, record_disk_ops, scene_frames, write_video
 from tests.service.conftest import live_server
 
 
@@ -22,11 +22,13 @@ def spec(sid: str, url: str = "rtsp://user:pw@127.0.0.1:9/live", **kw: object) -
     return StreamSpec(id=sid, url=url, **kw)  # type: ignore[arg-type]
 
 
-def test_store_round_trip_keeps_order_and_fields_and_is_private(tmp_path):
+def test_store_round_trip_keeps_order_and_fields_and_is_private(tmp_path, monkeypatch):
     store = CameraStore(tmp_path / "cameras.json")
     assert store.load() == []  # no file yet: nothing stored
     cams = [spec("b", fps=5, events={"enter": 0.8, "exit": 0.6}), spec("a", str(tmp_path / "clip.mp4"), realtime=True)]
+    ops = record_disk_ops(monkeypatch)
     store.save(cams)
+    assert_durable(ops, tmp_path / "cameras.json")
     assert store.load() == cams
     assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600  # URLs may carry credentials
     store.save(cams[1:])
