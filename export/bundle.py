@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from model import durable
 from model.checkpoint import META, digest, is_checkpoint, sha256
 from model.errors import AedmaeError, CheckpointError
 
@@ -65,7 +66,8 @@ class ExportError(AedmaeError):
 def write_beside(out: Path, write: Callable[[Path], T]) -> T:
     """``write(draft)`` writes a model file and its sidecar at ``draft``, in a fresh folder beside
     ``out``, and checks them; only when it returns are both moved to ``out`` (the same file system, so
-    each move is atomic). An exception leaves any earlier export at ``out`` as it was, and no draft."""
+    each move is atomic; synced as model/durable.py does). An exception leaves any earlier export at
+    ``out`` as it was, and no draft."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".aedmae-export-", dir=out.parent))
@@ -74,8 +76,7 @@ def write_beside(out: Path, write: Callable[[Path], T]) -> T:
     try:
         draft = work / out.name
         result = write(draft)
-        draft.replace(out)
-        sidecar_path(draft).replace(sidecar_path(out))
+        durable.replace((draft, out), (sidecar_path(draft), sidecar_path(out)))
         return result
     except OSError as e:
         raise ExportError(f"{out}: cannot write there ({e.strerror or e})") from None

@@ -11,7 +11,7 @@ from export.onnx_export import DeployedGraph, ExportError, export_onnx, run_onnx
 from model import checkpoint
 from model.errors import AedmaeError, CheckpointError
 from model.evaluation import scorer_from_meta
-from tests.conftest import frames_batch
+from tests.conftest import assert_durable, frames_batch, record_disk_ops
 
 
 def test_parity_with_pytorch_and_sidecar(tiny_checkpoint, tiny_onnx):
@@ -193,7 +193,7 @@ def test_a_failed_export_keeps_the_previous_one_and_an_unwritable_target_is_a_cl
         export_onnx(tiny_checkpoint, blocker / "model.onnx")
 
 
-def test_write_beside_moves_a_checked_export_in_and_leaves_the_old_one_after_a_failure(tmp_path):
+def test_write_beside_moves_a_checked_export_in_and_leaves_the_old_one_after_a_failure(tmp_path, monkeypatch):
     """The one way both exports (ONNX, and the TensorRT engine with its parity check, which needs a GPU
     to run) replace a model file: drafted and checked in a folder beside it, moved in only on success."""
     from export.bundle import ExportError, sidecar_path, write_beside
@@ -216,4 +216,7 @@ def test_write_beside_moves_a_checked_export_in_and_leaves_the_old_one_after_a_f
         write_beside(out, draft("v2", fail=True))
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.engine", "model.engine.json"]
     assert out.read_text() == "v1" and sidecar_path(out).read_text() == "v1 sidecar"
+    ops = record_disk_ops(monkeypatch)
     assert write_beside(out, draft("v3")) == "v3" and out.read_text() == "v3"
+    assert_durable(ops, out)
+    assert_durable(ops, sidecar_path(out))
