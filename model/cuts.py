@@ -5,6 +5,8 @@ cameras, HTTP clips and `aedmae score` end the clip at a cut instead (numpy and 
 
 from __future__ import annotations
 
+import copy
+
 import cv2
 import numpy as np
 
@@ -124,6 +126,13 @@ class CutWindow:
     @property
     def pending(self) -> int:
         return self.window.pending
+
+    def copy(self) -> CutWindow:
+        """An independent copy, to go back to: a request that fails leaves its stream as it was."""
+        other = copy.copy(self)
+        other.window, other.detector = self.window.copy(), copy.copy(self.detector)
+        other.cut_frames = [*self.cut_frames]
+        return other
 
     def push(self, frame: np.ndarray) -> list[tuple[int, np.ndarray]]:
         return self.push_many(frame[None])

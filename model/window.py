@@ -7,6 +7,7 @@ therefore scores frame t only when frame t+3 has arrived: a look-ahead of 3 fram
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 
 import numpy as np
@@ -69,6 +70,12 @@ class FrameWindow:
         """Copy the buffered frames that are views into a larger array (the frames of one request), so
         that a window kept between requests holds its few frames alive, not every request they came in."""
         self._frames = deque((f.copy() if f.base is not None else f for f in self._frames), maxlen=self._frames.maxlen)
+
+    def copy(self) -> FrameWindow:
+        """An independent copy, to go back to (the frames are shared: nothing writes into them)."""
+        other = copy.copy(self)
+        other._frames = deque(self._frames, maxlen=self._frames.maxlen)
+        return other
 
     def push(self, frame: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """Add the next frame; returns [(t, (3, H, W, C) input)] for frames now ready."""

@@ -254,8 +254,9 @@ def _frame_score(r: FrameResult, heatmap: str, scale: float, top_k: int, cut: bo
                       cut=cut, heatmap=hm, boxes=boxes)
 
 
-@router.post("/v1/score", response_model=ScoreResponse, responses=ERRORS, openapi_extra=SCORE_BODY,
-             dependencies=[Depends(require_api_key)], summary="score consecutive frames of one camera")
+@router.post("/v1/score", response_model=ScoreResponse, responses=ERRORS | error_responses(409),
+             openapi_extra=SCORE_BODY, dependencies=[Depends(require_api_key)],
+             summary="score consecutive frames of one camera")
 async def score(
     request: Request,
     runtime: Runtime,
@@ -268,12 +269,12 @@ async def score(
     """Frames t-3 and t+3 come from the same request (edges clamped; a scene cut ends the clip as its
     edge would). With ``stream_id`` the context carries over between requests: frame t is returned
     once frame t+3 has arrived, and ``flush=true`` ends the clip; chunked requests then give exactly
-    the scores of one request."""
+    the scores of one request. A chunk that fails (429, 500, 503, 504) leaves the context as it was:
+    send it again."""
     if flush and stream_id is None:
         raise BadRequest("flush=true needs a stream_id")
     frames = await _frames_from_request(request, runtime)
-    inputs, pending, context, cuts = runtime.windows(frames, stream_id, flush)
-    results = await _while_connected(request, runtime.score(inputs)) if inputs else []
+    results, pending, context, cuts = await _while_connected(request, runtime.score_clip(frames, stream_id, flush))
     scale = runtime.heatmap_scale
     calibrated = [float(r.outputs["calibrated"]) for r in results]
     for c in calibrated:

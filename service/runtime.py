@@ -106,28 +106,30 @@ class ScoringRuntime:
         self.ready = False
         self.metrics.model_ready.set(0)
 
-    def windows(self, frames: np.ndarray, stream_id: str | None,
-                flush: bool) -> tuple[list[tuple[int, np.ndarray]], int, StreamContext | None, set[int]]:
-        """(index, model input) pairs ready for scoring, how many frames still wait, the stream's
-        context, and which of the ready frames begin a clip after a scene cut: a whole clip with
-        clamped edges (no context), or, with a stream_id, the frames whose look-ahead has arrived (all
-        of them when ``flush``, which also ends the stream's context). A scene cut (model.cuts) ends a
-        clip inside a request or a stream as its end would."""
+    async def score_clip(self, frames: np.ndarray, stream_id: str | None,
+                         flush: bool) -> tuple[list[FrameResult], int, StreamContext | None, set[int]]:
+        """Score a request's frames: the results of the frames that became ready, how many frames still
+        wait, the stream's context, and which of the ready frames begin a clip after a scene cut. A
+        whole clip with clamped edges (no ``stream_id``), or, with one, the frames whose look-ahead has
+        arrived (all of them when ``flush``, which also ends the stream's context). A scene cut
+        (model.cuts) ends a clip inside a request or a stream as its end would. A stream's request that
+        fails leaves its context as it was (service.contexts), so the client can send it again."""
         if stream_id is None:
             window = CutWindow(self.settings.scene_cut_change)
             ready = window.push_many(frames) + window.flush()
-            return ready, 0, None, set(window.cut_frames)
+            return (await self.score(ready) if ready else []), 0, None, set(window.cut_frames)
         context = self.contexts.get(stream_id)
-        with context.lock:
-            w = context.window
-            ready = w.push_many(frames)
-            if flush:
-                ready += w.flush()
-            pending = w.pending
-            cuts = w.take_cuts({t for t, _ in ready})
+        ready, pending, cuts, undo = context.push(frames, flush)
+        try:
+            results = await self.score(ready) if ready else []
+        except BaseException:
+            if not undo():
+                log.warning("stream_id %s: a failed request's frames cannot be put back (a later request of "
+                            "the stream was taken meanwhile); its context answers 409 until deleted", stream_id)
+            raise
         if flush:
             self.contexts.drop(stream_id)
-        return ready, pending, context, cuts
+        return results, pending, context, cuts
 
     async def score(self, inputs: list[tuple[int, np.ndarray]], source: str = "http") -> list[FrameResult]:
         """Queue the inputs as one all-or-nothing group and await their results."""

@@ -105,6 +105,36 @@ def test_chunked_stream_equals_one_request(server):
     assert httpx.delete(server.url + "/v1/score/streams/cam-7").status_code == 404  # flushed contexts end
 
 
+def test_a_failed_chunk_sent_again_scores_as_if_it_never_failed(server):
+    """A stream_id request that fails after its frames entered the context (here a failed batch; a 429,
+    a deadline or a client hanging up go the same way) leaves the context as it was: the client sends the
+    same chunk again, the flush included, and gets the scores of one request."""
+    npy_headers = {"content-type": "application/x-npy"}
+    whole = httpx.post(server.url + "/v1/score", content=npy(CLIP), headers=npy_headers).json()["frames"]
+    backend = server.runtime.backends[0]
+    original = backend.infer
+
+    def fail_once(frames):
+        backend.infer = original
+        raise RuntimeError("injected fault")
+
+    got = {}
+    try:
+        for chunk, query in ((CLIP[0:5], ""), (CLIP[5:11], ""), (CLIP[11:14], "&flush=true")):
+            backend.infer = fail_once
+            url = server.url + f"/v1/score?stream_id=cam-retry{query}"
+            r = httpx.post(url, content=npy(chunk), headers=npy_headers)
+            assert r.status_code == 500 and r.json()["error"] == "inference_failed"
+            r = httpx.post(url, content=npy(chunk), headers=npy_headers)
+            assert r.status_code == 200, r.text
+            got.update({f["index"]: f["score"] for f in r.json()["frames"]})
+    finally:
+        backend.infer = original
+    assert sorted(got) == list(range(len(CLIP)))
+    assert [got[i] for i in range(len(CLIP))] == pytest.approx([f["score"] for f in whole], rel=1e-6)
+    assert r.json()["scene"]["frames"] == len(CLIP)  # failed attempts are not counted
+
+
 def test_scene_cut_in_a_request_or_a_stream_ends_the_clip_there(server):
     """Two scenes spliced (another camera's frames from index 10): in one request, and in chunks with a
     stream_id, each side scores as its own clip, and the first frame after the cut says so."""

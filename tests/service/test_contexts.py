@@ -1,11 +1,14 @@
-"""stream_id contexts: expiry after the TTL and the LRU bound."""
+"""stream_id contexts: expiry after the TTL, the LRU bound, and putting back a failed request's frames."""
 
 import time
 
 import numpy as np
+import pytest
 
 from model.calibration import SCENE_CHECK_FRAMES, scene_check
 from service.contexts import StreamContexts
+from service.errors import Conflict
+from tests.conftest import scene_frames
 
 
 def test_contexts_expire_and_stay_bounded():
@@ -28,3 +31,26 @@ def test_context_tally_is_the_scene_check_over_the_streams_frames():
         seen = context.tally([1.0] * 10)
     assert seen == scene_check(np.ones(SCENE_CHECK_FRAMES)) and seen["warning"]
     assert context.tally([0.1, 0.2]) == scene_check(np.r_[np.ones(SCENE_CHECK_FRAMES), 0.1, 0.2])
+
+
+def _indices(ready):
+    return [t for t, _ in ready]
+
+
+def test_a_failed_request_is_undone_unless_a_later_one_was_taken():
+    clip = scene_frames(12, seed=3)
+    context = StreamContexts(ttl_s=60, capacity=4).get("cam")
+    assert _indices(context.push(clip[:5], flush=False)[0]) == [0, 1]
+    ready, pending, _, undo = context.push(clip[5:9], flush=False)
+    assert _indices(ready) == [2, 3, 4, 5] and pending == 3
+    assert undo()  # nothing came after it: back to 5 frames seen, 3 of them waiting
+    assert context.window.seen == 5 and context.window.pending == 3
+    again, _, _, _ = context.push(clip[5:9], flush=False)
+    assert _indices(again) == [2, 3, 4, 5]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(again, ready, strict=True))
+    # two requests of one stream in flight: the first fails after the second was taken
+    _, _, _, undo_first = context.push(clip[9:10], flush=False)
+    context.push(clip[10:12], flush=False)
+    assert not undo_first()
+    with pytest.raises(Conflict, match="DELETE /v1/score/streams/cam"):
+        context.push(clip[9:10], flush=False)
