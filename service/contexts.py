@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,6 +24,18 @@ from model.cuts import MAX_CHANGE, CutWindow
 from service.errors import Conflict
 
 Ready = list[tuple[int, np.ndarray]]  # (frame index in the stream, model input)
+
+
+class OffsetMismatch(Conflict):
+    code = "offset_mismatch"
+
+
+class Pushed(NamedTuple):
+    ready: Ready  # inputs now ready for scoring
+    pending: int  # frames waiting for their look-ahead
+    cuts: set[int]  # the ready frames that begin a clip after a scene cut
+    seen: int  # frames of the stream so far: the offset of its next chunk
+    undo: Callable[[], bool]  # puts the window back as it was before these frames; whether it could
 
 
 @dataclass
@@ -36,33 +48,40 @@ class StreamContext:
     taken: int = 0  # requests whose frames entered the window
     lost: bool = False  # a failed request's frames could not be put back (module docstring)
 
-    def push(self, frames: np.ndarray, flush: bool) -> tuple[Ready, int, set[int], Callable[[], bool]]:
-        """A request's frames into the window: the inputs now ready (all of them when ``flush``), how
-        many frames wait for their look-ahead, the scene-cut frames among the ready ones, and ``undo``,
-        which puts the window back as it was before these frames and says whether it could."""
+    def push(self, frames: np.ndarray, flush: bool, offset: int | None = None) -> Pushed:
+        """A request's frames into the window (all of them ready when ``flush``). ``offset``, when given,
+        must be the stream index of the first frame, i.e. the frames the stream has so far: a chunk
+        sent twice, out of order or to an expired context is refused (OffsetMismatch) and changes
+        nothing."""
         with self.lock:
             if self.lost:
                 raise Conflict(f"stream_id {self.stream_id!r} lost the frames of a request that failed after a "
                                "later request of it had been taken; DELETE /v1/score/streams/"
                                f"{self.stream_id} (or use another stream_id) and send the clip again")
+            if offset is not None and offset != self.window.seen:
+                raise OffsetMismatch(
+                    f"stream_id {self.stream_id!r} has {self.window.seen} frames, so its next chunk starts at offset "
+                    f"{self.window.seen}, not {offset}" + ("" if self.window.seen else
+                                                             " (a new context: the old one expired or was flushed)"),
+                    headers={"X-Stream-Offset": str(self.window.seen)})
             before = self.window.copy()
             ready = self.window.push_many(frames)
             if flush:
                 ready += self.window.flush()
-            pending = self.window.pending
-            cuts = self.window.take_cuts({t for t, _ in ready})
             self.taken += 1
             taken = self.taken
+            pushed = Pushed(ready, self.window.pending, self.window.take_cuts({t for t, _ in ready}),
+                            self.window.seen, lambda: self._undo(taken, before))
+        return pushed
 
-        def undo() -> bool:
-            with self.lock:
-                if self.taken != taken:  # a later request's frames sit after these: no going back
-                    self.lost = True
-                    return False
-                self.window = before
-                return True
-
-        return ready, pending, cuts, undo
+    def _undo(self, taken: int, before: CutWindow) -> bool:
+        """Put the window back as it was before request ``taken``; whether it could."""
+        with self.lock:
+            if self.taken != taken:  # a later request's frames sit after these: no going back
+                self.lost = True
+                return False
+            self.window = before
+            return True
 
     def tally(self, calibrated: list[float]) -> dict[str, Any]:
         """Count newly scored frames; the stream's model.calibration scene check so far."""

@@ -67,6 +67,8 @@ class ScoreResponse(BaseModel):
     stream_id: str | None = None
     scene: SceneFit | None = Field(None, description="with stream_id: does the stream fit the model's calibration")
     pending_frames: int = Field(0, description="with stream_id: frames waiting for their look-ahead")
+    next_offset: int | None = Field(None, description="with stream_id: the frames the stream has so far, which is "
+                                    "the offset of its next request (after flush=true: of a new clip, 0)")
     lookahead_frames: int = Field(LOOKAHEAD, description="frame t is scored once frame t+3 is known")
     model: str
 
@@ -265,24 +267,28 @@ async def score(
     stream_id: Annotated[str | None, Query(pattern=STREAM_ID_PATTERN,
                                            description="keep temporal context across requests")] = None,
     flush: Annotated[bool, Query(description="with stream_id: end of clip, score the frames still waiting")] = False,
+    offset: Annotated[int | None, Query(ge=0, description="with stream_id: the stream index of this request's "
+                                        "first frame, checked (409 offset_mismatch if the stream stands elsewhere)")]
+    = None,
 ) -> ScoreResponse:
     """Frames t-3 and t+3 come from the same request (edges clamped; a scene cut ends the clip as its
     edge would). With ``stream_id`` the context carries over between requests: frame t is returned
     once frame t+3 has arrived, and ``flush=true`` ends the clip; chunked requests then give exactly
     the scores of one request. A chunk that fails (429, 500, 503, 504) leaves the context as it was:
     send it again."""
-    if flush and stream_id is None:
-        raise BadRequest("flush=true needs a stream_id")
+    for name, given in (("flush=true", flush), ("offset", offset is not None)):
+        if given and stream_id is None:
+            raise BadRequest(f"{name} needs a stream_id")
     frames = await _frames_from_request(request, runtime)
-    results, pending, context, cuts = await _while_connected(request, runtime.score_clip(frames, stream_id, flush))
+    clip = await _while_connected(request, runtime.score_clip(frames, stream_id, flush, offset))
     scale = runtime.heatmap_scale
-    calibrated = [float(r.outputs["calibrated"]) for r in results]
+    calibrated = [float(r.outputs["calibrated"]) for r in clip.results]
     for c in calibrated:
         runtime.metrics.score_distribution.labels(source="http").observe(c)
-    scene = SceneFit(**context.tally(calibrated)) if context is not None else None
-    return ScoreResponse(frames=[_frame_score(r, heatmap, scale, top_k, r.index in cuts) for r in results],
-                         stream_id=stream_id,
-                         scene=scene, pending_frames=pending, model=runtime.bundle.graph.name)
+    scene = SceneFit(**clip.context.tally(calibrated)) if clip.context is not None else None
+    return ScoreResponse(frames=[_frame_score(r, heatmap, scale, top_k, r.index in clip.cuts) for r in clip.results],
+                         stream_id=stream_id, scene=scene, pending_frames=clip.pending, next_offset=clip.next_offset,
+                         model=runtime.bundle.graph.name)
 
 
 @router.delete("/v1/score/streams/{stream_id}", status_code=204, responses=ERRORS,

@@ -25,6 +25,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class ScoredClip:
+    results: list[FrameResult]  # the frames that became ready, in order
+    cuts: set[int]  # which of them begin a clip after a scene cut
+    context: StreamContext | None = None  # with a stream_id
+    pending: int = 0  # frames of the stream waiting for their look-ahead
+    next_offset: int | None = None  # with a stream_id: frames of the stream so far
+
+
+@dataclass
 class FrameResult:
     index: int  # frame index within the request (or within the stream, with stream_id)
     outputs: dict[str, Any]  # the graph's outputs for this frame
@@ -106,30 +115,29 @@ class ScoringRuntime:
         self.ready = False
         self.metrics.model_ready.set(0)
 
-    async def score_clip(self, frames: np.ndarray, stream_id: str | None,
-                         flush: bool) -> tuple[list[FrameResult], int, StreamContext | None, set[int]]:
-        """Score a request's frames: the results of the frames that became ready, how many frames still
-        wait, the stream's context, and which of the ready frames begin a clip after a scene cut. A
-        whole clip with clamped edges (no ``stream_id``), or, with one, the frames whose look-ahead has
-        arrived (all of them when ``flush``, which also ends the stream's context). A scene cut
-        (model.cuts) ends a clip inside a request or a stream as its end would. A stream's request that
-        fails leaves its context as it was (service.contexts), so the client can send it again."""
+    async def score_clip(self, frames: np.ndarray, stream_id: str | None, flush: bool,
+                         offset: int | None = None) -> ScoredClip:
+        """Score a request's frames: a whole clip with clamped edges (no ``stream_id``), or, with one,
+        the frames whose look-ahead has arrived (all of them when ``flush``, which also ends the
+        stream's context; ``offset``: service.contexts.StreamContext.push). A scene cut (model.cuts)
+        ends a clip inside a request or a stream as its end would. A stream's request that fails
+        leaves its context as it was (service.contexts), so the client can send it again."""
         if stream_id is None:
             window = CutWindow(self.settings.scene_cut_change)
             ready = window.push_many(frames) + window.flush()
-            return (await self.score(ready) if ready else []), 0, None, set(window.cut_frames)
+            return ScoredClip(await self.score(ready) if ready else [], set(window.cut_frames))
         context = self.contexts.get(stream_id)
-        ready, pending, cuts, undo = context.push(frames, flush)
+        pushed = context.push(frames, flush, offset)
         try:
-            results = await self.score(ready) if ready else []
+            results = await self.score(pushed.ready) if pushed.ready else []
         except BaseException:
-            if not undo():
+            if not pushed.undo():
                 log.warning("stream_id %s: a failed request's frames cannot be put back (a later request of "
                             "the stream was taken meanwhile); its context answers 409 until deleted", stream_id)
             raise
         if flush:
             self.contexts.drop(stream_id)
-        return results, pending, context, cuts
+        return ScoredClip(results, pushed.cuts, context, pushed.pending, 0 if flush else pushed.seen)
 
     async def score(self, inputs: list[tuple[int, np.ndarray]], source: str = "http") -> list[FrameResult]:
         """Queue the inputs as one all-or-nothing group and await their results."""

@@ -135,6 +135,25 @@ def test_a_failed_chunk_sent_again_scores_as_if_it_never_failed(server):
     assert r.json()["scene"]["frames"] == len(CLIP)  # failed attempts are not counted
 
 
+def test_offsets_catch_a_chunk_sent_twice_and_a_lost_context(server):
+    npy_headers = {"content-type": "application/x-npy"}
+
+    def send(chunk, query):
+        url = server.url + f"/v1/score?stream_id=cam-offset&{query}"
+        return httpx.post(url, content=npy(chunk), headers=npy_headers)
+
+    r = send(CLIP[0:5], "offset=0")
+    assert r.status_code == 200 and r.json()["next_offset"] == 5
+    r = send(CLIP[0:5], "offset=0")  # the answer was lost, the client sends it again
+    assert r.status_code == 409 and r.json()["error"] == "offset_mismatch" and r.headers["X-Stream-Offset"] == "5"
+    r = send(CLIP[5:14], "offset=5&flush=true")
+    assert r.status_code == 200 and r.json()["frames"][0]["index"] == 2 and r.json()["next_offset"] == 0
+    r = send(CLIP[0:5], "offset=14")  # the flushed (or expired) context is gone: said, not scored from 0
+    assert r.status_code == 409 and "new context" in r.json()["detail"]
+    r = httpx.post(server.url + "/v1/score?offset=0", content=npy(CLIP[:2]), headers=npy_headers)
+    assert r.status_code == 400 and "needs a stream_id" in r.json()["detail"]
+
+
 def test_scene_cut_in_a_request_or_a_stream_ends_the_clip_there(server):
     """Two scenes spliced (another camera's frames from index 10): in one request, and in chunks with a
     stream_id, each side scores as its own clip, and the first frame after the cut says so."""

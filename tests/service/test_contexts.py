@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.calibration import SCENE_CHECK_FRAMES, scene_check
-from service.contexts import StreamContexts
+from service.contexts import OffsetMismatch, StreamContexts
 from service.errors import Conflict
 from tests.conftest import scene_frames
 
@@ -40,17 +40,31 @@ def _indices(ready):
 def test_a_failed_request_is_undone_unless_a_later_one_was_taken():
     clip = scene_frames(12, seed=3)
     context = StreamContexts(ttl_s=60, capacity=4).get("cam")
-    assert _indices(context.push(clip[:5], flush=False)[0]) == [0, 1]
-    ready, pending, _, undo = context.push(clip[5:9], flush=False)
-    assert _indices(ready) == [2, 3, 4, 5] and pending == 3
-    assert undo()  # nothing came after it: back to 5 frames seen, 3 of them waiting
+    assert _indices(context.push(clip[:5], flush=False).ready) == [0, 1]
+    first = context.push(clip[5:9], flush=False)
+    assert _indices(first.ready) == [2, 3, 4, 5] and first.pending == 3 and first.seen == 9
+    assert first.undo()  # nothing came after it: back to 5 frames seen, 3 of them waiting
     assert context.window.seen == 5 and context.window.pending == 3
-    again, _, _, _ = context.push(clip[5:9], flush=False)
-    assert _indices(again) == [2, 3, 4, 5]
-    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(again, ready, strict=True))
+    again = context.push(clip[5:9], flush=False)
+    assert _indices(again.ready) == [2, 3, 4, 5]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(again.ready, first.ready, strict=True))
     # two requests of one stream in flight: the first fails after the second was taken
-    _, _, _, undo_first = context.push(clip[9:10], flush=False)
+    earlier = context.push(clip[9:10], flush=False)
     context.push(clip[10:12], flush=False)
-    assert not undo_first()
+    assert not earlier.undo()
     with pytest.raises(Conflict, match="DELETE /v1/score/streams/cam"):
         context.push(clip[9:10], flush=False)
+
+
+def test_an_offset_that_is_not_where_the_stream_stands_is_refused_and_changes_nothing():
+    clip = scene_frames(12, seed=3)
+    context = StreamContexts(ttl_s=60, capacity=4).get("cam")
+    with pytest.raises(OffsetMismatch, match=r"has 0 frames.*not 5.*new context") as refused:
+        context.push(clip[5:9], flush=False, offset=5)  # e.g. the context expired
+    assert refused.value.headers == {"X-Stream-Offset": "0"} and refused.value.status == 409
+    assert context.push(clip[:5], flush=False, offset=0).seen == 5
+    for stale in (0, 3, 9):  # a chunk sent twice, or one overtaken by a later one
+        with pytest.raises(OffsetMismatch, match="starts at offset 5"):
+            context.push(clip[5:9], flush=False, offset=stale)
+    assert context.window.seen == 5
+    assert _indices(context.push(clip[5:9], flush=False, offset=5).ready) == [2, 3, 4, 5]
