@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -194,6 +195,12 @@ def _offer(q: asyncio.Queue[tuple[int, str, dict[str, Any]]], message: tuple[int
     q.put_nowait(message)
 
 
+def _final(error: Exception) -> bool:
+    """A status that sending again will not change: a 4xx other than 408 and 429 (a wrong URL or
+    credentials, a receiver that rejects the message). Retrying it only delays the messages behind."""
+    return isinstance(error, urllib.error.HTTPError) and 400 <= error.code < 500 and error.code not in (408, 429)
+
+
 def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
     """The URL without its ``user:password@`` and the Authorization header that carries them instead."""
     parts = urllib.parse.urlsplit(url)
@@ -207,10 +214,10 @@ def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
 
 class WebhookSender:
     """POSTs each event message as JSON to one URL from a background thread, with a timeout and
-    retries (exponential backoff). A full backlog drops its oldest message, as the SSE queues do: a
-    receiver back from an outage hears about what is happening now, not about the first hour of it.
-    Outcomes are counted. A user and password in the URL are sent as HTTP Basic auth (urllib would
-    take them for the host)."""
+    retries (exponential backoff; none after a 4xx other than 408 and 429). A full backlog drops its
+    oldest message, as the SSE queues do: a receiver back from an outage hears about what is happening
+    now, not about the first hour of it. Outcomes are counted. A user and password in the URL are sent
+    as HTTP Basic auth (urllib would take them for the host)."""
 
     def __init__(self, url: str, timeout_s: float, retries: int, on_outcome: Any, backlog: int = 1000) -> None:
         self.url, self.headers = _split_credentials(url)
@@ -257,10 +264,10 @@ class WebhookSender:
                         response.read()
                     self.on_outcome("delivered")
                     break
-                except Exception as e:  # any HTTP error, refusal or timeout: retry, then give up
-                    if attempt == self.retries:
-                        log.warning("webhook: giving up on event %s after %d attempts: %s",
+                except Exception as e:  # a refusal, a timeout or an error status: retry, then give up
+                    if attempt == self.retries or _final(e):
+                        log.warning("webhook: giving up on event %s after %d attempt(s): %s",
                                     message["event"]["id"], attempt + 1, e)
                         self.on_outcome("failed")
-                    else:
-                        time.sleep(min(8.0, 0.5 * 2**attempt))
+                        break
+                    time.sleep(min(8.0, 0.5 * 2**attempt))

@@ -246,6 +246,38 @@ def test_webhook_retries_then_delivers_and_gives_up_on_a_dead_url():
     dead.close()
 
 
+class Refuser(BaseHTTPRequestHandler):
+    status = 401
+    calls: ClassVar[list] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).calls.append(type(self).status)
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_webhook_gives_up_at_once_on_a_4xx_that_a_retry_cannot_change():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refuser)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    outcomes = []
+    sender = WebhookSender(f"http://127.0.0.1:{httpd.server_port}/hook", 2.0, 2, outcomes.append)
+    try:
+        sender.send("start", {"id": "e1"})
+        assert wait_for(lambda: outcomes == ["failed"], 10), outcomes
+        assert Refuser.calls == [401]  # wrong credentials: once, not three times over 1.5 s of backoff
+        Refuser.status = 429  # too many requests: worth the retries
+        sender.send("start", {"id": "e2"})
+        assert wait_for(lambda: outcomes == ["failed"] * 2, 10), outcomes
+        assert Refuser.calls == [401, 429, 429, 429]
+    finally:
+        sender.close()
+        httpd.shutdown()
+
+
 class SlowReceiver(BaseHTTPRequestHandler):
     """Holds every request until `release` is set, as a receiver in trouble does."""
     release = threading.Event()
