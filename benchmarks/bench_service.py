@@ -1,8 +1,8 @@
 """End-to-end service speed: real footage as JPEG batches from concurrent clients over loopback.
 
     python benchmarks/bench_service.py [--clients 8] [--frames-per-request 8] [--seconds 20]
-        [--compare-batch1] [--heatmaps grid png boxes] [--serve-args "..."] [--footage DIR] [--profile]
-        [--json FILE] [--quick]
+        [--compare-batch1] [--heatmaps grid png boxes] [--serve-args "..."] [--servers N] [--footage DIR]
+        [--profile] [--json FILE] [--quick]
 
 Starts ``aedmae serve`` (the shipped model unless --serve-args says otherwise) on a free loopback
 port, sends JPEGs cut from ../shared/data/footage/*.mp4 (a generated clip when that is absent),
@@ -16,7 +16,8 @@ samples the server with py-spy during the dynamic row and reports the GIL held p
 (``gil_ms_per_frame``: the GIL-held share of the sampled seconds over the row's frames/s).
 ``--heatmaps`` loads the same server again asking for each heatmap form (``heatmap=`` of /v1/score),
 so what a heatmap costs, in frames/s and in response bytes a frame, is a ratio to the dynamic row
-(``heatmap=none``) of the same run.
+(``heatmap=none``) of the same run. ``--servers N`` serves with N processes side by side (what a load
+balancer in front of several ``aedmae serve`` on one GPU does), to measure past one process's Python.
 """
 
 from __future__ import annotations
@@ -110,12 +111,34 @@ def start_server(serve_args: str, log_path: str | None = None) -> tuple[subproce
     """``aedmae serve`` on a free port, ready. Its log goes to ``log_path`` (default: a file in /tmp),
     never to a pipe: nobody reads a pipe while the benchmark runs, and a server whose log fills one
     (64 KiB) blocks in its next log call, a camera removal or a failed batch's traceback included."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *shlex.split(serve_args)]
-    log = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix="aedmae-serve-")) / "serve.log"
-    with log.open("wb") as f:  # the server holds its own copy of the file
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=f)
-    return proc, wait_ready(proc, f"http://127.0.0.1:{port}", log)
+    return start_servers(serve_args, 1, log_path)[0]
+
+
+def start_servers(serve_args: str, count: int,
+                  log_path: str | None = None) -> list[tuple[subprocess.Popen[bytes], str]]:
+    """``count`` servers started together (each on its own port, with its own model copy, batcher and
+    log: ``log_path`` with .N added after the first), every one of them ready."""
+    started = []
+    for i in range(count):
+        port = free_port()
+        cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *shlex.split(serve_args)]
+        log = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix="aedmae-serve-")) / "serve.log"
+        log = log.with_name(f"{log.name}.{i}") if i else log
+        with log.open("wb") as f:  # the server holds its own copy of the file
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=f)
+        started.append((proc, f"http://127.0.0.1:{port}", log))
+    try:
+        return [(proc, wait_ready(proc, url, log)) for proc, url, log in started]
+    except BaseException:
+        stop_servers([(proc, url) for proc, url, _ in started])
+        raise
+
+
+def stop_servers(servers: list[tuple[subprocess.Popen[bytes], str]]) -> None:
+    for proc, _ in servers:
+        proc.terminate()
+    for proc, _ in servers:
+        proc.wait(30)
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -144,13 +167,14 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> str:
     raise RuntimeError("server did not become ready")
 
 
-def metric_values(text: str, name: str) -> dict[str, float]:
-    out = {}
+def batch_size_buckets(text: str) -> dict[str, float]:
+    """The batch-size histogram's cumulative counts by upper bound, summed over every server in ``text``."""
+    counts: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith(name):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
+        if line.startswith("aedmae_batch_size_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            counts[le] = counts.get(le, 0.0) + float(line.rpartition(" ")[2])
+    return counts
 
 
 def metric_sum(text: str, name: str) -> float:
@@ -159,8 +183,9 @@ def metric_sum(text: str, name: str) -> float:
                if line.startswith(name) and line[len(name)] in "{ ")
 
 
-def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: float,
+def load(urls: list[str], jpegs: list[bytes], clients: int, per_request: int, seconds: float,
          heatmap: str = "none") -> dict[str, Any]:
+    """``clients`` clients, client k sending to server k mod len(urls); metrics summed over the servers."""
     latencies: list[float] = []
     response_bytes: list[int] = []
     codes: dict[int, int] = {}
@@ -176,7 +201,7 @@ def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: 
                 i += per_request
                 files = [("frames", (f"{j}.jpg", b, "image/jpeg")) for j, b in enumerate(batch)]
                 t0 = time.perf_counter()
-                r = c.post(url + "/v1/score", files=files, params={"heatmap": heatmap})
+                r = c.post(urls[k % len(urls)] + "/v1/score", files=files, params={"heatmap": heatmap})
                 dt = time.perf_counter() - t0
                 with lock:
                     codes[r.status_code] = codes.get(r.status_code, 0) + 1
@@ -187,7 +212,7 @@ def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: 
                     elif r.status_code == 429:
                         time.sleep(float(r.headers.get("retry-after", "1")))
 
-    before_text = httpx.get(url + "/metrics").text
+    before_texts = [httpx.get(url + "/metrics").text for url in urls]
     t0 = time.perf_counter()
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     for t in threads:
@@ -195,7 +220,8 @@ def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: 
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
-    after_text = httpx.get(url + "/metrics").text
+    after_texts = [httpx.get(url + "/metrics").text for url in urls]
+    before_text, after_text = "\n".join(before_texts), "\n".join(after_texts)
 
     def grown(name: str) -> float:  # a counter's (or histogram part's) growth, summed over its labels
         return metric_sum(after_text, name) - metric_sum(before_text, name)
@@ -203,14 +229,16 @@ def load(url: str, jpegs: list[bytes], clients: int, per_request: int, seconds: 
     waits, batches, total = (grown(f"aedmae_{name}") for name in
                              ("queue_wait_seconds_count", "batch_size_count", "batch_size_sum"))
     workers = metric_sum(after_text, "aedmae_inference_workers")
-    before, after = (metric_values(text, "aedmae_batch_size_bucket") for text in (before_text, after_text))
-    buckets = {k.split('le="')[1].rstrip('"}'): v - before.get(k, 0) for k, v in after.items()}
+    before, after = batch_size_buckets(before_text), batch_size_buckets(after_text)
+    buckets = {le: n - before.get(le, 0.0) for le, n in after.items()}
     q = np.quantile(latencies, [0.5, 0.95, 0.99]) if latencies else [float("nan")] * 3
     return {"frames_per_s": round(frames_done[0] / elapsed, 1), "requests": sum(codes.values()), "codes": codes,
             "latency_s": {"p50": round(q[0], 4), "p95": round(q[1], 4), "p99": round(q[2], 4)},
             "mean_batch_size": round(total / batches, 2) if batches else 0, "batch_size_buckets": buckets,
             "clients": clients, "frames_per_request": per_request, "seconds": round(elapsed, 1),
-            "heatmap": heatmap, "response_bytes_per_frame":
+            "heatmap": heatmap, "servers": len(urls), "frames_by_server": [
+                round(metric_sum(a, "aedmae_inference_frames_total") - metric_sum(b, "aedmae_inference_frames_total"))
+                for b, a in zip(before_texts, after_texts, strict=True)], "response_bytes_per_frame":
                 round(statistics.median(response_bytes) / per_request) if response_bytes else None,
             # where the time went: the backend's busy share of the workers' time (near 1: the model is the
             # limit; well below: decoding, HTTP or the clients are), and a frame's mean wait in the queue
@@ -249,7 +277,10 @@ def main() -> None:
                    help="also serve with max_batch_size=1 (1 frame per request, and the dynamic row's requests)")
     p.add_argument("--heatmaps", nargs="+", default=[], choices=["grid", "png", "boxes"],
                    help="also load the same server asking for each heatmap form (the dynamic row asks for none)")
-    p.add_argument("--profile", action="store_true", help="py-spy the server during the dynamic row")
+    p.add_argument("--profile", action="store_true", help="py-spy the (first) server during the dynamic row")
+    p.add_argument("--servers", type=int, default=1,
+                   help="serve with this many processes on one machine (each its own port, model copy and batcher; "
+                        "client k sends to server k mod N): past one process's Python, as a load balancer would")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--footage", default=str(FOOTAGE), help="folder of mp4 files to cut frames from")
     p.add_argument("--json")
@@ -258,7 +289,8 @@ def main() -> None:
         args.seconds, args.clients = 3, 4
     jpegs = footage_jpegs(64, Path(args.footage))
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "settings": vars(args)}
-    proc, url = start_server(args.serve_args)
+    servers = start_servers(args.serve_args, args.servers)
+    (proc, url), urls = servers[0], [u for _, u in servers]
     try:
         profiler = None
         if args.profile:
@@ -267,10 +299,10 @@ def main() -> None:
             seconds = int(max(1, min(5, (args.seconds - 2) // 2)))
             profiler = threading.Timer(2.0, lambda: result.update(profile=profile_server(proc.pid, seconds)))
             profiler.start()
-        result["dynamic"] = load(url, jpegs, args.clients, args.frames_per_request, args.seconds)
+        result["dynamic"] = load(urls, jpegs, args.clients, args.frames_per_request, args.seconds)
         if profiler is not None:
-            profiler.join()
-            add_gil_per_frame(result.get("profile", {}), result["dynamic"]["frames_per_s"])
+            profiler.join()  # the first server scored about its share of the frames
+            add_gil_per_frame(result.get("profile", {}), result["dynamic"]["frames_per_s"] / args.servers)
         if not args.serve_args.count("cuda"):
             served_batch = int(httpx.get(url + "/v1/model").json()["max_batch_size"])
             argv = shlex.split(args.serve_args)
@@ -280,30 +312,28 @@ def main() -> None:
         print(json.dumps({k: v for k, v in result.items() if k != "settings"}, indent=1), flush=True)
         save(result, args.json)  # what is measured so far survives a time limit cutting the rest short
         for mode in args.heatmaps:  # after the dynamic row, on the same warm server
-            row = load(url, jpegs, args.clients, args.frames_per_request, args.seconds, heatmap=mode)
+            row = load(urls, jpegs, args.clients, args.frames_per_request, args.seconds, heatmap=mode)
             row["fps_vs_no_heatmap"] = round(row["frames_per_s"] / max(result["dynamic"]["frames_per_s"], 1e-9), 3)
             result[f"heatmap_{mode}"] = row
             print(json.dumps({f"heatmap_{mode}": row}, indent=1), flush=True)
             save(result, args.json)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_servers(servers)
     if args.compare_batch1:
-        proc, url = start_server(args.serve_args + " --max-batch-size 1")
+        servers = start_servers(args.serve_args + " --max-batch-size 1", args.servers)
         try:
-            result["batch1"] = load(url, jpegs, args.clients, 1, args.seconds)
+            urls = [u for _, u in servers]
+            result["batch1"] = load(urls, jpegs, args.clients, 1, args.seconds)
             # the same requests as the dynamic row: what batching alone buys, HTTP load held equal
-            result["batch1_same_requests"] = load(url, jpegs, args.clients, args.frames_per_request, args.seconds)
+            result["batch1_same_requests"] = load(urls, jpegs, args.clients, args.frames_per_request, args.seconds)
             result["dynamic_1frame"] = None
         finally:
-            proc.terminate()
-            proc.wait(30)
-        proc, url = start_server(args.serve_args)
+            stop_servers(servers)
+        servers = start_servers(args.serve_args, args.servers)
         try:
-            result["dynamic_1frame"] = load(url, jpegs, args.clients, 1, args.seconds)
+            result["dynamic_1frame"] = load([u for _, u in servers], jpegs, args.clients, 1, args.seconds)
         finally:
-            proc.terminate()
-            proc.wait(30)
+            stop_servers(servers)
         result["dynamic_vs_batch1"] = round(result["dynamic_1frame"]["frames_per_s"] /
                                             max(result["batch1"]["frames_per_s"], 1e-9), 2)
         result["dynamic_vs_batch1_same_requests"] = round(

@@ -9,7 +9,12 @@
 # build + parity + timing, where TensorRT is installed; 5. the service end to end on the GPU (torch
 # backend in fp16, CUDA streams per worker, dynamic batching against batch size 1, py-spy profile; the
 # step service32 adds fp32 and the cost of boxes and grid heatmaps) and 6. the number of 25 fps cameras
-# it scores in real time. A step whose requirements are missing says so and the script goes on.
+# it scores in real time; 7. (step servers) the service as four processes on the one GPU, past one
+# process's Python (session 24: the GIL, not the GPU, held one process to 1,184 frames/s), with the
+# shipped scorer and, where .gpu/onegrid exists, a one-grid scorer (a quarter of the model's work):
+#   aedmae calibrate --held-out-of ../shared/data/ped2/train --set model.scoring.grid_shifts=1 --out .gpu/onegrid
+#   aedmae export onnx --model .gpu/onegrid --out .gpu/onegrid/model.onnx
+# A step whose requirements are missing says so and the script goes on.
 # STEPS picks steps (default all): STEPS="tests model" bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,12 +22,13 @@ OUT=${OUT:-benchmarks/gpu-results}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
-STEPS=" ${STEPS:-tests model tensorrt service32 service streams} "
+STEPS=" ${STEPS:-tests model tensorrt service32 service streams servers} "
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 # Each step gets its own limit, cut to what is left of BUDGET seconds (default 470). Everything takes
 # about 12 minutes: with 15 minutes of device time a session (machine starts included) and 10 a call,
-# run it as two calls, STEPS="tests model" BUDGET=330 and STEPS="service streams" BUDGET=320.
+# run it as two calls, STEPS="tests model" BUDGET=330 and STEPS="service streams" BUDGET=320 (or
+# "service servers": the servers step takes about 150 s with .gpu/onegrid, 75 without).
 BUDGET=${BUDGET:-470}
 limit() {  # limit SECONDS -> the smaller of SECONDS and what is left of the budget (0 when none)
   local left=$((BUDGET - SECONDS)); [ "$left" -lt 0 ] && left=0
@@ -83,7 +89,7 @@ else
 fi
 
 serve_gpu="--backend torch --device cuda --workers 2 --max-batch-size 128"
-if ! want service && ! want service32 && ! want streams; then :
+if ! want service && ! want service32 && ! want streams && ! want servers; then :
 elif ! $PY -c "import fastapi, uvicorn, httpx, pydantic_settings" 2>/dev/null; then
   log "FastAPI/uvicorn not installed here: service and camera benchmarks skipped"
 else
@@ -109,6 +115,19 @@ else
     step 170 $PY benchmarks/bench_streams.py --source file --fps 25 --start 32 --max-cameras 128 --seconds 8 --warmup 3 \
       --budget "$search_s" --clip "$FOOTAGE/avenue_train_10.mp4" --serve-args "$serve_gpu --precision fp16" $profile \
       --server-log "$OUT/serve_streams.log" --json "$OUT/bench_streams_gpu.json" 2>&1 | tee "$OUT/bench_streams_gpu.txt"
+  fi
+  if want servers; then
+    log "the service as 4 processes on the one GPU (fp16, 64 clients spread over them), the shipped scorer"
+    step 90 $PY benchmarks/bench_service.py --servers 4 --serve-args "$serve_gpu --precision fp16" --clients 64 \
+      --seconds 12 --footage "$FOOTAGE" --json "$OUT/bench_service_gpu_4p.json" 2>&1 | tee "$OUT/bench_service_gpu_4p.txt"
+    if [ -f .gpu/onegrid/model.onnx ]; then
+      log "the same with the one-grid scorer of .gpu/onegrid (a quarter of the model's work a frame)"
+      step 90 $PY benchmarks/bench_service.py --servers 4 --serve-args "$serve_gpu --precision fp16 --model .gpu/onegrid" \
+        --clients 64 --seconds 12 --footage "$FOOTAGE" --json "$OUT/bench_service_gpu_4p_onegrid.json" 2>&1 \
+        | tee "$OUT/bench_service_gpu_4p_onegrid.txt"
+    else
+      log "no .gpu/onegrid/model.onnx: the one-grid row skipped (the commands at the top make it)"
+    fi
   fi
 fi
 log "done in ${SECONDS}s (budget ${BUDGET}s); results in $OUT"

@@ -79,6 +79,17 @@ def test_bench_service_quick_on_a_served_model_of_its_own(tmp_path, tiny_checkpo
     none_bytes = result["dynamic"]["response_bytes_per_frame"]
     assert grid["response_bytes_per_frame"] > none_bytes and boxes["response_bytes_per_frame"] > none_bytes
     assert grid["fps_vs_no_heatmap"] > 0 and boxes["heatmap"] == "boxes"
+    assert result["dynamic"]["servers"] == 1 and result["dynamic"]["frames_by_server"][0] > 0
+
+
+@pytest.mark.slow
+def test_bench_service_spreads_clients_over_several_servers(tmp_path, tiny_checkpoint):
+    result, _ = run_benchmark(tmp_path, "bench_service.py", "--quick", "--servers", "2",
+                              "--serve-args", f"--model {tiny_checkpoint} --max-batch-size 4")
+    row = result["dynamic"]
+    assert row["servers"] == 2 and set(row["codes"]) == {"200"}
+    assert all(n > 0 for n in row["frames_by_server"])  # both processes scored (4 clients: 2 each)
+    assert sum(row["frames_by_server"]) >= row["frames_per_s"] * row["seconds"] * 0.9  # all were counted
 
 
 def test_scene_cuts_quick(tmp_path):
