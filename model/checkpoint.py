@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 import subprocess
 import uuid
 from datetime import UTC, datetime
@@ -96,6 +97,9 @@ def save(
     tmp_w, tmp_m = folder / (WEIGHTS + ".tmp"), folder / (META + ".tmp")
     save_file(state, str(tmp_w), metadata={"format": FORMAT, "save_id": record["save_id"]})
     tmp_m.write_text(json.dumps(record, indent=2) + "\n")
+    # safetensors creates its file readable by the owner only; the weights are no more secret than the
+    # metadata, and a model folder is often served by another user (the containers run as 10001)
+    tmp_w.chmod(stat.S_IMODE(tmp_m.stat().st_mode))
     durable.replace((tmp_w, folder / WEIGHTS), (tmp_m, folder / META))
     return folder
 

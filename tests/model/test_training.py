@@ -59,6 +59,9 @@ def test_a_run_publishes_its_state_and_checkpoint_durably(footage, tmp_path, tin
             progress=False).run()
     for name in ("train_state.pt", "model.safetensors", "model.json"):
         assert_durable(ops, tmp_path / "run" / name)
+    # readable by whoever may read the metadata (the umask's choice), not by the owner only
+    modes = {name: (tmp_path / "run" / name).stat().st_mode & 0o777 for name in ("model.safetensors", "model.json")}
+    assert modes["model.safetensors"] == modes["model.json"], modes
 
 
 def test_student_stage_freezes_backbone(footage, tmp_path, tiny):
