@@ -291,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     except AedmaeError as e:
         print(f"aedmae {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file it may not read or write, a full disk: the machine's answer, in one line
+        logging.getLogger("aedmae").debug("%s", args.command, exc_info=True)  # the traceback with --verbose
+        print(f"aedmae {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"aedmae {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -130,6 +130,16 @@ def test_serve_refuses_wrong_settings_and_models_before_it_starts(tmp_path, monk
     assert "precision=fp16 is the torch backend's autocast" in capsys.readouterr().err
     assert main(["serve", "--backend", "tensorrt"]) == 2
     assert "backend tensorrt runs a TensorRT engine; " in capsys.readouterr().err
+    # a model folder this user may not read (a root-owned 0600 file, say): one line naming the file
+    from model import checkpoint
+
+    def unreadable(*paths):
+        raise PermissionError(13, "Permission denied", str(paths[0]))
+
+    monkeypatch.setattr(checkpoint, "sha256", unreadable)
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "aedmae serve: error: [Errno 13] Permission denied:" in err
 
 
 def test_an_output_or_cache_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
