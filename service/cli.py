@@ -226,8 +226,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     bundle = load_bundle(settings.model_path())  # a wrong model or backend fails here, in one line, not
     check_backend(resolve_backend(settings, bundle.graph), bundle, settings)  # after start-up
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                ssl_certfile=settings.tls_certfile, ssl_keyfile=settings.tls_keyfile,  # None, None: plain HTTP
                 timeout_graceful_shutdown=10)  # SSE and preview clients are cut after 10 s
     return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """GET /healthz of the local server on the settings' port, over HTTPS when they set a TLS pair (its
+    certificate is not checked: this asks the process whether it is alive, not who it is). Exit 1,
+    with one line, when it does not answer 200."""
+    import os
+    import ssl
+    import urllib.request
+
+    from service.settings import load_settings
+
+    if args.config:
+        os.environ["AEDMAE_CONFIG"] = args.config
+    settings = load_settings()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    host = f"[{host}]" if ":" in host else host
+    tls = settings.tls_certfile is not None
+    url = f"{'https' if tls else 'http'}://{host}:{settings.port}/healthz"
+    context = ssl._create_unverified_context() if tls else None  # liveness, not identity
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout, context=context) as r:
+            status = r.status
+    except OSError as e:  # refused, timed out, or an error status (urllib.error.HTTPError)
+        print(f"aedmae healthcheck: {url}: {getattr(e, 'reason', None) or e}", file=sys.stderr)
+        return 1
+    return 0 if status == 200 else 1
 
 
 def _model_path(path: str | None) -> str:
@@ -276,15 +304,15 @@ def cmd_anomalies(args: argparse.Namespace) -> int:
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "score": cmd_score, "calibrate": cmd_calibrate,
             "serve": cmd_serve, "export_onnx": cmd_export_onnx, "export_tensorrt": cmd_export_tensorrt,
-            "model_info": cmd_model_info, "anomalies": cmd_anomalies}
+            "model_info": cmd_model_info, "anomalies": cmd_anomalies, "healthcheck": cmd_healthcheck}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if args.command != "serve":  # torch on the CPU would page-fault its activations in on every call;
-        reuse_freed_memory()  # a server sets it only for a torch backend on the CPU (service/backends.py)
+    if args.command not in ("serve", "healthcheck"):  # torch on the CPU would page-fault its activations in on
+        reuse_freed_memory()  # every call; a server sets it only for a torch backend on the CPU (service/backends.py)
     try:
         writable_folders(args)
         return int(COMMANDS[args.func](args))

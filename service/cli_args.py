@@ -148,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON or TOML settings file (same as AEDMAE_CONFIG)")
     p.set_defaults(func="serve")
 
+    p = sub.add_parser("healthcheck", help="exit 0 if the server these settings describe answers /healthz "
+                       "(the containers' health check: port and HTTP or HTTPS from the same settings)")
+    p.add_argument("--config", help="JSON or TOML settings file (same as AEDMAE_CONFIG)")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer")
+    p.set_defaults(func="healthcheck")
+
     p = sub.add_parser("export", help="export the model to ONNX or a TensorRT engine")
     exp = p.add_subparsers(dest="target", required=True)
     e = exp.add_parser("onnx", help="checkpoint -> ONNX graph + JSON sidecar, checked against PyTorch")

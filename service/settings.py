@@ -125,6 +125,8 @@ class Settings(BaseSettings):
     max_stream_contexts: int = Field(1024, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    tls_certfile: Path | None = Field(None, description="serve HTTPS with this PEM certificate (chain)")
+    tls_keyfile: Path | None = Field(None, description="the PEM private key of tls_certfile")
     cameras: list[StreamSpec] = Field(default_factory=list, description="cameras started with the server")
     camera_store: Path | None = Field(None, description="JSON file that keeps the cameras registered through the "
                                       "API across restarts (default: none, they last as long as the process)")
@@ -185,6 +187,22 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
+    def _tls_pair_loads(self) -> Settings:
+        """Both TLS files or neither, and a pair that loads: a bad pair stops the server at start, in one
+        line, rather than after warm-up."""
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together: give both (HTTPS) or neither (HTTP)")
+        if self.tls_certfile is not None and self.tls_keyfile is not None:
+            import ssl
+
+            try:
+                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.tls_certfile, self.tls_keyfile)
+            except OSError as e:  # ssl.SSLError too: not PEM, or a key that is not the certificate's
+                raise ValueError(f"cannot load the TLS pair {self.tls_certfile}, {self.tls_keyfile}: "
+                                 f"{getattr(e, 'strerror', None) or e}") from None
+        return self
+
+    @model_validator(mode="after")
     def _budget_fits_a_request(self) -> Settings:
         if self.max_inflight_bytes < self.max_request_bytes:
             raise ValueError(f"max_inflight_bytes ({self.max_inflight_bytes}) must be at least max_request_bytes "
@@ -220,10 +238,12 @@ def problems(e: ValidationError) -> str:
     left out for anything that may carry credentials (camera and webhook URLs, keys)."""
     parts = []
     for err in e.errors():
-        where = ".".join(map(str, err["loc"])) or "value"
+        where = ".".join(map(str, err["loc"]))
         value = err.get("input")
-        shown = isinstance(value, int | float | str) and not any(h in where.lower() for h in SECRET_HINTS)
-        parts.append(f"{where}: {err['msg']}" + (f" (got {value!r})" if shown else ""))
+        shown = where and isinstance(value, int | float | str) and not any(h in where.lower() for h in SECRET_HINTS)
+        message = err["msg"].removeprefix("Value error, ")  # a check across fields: its message says it all
+        parts.append(f"{where}: {message}" if where else message)
+        parts[-1] += f" (got {value!r})" if shown else ""
     return "; ".join(parts)
 
 

@@ -1,0 +1,85 @@
+"""HTTPS: the TLS settings are checked at start, and a real `aedmae serve` answers over TLS (with the
+test pair in tests/service/tls: a self-signed certificate for 127.0.0.1, made for these tests only);
+`aedmae healthcheck` finds a server over HTTP or HTTPS from the same settings."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from service.cli import main
+from service.settings import Settings
+from tests.conftest import free_port, npy_body
+
+TLS = Path(__file__).with_name("tls")
+CERT, KEY = TLS / "cert.pem", TLS / "key.pem"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_tls_settings_are_a_loadable_pair_or_nothing(tmp_path):
+    assert Settings(tls_certfile=CERT, tls_keyfile=KEY).tls_certfile == CERT
+    with pytest.raises(ValidationError, match="tls_certfile and tls_keyfile go together"):
+        Settings(tls_certfile=CERT)
+    with pytest.raises(ValidationError, match=r"cannot load the TLS pair.*No such file"):
+        Settings(tls_certfile=CERT, tls_keyfile=tmp_path / "missing.pem")
+    with pytest.raises(ValidationError, match="cannot load the TLS pair"):  # a certificate is not a key
+        Settings(tls_certfile=CERT, tls_keyfile=CERT)
+
+
+@pytest.mark.slow
+def test_healthcheck_asks_the_port_the_settings_name(server, monkeypatch, capsys):
+    monkeypatch.setenv("AEDMAE_PORT", server.url.rsplit(":", 1)[1])
+    assert main(["healthcheck"]) == 0
+    monkeypatch.setenv("AEDMAE_PORT", str(free_port()))  # nothing listens there
+    assert main(["healthcheck", "--timeout", "1"]) == 1
+    assert "Connection refused" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_serve_answers_over_https_only(tiny_checkpoint, monkeypatch):
+    port = free_port()
+    env = os.environ | {"AEDMAE_TLS_CERTFILE": str(CERT), "AEDMAE_TLS_KEYFILE": str(KEY)}
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--model", str(tiny_checkpoint),
+                             "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    trusted = ssl.create_default_context(cafile=str(CERT))
+    url = f"https://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            try:
+                if httpx.get(url + "/readyz", verify=trusted, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < end, "not ready over HTTPS within 90 s"
+            time.sleep(0.2)
+        frames = np.random.default_rng(0).integers(0, 256, (4, 48, 72, 3), np.uint8)
+        r = httpx.post(url + "/v1/score", content=npy_body(frames), verify=trusted,
+                       headers={"content-type": "application/x-npy"})
+        assert r.status_code == 200 and len(r.json()["frames"]) == 4
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(url + "/healthz")  # the system's trust store does not know the test certificate
+        try:  # plain HTTP on the same port is not served
+            plain = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code
+        except httpx.HTTPError:
+            plain = None
+        assert plain != 200
+        for name, value in env.items():  # the container's health check, with the server's own settings
+            if name.startswith("AEDMAE_TLS"):
+                monkeypatch.setenv(name, value)
+        monkeypatch.setenv("AEDMAE_PORT", str(port))
+        assert main(["healthcheck"]) == 0
+    finally:
+        proc.terminate()
+        proc.wait(30)
