@@ -274,12 +274,15 @@ async def score(
     """Frames t-3 and t+3 come from the same request (edges clamped; a scene cut ends the clip as its
     edge would). With ``stream_id`` the context carries over between requests: frame t is returned
     once frame t+3 has arrived, and ``flush=true`` ends the clip; chunked requests then give exactly
-    the scores of one request. A chunk that fails (429, 500, 503, 504) leaves the context as it was:
-    send it again."""
+    the scores of one request; an empty body with ``flush=true`` ends a stream's clip without new
+    frames. A chunk that fails (429, 500, 503, 504) leaves the context as it was: send it again."""
     for name, given in (("flush=true", flush), ("offset", offset is not None)):
         if given and stream_id is None:
             raise BadRequest(f"{name} needs a stream_id")
-    frames = await _frames_from_request(request, runtime)
+    if flush and stream_id is not None and request.headers.get("content-length") == "0":
+        frames = np.empty((0, *runtime.bundle.image_size, runtime.bundle.channels), np.uint8)  # the clip ended
+    else:
+        frames = await _frames_from_request(request, runtime)
     clip = await _while_connected(request, runtime.score_clip(frames, stream_id, flush, offset))
     scale = runtime.heatmap_scale
     calibrated = [float(r.outputs["calibrated"]) for r in clip.results]

@@ -154,6 +154,21 @@ def test_offsets_catch_a_chunk_sent_twice_and_a_lost_context(server):
     assert r.status_code == 400 and "needs a stream_id" in r.json()["detail"]
 
 
+def test_an_empty_flush_ends_a_clip_whose_last_chunk_has_gone(server):
+    """A live client learns that its clip ended after sending the last frames: an empty body with
+    flush=true scores the frames still waiting for their look-ahead, as one request would have."""
+    npy_headers = {"content-type": "application/x-npy"}
+    whole = httpx.post(server.url + "/v1/score", content=npy(CLIP), headers=npy_headers).json()["frames"]
+    r = httpx.post(server.url + "/v1/score?stream_id=cam-end", content=npy(CLIP), headers=npy_headers)
+    assert r.json()["pending_frames"] == 3
+    got = {f["index"]: f["score"] for f in r.json()["frames"]}
+    r = httpx.post(server.url + "/v1/score?stream_id=cam-end&flush=true&offset=14")
+    assert r.status_code == 200 and [f["index"] for f in r.json()["frames"]] == [11, 12, 13], r.text
+    got |= {f["index"]: f["score"] for f in r.json()["frames"]}
+    assert [got[i] for i in range(len(CLIP))] == pytest.approx([f["score"] for f in whole], rel=1e-6)
+    assert httpx.post(server.url + "/v1/score").status_code == 415  # without flush, an empty body is no request
+
+
 def test_scene_cut_in_a_request_or_a_stream_ends_the_clip_there(server):
     """Two scenes spliced (another camera's frames from index 10): in one request, and in chunks with a
     stream_id, each side scores as its own clip, and the first frame after the cut says so."""
