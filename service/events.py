@@ -15,6 +15,8 @@ import base64
 import itertools
 import json
 import logging
+import os
+import ssl
 import threading
 import time
 import urllib.error
@@ -219,8 +221,11 @@ class WebhookSender:
     now, not about the first hour of it. Outcomes are counted. A user and password in the URL are sent
     as HTTP Basic auth (urllib would take them for the host)."""
 
-    def __init__(self, url: str, timeout_s: float, retries: int, on_outcome: Any, backlog: int = 1000) -> None:
+    def __init__(self, url: str, timeout_s: float, retries: int, on_outcome: Any, backlog: int = 1000,
+                 ca_file: str | os.PathLike[str] | None = None) -> None:
         self.url, self.headers = _split_credentials(url)
+        # an https receiver is verified against ca_file's certificates when given, else the system's
+        self.context = ssl.create_default_context(cafile=ca_file) if ca_file else None
         self.timeout_s, self.retries = timeout_s, retries
         self.on_outcome = on_outcome  # called with "delivered" | "failed" | "dropped"
         self._backlog: deque[dict[str, Any]] = deque()
@@ -260,7 +265,7 @@ class WebhookSender:
                 try:
                     request = urllib.request.Request(self.url, body, method="POST", headers={
                         "Content-Type": "application/json", "X-Aedmae-Event": message["type"], **self.headers})
-                    with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    with urllib.request.urlopen(request, timeout=self.timeout_s, context=self.context) as response:
                         response.read()
                     self.on_outcome("delivered")
                     break

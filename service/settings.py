@@ -152,6 +152,8 @@ class Settings(BaseSettings):
                                                       "it go as HTTP Basic auth")
     webhook_timeout_s: float = Field(5.0, gt=0, le=120)
     webhook_retries: int = Field(3, ge=0, le=20)
+    webhook_ca_file: Path | None = Field(None, description="PEM certificates to trust for an https webhook_url "
+                                         "(an internal CA, a self-signed receiver) instead of the system's")
     preview_fps: float = Field(5.0, gt=0, le=30, description="MJPEG preview frames per second, at most")
 
     @field_validator("device")
@@ -201,6 +203,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"cannot load the TLS pair {self.tls_certfile}, {self.tls_keyfile}: "
                                  f"{getattr(e, 'strerror', None) or e}") from None
         return self
+
+    @field_validator("webhook_ca_file")
+    @classmethod
+    def _webhook_ca_file(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            import ssl
+
+            try:
+                ssl.create_default_context(cafile=v)
+            except (OSError, ValueError) as e:  # missing, unreadable, or no certificate in it
+                raise ValueError(f"cannot load {v}: {getattr(e, 'strerror', None) or e}") from None
+        return v
 
     @model_validator(mode="after")
     def _budget_fits_a_request(self) -> Settings:

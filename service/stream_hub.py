@@ -48,7 +48,8 @@ class StreamManager:
         self.runtime, self.settings, self.metrics = runtime, settings, metrics
         self.bus = EventBus()
         self.webhook = (WebhookSender(settings.webhook_url, settings.webhook_timeout_s, settings.webhook_retries,
-                                      lambda outcome: metrics.webhook_deliveries.labels(outcome=outcome).inc())
+                                      lambda outcome: metrics.webhook_deliveries.labels(outcome=outcome).inc(),
+                                      ca_file=settings.webhook_ca_file)
                         if settings.webhook_url else None)
         self._streams: dict[str, Stream] = {}
         self._lock = threading.Lock()
