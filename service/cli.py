@@ -8,11 +8,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model.cpu import reuse_freed_memory
 from model.errors import AedmaeError, ConfigError, DataError
 from service.cli_args import build_parser, writable_folders
+
+if TYPE_CHECKING:  # settings (pydantic) are imported by the commands that need them
+    from service.settings import Settings
 
 log = logging.getLogger("aedmae")
 
@@ -206,23 +209,27 @@ def cmd_export_tensorrt(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _server_settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    """The server's Settings, as `serve` and `healthcheck` both read them (``--config`` included)."""
     import os
 
+    from service.settings import load_settings
+
+    if args.config:
+        os.environ["AEDMAE_CONFIG"] = args.config
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from export.bundle import load_bundle
     from service.app import create_app
     from service.backends import check_backend, resolve_backend
-    from service.settings import load_settings
 
-    if args.config:
-        os.environ["AEDMAE_CONFIG"] = args.config
-    overrides = {k: v for k, v in (("model", args.model), ("host", args.host), ("port", args.port),
-                                   ("backend", args.backend), ("device", args.device), ("workers", args.workers),
-                                   ("max_batch_size", args.max_batch_size), ("precision", args.precision))
-                 if v is not None}
-    settings = load_settings(**overrides)
+    settings = _server_settings(args, model=args.model, host=args.host, port=args.port, backend=args.backend,
+                                device=args.device, workers=args.workers, max_batch_size=args.max_batch_size,
+                                precision=args.precision)
     bundle = load_bundle(settings.model_path())  # a wrong model or backend fails here, in one line, not
     check_backend(resolve_backend(settings, bundle.graph), bundle, settings)  # after start-up
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
@@ -235,15 +242,10 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     """GET /healthz of the local server on the settings' port, over HTTPS when they set a TLS pair (its
     certificate is not checked: this asks the process whether it is alive, not who it is). Exit 1,
     with one line, when it does not answer 200."""
-    import os
     import ssl
     import urllib.request
 
-    from service.settings import load_settings
-
-    if args.config:
-        os.environ["AEDMAE_CONFIG"] = args.config
-    settings = load_settings()
+    settings = _server_settings(args)
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     host = f"[{host}]" if ":" in host else host
     tls = settings.tls_certfile is not None
@@ -320,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aedmae {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a file it may not read or write, a full disk: the machine's answer, in one line
-        logging.getLogger("aedmae").debug("%s", args.command, exc_info=True)  # the traceback with --verbose
+        log.debug("%s", args.command, exc_info=True)  # the traceback with --verbose
         print(f"aedmae {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

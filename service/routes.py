@@ -279,7 +279,7 @@ async def score(
     for name, given in (("flush=true", flush), ("offset", offset is not None)):
         if given and stream_id is None:
             raise BadRequest(f"{name} needs a stream_id")
-    if flush and stream_id is not None and request.headers.get("content-length") == "0":
+    if flush and request.headers.get("content-length") == "0":  # (flush has a stream_id: checked above)
         frames = np.empty((0, *runtime.bundle.image_size, runtime.bundle.channels), np.uint8)  # the clip ended
     else:
         frames = await _frames_from_request(request, runtime)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -96,6 +98,15 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
             return tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
         except (OSError, ValueError) as e:
             raise ConfigError(f"AEDMAE_CONFIG={path}: cannot read the config file ({e})") from None
+
+
+def _loads(what: str, load: Callable[[], object]) -> None:
+    """Build an ssl context from files (``load``); one that is missing, unreadable, not PEM or a key that
+    is not its certificate's is a ValueError naming ``what``, so the server stops at start in one line."""
+    try:
+        load()
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+        raise ValueError(f"cannot load {what}: {getattr(e, 'strerror', None) or e}") from None
 
 
 class Settings(BaseSettings):
@@ -195,25 +206,16 @@ class Settings(BaseSettings):
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("tls_certfile and tls_keyfile go together: give both (HTTPS) or neither (HTTP)")
         if self.tls_certfile is not None and self.tls_keyfile is not None:
-            import ssl
-
-            try:
-                ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.tls_certfile, self.tls_keyfile)
-            except OSError as e:  # ssl.SSLError too: not PEM, or a key that is not the certificate's
-                raise ValueError(f"cannot load the TLS pair {self.tls_certfile}, {self.tls_keyfile}: "
-                                 f"{getattr(e, 'strerror', None) or e}") from None
+            cert, key = self.tls_certfile, self.tls_keyfile
+            _loads(f"the TLS pair {cert}, {key}",
+                   lambda: ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key))
         return self
 
     @field_validator("webhook_ca_file")
     @classmethod
     def _webhook_ca_file(cls, v: Path | None) -> Path | None:
         if v is not None:
-            import ssl
-
-            try:
-                ssl.create_default_context(cafile=v)
-            except (OSError, ValueError) as e:  # missing, unreadable, or no certificate in it
-                raise ValueError(f"cannot load {v}: {getattr(e, 'strerror', None) or e}") from None
+            _loads(str(v), lambda: ssl.create_default_context(cafile=v))
         return v
 
     @model_validator(mode="after")
