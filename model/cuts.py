@@ -38,8 +38,8 @@ MIN_SPREAD = 32.0  # gray levels: a faint picture's codec noise is not divided i
 def spreads(small: np.ndarray) -> np.ndarray:
     """Each picture's interquartile range, at least MIN_SPREAD (real scenes spread wider: Ped2 and
     Avenue frames 91-119 levels); NaN for an almost uniform picture. Quantiles and medians here come
-    from a full sort, not a partial one: the same values, but numpy sorts a row of 600 floats with SIMD
-    in a fifth of the time its partition takes on real frames (benchmarks/camera_path.py)."""
+    from a full sort, not a partial one: the same values, but numpy sorts a row of 600 floats with SIMD,
+    faster than its partition on real frames (the check took half the time: RESULTS.md, "Scene cuts")."""
     k1, k3 = small.shape[1] // 4, (3 * small.shape[1]) // 4
     q = np.sort(small, axis=1)
     iqr = q[:, k3] - q[:, k1]
