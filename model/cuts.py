@@ -149,8 +149,12 @@ class CutWindow:
                 self.window = FrameWindow()
                 self.cut_frames.append(self.base)
             ready += [(self.base + t, x) for t, x in self.window.push(frame)]
-        self.window.own()  # a stream_id's context keeps 7 frames (0.3 MB at 160x240), not a 256-frame request
         return ready
+
+    def own(self) -> None:
+        """model.window.FrameWindow.own: for a window kept between requests (a stream_id's context keeps
+        7 frames, 0.3 MB at 160x240, not the 256-frame request they came in)."""
+        self.window.own()
 
     def flush(self) -> list[tuple[int, np.ndarray]]:
         return [(self.base + t, x) for t, x in self.window.flush()]

@@ -7,12 +7,14 @@ was queued; the delay applies only while the batch is not full. Each worker owns
 instance (its own session / execution context / CUDA stream). The queue is bounded (in frames);
 a job past its deadline fails fast without running; a failed batch fails exactly its own jobs.
 
-Cancelled jobs (a camera's frames superseded by newer ones) leave the queue for free: a worker takes
-all the jobs it can under one hold of the lock and drops the cancelled ones there, and a full queue
-sheds its cancelled jobs before it refuses a new one. With one job per hold, an overloaded camera
-server's queue filled with superseded frames and refused live ones ("queue_full"): with the change
-those refusals are gone and the H200 scores 36 cameras in real time instead of 32 (benchmarks/RESULTS.md,
-session 24, which also describes the collapse further past capacity that this does not fix).
+Cancelled jobs (a camera's frames superseded by newer ones, requests whose client left) cost nothing
+in the queue: :meth:`Batcher.cancel` counts them out of its depth at once, a worker takes all the jobs
+it can under one hold of the lock and drops the cancelled ones there, and the queue drops the rest in
+one walk per capacity/2 cancellations. Before session 24 a worker took one job per hold and an
+overloaded camera server's queue filled with superseded frames and refused live ones ("queue_full"):
+without those refusals the H200 scored 36 cameras in real time instead of 32 (benchmarks/RESULTS.md,
+session 24). Until session 29 a full queue walked itself on every refusal and every camera frame it
+admitted in a superseded one's place: 0.2 ms under the lock and the GIL each (benchmarks/batcher_cost.py).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Job:
     source: str = "http"  # "http" or a camera id
     future: Future[dict[str, Any]] = field(default_factory=Future)
     enqueued: float = field(default_factory=time.monotonic)
+    queued: bool = field(default=False, repr=False)  # in the batcher's queue (under its lock)
+    counted: bool = field(default=False, repr=False)  # counted there as cancelled (Batcher.cancel)
 
 
 class Batcher:
@@ -57,26 +61,57 @@ class Batcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        self._cancelled = 0  # jobs in the queue counted as cancelled (:meth:`cancel`): they take no place
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        """Frames waiting for inference (cancelled ones not counted)."""
+        return len(self._queue) - self._cancelled
 
     def submit(self, jobs: list[Job]) -> None:
         """Queue all jobs or none. Raises Overloaded when they do not fit, NotReady when stopping."""
         with self._cond:
             if self._stopping:
                 raise NotReady("the server is shutting down")
-            if len(self._queue) + len(jobs) > self.capacity:
-                self._queue = deque(j for j in self._queue if not j.future.cancelled())
-            if len(self._queue) + len(jobs) > self.capacity:
+            if self.depth + len(jobs) > self.capacity:
                 self.metrics.rejected.labels(reason="queue_full").inc()
                 retry = max(1, round(self.retry_after_s()))
-                raise Overloaded(f"{len(self._queue)} frames are queued (capacity {self.capacity}); "
+                raise Overloaded(f"{self.depth} frames are queued (capacity {self.capacity}); "
                                  f"retry in {retry} s", headers={"Retry-After": str(retry)})
+            for job in jobs:
+                job.queued = True
             self._queue.extend(jobs)
-            self.metrics.queue_depth.set(len(self._queue))
+            if self._cancelled > self.capacity // 2:
+                self._shed()
+            self.metrics.queue_depth.set(self.depth)
             self._cond.notify(len(jobs))
+
+    def cancel(self, jobs: list[Job]) -> None:
+        """Cancel jobs nobody waits for any more (superseded camera frames, a request that timed out or
+        whose client left). Those still queued are never run and take no place in the queue from now on:
+        a full queue of superseded frames admits live ones. Every cancellation goes through here."""
+        cancelled = [job for job in jobs if job.future.cancel()]  # False: running or done, scored after all
+        if cancelled:  # (cancel() runs done-callbacks, which may take their own locks: not under ours)
+            with self._cond:
+                for job in cancelled:
+                    if job.queued and not job.counted:
+                        job.counted = True
+                        self._cancelled += 1
+                self.metrics.queue_depth.set(self.depth)
+
+    def _shed(self) -> None:
+        """Drop the cancelled jobs from the queue (under the lock): O(queue), so :meth:`submit` does it
+        once per capacity/2 cancellations, which bounds the queue at 1.5 x capacity jobs, dead or alive.
+        (Walking it on every refusal or every camera frame of a full queue cost 0.2 ms of GIL each:
+        benchmarks/batcher_cost.py.)"""
+        kept: deque[Job] = deque()
+        for job in self._queue:
+            if job.future.cancelled():
+                job.queued = False
+            else:
+                kept.append(job)
+        self._queue = kept
+        self._cancelled = 0
 
     def dead_workers(self) -> int:
         """Workers whose thread has ended while the batcher serves: none, unless a fault escaped the
@@ -86,7 +121,7 @@ class Batcher:
     def retry_after_s(self) -> float:
         """A rough time for the queue to drain: batches ahead x the last batch's duration."""
         per_batch = getattr(self, "_last_batch_s", 0.1)
-        return len(self._queue) / max(1, self.max_batch) * per_batch / max(1, len(self.backends))
+        return self.depth / max(1, self.max_batch) * per_batch / max(1, len(self.backends))
 
     def start(self) -> None:
         for i, backend in enumerate(self.backends):
@@ -116,15 +151,18 @@ class Batcher:
             while True:
                 while self._queue and len(batch) < self.max_batch:
                     job = self._queue.popleft()
-                    if not job.future.cancelled():  # superseded while queued: nothing to run or resolve
+                    job.queued = False
+                    if not job.future.cancelled():
                         batch.append(job)
+                    elif job.counted:  # superseded while queued: nothing to run or resolve
+                        self._cancelled -= 1
                 if len(batch) == self.max_batch or (self._stopping and not self._queue):
                     break
                 remaining = batch[0].enqueued + self.max_delay_s - time.monotonic() if batch else None
                 if remaining is not None and remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            self.metrics.queue_depth.set(len(self._queue))
+            self.metrics.queue_depth.set(self.depth)
         if not batch:
             return None
         return batch, "full" if len(batch) == self.max_batch else "timeout"

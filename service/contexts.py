@@ -66,6 +66,7 @@ class StreamContext:
                     headers={"X-Stream-Offset": str(self.window.seen)})
             before = self.window.copy()
             ready = self.window.push_many(frames)
+            self.window.own()
             if flush:
                 ready += self.window.flush()
             self.taken += 1

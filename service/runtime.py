@@ -150,9 +150,11 @@ class ScoringRuntime:
         try:
             outputs = await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(j.future) for j in jobs)),
                                              timeout=timeout + 1.0)
+        except asyncio.CancelledError:  # the client left: what is still queued is not run
+            self.batcher.cancel(jobs)
+            raise
         except TimeoutError:
-            for j in jobs:
-                j.future.cancel()
+            self.batcher.cancel(jobs)
             self.metrics.rejected.labels(reason="deadline").inc()
             raise DeadlineExceeded(f"frames were not scored within {timeout} s") from None
         return [FrameResult(i, o) for (i, _), o in zip(inputs, outputs, strict=True)]

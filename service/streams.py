@@ -242,8 +242,8 @@ class Stream:
                 while len(self._pending) >= self.max_pending and not self.reader.stopping:
                     self._room.wait(0.5)  # a file waits for room: every frame is scored
             self._pending.append((index, job))
-        for old in superseded:  # outside the lock: cancel() runs the done-callback, which takes the lock;
-            old.future.cancel()  # a job already running cannot be cancelled and is scored after all
+        # outside the lock: cancel() runs the done-callback, which takes the lock; a job already running
+        runtime.batcher.cancel(superseded)  # cannot be cancelled and is scored after all
         while True:
             try:
                 runtime.batcher.submit([job])
@@ -337,8 +337,7 @@ class Stream:
         self.reader.stop()  # a file's reader waiting for room wakes within 0.5 s and sees it
         with self._lock:
             pending = [job for _, job in self._pending]
-        for job in pending:
-            job.future.cancel()
+        self.hub.runtime.batcher.cancel(pending)
         self._publish(self.detector.interrupt("stream_removed"))
 
     def scores(self, after: int | None, since: float | None, limit: int) -> dict[str, Any]:

@@ -60,6 +60,8 @@ def test_a_kept_window_holds_its_frames_not_the_request_they_came_in():
     request = scene_frames(64, 32, 48, seed=1)
     w = CutWindow()
     first = w.push_many(request)
+    assert any(np.shares_memory(f, request) for f in w.window._frames)  # views, until the window is kept
+    w.own()
     assert len(w.window._frames) == 7 and not any(np.shares_memory(f, request) for f in w.window._frames)
     assert sum(f.nbytes for f in w.window._frames) == 7 * request[0].nbytes
     more = w.push_many(request[::-1].copy()) + w.flush()  # and the copies still give the same inputs

@@ -175,14 +175,15 @@ def test_a_stalled_upload_times_out_and_gives_its_bytes_back(tiny_checkpoint):
 
 def test_frames_of_a_client_that_hung_up_leave_the_queue_unrun(tiny_checkpoint):
     """Request A holds the only worker (its backend is held); request B queues behind it, and its client
-    gives up (its own 1 s timeout) and closes the connection. B's frames are cancelled: once A's batch
-    is released, the backend never runs them, and the hang-up is counted."""
+    gives up (its own 1 s timeout) and closes the connection. B's frames are cancelled: they make room
+    in the full queue for request C's, once A's batch is released the backend never runs them, and the
+    hang-up is counted."""
     import threading
 
     from tests.conftest import scene_frames
     from tests.service.test_api import jpegs
 
-    with live_server(model=tiny_checkpoint, max_batch_delay_ms=1) as server:
+    with live_server(model=tiny_checkpoint, max_batch_delay_ms=1, queue_capacity=5) as server:
         backend = server.runtime.backends[0]
         original, gate, batches = backend.infer, threading.Event(), []
 
@@ -205,9 +206,20 @@ def test_frames_of_a_client_that_hung_up_leave_the_queue_unrun(tiny_checkpoint):
             end = time.monotonic() + 10
             while "client_closed\"} 1.0" not in httpx.get(server.url + "/metrics").text and time.monotonic() < end:
                 time.sleep(0.05)
+            third: list[int] = []  # B's cancelled frames still fill the queue: C's five must take their place
+            c = threading.Thread(target=lambda: third.append(httpx.post(
+                server.url + "/v1/score", files=jpegs(scene_frames(5, 48, 72)), timeout=30).status_code))
+            c.start()
+            end = time.monotonic() + 10
+            batcher = server.runtime.batcher  # until C's frames are queued (or C is refused)
+            while (sum(not j.future.cancelled() for j in list(batcher._queue)) < 5 and not third
+                   and time.monotonic() < end):
+                time.sleep(0.02)
         finally:
             gate.set()
         a.join(30)
+        c.join(30)
         backend.infer = original
-        assert first == [200] and batches == [2], batches  # B's five frames never ran
+        assert first == [200] and third == [200], (first, third)
+        assert batches[0] == 2 and sum(batches) == 7, batches  # B's five frames never ran; C's did
         assert 'aedmae_requests_rejected_total{reason="client_closed"} 1.0' in httpx.get(server.url + "/metrics").text

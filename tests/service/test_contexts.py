@@ -33,6 +33,16 @@ def test_context_tally_is_the_scene_check_over_the_streams_frames():
     assert context.tally([0.1, 0.2]) == scene_check(np.r_[np.ones(SCENE_CHECK_FRAMES), 0.1, 0.2])
 
 
+def test_a_context_keeps_its_frames_not_the_request_they_came_in():
+    """Between requests a context holds 7 frames, copied out of the request (256 frames of the shipped
+    model's size are 9.8 MB, and up to 1,024 contexts live at once); the undo snapshot shares them."""
+    context = StreamContexts(ttl_s=60, capacity=2).get("cam")
+    request = scene_frames(64, 32, 48, seed=1)
+    context.push(request, flush=False)
+    kept = list(context.window.window._frames)
+    assert len(kept) == 7 and not any(np.shares_memory(f, request) for f in kept)
+
+
 def _indices(ready):
     return [t for t, _ in ready]
 
