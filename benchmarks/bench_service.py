@@ -28,6 +28,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -126,6 +127,8 @@ def start_servers(serve_args: str, count: int,
         log = log.with_name(f"{log.name}.{i}") if i else log
         with log.open("wb") as f:  # the server holds its own copy of the file
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=f)
+        if not log_path:
+            _TEMPORARY_LOGS[proc.pid] = log
         started.append((proc, f"http://127.0.0.1:{port}", log))
     try:
         return [(proc, wait_ready(proc, url, log)) for proc, url, log in started]
@@ -134,11 +137,22 @@ def start_servers(serve_args: str, count: int,
         raise
 
 
+_TEMPORARY_LOGS: dict[int, Path] = {}  # server pid -> its log in a folder of its own under /tmp
+
+
 def stop_servers(servers: list[tuple[subprocess.Popen[bytes], str]]) -> None:
+    """Stop the servers. A temporary log is removed when its server stopped cleanly and the benchmark
+    is not ending in an exception (this is called from ``finally``); otherwise its path is printed."""
     for proc, _ in servers:
         proc.terminate()
+    failing = sys.exc_info()[0] is not None
     for proc, _ in servers:
         proc.wait(30)
+        log = _TEMPORARY_LOGS.pop(proc.pid, None)
+        if log is not None and (failing or proc.returncode not in (0, -signal.SIGTERM)):  # uvicorn re-raises it
+            print(f"server (exit {proc.returncode}) log kept: {log}", file=sys.stderr)
+        elif log is not None:
+            shutil.rmtree(log.parent, ignore_errors=True)
 
 
 def proc_status(pid: int) -> dict[str, int]:

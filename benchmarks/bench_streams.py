@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from bench_service import add_gil_per_frame, free_port, profile_server, start_server
+from bench_service import add_gil_per_frame, free_port, profile_server, start_server, stop_servers
 
 ROOT = Path(__file__).resolve().parents[1]
 FOOTAGE = ROOT.parent / "shared" / "data" / "footage" / "avenue_train_10.mp4"
@@ -224,8 +224,7 @@ def main() -> None:
                             "scored_fps_total": best["scored_fps_total"] if best else None})
         model = httpx.get(url + "/v1/model").json()
     finally:
-        server.terminate()
-        server.wait(30)
+        stop_servers([(server, url)])
     print(f"\nsource {source}; frame age = capture to score, including the look-ahead of 3 frames")
     print(f"{'scoring fps':>11} | {'look-ahead':>10} | {'cameras in real time':>20} | {'frame age p50':>13} | "
           f"{'p99':>7} | scored fps")

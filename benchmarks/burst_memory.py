@@ -64,8 +64,7 @@ def main() -> None:
                   "peak_rss_mb_before": before, "peak_rss_mb_after": peak_mb(server.pid),
                   "serve_args": args.serve_args, "root": str(bench_service.ROOT)}
     finally:
-        server.terminate()
-        server.wait(30)
+        bench_service.stop_servers([(server, url)])
     print(f"{args.clients} clients x {result['body_mb']} MB: answers {result['answers']}; server peak RSS "
           f"{result['peak_rss_mb_before']} -> {result['peak_rss_mb_after']} MB ({result['seconds']} s)")
     if args.json:

@@ -58,8 +58,7 @@ def run(history: int, clip: Path, cameras: int, serve_args: str) -> dict[str, An
         return {"stream_history": history, "frames_scored": scored, "records_kept": kept,
                 "rss_mb": round(statistics.median(samples), 1), "seconds": round(time.monotonic() - t0, 1)}
     finally:
-        server.terminate()
-        server.wait(30)
+        bench_service.stop_servers([(server, url)])
 
 
 def main() -> None:

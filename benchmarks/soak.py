@@ -29,7 +29,7 @@ from typing import Any
 import cv2
 import httpx
 import numpy as np
-from bench_service import proc_status, start_server
+from bench_service import proc_status, start_server, stop_servers
 from bench_streams import FOOTAGE, footage, start_rtsp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -98,9 +98,8 @@ def main() -> None:
                     next_sample += args.interval
                 time.sleep(1.0)
     finally:
-        server.terminate()
         rtsp.terminate()
-        server.wait(30)
+        stop_servers([(server, url)])
     verdict = {
         "minutes": args.minutes, "samples": len(samples),
         "rss_mb_first": samples[0]["rss_mb"], "rss_mb_last": samples[-1]["rss_mb"],

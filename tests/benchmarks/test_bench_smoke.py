@@ -376,3 +376,9 @@ def test_camera_path_times_each_step(tmp_path):
     result, stdout = run_benchmark(tmp_path, "camera_path.py", "--frames", "20")
     assert set(result["us_per_frame"]) >= {"scene-cut check", "validity check", "window push"}
     assert all(us > 0 for us in result["us_per_frame"].values()) and "us a frame" in stdout
+
+
+def test_batcher_cost_refuses_a_full_queue_and_admits_in_a_superseded_frames_place(tmp_path):
+    result, stdout = run_benchmark(tmp_path, "batcher_cost.py", "--capacity", "16", "--rounds", "1")
+    assert result["accepted_share"] == {"refused": 0.0, "shed one cancelled, accepted": 1.0}
+    assert all(v[0] > 0 for v in result["us"].values()) and "us a request" in stdout

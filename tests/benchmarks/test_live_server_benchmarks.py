@@ -4,6 +4,7 @@ JSON (their numbers are read from RESULTS.md, never asserted)."""
 import math
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -32,13 +33,30 @@ def test_bench_service_quick_on_a_served_model_of_its_own(tmp_path, tiny_checkpo
 
 
 @pytest.mark.slow
-def test_bench_service_spreads_clients_over_several_servers(tmp_path, tiny_checkpoint):
+def test_bench_service_spreads_clients_over_several_servers(tmp_path, tiny_checkpoint, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # where the servers' logs go
+    (tmp_path / "tmp").mkdir()
     result, _ = run_benchmark(tmp_path, "bench_service.py", "--quick", "--servers", "2",
                               "--serve-args", f"--model {tiny_checkpoint} --max-batch-size 4")
     row = result["dynamic"]
     assert row["servers"] == 2 and set(row["codes"]) == {"200"}
     assert all(n > 0 for n in row["frames_by_server"])  # both processes scored (4 clients: 2 each)
     assert sum(row["frames_by_server"]) >= row["frames_per_s"] * row["seconds"] * 0.9  # all were counted
+    assert not list((tmp_path / "tmp").glob("aedmae-serve-*")), "servers that stopped cleanly leave no log behind"
+
+
+def test_a_benchmark_server_that_fails_keeps_its_log_and_says_where(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from tests.benchmarks.test_bench_smoke import ROOT
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    r = subprocess.run([sys.executable, "benchmarks/bench_service.py", "--quick", "--serve-args",
+                        f"--model {tmp_path / 'missing'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    kept = [line.rsplit(" ", 1)[1] for line in r.stderr.splitlines() if "log kept: " in line]
+    assert r.returncode != 0 and len(kept) == 1, r.stderr[-2000:]
+    assert "no such model file" in Path(kept[0]).read_text() and Path(kept[0]).is_relative_to(tmp_path)
 
 
 @pytest.mark.slow
