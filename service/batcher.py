@@ -129,15 +129,10 @@ class Batcher:
             t.start()
             self._threads.append(t)
 
-    def stop(self, drain: bool = True, timeout_s: float = 30.0) -> None:
-        """Stop taking jobs; with ``drain`` the workers finish what is queued, otherwise it fails."""
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop taking jobs; the workers finish what is queued (each within its deadline) and end."""
         with self._cond:
             self._stopping = True
-            if not drain:
-                while self._queue:
-                    future = self._queue.popleft().future
-                    if future.set_running_or_notify_cancel():
-                        future.set_exception(NotReady("the server is shutting down"))
             self._cond.notify_all()
         for t in self._threads:
             t.join(timeout_s)

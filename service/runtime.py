@@ -111,7 +111,7 @@ class ScoringRuntime:
         return worst | {"ok": all(r["ok"] for r in results), "workers": len(results)}
 
     def stop(self) -> None:
-        self.batcher.stop(drain=True)
+        self.batcher.stop()
         self.ready = False
         self.metrics.model_ready.set(0)
 

@@ -207,7 +207,7 @@ def test_shutdown_drains_in_flight_work():
     b = make(backend, max_batch=2, max_delay_s=0.0)
     jobs = [job(i) for i in range(10)]
     b.submit(jobs)
-    b.stop(drain=True)
+    b.stop()
     assert all(j.future.done() and not j.future.exception() for j in jobs)
     from service.errors import NotReady
 
