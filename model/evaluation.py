@@ -121,13 +121,6 @@ def scorer_from_meta(net: AEDMAE, meta: dict[str, Any], cfg: ScoringConfig | Non
     return Scorer(net.cfg.grid, cfg or net.cfg.scoring, calibration, te, dis)
 
 
-@dataclass
-class VideoResult:
-    name: str
-    labels: np.ndarray  # (N,) uint8
-    scores: FrameScores
-
-
 def score_test_set(net: AEDMAE, videos: list[TestVideo], cache: FrameCache, progress: bool = True,
                    keep: torch.Tensor | None = None,
                    views: list[View] | None = None) -> dict[str, tuple[np.ndarray, ClipErrors, np.ndarray]]:

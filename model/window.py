@@ -14,7 +14,6 @@ import numpy as np
 
 CONTEXT_OFFSETS = (-3, 0, 3)
 LOOKAHEAD = max(CONTEXT_OFFSETS)
-LOOKBEHIND = -min(CONTEXT_OFFSETS)
 
 
 def context_indices(num_frames: int, centres: np.ndarray) -> np.ndarray:

@@ -137,8 +137,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(HttpMetrics, metrics=app.state.metrics)
     return app
-
-
-def build_app_from_env() -> FastAPI:
-    """uvicorn factory entry point: ``uvicorn --factory service.app:build_app_from_env``."""
-    return create_app(load_settings())

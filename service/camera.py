@@ -48,7 +48,6 @@ def backoff_wait(attempt: int, first_s: float, cap_s: float) -> float:
 @dataclass
 class CameraStats:
     state: str = "connecting"  # connecting | up | down | stalled | ended | stopped
-    frames_received: int = 0
     reconnects: int = 0
     stalls: int = 0
     last_frame_at: float | None = None  # time.monotonic() of the latest frame
@@ -208,7 +207,6 @@ class CameraReader:
                 self._set_state("up")
             got_any = True
             last = now
-            self.stats.frames_received += 1
             self.stats.last_frame_at = now
             if self.stats.state == "stalled":  # the watchdog spoke while this read was late (a starved
                 self._set_state("up")  # machine, a network hiccup shorter than FFmpeg's timeout): frames flow
