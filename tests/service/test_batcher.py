@@ -135,9 +135,12 @@ def test_a_full_queue_neither_refuses_nor_admits_by_walking_its_jobs():
     queued = [Job(np.zeros((3, 2, 2, 1), np.uint8), time.monotonic() + 10, future=CountingFuture()) for _ in range(8)]
     b.submit(queued)
     CountingFuture.checks = 0
-    for _ in range(3):
+    refused = [job(1) for _ in range(3)]
+    for j in refused:
         with pytest.raises(Overloaded):
-            b.submit([job(1)])
+            b.submit([j])
+    b.cancel(refused)  # never queued: cancelling them frees no place
+    assert b.depth == 8
     b.cancel(queued[:1])
     b.submit([job(1)])  # takes the cancelled job's place
     with pytest.raises(Overloaded):
@@ -224,3 +227,42 @@ def test_several_workers_share_the_queue():
     assert sorted(float(j.future.result(5)["score"]) for j in jobs) == list(range(40))
     assert all(sum(x.batches) > 0 for x in backends)
     b.stop()
+
+
+def test_the_cancelled_count_stays_exact_while_threads_submit_and_cancel_against_two_workers():
+    """Cameras and requests submit and cancel from their own threads while workers take batches: the
+    depth never goes below zero or above capacity, no job is lost (each ends scored or cancelled), and
+    once everything is done the queue and its count of cancelled jobs are both empty."""
+    import random
+
+    b = Batcher([RecordingBackend(delay_s=0.001), RecordingBackend(delay_s=0.001)], 8, 0.001, 24, Metrics())
+    b.start()
+    done, depths, lock = [], [], threading.Lock()
+
+    def client(seed):
+        rng = random.Random(seed)
+        mine = []
+        for _ in range(150):
+            group = [job(1) for _ in range(rng.randint(1, 4))]
+            try:
+                b.submit(group)
+                mine += group
+            except Overloaded:
+                pass
+            if mine and rng.random() < 0.4:
+                b.cancel(rng.sample(mine, min(len(mine), rng.randint(1, 3))))
+            depths.append(b.depth)
+        with lock:
+            done.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for j in done:
+        assert j.future.cancelled() or float(j.future.result(10)["score"]) == 1.0
+    b.stop()
+    assert min(depths) >= 0 and max(depths) <= 24
+    assert len(b._queue) == 0 and b._cancelled == 0 and b.depth == 0
+    assert any(j.future.cancelled() for j in done) and any(not j.future.cancelled() for j in done)
