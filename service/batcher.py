@@ -73,11 +73,7 @@ class Batcher:
         with self._cond:
             if self._stopping:
                 raise NotReady("the server is shutting down")
-            if self.depth + len(jobs) > self.capacity:
-                self.metrics.rejected.labels(reason="queue_full").inc()
-                retry = max(1, round(self.retry_after_s()))
-                raise Overloaded(f"{self.depth} frames are queued (capacity {self.capacity}); "
-                                 f"retry in {retry} s", headers={"Retry-After": str(retry)})
+            self.check_room(len(jobs))
             for job in jobs:
                 job.queued = True
             self._queue.extend(jobs)
@@ -85,6 +81,16 @@ class Batcher:
                 self._shed()
             self.metrics.queue_depth.set(self.depth)
             self._cond.notify(len(jobs))
+
+    def check_room(self, frames: int) -> None:
+        """Raise Overloaded (429 with Retry-After, counted as queue_full) if ``frames`` more would not
+        fit in the queue now. :meth:`submit` asks under its lock; the HTTP route asks before it decodes
+        a request's images, so that an overloaded server does not decode what it will refuse."""
+        if self.depth + frames > self.capacity:
+            self.metrics.rejected.labels(reason="queue_full").inc()
+            retry = max(1, round(self.retry_after_s()))
+            raise Overloaded(f"{self.depth} frames are queued (capacity {self.capacity}); "
+                             f"retry in {retry} s", headers={"Retry-After": str(retry)})
 
     def cancel(self, jobs: list[Job]) -> None:
         """Cancel jobs nobody waits for any more (superseded camera frames, a request that timed out or

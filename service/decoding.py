@@ -148,8 +148,8 @@ def npy_array(body: Body) -> np.ndarray:
     return flat.reshape(shape, order="F" if fortran else "C")
 
 
-def npy_to_frames(body: Body, size: tuple[int, int], channels: int, max_pixels: int) -> np.ndarray:
-    """An ``application/x-npy`` body, uint8 (N, H, W, 3) RGB -> (N, H, W, C) at model size."""
+def npy_frames(body: Body, max_pixels: int) -> np.ndarray:
+    """An ``application/x-npy`` body's uint8 (N, H, W, 3) RGB array, checked (a view: no decoding)."""
     array = npy_array(body)
     if array.dtype != np.uint8 or array.ndim != 4 or array.shape[3] != 3:
         raise BadRequest(f"expected a uint8 array of shape (N, H, W, 3), got {array.dtype} {array.shape}")
@@ -157,6 +157,11 @@ def npy_to_frames(body: Body, size: tuple[int, int], channels: int, max_pixels: 
         raise BadRequest("no frames in the request")
     if array.shape[1] * array.shape[2] > max_pixels or array.shape[1] == 0 or array.shape[2] == 0:
         raise PayloadTooLarge(f"frames of {array.shape[2]}x{array.shape[1]} are outside 1..{max_pixels} pixels")
+    return array
+
+
+def rgb_to_frames(array: np.ndarray, size: tuple[int, int], channels: int) -> np.ndarray:
+    """:func:`npy_frames`' (N, H, W, 3) RGB -> (N, H, W, C) at model size."""
     return np.stack([to_model_frame(np.ascontiguousarray(f[..., ::-1]), size, channels) for f in array])
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from model.regions import hot_regions
 from model.window import LOOKAHEAD
-from service.decoding import Body, heatmap_png, images_to_frames, multipart_files, npy_to_frames
+from service.decoding import Body, heatmap_png, images_to_frames, multipart_files, npy_frames, rgb_to_frames
 from service.errors import (
     BadRequest,
     ClientClosed,
@@ -194,26 +194,35 @@ async def _receive_body(request: Request, limit: int, take: Callable[[int], None
     return b"".join(chunks)
 
 
-async def _frames_from_request(request: Request, runtime: ScoringRuntime) -> np.ndarray:
+async def _frames_from_request(request: Request, runtime: ScoringRuntime, streamed: bool) -> np.ndarray:
+    """The request's frames at model size. Before decoding them (the costliest work a request brings)
+    the count is checked against ``max_frames_per_request`` (413) and against the queue's room (429):
+    an overloaded server refuses at once what it would refuse after decoding anyway. A ``streamed``
+    request (stream_id) may hold back up to LOOKAHEAD of its frames, so it needs that much less room."""
     s = request.app.state.settings
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in ("multipart/form-data", "application/x-npy"):
         raise UnsupportedMediaType("send multipart/form-data with image files in field 'frames', "
                                    "or application/x-npy with a uint8 (N, H, W, 3) array")
     size, channels = runtime.bundle.image_size, runtime.bundle.channels
+
+    def admit(count: int) -> None:
+        if count > s.max_frames_per_request:
+            raise PayloadTooLarge(f"{count} frames: more than {s.max_frames_per_request} in one request")
+        runtime.batcher.check_room(count - LOOKAHEAD if streamed else count)
+
     with request.app.state.body_budget.hold() as take:
         body = await _read_body(request, s.max_request_bytes, take, s.body_timeout_s)
         if ctype == "application/x-npy":
-            frames = await asyncio.to_thread(npy_to_frames, body, size, channels, s.max_image_pixels)
-        else:
-            images = multipart_files(body, request.headers["content-type"], "frames", s.max_frames_per_request,
-                                     max_parts=s.max_frames_per_request + 16)
-            if not images:
-                raise BadRequest("no frames: send images in the multipart field 'frames'")
-            frames = await asyncio.to_thread(images_to_frames, images, size, channels, s.max_image_pixels)
-    if len(frames) > s.max_frames_per_request:
-        raise PayloadTooLarge(f"{len(frames)} frames: more than {s.max_frames_per_request} in one request")
-    return frames
+            array = npy_frames(body, s.max_image_pixels)
+            admit(len(array))
+            return await asyncio.to_thread(rgb_to_frames, array, size, channels)
+        images = multipart_files(body, request.headers["content-type"], "frames", s.max_frames_per_request,
+                                 max_parts=s.max_frames_per_request + 16)
+        if not images:
+            raise BadRequest("no frames: send images in the multipart field 'frames'")
+        admit(len(images))
+        return await asyncio.to_thread(images_to_frames, images, size, channels, s.max_image_pixels)
 
 
 async def _while_connected(request: Request, work: Awaitable[T]) -> T:
@@ -282,7 +291,7 @@ async def score(
     if flush and request.headers.get("content-length") == "0":  # (flush has a stream_id: checked above)
         frames = np.empty((0, *runtime.bundle.image_size, runtime.bundle.channels), np.uint8)  # the clip ended
     else:
-        frames = await _frames_from_request(request, runtime)
+        frames = await _frames_from_request(request, runtime, streamed=stream_id is not None)
     clip = await _while_connected(request, runtime.score_clip(frames, stream_id, flush, offset))
     scale = runtime.heatmap_scale
     calibrated = [float(r.outputs["calibrated"]) for r in clip.results]
