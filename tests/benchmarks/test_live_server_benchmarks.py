@@ -95,3 +95,51 @@ def test_history_memory_reports_bytes_a_record(tmp_path, tiny_checkpoint):
     assert short["frames_scored"] == long["frames_scored"] == 240  # every frame of both cameras
     assert (short["records_kept"], long["records_kept"]) == (20, 240)  # what each history holds
     assert "bytes a record" in stdout and isinstance(result["bytes_per_record"], int)
+
+
+def test_a_client_waiting_out_a_429_does_not_hold_up_the_others():
+    """bench_service's clients obey Retry-After. Client 0's server refuses everything (Retry-After: 1);
+    client 1's answers at once: client 1 must go on sending while client 0 waits (the wait was once
+    taken under the lock every client records its answer under, stalling all of them for each 429)."""
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.benchmarks.test_bench_smoke import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_service
+
+    METRICS = b"aedmae_inference_workers 1\n"
+
+    class Fake(BaseHTTPRequestHandler):
+        def do_GET(self):  # /metrics: one worker, nothing else to sum
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(METRICS)))
+            self.end_headers()
+            self.wfile.write(METRICS)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            refuse = self.server.server_address[1] == ports[0]
+            self.send_response(429 if refuse else 200)
+            if refuse:
+                self.send_header("Retry-After", "1")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Fake) for _ in range(2)]
+    ports = [s.server_address[1] for s in servers]
+    for s in servers:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    try:
+        result = bench_service.load([f"http://127.0.0.1:{p}" for p in ports], [b"x"], clients=2, per_request=1,
+                                    seconds=2.5)
+    finally:
+        for s in servers:
+            s.shutdown()
+    assert result["codes"][429] <= 3 and result["codes"][200] >= 10 * result["codes"][429], result["codes"]
