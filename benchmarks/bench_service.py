@@ -108,6 +108,9 @@ def add_gil_per_frame(profile: dict[str, Any], frames_per_s: float) -> None:
         profile["gil_ms_per_frame"] = round(1000 * share / frames_per_s, 3)
 
 
+_TEMPORARY_LOGS: dict[int, Path] = {}  # server pid -> its log in a folder of its own under /tmp
+
+
 def start_server(serve_args: str, log_path: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """``aedmae serve`` on a free port, ready. Its log goes to ``log_path`` (default: a file in /tmp),
     never to a pipe: nobody reads a pipe while the benchmark runs, and a server whose log fills one
@@ -135,9 +138,6 @@ def start_servers(serve_args: str, count: int,
     except BaseException:
         stop_servers([(proc, url) for proc, url, _ in started])
         raise
-
-
-_TEMPORARY_LOGS: dict[int, Path] = {}  # server pid -> its log in a folder of its own under /tmp
 
 
 def stop_servers(servers: list[tuple[subprocess.Popen[bytes], str]]) -> None:
