@@ -115,8 +115,9 @@ class CutWindow:
     their window's end clamped there, as if their clip had ended. Without a cut it gives exactly what
     FrameWindow (and ``clip_windows``) give. ``cut_frames``: the frames that began a new clip."""
 
-    def __init__(self, max_change: float = MAX_CHANGE) -> None:
-        self.window = FrameWindow()
+    def __init__(self, max_change: float = MAX_CHANGE, spacing: int = 1) -> None:
+        self.spacing = spacing  # model.window.FrameWindow spacing: frames pushed are every spacing-th of the source
+        self.window = FrameWindow(spacing)
         self.detector = CutDetector(max_change)
         self.base = 0  # stream index of the current clip's first frame
         self.cut_frames: list[int] = []
@@ -146,7 +147,7 @@ class CutWindow:
             if cut is not None:
                 ready += self.flush()
                 self.base += self.window.seen
-                self.window = FrameWindow()
+                self.window = FrameWindow(self.spacing)
                 self.cut_frames.append(self.base)
             ready += [(self.base + t, x) for t, x in self.window.push(frame)]
         return ready

@@ -46,14 +46,14 @@ def plot_timelines(series: dict[str, dict[str, np.ndarray]], path: Path, thresho
 
 def timeline_figure(series: dict[str, dict[str, np.ndarray]], threshold: float | None) -> Any:
     """Score timelines, one row per video. series: {video: {"score": (N,), "smoothed": (N,)[, "labels":
-    (N,)][, "cuts": frames]}}; labelled abnormal frames shaded (footage without labels, as `aedmae score`
-    plots it, has no such entry), scene cuts (the first frame of each new clip, model.cuts) drawn as
-    dotted lines."""
+    (N,)][, "cuts": frames][, "frames": (N,) frame numbers, default 0..N-1]}}; labelled abnormal frames
+    shaded (footage without labels, as `aedmae score` plots it, has no such entry), scene cuts (the
+    first frame of each new clip, model.cuts) drawn as dotted lines."""
     plt = _pyplot()
     n = len(series)
     fig, axes = plt.subplots(n, 1, figsize=(9, 1.6 * n + 0.6), squeeze=False)
     for ax, (name, s) in zip(axes[:, 0], series.items(), strict=True):
-        x = np.arange(len(s["score"]))
+        x = s["frames"] if "frames" in s else np.arange(len(s["score"]))
         if "labels" in s:
             ax.fill_between(x, 0, 1, where=s["labels"] > 0, color="tab:red", alpha=0.15, step="mid",
                             transform=ax.get_xaxis_transform(), label="labelled abnormal")
@@ -64,7 +64,7 @@ def timeline_figure(series: dict[str, dict[str, np.ndarray]], threshold: float |
         for k, cut in enumerate(s.get("cuts", ())):
             ax.axvline(cut - 0.5, color="0.25", lw=1, ls=":", label="scene cut" if k == 0 else None)
         ax.set_ylabel(name, rotation=0, ha="right", va="center")
-        ax.set_xlim(0, max(1, len(x) - 1))
+        ax.set_xlim(0, max(1, x[-1] if len(x) else 0))
     axes[0, 0].legend(loc="upper right", fontsize=7, ncol=4)
     axes[-1, 0].set_xlabel("frame")
     fig.tight_layout()

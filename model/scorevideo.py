@@ -77,12 +77,17 @@ class _AnnotatedWriter:
 
 def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | Path,
                 sigma_s: float = SMOOTHING_SIGMA_S, delay_s: float | None = None, batch_size: int = 16,
-                progress: bool = True, max_change: float = MAX_CHANGE) -> dict[str, Any]:
+                progress: bool = True, max_change: float = MAX_CHANGE, every: int = 1) -> dict[str, Any]:
     """Score one unlabelled video; the alerts use a camera's smoothing, in seconds at the footage's frame
     rate (``delay_s`` of look-ahead, None = the whole window: see metrics.OnlineSmoother), so the smoothed
     scores are the ones a camera scoring every frame of this footage would give. A scene cut
     (model.cuts, ``max_change`` 0: off) ends the clip as a camera's does: the two sides are scored, and
-    smoothed, as clips of their own."""
+    smoothed, as clips of their own. ``every`` 3 scores frames 0, 3, 6, ... only, three times faster:
+    their inputs are the frames 3 before and after, which are kept too, so each score is the one the
+    frame gets at full rate (as a shedding camera's, service.stream_parts.Shedding), away from the ends
+    of a clip (the video's, a scene cut's), where the two clamp the window at different frames."""
+    if every not in (1, 3):
+        raise DataError(f"every={every}: 1 (every frame) or 3 (every third: the context frames are 3 apart)")
     net, meta = checkpoint.load(model_path)
     scorer = scorer_from_meta(net, meta)
     sources = discover(source_path)
@@ -92,25 +97,26 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = net.cfg
-    window = CutWindow(max_change)
+    window = CutWindow(max_change, spacing=every)
     originals: dict[int, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
     writer: _AnnotatedWriter | None = None
     vmax = 2 * scorer.calibration.threshold if scorer.calibration else 1.0
     total, fps = _probe(source)
-    smoothing = InOrderSmoothing(OnlineSmoother.in_seconds(sigma_s, delay_s, fps))  # rows wait there for it
-    bar = tqdm(total=total, desc="score", unit="frame", disable=not progress)
+    rate = fps / every  # scored frames a second
+    smoothing = InOrderSmoothing(OnlineSmoother.in_seconds(sigma_s, delay_s, rate))  # rows wait there for it
+    bar = tqdm(total=total and -(-total // every), desc="score", unit="frame", disable=not progress)
 
     def run(ready: list[tuple[int, np.ndarray]]) -> None:
         for start in range(0, len(ready), batch_size):
             chunk = ready[start : start + batch_size]
             with torch.no_grad():
                 s = score_frames(net, torch.from_numpy(np.stack([w for _, w in chunk])), scorer)
-            for k, (t, _) in enumerate(chunk):
-                calibrated = float(s.calibrated[k])
+            for k, (kept, _) in enumerate(chunk):
+                calibrated, t = float(s.calibrated[k]), kept * every  # the window counts kept frames
                 row = {"frame": t, "time_s": round(t / fps, 3), "score": float(s.score[k]),
                        "teacher_error": float(s.teacher_error[k]), "discrepancy": float(s.discrepancy[k]),
-                       "calibrated": calibrated, "cut": t in window.cut_frames}
+                       "calibrated": calibrated, "cut": kept in window.cut_frames}
                 rows.append(row)
                 write(smoothing.push((row, s.heatmap[k].numpy()), 0.0 if np.isnan(calibrated) else calibrated))
             bar.update(len(chunk))
@@ -123,9 +129,13 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
             writer.write(originals.pop(row["frame"]), heatmap, row)
 
     pending: list[tuple[int, np.ndarray]] = []
+    decoded = 0
     for t, frame in enumerate(read_frames(source)):
+        decoded = t + 1
+        if t % every:
+            continue
         if writer is None:
-            writer = _AnnotatedWriter(out / "annotated.mp4", (frame.shape[1], frame.shape[0]), vmax, fps)
+            writer = _AnnotatedWriter(out / "annotated.mp4", (frame.shape[1], frame.shape[0]), vmax, rate)
         originals[t] = frame
         cuts = len(window.cut_frames)
         pending += window.push(to_model_frame(frame, cfg.image_size, cfg.channels))
@@ -133,7 +143,7 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
             run(pending)
             pending = []
             write(smoothing.flush())
-            smoothing = InOrderSmoothing(OnlineSmoother.in_seconds(sigma_s, delay_s, fps))
+            smoothing = InOrderSmoothing(OnlineSmoother.in_seconds(sigma_s, delay_s, rate))
         if len(pending) >= batch_size:
             run(pending)
             pending = []
@@ -148,15 +158,16 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
 
     calibrated = np.array([r["calibrated"] for r in rows])
     smoothed = np.array([r["smoothed"] for r in rows])
-    plot_timelines({source.name: {"score": calibrated, "smoothed": smoothed, "cuts": np.array(window.cut_frames)}},
-                   out / "timeline.png", 0.5)
-    short = total is not None and source.is_file and len(rows) < 0.98 * total
-    return {"frames": len(rows), "frames_declared": total, "fps": fps,
-            "decode_warning": f"the file declares {total} frames but only {len(rows)} decoded: it may be truncated "
+    cut_frames = [k * every for k in window.cut_frames]  # source frames
+    plot_timelines({source.name: {"score": calibrated, "smoothed": smoothed, "cuts": np.array(cut_frames),
+                                  "frames": np.array([r["frame"] for r in rows])}}, out / "timeline.png", 0.5)
+    short = total is not None and source.is_file and decoded < 0.98 * total
+    return {"frames": len(rows), "frames_decoded": decoded, "every": every, "frames_declared": total, "fps": fps,
+            "decode_warning": f"the file declares {total} frames but only {decoded} decoded: it may be truncated "
                               "or corrupt after that point" if short else None,
             "alert_frames": int(sum(r["alert"] for r in rows)),
             "source": str(source.path), "out": str(out), "scene": scene_check(calibrated),
-            "scene_cuts": window.cut_frames}
+            "scene_cuts": cut_frames}
 
 
 def _probe(source: VideoSource) -> tuple[int | None, float]:

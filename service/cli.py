@@ -119,8 +119,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     from model.scorevideo import score_video
 
     result = score_video(_model_path(args.model), args.input, args.out, sigma_s=args.sigma_s, delay_s=args.delay_s,
-                         progress=not args.no_progress, max_change=args.scene_cut_change)
-    print(f"{result['frames']} frames scored, {result['alert_frames']} above the alert threshold (smoothed); "
+                         progress=not args.no_progress, max_change=args.scene_cut_change, every=args.every)
+    of = f" (every third of {result['frames_decoded']})" if args.every == 3 else ""
+    print(f"{result['frames']} frames scored{of}, {result['alert_frames']} above the alert threshold (smoothed); "
           f"written to {result['out']}: scores.csv, scores.json, annotated.mp4, timeline.png")
     if result["scene_cuts"]:
         print(f"scene cuts before frames {result['scene_cuts']}: each part scored as a clip of its own "

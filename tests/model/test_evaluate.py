@@ -82,6 +82,38 @@ def test_score_a_video_without_labels(tiny_checkpoint, tmp_path, capsys):
     assert main(["score", str(tmp_path / "missing.mp4"), "--model", str(tiny_checkpoint), "--out", str(out)]) == 2
 
 
+def test_score_every_third_frame_gives_those_frames_full_rate_scores(tiny_checkpoint, tmp_path, capsys):
+    """--every 3 scores frames 0, 3, 6, ... from the frames 3 before and after, which it keeps: each raw
+    score is the full-rate one (but for the last frames, whose look-ahead the end clamps differently);
+    the smoothing and the annotated video run at a third of the footage's rate."""
+    import cv2
+
+    from tests.conftest import write_video
+
+    video = write_video(tmp_path / "cam.avi", scene_frames(31, 60, 90, seed=3), fourcc="MJPG", fps=12)
+    runs = {}
+    for every in (1, 3):
+        out = tmp_path / f"every{every}"
+        assert main(["score", str(video), "--model", str(tiny_checkpoint), "--out", str(out), "--no-progress",
+                     "--every", str(every)]) == 0
+        runs[every] = json.loads((out / "scores.json").read_text())
+    assert "11 frames scored (every third of 31)" in capsys.readouterr().out
+    full = {r["frame"]: r for r in runs[1]}
+    assert [r["frame"] for r in runs[3]] == list(range(0, 31, 3))
+    assert [r["time_s"] for r in runs[3]][:2] == [0.0, 0.25]  # frame 3 at 12 fps
+    for key in ("score", "teacher_error", "discrepancy", "calibrated"):
+        assert [r[key] for r in runs[3] if r["frame"] <= 27] == pytest.approx(
+            [full[r["frame"]][key] for r in runs[3] if r["frame"] <= 27], rel=1e-5), key
+    # a camera's smoothing (sigma 0.2 s, the whole window) at 4 scored frames a second: sigma 0.8 frames
+    calibrated = np.array([r["calibrated"] for r in runs[3]])
+    assert np.allclose([r["smoothed"] for r in runs[3]], gaussian_smooth(calibrated, 0.8), atol=1e-6)
+    cap = cv2.VideoCapture(str(tmp_path / "every3" / "annotated.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 11 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(4)
+    with pytest.raises(SystemExit) as refused:  # 2 does not divide the context offset 3
+        main(["score", str(video), "--out", str(tmp_path / "x"), "--every", "2"])
+    assert refused.value.code == 2
+
+
 def test_score_warns_when_a_file_decodes_fewer_frames_than_it_declares(tiny_checkpoint, tmp_path, capsys):
     """A file cut short (a copy interrupted, a recorder that crashed) decodes until the damage: the
     frames before it are scored, and the user is told the rest is missing."""
