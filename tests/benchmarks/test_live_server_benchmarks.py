@@ -102,17 +102,18 @@ def test_a_client_waiting_out_a_429_does_not_hold_up_the_others():
     client 1's answers at once: client 1 must go on sending while client 0 waits (the wait was once
     taken under the lock every client records its answer under, stalling all of them for each 429)."""
     import sys
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from tests.benchmarks.test_bench_smoke import ROOT
+    from tests.conftest import QuietHandler, http_server
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import bench_service
 
     METRICS = b"aedmae_inference_workers 1\n"
 
-    class Fake(BaseHTTPRequestHandler):
+    class Answering(QuietHandler):
+        status = 200
+
         def do_GET(self):  # /metrics: one worker, nothing else to sum
             self.send_response(200)
             self.send_header("Content-Length", str(len(METRICS)))
@@ -121,25 +122,17 @@ def test_a_client_waiting_out_a_429_does_not_hold_up_the_others():
 
         def do_POST(self):
             self.rfile.read(int(self.headers["Content-Length"]))
-            refuse = self.server.server_address[1] == ports[0]
-            self.send_response(429 if refuse else 200)
-            if refuse:
+            self.send_response(self.status)
+            if self.status == 429:
                 self.send_header("Retry-After", "1")
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"{}")
 
-        def log_message(self, *args):
-            pass
+    class Refusing(Answering):
+        status = 429
 
-    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Fake) for _ in range(2)]
-    ports = [s.server_address[1] for s in servers]
-    for s in servers:
-        threading.Thread(target=s.serve_forever, daemon=True).start()
-    try:
-        result = bench_service.load([f"http://127.0.0.1:{p}" for p in ports], [b"x"], clients=2, per_request=1,
-                                    seconds=2.5)
-    finally:
-        for s in servers:
-            s.shutdown()
+    with http_server(Refusing) as refusing, http_server(Answering) as answering:
+        result = bench_service.load([f"http://127.0.0.1:{s.server_port}" for s in (refusing, answering)], [b"x"],
+                                    clients=2, per_request=1, seconds=2.5)
     assert result["codes"][429] <= 3 and result["codes"][200] >= 10 * result["codes"][429], result["codes"]

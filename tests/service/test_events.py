@@ -7,7 +7,6 @@ import json
 import random
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import cv2
@@ -19,7 +18,7 @@ from model.frames import to_model_frame
 from service.events import Event, EventBus, EventDetector, WebhookSender
 from service.settings import EventSettings, StreamSpec
 from service.stream_parts import RateMeter, Sampler, Shedding, Validity, page
-from tests.conftest import require_shared, scene_frames, wait_for
+from tests.conftest import QuietHandler, http_server, require_shared, scene_frames, wait_for
 
 
 def run(detector, scores, fps=10.0, start=0):
@@ -198,7 +197,7 @@ def test_bus_replays_after_an_id_and_bounds_slow_subscribers():
     assert EventBus().publish("start", ev)[0] > ids[5]  # the next life's ids come after these
 
 
-class Receiver(BaseHTTPRequestHandler):
+class Receiver(QuietHandler):
     fail_first = 1
     bodies: ClassVar[list] = []
     auth: ClassVar[list] = []
@@ -215,38 +214,34 @@ class Receiver(BaseHTTPRequestHandler):
             self.send_response(204)
         self.end_headers()
 
-    def log_message(self, *args):
-        pass
-
 
 def test_webhook_retries_then_delivers_and_gives_up_on_a_dead_url():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     outcomes = []
-    sender = WebhookSender(f"http://127.0.0.1:{httpd.server_port}/hook", 2.0, 2, outcomes.append)
-    try:
-        sender.send("start", {"id": "e1", "stream": "cam"})
-        assert wait_for(lambda: outcomes == ["delivered"], 10), outcomes
-        assert Receiver.bodies == [("start", {"type": "start", "event": {"id": "e1", "stream": "cam"}})]
-        assert Receiver.auth == [None]
-    finally:
-        sender.close()
-    # a user and password in the URL (escaped as URLs escape them) arrive as Basic auth, not as a host name
-    sender = WebhookSender(f"http://alert%40ops:pa%3Ass@127.0.0.1:{httpd.server_port}/hook", 2.0, 0, outcomes.append)
-    try:
-        sender.send("end", {"id": "e1", "stream": "cam"})
-        assert wait_for(lambda: outcomes == ["delivered"] * 2, 10), outcomes
-        assert Receiver.auth[-1] == "Basic " + base64.b64encode(b"alert@ops:pa:ss").decode()
-    finally:
-        sender.close()
-        httpd.shutdown()
-    dead = WebhookSender(f"http://127.0.0.1:{httpd.server_port}/hook", 0.5, 1, outcomes.append)
+    with http_server(Receiver) as httpd:
+        sender = WebhookSender(f"http://127.0.0.1:{httpd.server_port}/hook", 2.0, 2, outcomes.append)
+        try:
+            sender.send("start", {"id": "e1", "stream": "cam"})
+            assert wait_for(lambda: outcomes == ["delivered"], 10), outcomes
+            assert Receiver.bodies == [("start", {"type": "start", "event": {"id": "e1", "stream": "cam"}})]
+            assert Receiver.auth == [None]
+        finally:
+            sender.close()
+        # a user and password in the URL (escaped as URLs escape them) arrive as Basic auth, not as a host
+        sender = WebhookSender(f"http://alert%40ops:pa%3Ass@127.0.0.1:{httpd.server_port}/hook", 2.0, 0,
+                               outcomes.append)
+        try:
+            sender.send("end", {"id": "e1", "stream": "cam"})
+            assert wait_for(lambda: outcomes == ["delivered"] * 2, 10), outcomes
+            assert Receiver.auth[-1] == "Basic " + base64.b64encode(b"alert@ops:pa:ss").decode()
+        finally:
+            sender.close()
+    dead = WebhookSender(f"http://127.0.0.1:{httpd.server_port}/hook", 0.5, 1, outcomes.append)  # closed now
     dead.send("end", {"id": "e2", "stream": "cam"})
     assert wait_for(lambda: outcomes[-1:] == ["failed"], 10), outcomes
     dead.close()
 
 
-class Refuser(BaseHTTPRequestHandler):
+class Refuser(QuietHandler):
     status = 401
     calls: ClassVar[list] = []
 
@@ -256,29 +251,24 @@ class Refuser(BaseHTTPRequestHandler):
         self.send_response(type(self).status)
         self.end_headers()
 
-    def log_message(self, *args):
-        pass
-
 
 def test_webhook_gives_up_at_once_on_a_4xx_that_a_retry_cannot_change():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refuser)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     outcomes = []
-    sender = WebhookSender(f"http://127.0.0.1:{httpd.server_port}/hook", 2.0, 2, outcomes.append)
-    try:
-        sender.send("start", {"id": "e1"})
-        assert wait_for(lambda: outcomes == ["failed"], 10), outcomes
-        assert Refuser.calls == [401]  # wrong credentials: once, not three times over 1.5 s of backoff
-        Refuser.status = 429  # too many requests: worth the retries
-        sender.send("start", {"id": "e2"})
-        assert wait_for(lambda: outcomes == ["failed"] * 2, 10), outcomes
-        assert Refuser.calls == [401, 429, 429, 429]
-    finally:
-        sender.close()
-        httpd.shutdown()
+    with http_server(Refuser) as httpd:
+        sender = WebhookSender(f"http://127.0.0.1:{httpd.server_port}/hook", 2.0, 2, outcomes.append)
+        try:
+            sender.send("start", {"id": "e1"})
+            assert wait_for(lambda: outcomes == ["failed"], 10), outcomes
+            assert Refuser.calls == [401]  # wrong credentials: once, not three times over 1.5 s of backoff
+            Refuser.status = 429  # too many requests: worth the retries
+            sender.send("start", {"id": "e2"})
+            assert wait_for(lambda: outcomes == ["failed"] * 2, 10), outcomes
+            assert Refuser.calls == [401, 429, 429, 429]
+        finally:
+            sender.close()
 
 
-class SlowReceiver(BaseHTTPRequestHandler):
+class SlowReceiver(QuietHandler):
     """Holds every request until `release` is set, as a receiver in trouble does."""
     release = threading.Event()
     ids: ClassVar[list] = []
@@ -290,28 +280,23 @@ class SlowReceiver(BaseHTTPRequestHandler):
         self.send_response(204)
         self.end_headers()
 
-    def log_message(self, *args):
-        pass
-
 
 def test_a_full_webhook_backlog_drops_its_oldest_messages():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), SlowReceiver)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     outcomes = []
-    sender = WebhookSender(f"http://127.0.0.1:{httpd.server_port}/hook", 10.0, 0, outcomes.append, backlog=3)
-    try:
-        sender.send("start", {"id": "e0"})
-        assert wait_for(lambda: SlowReceiver.ids == ["e0"], 10)  # in flight, held by the receiver
-        for i in range(1, 6):
-            sender.send("start", {"id": f"e{i}"})
-        assert outcomes == ["dropped", "dropped"]  # e1 and e2 went, as soon as e4 and e5 came
-        SlowReceiver.release.set()
-        assert wait_for(lambda: outcomes.count("delivered") == 4, 10), outcomes
-        assert SlowReceiver.ids == ["e0", "e3", "e4", "e5"]
-    finally:
-        SlowReceiver.release.set()
-        sender.close()
-        httpd.shutdown()
+    with http_server(SlowReceiver) as httpd:
+        sender = WebhookSender(f"http://127.0.0.1:{httpd.server_port}/hook", 10.0, 0, outcomes.append, backlog=3)
+        try:
+            sender.send("start", {"id": "e0"})
+            assert wait_for(lambda: SlowReceiver.ids == ["e0"], 10)  # in flight, held by the receiver
+            for i in range(1, 6):
+                sender.send("start", {"id": f"e{i}"})
+            assert outcomes == ["dropped", "dropped"]  # e1 and e2 went, as soon as e4 and e5 came
+            SlowReceiver.release.set()
+            assert wait_for(lambda: outcomes.count("delivered") == 4, 10), outcomes
+            assert SlowReceiver.ids == ["e0", "e3", "e4", "e5"]
+        finally:
+            SlowReceiver.release.set()
+            sender.close()
 
 
 def test_shedding_enters_on_pressure_leaves_after_its_hold_and_holds_longer_when_back_soon():

@@ -9,9 +9,7 @@ import os
 import ssl
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -22,7 +20,7 @@ from pydantic import ValidationError
 from service.cli import main
 from service.events import WebhookSender
 from service.settings import Settings
-from tests.conftest import free_port, npy_body
+from tests.conftest import QuietHandler, free_port, http_server, npy_body
 
 TLS = Path(__file__).with_name("tls")
 CERT, KEY = TLS / "cert.pem", TLS / "key.pem"
@@ -89,32 +87,24 @@ def test_serve_answers_over_https_only(tiny_checkpoint, monkeypatch):
         proc.wait(30)
 
 
-class Hook(BaseHTTPRequestHandler):
+class Hook(QuietHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers["Content-Length"]))
         self.send_response(204)
         self.end_headers()
 
-    def log_message(self, *args):
-        pass
-
 
 def test_webhook_trusts_the_ca_file_it_is_given(tmp_path):
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_side.load_cert_chain(CERT, KEY)
-    httpd.socket = server_side.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"https://127.0.0.1:{httpd.server_port}/hook"
     outcomes: list[str] = []
-    try:
+    with http_server(Hook, tls=server_side) as httpd:
+        url = f"https://127.0.0.1:{httpd.server_port}/hook"
         for ca_file in (None, CERT):  # the system's CAs do not know the test certificate; the file does
             sender = WebhookSender(url, 2.0, 0, outcomes.append, ca_file=ca_file)
             sender.send("start", {"id": "e1"})
             sender.close(timeout_s=10)  # delivers what is queued first
         assert outcomes == ["failed", "delivered"]
-    finally:
-        httpd.shutdown()
     with pytest.raises(ValidationError, match=r"webhook_ca_file\s+Value error, cannot load"):
         Settings(webhook_ca_file=tmp_path / "missing.pem")
     empty = tmp_path / "empty.pem"

@@ -4,7 +4,6 @@ drop policy, config-file cameras, and the shipped model on a real Ped2 test vide
 import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import ClassVar
 
@@ -17,8 +16,10 @@ from model.calibration import SCENE_CHECK_FRAMES
 from model.metrics import OnlineSmoother, gaussian_smooth
 from service.stream_hub import StreamManager
 from tests.conftest import (
+    QuietHandler,
     avenue_clip,
     camera,
+    http_server,
     npy_body,
     require_shared,
     scene_frames,
@@ -31,16 +32,13 @@ from tests.service.conftest import live_server
 ALWAYS = {"enter": 0.0, "exit": 0.0, "min_duration_s": 0.0, "cooldown_s": 0.0}  # any valid frame is an event
 
 
-class Hook(BaseHTTPRequestHandler):
+class Hook(QuietHandler):
     received: ClassVar[list] = []
 
     def do_POST(self):
         type(self).received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         self.send_response(200)
         self.end_headers()
-
-    def log_message(self, *args):
-        pass
 
 
 def read_sse(c, messages, stop):
@@ -57,10 +55,9 @@ def read_sse(c, messages, stop):
 
 def test_file_camera_event_reaches_sse_webhook_and_snapshot(tiny_checkpoint, tmp_path):
     clip = write_video(tmp_path / "clip.mp4", scene_frames(40, 96, 128, seed=3))
-    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{hook.server_port}/events"
-    with live_server(model=tiny_checkpoint, webhook_url=url) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+    with (http_server(Hook) as hook,
+          live_server(model=tiny_checkpoint, webhook_url=f"http://127.0.0.1:{hook.server_port}/events") as srv,
+          httpx.Client(base_url=srv.url, timeout=30) as c):
         messages, stop = [], threading.Event()
         reader = threading.Thread(target=read_sse, args=(c, messages, stop), daemon=True)
         reader.start()
@@ -92,7 +89,6 @@ def test_file_camera_event_reaches_sse_webhook_and_snapshot(tiny_checkpoint, tmp
                     break
         assert replay == ["end"]  # reconnecting clients get what they missed
         assert 'aedmae_webhook_deliveries_total{outcome="delivered"} 2.0' in c.get("/metrics").text
-    hook.shutdown()
 
 
 def test_preview_boxes_the_hottest_regions_only_during_an_event():

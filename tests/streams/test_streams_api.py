@@ -164,26 +164,23 @@ def test_add_delete_fifty_times_leaks_nothing(client, rtsp_server):
 
 def test_http_video_url_is_a_camera_too(client, tmp_path):
     from functools import partial
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import SimpleHTTPRequestHandler
 
-    from tests.conftest import scene_frames, write_video
+    from tests.conftest import QuietHandler, http_server, scene_frames, write_video
 
     write_video(tmp_path / "clip.mp4", scene_frames(50, 96, 128, seed=8))
 
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+    class Files(QuietHandler, SimpleHTTPRequestHandler):
+        pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(tmp_path)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        body = {"id": "web", "url": f"http://127.0.0.1:{httpd.server_port}/clip.mp4"}
-        assert client.post("/v1/streams", json=body).status_code == 201
-        assert wait_for(lambda: camera(client, "web")["frames"]["scored"] >= 20, 30), camera(client, "web")
-        assert camera(client, "web")["live"] is True  # a network source: the live drop policy applies
-    finally:
-        client.delete("/v1/streams/web")
-        httpd.shutdown()
+    with http_server(partial(Files, directory=str(tmp_path))) as httpd:
+        try:
+            body = {"id": "web", "url": f"http://127.0.0.1:{httpd.server_port}/clip.mp4"}
+            assert client.post("/v1/streams", json=body).status_code == 201
+            assert wait_for(lambda: camera(client, "web")["frames"]["scored"] >= 20, 30), camera(client, "web")
+            assert camera(client, "web")["live"] is True  # a network source: the live drop policy applies
+        finally:
+            client.delete("/v1/streams/web")
 
 
 def test_scene_cut_on_a_real_rtsp_stream(client, rtsp_server, tmp_path):
