@@ -197,6 +197,11 @@ def metric_sum(text: str, name: str) -> float:
                if line.startswith(name) and line[len(name)] in "{ ")
 
 
+def growth(before: str, after: str, name: str) -> float:
+    """A counter's (or histogram part's) growth between two scrapes, summed over its labels."""
+    return metric_sum(after, name) - metric_sum(before, name)
+
+
 def load(urls: list[str], jpegs: list[bytes], clients: int, per_request: int, seconds: float,
          heatmap: str = "none") -> dict[str, Any]:
     """``clients`` clients, client k sending to server k mod len(urls); metrics summed over the servers."""
@@ -237,8 +242,8 @@ def load(urls: list[str], jpegs: list[bytes], clients: int, per_request: int, se
     after_texts = [httpx.get(url + "/metrics").text for url in urls]
     before_text, after_text = "\n".join(before_texts), "\n".join(after_texts)
 
-    def grown(name: str) -> float:  # a counter's (or histogram part's) growth, summed over its labels
-        return metric_sum(after_text, name) - metric_sum(before_text, name)
+    def grown(name: str) -> float:  # over every server
+        return growth(before_text, after_text, name)
 
     waits, batches, total = (grown(f"aedmae_{name}") for name in
                              ("queue_wait_seconds_count", "batch_size_count", "batch_size_sum"))
@@ -251,8 +256,9 @@ def load(urls: list[str], jpegs: list[bytes], clients: int, per_request: int, se
             "mean_batch_size": round(total / batches, 2) if batches else 0, "batch_size_buckets": buckets,
             "clients": clients, "frames_per_request": per_request, "seconds": round(elapsed, 1),
             "heatmap": heatmap, "servers": len(urls), "frames_by_server": [
-                round(metric_sum(a, "aedmae_inference_frames_total") - metric_sum(b, "aedmae_inference_frames_total"))
-                for b, a in zip(before_texts, after_texts, strict=True)], "response_bytes_per_frame":
+                round(growth(b, a, "aedmae_inference_frames_total")) for b, a in zip(before_texts, after_texts,
+                                                                                      strict=True)],
+            "response_bytes_per_frame":
                 round(statistics.median(response_bytes) / per_request) if response_bytes else None,
             # where the time went: the backend's busy share of the workers' time (near 1: the model is the
             # limit; well below: decoding, HTTP or the clients are), and a frame's mean wait in the queue
