@@ -148,13 +148,16 @@ def npy_array(body: Body) -> np.ndarray:
     return flat.reshape(shape, order="F" if fortran else "C")
 
 
-def npy_frames(body: Body, max_pixels: int) -> np.ndarray:
-    """An ``application/x-npy`` body's uint8 (N, H, W, 3) RGB array, checked (a view: no decoding)."""
+def npy_frames(body: Body, max_frames: int, max_pixels: int) -> np.ndarray:
+    """An ``application/x-npy`` body's uint8 (N, H, W, 3) RGB array, checked (a view: no decoding); at
+    most ``max_frames`` frames (413), as :func:`multipart_files` allows files."""
     array = npy_array(body)
     if array.dtype != np.uint8 or array.ndim != 4 or array.shape[3] != 3:
         raise BadRequest(f"expected a uint8 array of shape (N, H, W, 3), got {array.dtype} {array.shape}")
     if array.shape[0] == 0:
         raise BadRequest("no frames in the request")
+    if array.shape[0] > max_frames:
+        raise PayloadTooLarge(f"{array.shape[0]} frames: more than {max_frames} in one request")
     if array.shape[1] * array.shape[2] > max_pixels or array.shape[1] == 0 or array.shape[2] == 0:
         raise PayloadTooLarge(f"frames of {array.shape[2]}x{array.shape[1]} are outside 1..{max_pixels} pixels")
     return array

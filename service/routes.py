@@ -196,32 +196,28 @@ async def _receive_body(request: Request, limit: int, take: Callable[[int], None
 
 async def _frames_from_request(request: Request, runtime: ScoringRuntime, streamed: bool) -> np.ndarray:
     """The request's frames at model size. Before decoding them (the costliest work a request brings)
-    the count is checked against ``max_frames_per_request`` (413) and against the queue's room (429):
-    an overloaded server refuses at once what it would refuse after decoding anyway. A ``streamed``
-    request (stream_id) may hold back up to LOOKAHEAD of its frames, so it needs that much less room."""
+    the count is checked against ``max_frames_per_request`` (413, by each body's parser) and against
+    the queue's room (429): an overloaded server refuses at once what it would refuse after decoding
+    anyway. A ``streamed`` request (stream_id) may hold back up to LOOKAHEAD of its frames, so it needs
+    that much less room."""
     s = request.app.state.settings
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in ("multipart/form-data", "application/x-npy"):
         raise UnsupportedMediaType("send multipart/form-data with image files in field 'frames', "
                                    "or application/x-npy with a uint8 (N, H, W, 3) array")
     size, channels = runtime.bundle.image_size, runtime.bundle.channels
-
-    def admit(count: int) -> None:
-        if count > s.max_frames_per_request:
-            raise PayloadTooLarge(f"{count} frames: more than {s.max_frames_per_request} in one request")
-        runtime.batcher.check_room(count - LOOKAHEAD if streamed else count)
-
+    held_back = LOOKAHEAD if streamed else 0
     with request.app.state.body_budget.hold() as take:
         body = await _read_body(request, s.max_request_bytes, take, s.body_timeout_s)
         if ctype == "application/x-npy":
-            array = npy_frames(body, s.max_image_pixels)
-            admit(len(array))
+            array = npy_frames(body, s.max_frames_per_request, s.max_image_pixels)
+            runtime.batcher.check_room(len(array) - held_back)
             return await asyncio.to_thread(rgb_to_frames, array, size, channels)
         images = multipart_files(body, request.headers["content-type"], "frames", s.max_frames_per_request,
                                  max_parts=s.max_frames_per_request + 16)
         if not images:
             raise BadRequest("no frames: send images in the multipart field 'frames'")
-        admit(len(images))
+        runtime.batcher.check_room(len(images) - held_back)
         return await asyncio.to_thread(images_to_frames, images, size, channels, s.max_image_pixels)
 
 

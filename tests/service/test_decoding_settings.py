@@ -36,7 +36,7 @@ def test_frames_resized_to_model_size_and_channels():
     data, image = encode(".png")
     frames = images_to_frames([data, data], (16, 24), 1, 10**6)
     assert frames.shape == (2, 16, 24, 1)
-    rgb = rgb_to_frames(npy_frames(npy_body(np.stack([image[..., ::-1]])), 10**6), (30, 50), 3)  # RGB body
+    rgb = rgb_to_frames(npy_frames(npy_body(np.stack([image[..., ::-1]])), 1, 10**6), (30, 50), 3)  # RGB body
     assert np.array_equal(rgb[0], image[..., ::-1])  # BGR decode == RGB npy at native size
 
 
