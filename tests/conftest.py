@@ -52,17 +52,19 @@ def http_server(handler: Callable[..., BaseHTTPRequestHandler],
         httpd.server_close()
 
 
-def wait_until_ready(url: str, proc: subprocess.Popen, seconds: float = 90) -> None:
-    """Poll ``url`` until it answers 200 while ``proc`` keeps running; fail with its output otherwise."""
+def wait_until_ready(url: str, proc: subprocess.Popen, seconds: float = 90,
+                     verify: ssl.SSLContext | bool = True) -> None:
+    """Poll ``url`` (over HTTPS trusting ``verify``) until it answers 200 while ``proc`` keeps running;
+    fail with its output otherwise."""
     import httpx
 
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if proc.poll() is not None:
-            output = proc.communicate()[0] if proc.stdout else ""
-            raise AssertionError(f"{proc.args} exited early: {output}")
+            output = "".join(o for o in proc.communicate() if o)
+            raise AssertionError(f"{proc.args} exited early: {output[-3000:]}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

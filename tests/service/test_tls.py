@@ -9,7 +9,6 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ from pydantic import ValidationError
 from service.cli import main
 from service.events import WebhookSender
 from service.settings import Settings
-from tests.conftest import QuietHandler, free_port, http_server, npy_body
+from tests.conftest import QuietHandler, free_port, http_server, npy_body, wait_until_ready
 
 TLS = Path(__file__).with_name("tls")
 CERT, KEY = TLS / "cert.pem", TLS / "key.pem"
@@ -56,16 +55,7 @@ def test_serve_answers_over_https_only(tiny_checkpoint, monkeypatch):
     trusted = ssl.create_default_context(cafile=str(CERT))
     url = f"https://127.0.0.1:{port}"
     try:
-        end = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.communicate()[1][-2000:]
-            try:
-                if httpx.get(url + "/readyz", verify=trusted, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < end, "not ready over HTTPS within 90 s"
-            time.sleep(0.2)
+        wait_until_ready(url + "/readyz", proc, verify=trusted)
         frames = np.random.default_rng(0).integers(0, 256, (4, 48, 72, 3), np.uint8)
         r = httpx.post(url + "/v1/score", content=npy_body(frames), verify=trusted,
                        headers={"content-type": "application/x-npy"})
