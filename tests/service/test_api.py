@@ -24,6 +24,7 @@ def jpegs(frames: np.ndarray) -> list[tuple[str, tuple[str, bytes, str]]]:
 
 
 CLIP = scene_frames(14, 96, 144, seed=4)  # any size: the server resizes to the model's
+NPY_HEADERS = {"content-type": "application/x-npy"}
 
 
 def test_health_ready_model(server):
@@ -48,8 +49,8 @@ def test_score_jpeg_frames(server):
 
 
 def test_npy_equals_png_and_is_deterministic(server):
-    a = httpx.post(server.url + "/v1/score", content=npy(CLIP[:5]), headers={"content-type": "application/x-npy"})
-    b = httpx.post(server.url + "/v1/score", content=npy(CLIP[:5]), headers={"content-type": "application/x-npy"})
+    a = httpx.post(server.url + "/v1/score", content=npy(CLIP[:5]), headers=NPY_HEADERS)
+    b = httpx.post(server.url + "/v1/score", content=npy(CLIP[:5]), headers=NPY_HEADERS)
     assert a.status_code == 200 and a.json()["frames"] == b.json()["frames"]
     files = []
     for i, f in enumerate(CLIP[:5]):  # PNG is lossless: same pixels as the npy body
@@ -69,9 +70,8 @@ def test_png_heatmap(server):
 
 def test_boxes_are_the_hottest_regions_of_the_grid(server):
     body = npy(CLIP[:5])
-    headers = {"content-type": "application/x-npy"}
-    grid = httpx.post(server.url + "/v1/score?heatmap=grid", content=body, headers=headers).json()["frames"]
-    r = httpx.post(server.url + "/v1/score?heatmap=boxes&top_k=2", content=body, headers=headers)
+    grid = httpx.post(server.url + "/v1/score?heatmap=grid", content=body, headers=NPY_HEADERS).json()["frames"]
+    r = httpx.post(server.url + "/v1/score?heatmap=boxes&top_k=2", content=body, headers=NPY_HEADERS)
     assert r.status_code == 200, r.text
     for g, b in zip(grid, r.json()["frames"], strict=True):
         assert b["heatmap"] is None and g["boxes"] is None
@@ -81,19 +81,19 @@ def test_boxes_are_the_hottest_regions_of_the_grid(server):
             assert got["box"] == pytest.approx(region.box) and got["tokens"] == region.tokens
             assert got["peak"] == pytest.approx(region.peak, rel=1e-5) and got["share"] == pytest.approx(region.share)
     for bad in ("top_k=0", "top_k=17", "top_k=two"):
-        r = httpx.post(server.url + f"/v1/score?heatmap=boxes&{bad}", content=body, headers=headers)
+        r = httpx.post(server.url + f"/v1/score?heatmap=boxes&{bad}", content=body, headers=NPY_HEADERS)
         assert r.status_code == 422 and r.json()["error"] == "invalid_request", bad
 
 
 def test_chunked_stream_equals_one_request(server):
-    whole = httpx.post(server.url + "/v1/score", content=npy(CLIP), headers={"content-type": "application/x-npy"})
+    whole = httpx.post(server.url + "/v1/score", content=npy(CLIP), headers=NPY_HEADERS)
     expected = [f["score"] for f in whole.json()["frames"]]
     got = {}
     chunks = [CLIP[0:5], CLIP[5:6], CLIP[6:11], CLIP[11:14]]
     for k, chunk in enumerate(chunks):
         last = k == len(chunks) - 1
         r = httpx.post(server.url + f"/v1/score?stream_id=cam-7{'&flush=true' if last else ''}", content=npy(chunk),
-                       headers={"content-type": "application/x-npy"})
+                       headers=NPY_HEADERS)
         assert r.status_code == 200, r.text
         got.update({f["index"]: f["score"] for f in r.json()["frames"]})
         if k == 0:
@@ -109,8 +109,7 @@ def test_a_failed_chunk_sent_again_scores_as_if_it_never_failed(server):
     """A stream_id request that fails after its frames entered the context (here a failed batch; a 429,
     a deadline or a client hanging up go the same way) leaves the context as it was: the client sends the
     same chunk again, the flush included, and gets the scores of one request."""
-    npy_headers = {"content-type": "application/x-npy"}
-    whole = httpx.post(server.url + "/v1/score", content=npy(CLIP), headers=npy_headers).json()["frames"]
+    whole = httpx.post(server.url + "/v1/score", content=npy(CLIP), headers=NPY_HEADERS).json()["frames"]
     backend = server.runtime.backends[0]
     original = backend.infer
 
@@ -123,9 +122,9 @@ def test_a_failed_chunk_sent_again_scores_as_if_it_never_failed(server):
         for chunk, query in ((CLIP[0:5], ""), (CLIP[5:11], ""), (CLIP[11:14], "&flush=true")):
             backend.infer = fail_once
             url = server.url + f"/v1/score?stream_id=cam-retry{query}"
-            r = httpx.post(url, content=npy(chunk), headers=npy_headers)
+            r = httpx.post(url, content=npy(chunk), headers=NPY_HEADERS)
             assert r.status_code == 500 and r.json()["error"] == "inference_failed"
-            r = httpx.post(url, content=npy(chunk), headers=npy_headers)
+            r = httpx.post(url, content=npy(chunk), headers=NPY_HEADERS)
             assert r.status_code == 200, r.text
             got.update({f["index"]: f["score"] for f in r.json()["frames"]})
     finally:
@@ -136,11 +135,10 @@ def test_a_failed_chunk_sent_again_scores_as_if_it_never_failed(server):
 
 
 def test_offsets_catch_a_chunk_sent_twice_and_a_lost_context(server):
-    npy_headers = {"content-type": "application/x-npy"}
 
     def send(chunk, query):
         url = server.url + f"/v1/score?stream_id=cam-offset&{query}"
-        return httpx.post(url, content=npy(chunk), headers=npy_headers)
+        return httpx.post(url, content=npy(chunk), headers=NPY_HEADERS)
 
     r = send(CLIP[0:5], "offset=0")
     assert r.status_code == 200 and r.json()["next_offset"] == 5
@@ -150,16 +148,15 @@ def test_offsets_catch_a_chunk_sent_twice_and_a_lost_context(server):
     assert r.status_code == 200 and r.json()["frames"][0]["index"] == 2 and r.json()["next_offset"] == 0
     r = send(CLIP[0:5], "offset=14")  # the flushed (or expired) context is gone: said, not scored from 0
     assert r.status_code == 409 and "new context" in r.json()["detail"]
-    r = httpx.post(server.url + "/v1/score?offset=0", content=npy(CLIP[:2]), headers=npy_headers)
+    r = httpx.post(server.url + "/v1/score?offset=0", content=npy(CLIP[:2]), headers=NPY_HEADERS)
     assert r.status_code == 400 and "needs a stream_id" in r.json()["detail"]
 
 
 def test_an_empty_flush_ends_a_clip_whose_last_chunk_has_gone(server):
     """A live client learns that its clip ended after sending the last frames: an empty body with
     flush=true scores the frames still waiting for their look-ahead, as one request would have."""
-    npy_headers = {"content-type": "application/x-npy"}
-    whole = httpx.post(server.url + "/v1/score", content=npy(CLIP), headers=npy_headers).json()["frames"]
-    r = httpx.post(server.url + "/v1/score?stream_id=cam-end", content=npy(CLIP), headers=npy_headers)
+    whole = httpx.post(server.url + "/v1/score", content=npy(CLIP), headers=NPY_HEADERS).json()["frames"]
+    r = httpx.post(server.url + "/v1/score?stream_id=cam-end", content=npy(CLIP), headers=NPY_HEADERS)
     assert r.json()["pending_frames"] == 3
     got = {f["index"]: f["score"] for f in r.json()["frames"]}
     r = httpx.post(server.url + "/v1/score?stream_id=cam-end&flush=true&offset=14")
@@ -177,7 +174,7 @@ def test_scene_cut_in_a_request_or_a_stream_ends_the_clip_there(server):
 
     def post(frames, query=""):
         r = httpx.post(server.url + "/v1/score" + query, content=npy(frames),
-                       headers={"content-type": "application/x-npy"})
+                       headers=NPY_HEADERS)
         assert r.status_code == 200, r.text
         return r.json()["frames"]
 
@@ -201,19 +198,19 @@ def test_scene_cut_in_a_request_or_a_stream_ends_the_clip_there(server):
          "bad_request"),
         ({"content": b'--b\r\nContent-Disposition: form-data; name="frames"; filename="a.jpg"\r\n\r\n\xff\xd8',
           "headers": {"content-type": "multipart/form-data; boundary=b"}}, 400, "bad_request"),
-        ({"content": b"", "headers": {"content-type": "application/x-npy"}}, 400, "bad_request"),
+        ({"content": b"", "headers": NPY_HEADERS}, 400, "bad_request"),
         ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
-        ({"content": npy(np.zeros((0, 8, 8, 3), np.uint8)), "headers": {"content-type": "application/x-npy"}},
+        ({"content": npy(np.zeros((0, 8, 8, 3), np.uint8)), "headers": NPY_HEADERS},
          400, "bad_request"),
-        ({"content": npy(np.zeros((2, 8, 8), np.uint8)), "headers": {"content-type": "application/x-npy"}},
+        ({"content": npy(np.zeros((2, 8, 8), np.uint8)), "headers": NPY_HEADERS},
          400, "bad_request"),
-        ({"content": npy(np.zeros((2, 8, 8, 3), np.float32)), "headers": {"content-type": "application/x-npy"}},
+        ({"content": npy(np.zeros((2, 8, 8, 3), np.float32)), "headers": NPY_HEADERS},
          400, "bad_request"),
-        ({"content": npy(np.zeros((41, 8, 8, 3), np.uint8)), "headers": {"content-type": "application/x-npy"}},
+        ({"content": npy(np.zeros((41, 8, 8, 3), np.uint8)), "headers": NPY_HEADERS},
          413, "payload_too_large"),
-        ({"content": b"x" * (3 << 20), "headers": {"content-type": "application/x-npy"}}, 413, "payload_too_large"),
+        ({"content": b"x" * (3 << 20), "headers": NPY_HEADERS}, 413, "payload_too_large"),
         ({"content": npy(np.zeros((1, 2048, 1024, 3), np.uint8)[:, :1100]),
-          "headers": {"content-type": "application/x-npy"}}, 413, "payload_too_large"),
+          "headers": NPY_HEADERS}, 413, "payload_too_large"),
     ],
     ids=["corrupt-jpeg", "gif", "wrong-field", "text-frames", "truncated-multipart", "empty-npy",
          "wrong-content-type", "zero-frames", "wrong-ndim",

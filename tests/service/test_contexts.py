@@ -35,7 +35,7 @@ def test_context_tally_is_the_scene_check_over_the_streams_frames():
 
 def test_a_context_keeps_its_frames_not_the_request_they_came_in():
     """Between requests a context holds 7 frames, copied out of the request (256 frames of the shipped
-    model's size are 9.8 MB, and up to 1,024 contexts live at once); the undo snapshot shares them."""
+    model's size are 9.8 MB, and up to 1,024 contexts live at once)."""
     context = StreamContexts(ttl_s=60, capacity=2).get("cam")
     request = scene_frames(64, 32, 48, seed=1)
     context.push(request, flush=False)
