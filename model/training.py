@@ -12,6 +12,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model import checkpoint, durable
+from model.averaging import WeightAverage
 from model.config import ModelConfig, TrainConfig, from_dict, to_dict
 from model.cpu import native_cpu_bf16
 from model.dataset import Segment, TrainingClips, load_segments
@@ -147,10 +149,12 @@ class Trainer:
         return min(n, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else n
 
     def _save_state(self, net: AEDMAE, stage: str, epoch: int, opt: torch.optim.Optimizer,
-                    sched: torch.optim.lr_scheduler.LRScheduler, reports: dict[str, StageReport]) -> None:
+                    sched: torch.optim.lr_scheduler.LRScheduler, reports: dict[str, StageReport],
+                    average: WeightAverage | None) -> None:
         state = {
             "stage": stage, "epoch": epoch, "model": net.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+            "average": average.state_dict() if average is not None else None,
             "reports": {k: vars(v) for k, v in reports.items()}, "history": self.history,
             "model_config": to_dict(self.model_cfg), "train_config": to_dict(self.cfg),
         }
@@ -242,10 +246,13 @@ class Trainer:
         steps = self._steps_per_epoch()
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(steps * epochs, self.cfg.warmup_steps))
         report = reports.setdefault(name, StageReport(name))
+        average = WeightAverage(net, self.cfg.ema_decay) if self.cfg.ema_decay else None
         start_epoch = 0
         if state is not None and state["stage"] == name:
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
+            if average is not None:
+                average.load_state_dict(state["average"])
             start_epoch = state["epoch"] + 1
         for epoch in range(start_epoch, epochs):
             gen = torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch + (0 if teacher_stage else 10_000))
@@ -258,6 +265,8 @@ class Trainer:
                 where = f"{name} epoch {epoch + 1} step {i}"
                 losses.append(self.train_step(net, batch, gen, opt, teacher_stage, where))
                 sched.step()
+                if average is not None:
+                    average.update()
                 seen += batch["frames"].shape[0]
                 fps = seen / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", fps=f"{fps:.1f}")
@@ -270,16 +279,21 @@ class Trainer:
             report.losses.append(float(np.mean(losses)))
             entry: dict[str, Any] = {"stage": name, "epoch": epoch + 1, "loss": report.losses[-1],
                                      "frames_per_second": seen / seconds, "minutes": self._minutes(reports)}
-            if self.epoch_hook is not None:
+            if self.epoch_hook is not None:  # sees the weights the stage would end with now
                 net.eval()
-                entry.update(self.epoch_hook(name, epoch + 1, net, self.held_segments) or {})
+                with average.applied() if average is not None else nullcontext():
+                    entry.update(self.epoch_hook(name, epoch + 1, net, self.held_segments) or {})
                 self._set_train_mode(net, teacher_stage)
             self.history.append(entry)
             left = report.seconds / report.epochs * (epochs - report.epochs) / 60
             log.info("%s epoch %d/%d: loss %.5f, %.1f frames/s; %.1f min of training so far, about %.1f min "
                      "left in this stage", name, epoch + 1, epochs, entry["loss"], entry["frames_per_second"],
                      entry["minutes"], left)
-            self._save_state(net, name, epoch, opt, sched, reports)
+            self._save_state(net, name, epoch, opt, sched, reports, average)
+        if average is not None:
+            average.copy_to_net()
+            log.info("%s stage: the weights averaged over its steps (decay %g) replace the trained ones",
+                     name, self.cfg.ema_decay)
 
     @staticmethod
     def _minutes(reports: dict[str, StageReport]) -> float:
