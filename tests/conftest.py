@@ -237,6 +237,13 @@ def tiny_onnx(tiny_checkpoint):
     return tiny_checkpoint / "model.onnx"
 
 
+def tiny_train(tiny, **train):
+    """The tiny preset's model and training configs, the training one with ``train`` fields replaced."""
+    import dataclasses
+
+    return tiny[0], dataclasses.replace(tiny[1], **train)
+
+
 def frames_batch(n, cfg, seed=0):
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, (n, 3, *cfg.image_size, cfg.channels), dtype=np.uint8)

@@ -9,6 +9,7 @@ from model import checkpoint
 from model.averaging import WeightAverage
 from model.errors import ConfigError
 from model.training import Trainer
+from tests.conftest import tiny_train
 
 
 def _net() -> torch.nn.Module:
@@ -53,15 +54,11 @@ def test_the_average_follows_by_hand_and_swaps_back_exactly():
         WeightAverage(net, decay=1.0)
 
 
-def _cfgs(tiny, **train):
-    return tiny[0], dataclasses.replace(tiny[1], **train)
-
-
 def test_training_with_an_average_keeps_the_trajectory_and_ends_each_stage_on_the_average(footage, tmp_path, tiny):
     """The teacher stage's losses are the plain run's (the average only reads the weights); the
     checkpoint's encoder and teacher are the average of the weights after each teacher step, computed
     here by hand; the epoch hook sees the averaged weights."""
-    model_cfg, plain_cfg = _cfgs(tiny, epochs_teacher=2, epochs_student=1, max_steps_per_epoch=3, precision="fp32")
+    model_cfg, plain_cfg = tiny_train(tiny, epochs_teacher=2, epochs_student=1, max_steps_per_epoch=3, precision="fp32")
     ema_cfg = dataclasses.replace(plain_cfg, ema_decay=0.6)
     plain = Trainer([str(footage)], tmp_path / "plain", model_cfg, plain_cfg, cache_dir=tmp_path / "c",
                     progress=False).run()
@@ -105,7 +102,7 @@ def test_training_with_an_average_keeps_the_trajectory_and_ends_each_stage_on_th
 
 
 def test_an_interrupted_run_with_an_average_resumes_to_the_same_weights(footage, tmp_path, tiny):
-    model_cfg, cfg = _cfgs(tiny, epochs_teacher=2, epochs_student=2, max_steps_per_epoch=2, precision="fp32",
+    model_cfg, cfg = tiny_train(tiny, epochs_teacher=2, epochs_student=2, max_steps_per_epoch=2, precision="fp32",
                            ema_decay=0.7)
     Trainer([str(footage)], tmp_path / "whole", model_cfg, cfg, cache_dir=tmp_path / "c", progress=False).run()
 

@@ -14,12 +14,7 @@ from model.errors import CheckpointError, ConfigError
 from model.network import AEDMAE
 from model.scoring import score_frames
 from model.training import Trainer
-from tests.conftest import assert_durable, record_disk_ops
-
-
-def _cfgs(tiny, **train):
-    model_cfg, train_cfg = tiny
-    return model_cfg, dataclasses.replace(train_cfg, **train)
+from tests.conftest import assert_durable, record_disk_ops, tiny_train
 
 
 def _frames(cfg, n=3):
@@ -29,7 +24,7 @@ def _frames(cfg, n=3):
 
 @pytest.mark.slow
 def test_short_run_lowers_both_losses_and_round_trips(footage, tmp_path, tiny):
-    model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=4, epochs_student=3, batch_size=4)
+    model_cfg, train_cfg = tiny_train(tiny, epochs_teacher=4, epochs_student=3, batch_size=4)
     trainer = Trainer([str(footage)], tmp_path / "run", model_cfg, train_cfg, cache_dir=tmp_path / "cache",
                       progress=False)
     summary = trainer.run()
@@ -54,7 +49,7 @@ def test_short_run_lowers_both_losses_and_round_trips(footage, tmp_path, tiny):
 def test_a_run_publishes_its_state_and_checkpoint_durably(footage, tmp_path, tiny, monkeypatch):
     """A power cut after a rename must not leave an empty file where the state or the weights were."""
     ops = record_disk_ops(monkeypatch)
-    model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=1, epochs_student=1, max_steps_per_epoch=2)
+    model_cfg, train_cfg = tiny_train(tiny, epochs_teacher=1, epochs_student=1, max_steps_per_epoch=2)
     Trainer([str(footage)], tmp_path / "run", model_cfg, train_cfg, cache_dir=tmp_path / "cache",
             progress=False).run()
     for name in ("train_state.pt", "model.safetensors", "model.json"):
@@ -65,7 +60,7 @@ def test_a_run_publishes_its_state_and_checkpoint_durably(footage, tmp_path, tin
 
 
 def test_student_stage_freezes_backbone(footage, tmp_path, tiny):
-    model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=1, epochs_student=1, max_steps_per_epoch=3)
+    model_cfg, train_cfg = tiny_train(tiny, epochs_teacher=1, epochs_student=1, max_steps_per_epoch=3)
     trainer = Trainer([str(footage)], tmp_path / "run", model_cfg, train_cfg, cache_dir=tmp_path / "cache",
                       progress=False)
     snapshots = {}
@@ -86,7 +81,7 @@ def test_student_stage_freezes_backbone(footage, tmp_path, tiny):
 
 @pytest.mark.parametrize("student_synthetic", [True, False])
 def test_student_stage_sees_pasted_anomalies_only_when_asked(footage, tmp_path, tiny, student_synthetic):
-    model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=1, epochs_student=1, max_steps_per_epoch=4,
+    model_cfg, train_cfg = tiny_train(tiny, epochs_teacher=1, epochs_student=1, max_steps_per_epoch=4,
                                  student_synthetic=student_synthetic)
     train_cfg = dataclasses.replace(train_cfg, synthetic=dataclasses.replace(train_cfg.synthetic, fraction=1.0))
     trainer = Trainer([str(footage)], tmp_path / "run", model_cfg, train_cfg, cache_dir=tmp_path / "cache",
@@ -108,7 +103,7 @@ def test_student_stage_sees_pasted_anomalies_only_when_asked(footage, tmp_path, 
 
 def test_resume_after_interruption_and_refuse_other_config(footage, tmp_path, tiny, caplog):
     caplog.set_level(logging.INFO, logger="model.training")
-    model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=2, epochs_student=2, max_steps_per_epoch=2, precision="fp32")
+    model_cfg, train_cfg = tiny_train(tiny, epochs_teacher=2, epochs_student=2, max_steps_per_epoch=2, precision="fp32")
     out = tmp_path / "run"
 
     def interrupt(stage, epoch, net, held):
@@ -155,7 +150,7 @@ def test_bad_synthetic_settings_fail_before_any_frame_is_read(tmp_path, tiny):
 
 
 def test_student_distilled_from_a_taken_teacher_equals_the_full_run(footage, tmp_path, tiny):
-    model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=1, epochs_student=2, max_steps_per_epoch=3)
+    model_cfg, train_cfg = tiny_train(tiny, epochs_teacher=1, epochs_student=2, max_steps_per_epoch=3)
     full = Trainer([str(footage)], tmp_path / "full", model_cfg, train_cfg, cache_dir=tmp_path / "c", progress=False)
     full_summary = full.run()
     again = Trainer([str(footage)], tmp_path / "again", model_cfg, train_cfg, cache_dir=tmp_path / "c",
@@ -266,7 +261,7 @@ def test_holdout_videos_are_held_out_whole_and_checked(footage, tmp_path, tiny):
 def test_cpu_training_precision(footage, tmp_path, tiny, precision, dtype):
     """fp32 trains in float32; bf16 runs the layers under bf16 autocast, both stages still learn, and
     the checkpoint stays float32; auto is bf16 only where the CPU has native bf16."""
-    model_cfg, train_cfg = _cfgs(tiny, epochs_teacher=3, epochs_student=2, batch_size=4, device="cpu",
+    model_cfg, train_cfg = tiny_train(tiny, epochs_teacher=3, epochs_student=2, batch_size=4, device="cpu",
                                  precision=precision)
     seen: set[torch.dtype] = set()
 
@@ -291,5 +286,5 @@ def test_cpu_training_precision(footage, tmp_path, tiny, precision, dtype):
 
 def test_unknown_training_precision_is_refused(footage, tmp_path, tiny):
     with pytest.raises(ConfigError, match=r"train\.precision='fp8'"):
-        Trainer([str(footage)], tmp_path / "run", *_cfgs(tiny, precision="fp8"), cache_dir=tmp_path / "cache",
+        Trainer([str(footage)], tmp_path / "run", *tiny_train(tiny, precision="fp8"), cache_dir=tmp_path / "cache",
                 progress=False)
