@@ -103,7 +103,7 @@ def test_training_with_an_average_keeps_the_trajectory_and_ends_each_stage_on_th
 
 def test_an_interrupted_run_with_an_average_resumes_to_the_same_weights(footage, tmp_path, tiny):
     model_cfg, cfg = tiny_train(tiny, epochs_teacher=2, epochs_student=2, max_steps_per_epoch=2, precision="fp32",
-                           ema_decay=0.7)
+                                ema_decay=0.7)
     Trainer([str(footage)], tmp_path / "whole", model_cfg, cfg, cache_dir=tmp_path / "c", progress=False).run()
 
     def interrupt(stage, epoch, net, held):

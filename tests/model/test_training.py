@@ -82,7 +82,7 @@ def test_student_stage_freezes_backbone(footage, tmp_path, tiny):
 @pytest.mark.parametrize("student_synthetic", [True, False])
 def test_student_stage_sees_pasted_anomalies_only_when_asked(footage, tmp_path, tiny, student_synthetic):
     model_cfg, train_cfg = tiny_train(tiny, epochs_teacher=1, epochs_student=1, max_steps_per_epoch=4,
-                                 student_synthetic=student_synthetic)
+                                      student_synthetic=student_synthetic)
     train_cfg = dataclasses.replace(train_cfg, synthetic=dataclasses.replace(train_cfg.synthetic, fraction=1.0))
     trainer = Trainer([str(footage)], tmp_path / "run", model_cfg, train_cfg, cache_dir=tmp_path / "cache",
                       progress=False)
@@ -262,7 +262,7 @@ def test_cpu_training_precision(footage, tmp_path, tiny, precision, dtype):
     """fp32 trains in float32; bf16 runs the layers under bf16 autocast, both stages still learn, and
     the checkpoint stays float32; auto is bf16 only where the CPU has native bf16."""
     model_cfg, train_cfg = tiny_train(tiny, epochs_teacher=3, epochs_student=2, batch_size=4, device="cpu",
-                                 precision=precision)
+                                      precision=precision)
     seen: set[torch.dtype] = set()
 
     def record(module, args, output):
