@@ -11,7 +11,8 @@ calibration are refit on the held-out tails of the training videos, as training 
 `aedmae calibrate --held-out-of TRAIN --set model.scoring.KEY=VALUE` stores). The measures are
 benchmarks/grid_scoring.py's (familiar and standard synthetic validations, cross-validated
 false-alarm rate, frames/s, shares above the threshold with the camera moved), with fresh validation
-draws by default (seeds 10 and 11, not the ones select_scoring.py chose scoring rules on).
+draws by default (seeds 10, 11 and 12, not the ones select_scoring.py chose scoring rules on); the "far"
+validation (session 32) is reported beside them, not read by the rule.
 The standard validation is the first candidate's training synthesizer (or `--validate-as CKPT`'s) for every
 candidate, so candidates trained with other synthetic anomalies all face the same one.
 The rule (written 2026-11-29 18:45 UTC, before the first measurement; the first candidate is the
@@ -69,7 +70,7 @@ def main() -> None:
     p.add_argument("--train", required=True, help="the training footage (its held-out tails are used)")
     p.add_argument("--test", help="a labelled test set (AUC is reported, never used to choose)")
     p.add_argument("--sigma", type=float, default=3.0, help="offline smoothing, frames")
-    p.add_argument("--seeds", type=int, nargs=2, default=[10, 11], metavar=("STANDARD", "FAMILIAR"))
+    p.add_argument("--seeds", type=int, nargs=3, default=[10, 11, 12], metavar=("STANDARD", "FAMILIAR", "FAR"))
     p.add_argument("--validate-as", metavar="CKPT",
                    help="the checkpoint whose training synthesizer makes every candidate's standard validation "
                         "(default: the first candidate's), so that a candidate trained with other synthetic "

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablate_scoring import arguments, load
 from bench_model import time_fps
-from select_scoring import FAMILIAR, FamiliarObjects
+from select_scoring import FAMILIAR, FamiliarObjects, FarObjects
 
 from model.config import ScoringConfig
 from model.dataset import Segment, shift_image
@@ -112,11 +112,13 @@ def frames_per_second(net: Any, scorer: Any, frames: np.ndarray, batch: int = 8,
     return time_fps(lambda: score_frames(net, windows, scorer), len(windows), repeats, min_seconds=0.0)
 
 
-def validators(train: list[Segment], train_cfg: Any, seeds: tuple[int, int] = (0, 1)) -> dict[str, Any]:
-    """{name: (synthesizer, seed)}: the standard (training synthesizer) and familiar validations."""
+def validators(train: list[Segment], train_cfg: Any, seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, Any]:
+    """{name: (synthesizer, seed)}: the standard (training synthesizer), familiar and far validations
+    (the rules read the first two; far, session 32, is reported beside them)."""
     videos = [s.frames for s in train]
     return {"standard": (AnomalySynthesizer(videos, train_cfg.synthetic), seeds[0]),
-            "familiar": (FamiliarObjects(videos, FAMILIAR), seeds[1])}
+            "familiar": (FamiliarObjects(videos, FAMILIAR), seeds[1]),
+            "far": (FarObjects(videos, FAMILIAR), seeds[2])}
 
 
 def stage(what: str) -> None:
@@ -135,6 +137,8 @@ def label_free_row(net: Any, held: list[Segment], synthesizers: dict[str, Any]) 
         stage(f"{name} synthetic validation")
         y, te, dis = synthetic_pairs(net, held, synth, seed=seed)
         row[f"{name}_auc"] = roc_auc(y, scorer(te, dis).score.numpy())
+        if hasattr(synth, "drawn"):  # the far validation: how many of its objects were far
+            row[f"{name}_objects"], synth.drawn = synth.drawn, dict.fromkeys(synth.drawn, 0)
     stage("frames/s, then the held-out frames as if the camera had moved")
     row["frames_per_s"] = frames_per_second(net, scorer, np.asarray(held[0].frames))
     row["held_out_above_threshold_moved"] = above_threshold_when_moved(net, scorer, held)
@@ -155,11 +159,11 @@ def test_row(net: Any, scorer: Scorer, test: str, cache: Any, sigma: float) -> d
 
 def print_table(rows: dict[Any, dict[str, Any]], chosen: Any, label: str) -> None:
     test = any("test" in r for r in rows.values())
-    print(f"\n{label:>9s} {'familiar':>9s} {'standard':>9s} {'false alarms':>13s} {'moved 4 px, worst':>18s} "
-          f"{'frames/s':>9s}" + ("   test raw / smoothed / online   macro" if test else ""))
+    print(f"\n{label:>9s} {'familiar':>9s} {'standard':>9s} {'far':>6s} {'false alarms':>13s} "
+          f"{'moved 4 px, worst':>18s} {'frames/s':>9s}" + ("   test raw / smoothed / online   macro" if test else ""))
     for key, r in rows.items():
         moved = max(r["held_out_above_threshold_moved"].values())
-        line = (f"{key!s:>9s} {100 * r['familiar_auc']:9.2f} {100 * r['standard_auc']:9.2f} "
+        line = (f"{key!s:>9s} {100 * r['familiar_auc']:9.2f} {100 * r['standard_auc']:9.2f} {100 * r['far_auc']:6.2f} "
                 f"{100 * r['false_alarm_rate']:12.1f}% {100 * moved:17.1f}% {r['frames_per_s']:9.1f}")
         if "test" in r:
             t = r["test"]

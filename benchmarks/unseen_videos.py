@@ -67,7 +67,7 @@ def main() -> None:
                    help=f"a scoring rule to measure beside the model's (default: session7 {' '.join(SESSION7)})")
     p.add_argument("--test", help="a labelled test set (AUC reported for context, never used to choose)")
     p.add_argument("--sigma", type=float, default=3.0, help="smoothing, frames")
-    p.add_argument("--seeds", type=int, nargs=2, default=[10, 11], metavar=("STANDARD", "FAMILIAR"))
+    p.add_argument("--seeds", type=int, nargs=3, default=[10, 11, 12], metavar=("STANDARD", "FAMILIAR", "FAR"))
     p.add_argument("--json")
     args = p.parse_args()
     net, _, train_cfg, cache, train, held = load(args.model, args.train)

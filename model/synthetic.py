@@ -35,6 +35,20 @@ class SceneObject:
     native: bool = False  # pasted at about its own size (x0.8-1.25), not at a size drawn from the config's range
 
 
+@dataclass(frozen=True)
+class Motion:
+    """One object's straight trajectory: scale, tilt (degrees) and spin (degrees a frame), its centre in
+    frame t and its velocity (pixels a frame)."""
+
+    scale: float
+    angle: float
+    spin: float
+    cx: float
+    cy: float
+    vx: float
+    vy: float
+
+
 def load_cutouts(folder: str | Path, channels: int) -> list[SceneObject]:
     """RGBA PNG cut-outs from a folder (alpha > 127 is the object)."""
     root = Path(folder)
@@ -81,6 +95,11 @@ class AnomalySynthesizer:
 
     def footage_object(self, rng: np.random.Generator) -> SceneObject | None:
         """A foreground blob (usually a person) cut from a random training frame, or None."""
+        found = self.footage_blob(rng)
+        return None if found is None else found[0]
+
+    def footage_blob(self, rng: np.random.Generator) -> tuple[SceneObject, tuple[int, int, int, int]] | None:
+        """A foreground blob and its box (x, y, w, h) in the frame it was cut from, or None after 5 tries."""
         for _ in range(5):
             v = int(rng.integers(len(self.videos)))
             frame = np.asarray(self.videos[v][int(rng.integers(len(self.videos[v])))])
@@ -93,7 +112,7 @@ class AnomalySynthesizer:
             k = ok[int(rng.integers(len(ok)))]
             x, y, w, h = (int(stats[k, s]) for s in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH,
                                                      cv2.CC_STAT_HEIGHT))
-            return SceneObject(frame[y : y + h, x : x + w].copy(), labels[y : y + h, x : x + w] == k)
+            return SceneObject(frame[y : y + h, x : x + w].copy(), labels[y : y + h, x : x + w] == k), (x, y, w, h)
         return None
 
     def procedural_object(self, rng: np.random.Generator) -> SceneObject:
@@ -159,17 +178,15 @@ class AnomalySynthesizer:
         mask_t = np.zeros((self.height, self.width), bool)
         for _ in range(int(rng.integers(1, self.cfg.max_objects + 1))):
             obj = self.sample_object(rng)
-            for offset, canvas, region in self._trajectory(obj, rng, tuple(out)):
+            for offset, canvas, region in self._render(obj, tuple(out), self._motion(obj, rng)):
                 out[offset][region] = canvas[region]
                 if offset == 0:
                     mask_t |= region
         # a later object may cover an earlier one; the mask stays the union of pasted pixels
         return out, mask_t
 
-    def _trajectory(
-        self, obj: SceneObject, rng: np.random.Generator, offsets: tuple[int, ...]
-    ) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        """Render the object at each offset along one straight, rotating trajectory."""
+    def _motion(self, obj: SceneObject, rng: np.random.Generator) -> Motion:
+        """A random trajectory: drawn size, tilt and spin, a heading in any direction, anywhere in the frame."""
         cfg = self.cfg
         if obj.native:  # the scene's own scale: a person as big as people are in this camera
             scale = rng.uniform(0.8, 1.25)
@@ -181,12 +198,18 @@ class AnomalySynthesizer:
         heading = rng.uniform(0, 2 * math.pi)
         vx, vy = speed * math.cos(heading), speed * math.sin(heading)
         cx, cy = rng.uniform(0.1, 0.9) * self.width, rng.uniform(0.1, 0.9) * self.height
+        return Motion(scale, angle0, spin, cx, cy, vx, vy)
+
+    def _render(
+        self, obj: SceneObject, offsets: tuple[int, ...], mo: Motion
+    ) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(offset, canvas, the object's pixels) for each frame offset along the trajectory."""
         oh, ow = obj.mask.shape
         rendered = []
         for offset in offsets:
-            m = cv2.getRotationMatrix2D((ow / 2, oh / 2), angle0 + spin * offset, scale)
-            m[0, 2] += cx + vx * offset - ow / 2
-            m[1, 2] += cy + vy * offset - oh / 2
+            m = cv2.getRotationMatrix2D((ow / 2, oh / 2), mo.angle + mo.spin * offset, mo.scale)
+            m[0, 2] += mo.cx + mo.vx * offset - ow / 2
+            m[1, 2] += mo.cy + mo.vy * offset - oh / 2
             size = (self.width, self.height)
             region = cv2.warpAffine(obj.mask.astype(np.uint8), m, size, flags=cv2.INTER_NEAREST) > 0
             canvas = cv2.warpAffine(obj.image, m, size, flags=cv2.INTER_LINEAR,

@@ -174,6 +174,7 @@ def test_grid_scoring(tiny_checkpoint, footage, labelled_test_set, tmp_path):
     assert f"chosen on the label-free measures: {result['chosen']} (base 4)" in stdout
     for row in rows.values():
         assert 0 <= row["familiar_auc"] <= 1 and 0 <= row["standard_auc"] <= 1 and row["frames_per_s"] > 0
+        assert 0 <= row["far_auc"] <= 1 and " far " in stdout
         assert 0 <= row["test"]["micro_raw"] <= 1 and set(row["test"]["per_video"]) == {"a", "b"}
         assert set(row["held_out_above_threshold_moved"]) == {"0,4", "4,0", "4,4"}
         assert all(0 <= v <= 1 for v in row["held_out_above_threshold_moved"].values())
@@ -217,7 +218,8 @@ def test_candidates(tiny_checkpoint, footage, labelled_test_set, tmp_path):
     assert rows["B"]["overrides"] == ["contrast=ratio", "topk_fraction=0.1"]
     assert rows["A"]["threshold"] != rows["B"]["threshold"], "each candidate gets its own calibration"
     for row in rows.values():
-        assert 0 <= row["familiar_auc"] <= 1 and 0 <= row["test"]["micro_raw"] <= 1
+        assert 0 <= row["familiar_auc"] <= 1 and 0 <= row["far_auc"] <= 1 and 0 <= row["test"]["micro_raw"] <= 1
+    assert result["seeds"] == [10, 11, 12]
 
 
 def test_candidates_rejects_a_wrong_scoring_key(tiny_checkpoint, footage, tmp_path):
@@ -258,6 +260,7 @@ def test_unseen_videos(tiny_checkpoint, labelled_test_set, tmp_path, capsys):
     for row in result["rows"].values():
         assert list(row["unseen_above_threshold_per_video"]) == ["v2"]
         assert 0 <= row["unseen_above_threshold"] <= 1 and 0 <= row["familiar_unseen_auc"] <= 1
+        assert 0 <= row["far_tails_auc"] <= 1 and 0 <= row["far_unseen_auc"] <= 1
         assert "micro_raw" in row["test"]
     assert "familiar tails / unseen" in stdout and "context only" in stdout
     r = subprocess.run([sys.executable, "benchmarks/unseen_videos.py", "--model", str(tiny_checkpoint), "--train",

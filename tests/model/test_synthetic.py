@@ -138,7 +138,7 @@ def test_write_examples(tmp_path, synth):
 
 def _pasted_height(synthesizer, obj, seed):
     """Rows the object covers when the synthesizer pastes it (one frame of its trajectory)."""
-    [(_, _, region)] = synthesizer._trajectory(obj, np.random.default_rng(seed), (0,))
+    [(_, _, region)] = synthesizer._render(obj, (0,), synthesizer._motion(obj, np.random.default_rng(seed)))
     rows = np.flatnonzero(region.any(axis=1))
     return rows[-1] - rows[0] + 1 if rows.size else 0
 

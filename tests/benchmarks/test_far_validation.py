@@ -1,0 +1,62 @@
+"""benchmarks/select_scoring.py's "far" validation: people from the far half of the footage, pasted
+upright where and as big as the camera saw them, moving sideways."""
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.synthetic import FRAME_OFFSETS
+from tests.conftest import scene_frames
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from select_scoring import FAMILIAR, FarObjects
+
+HEIGHT = 48  # scene_frames: a disc of radius 4 walks at row 16 (far half), another at row 32 (near half)
+
+
+def _rows_cols(region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_far_objects_come_from_the_far_half_upright_at_their_own_size_and_place(seed):
+    videos = [scene_frames(30, seed=1)]
+    far = FarObjects(videos, FAMILIAR)
+    rng = np.random.default_rng(seed)
+    obj = far.sample_object(rng)
+    x, y, w, h = obj.box
+    assert y < HEIGHT / 2 and far.drawn == {"far": 1, "near": 0, "procedural": 0}, f"box at row {y}"
+    assert obj.mask.shape == (h, w) and 6 <= h <= 12, "one walking disc"
+    frames = far._render(obj, FRAME_OFFSETS, far._motion(obj, rng))
+    rows, cols = _rows_cols(dict((o, r) for o, _, r in frames)[0])
+    assert rows[-1] - rows[0] + 1 == h and cols[-1] - cols[0] + 1 == w, "pasted at its own size, not turned"
+    assert abs((rows[0] + rows[-1]) / 2 - (y + (h - 1) / 2)) <= 1, "at the height it was seen at"
+    assert abs((cols[0] + cols[-1]) / 2 - (x + (w - 1) / 2)) <= 1
+    (r0, c0), (r1, c1) = (np.argwhere(r).mean(axis=0) for o, _, r in frames if o in (-3, 3))
+    assert abs(c1 - c0) > 0 and abs(r1 - r0) <= math.tan(math.radians(20)) * abs(c1 - c0) + 1e-6, "sideways"
+    assert abs(c1 - c0) / 6 <= FAMILIAR.max_speed * videos[0].shape[2] + 1e-6
+
+
+def test_far_objects_paste_one_object_with_its_mask():
+    videos = [scene_frames(30, seed=2)]
+    far = FarObjects(videos, FAMILIAR)
+    clean = {o: videos[0][10 + o] for o in FRAME_OFFSETS}
+    pasted, mask = far.paste(clean, np.random.default_rng(0))
+    assert mask.any() and not np.any(np.any(pasted[0] != clean[0], axis=2) & ~mask)
+    assert np.flatnonzero(mask.any(axis=1))[0] < HEIGHT / 2
+
+
+def test_far_objects_fall_back_and_say_so():
+    """Footage with walkers only in the near half gives near ones; with none, procedural objects."""
+    near_only = scene_frames(30, seed=3)
+    near_only[:, : HEIGHT // 2] = near_only[0, : HEIGHT // 2]  # the far disc is gone: part of the background
+    far = FarObjects([near_only], FAMILIAR)
+    obj = far.sample_object(np.random.default_rng(0))
+    assert obj.box[1] >= HEIGHT / 2 and far.drawn == {"far": 0, "near": 1, "procedural": 0}
+    still = FarObjects([np.full((20, HEIGHT, 72, 3), 120, np.uint8)], FAMILIAR)
+    _, mask = still.paste({o: still.videos[0][10] for o in FRAME_OFFSETS}, np.random.default_rng(0))
+    assert mask.any() and still.drawn == {"far": 0, "near": 0, "procedural": 1}
