@@ -60,3 +60,30 @@ def test_far_objects_fall_back_and_say_so():
     still = FarObjects([np.full((20, HEIGHT, 72, 3), 120, np.uint8)], FAMILIAR)
     _, mask = still.paste({o: still.videos[0][10] for o in FRAME_OFFSETS}, np.random.default_rng(0))
     assert mask.any() and still.drawn == {"far": 0, "near": 0, "procedural": 1}
+
+
+def test_detection_limit_bands_by_hand():
+    from detection_limits import bands
+
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    calibrated = np.array([0.1, 0.2, 0.3, 0.6, 0.15, 0.25, 0.7, 0.9])  # normal 0.6 alerts: 1 of 4
+    heights = np.array([5, 5, 20, 30])  # of the pasted frames; frame height 100: two at 5%, two at 20-30%
+    rows = bands(y, calibrated, heights, 100)
+    assert rows[0] == {"band": "held-out normal frames", "frames": 4, "above_threshold": 0.25}
+    small, large = rows[1:]
+    assert (small["band"], small["pixels"], small["frames"]) == ("0-6% of the height", [5, 5], 2)
+    assert small["auc"] == pytest.approx((1 + 2) / 8) and small["above_threshold"] == 0
+    assert (large["band"], large["pixels"], large["auc"], large["above_threshold"]) == (
+        "15-100% of the height", [20, 30], 1.0, 1.0)
+
+
+@pytest.mark.slow
+def test_detection_limits_end_to_end(tiny_checkpoint, footage, tmp_path):
+    from tests.benchmarks.test_bench_smoke import run_benchmark
+
+    result, stdout = run_benchmark(tmp_path, "detection_limits.py", "--model", str(tiny_checkpoint), "--train",
+                                   str(footage), "--frames", "12")
+    assert result["bands"][0]["band"] == "held-out normal frames" and 0 <= result["far_auc"] <= 1
+    assert sum(r["frames"] for r in result["bands"][1:]) == result["bands"][0]["frames"]
+    assert all(0 <= r["auc"] <= 1 and 0 <= r["above_threshold"] <= 1 for r in result["bands"][1:])
+    assert "far validation AUC" in stdout and "at/above threshold" in stdout
