@@ -1,6 +1,6 @@
 """How small an anomaly a model sees: the "far" validation (benchmarks/select_scoring.py: people cut from
 the far half of the training footage, pasted upright where and as big as the camera saw them, moving
-sideways 1-4 times faster than walkers) split by the pasted object's height.
+sideways at 0.45-1.5% of the frame width a frame) split by the pasted object's height.
 
     python benchmarks/detection_limits.py --model CKPT --train ../shared/data/ped2/train \
         [--seed 12] [--frames 256] [--json FILE]

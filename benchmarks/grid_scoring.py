@@ -114,7 +114,8 @@ def frames_per_second(net: Any, scorer: Any, frames: np.ndarray, batch: int = 8,
 
 def validators(train: list[Segment], train_cfg: Any, seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, Any]:
     """{name: (synthesizer, seed)}: the standard (training synthesizer), familiar and far validations
-    (the rules read the first two; far, session 32, is reported beside them)."""
+    (the rules read the first two; far, session 32, is reported beside them: it did not order four models
+    as the development split does, benchmarks/RESULTS.md "A harder label-free validation")."""
     videos = [s.frames for s in train]
     return {"standard": (AnomalySynthesizer(videos, train_cfg.synthetic), seeds[0]),
             "familiar": (FamiliarObjects(videos, FAMILIAR), seeds[1]),
