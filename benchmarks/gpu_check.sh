@@ -41,9 +41,10 @@ step() {  # step SECONDS CMD...: run CMD under its limit, or say it was skipped 
 }
 
 # A GPU image with torch, onnx, onnxruntime, OpenCV, httpx and prometheus-client lacks the serving
-# packages; .gpu/wheels (carried along, 4 MB) fills the gap without a registry. Make it here with
+# packages; .gpu/wheels (carried along, 7 MB) fills the gap without a registry. Make it here with
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .gpu/wheels fastapi starlette \
+#     --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_5_x86_64 \
+#     -d .gpu/wheels fastapi starlette \
 #     uvicorn httptools pydantic pydantic_core pydantic-settings python-dotenv \
 #     annotated-types annotated-doc typing-inspection typing_extensions opentelemetry-api py-spy
 # (versions as in this machine's environment), and copy an mp4 of ../shared/data/footage to .gpu/footage.
