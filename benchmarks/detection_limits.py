@@ -1,15 +1,17 @@
-"""How small an anomaly a model sees: the "far" validation (benchmarks/select_scoring.py: people cut from
-the far half of the training footage, pasted upright where and as big as the camera saw them, moving
-sideways at 0.45-1.5% of the frame width a frame) split by the pasted object's height.
+"""How small and how slow an anomaly a model sees: the "far" validation (benchmarks/select_scoring.py:
+people cut from the far half of the training footage, pasted upright where and as big as the camera saw
+them, moving sideways at 0.45-1.5% of the frame width a frame) split by the pasted object's height, then
+by its speed.
 
     python benchmarks/detection_limits.py --model CKPT --train ../shared/data/ped2/train \
         [--seed 12] [--frames 256] [--json FILE]
 
-For each height band (pixels at the model's resolution, and as a share of the frame height): the AUC of
-telling the held-out normal frames (all of them) from the frames with such an object pasted, and the
-share of those frames whose calibrated score reaches the alert threshold (one frame, unsmoothed; the
-held-out normal frames' own share is the first row). The model's stored scorer and calibration are used,
-as the service uses them. Label-free: no test data is read.
+For each band (height as a share of the frame height, with its pixels at the model's resolution; speed
+as a share of the frame width a frame, with its pixels a frame): the AUC of telling the held-out normal
+frames (all of them) from the frames with such an object pasted, and the share of those frames whose
+calibrated score reaches the alert threshold (one frame, unsmoothed; the held-out normal frames' own
+share comes first). The model's stored scorer and calibration are used, as the service uses them.
+Label-free: no test data is read.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,35 +35,53 @@ from model.dataset import TrainingClips
 from model.evaluation import scorer_from_meta, synthetic_pairs
 from model.metrics import roc_auc
 
-BANDS = (0.0, 0.06, 0.08, 0.11, 0.15, 1.0)  # object height / frame height
+HEIGHTS = (0.0, 0.06, 0.08, 0.11, 0.15, 1.0)  # object height / frame height
+SPEEDS = (0.0, 0.008, 0.0115, 1.0)  # object speed / frame width, a frame (far draws 0.0045-0.015: thirds)
 
 
-def pasted_heights(held: list[Any], synthesizer: Any, seed: int, frames: int) -> np.ndarray:
-    """Rows the pasted object covers in frame t of each pasted sample, in synthetic_pairs's order."""
+def pasted_objects(held: list[Any], synthesizer: Any, seed: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(height in rows in frame t, speed in pixels a frame) of each pasted object, in synthetic_pairs's order."""
     clips = TrainingClips(held, synthesizer, fraction=1.0, seed=seed)
     idx = np.random.default_rng(seed).choice(len(clips), size=min(frames, len(clips)), replace=False)
-    heights = []
+    heights, speeds = [], []
     for i in idx:
         rows = np.flatnonzero(clips[int(i)]["mask"][0].numpy().any(axis=1))
         heights.append(rows[-1] - rows[0] + 1 if rows.size else 0)
-    return np.array(heights)
+        speeds.append(math.hypot(synthesizer.last_motion.vx, synthesizer.last_motion.vy))
+    return np.array(heights), np.array(speeds)
 
 
-def bands(y: np.ndarray, calibrated: np.ndarray, heights: np.ndarray, frame_height: int) -> list[dict[str, Any]]:
+def normal_row(y: np.ndarray, calibrated: np.ndarray) -> dict[str, Any]:
+    normal = calibrated[y == 0]
+    return {"band": "held-out normal frames", "frames": int(normal.size),
+            "above_threshold": float((normal >= 0.5).mean())}
+
+
+def bands(y: np.ndarray, calibrated: np.ndarray, values: np.ndarray, scale: float,
+          edges: tuple[float, ...]) -> list[dict[str, Any]]:
+    """One row per band of ``values / scale`` between successive ``edges`` (the last band closed)."""
     normal, pasted = calibrated[y == 0], calibrated[y == 1]
-    rows: list[dict[str, Any]] = [{"band": "held-out normal frames", "frames": int(normal.size),
-                                   "above_threshold": float((normal >= 0.5).mean())}]
-    share = heights / frame_height
-    for lo, hi in itertools.pairwise(BANDS):
-        sel = (share >= lo) & ((share < hi) | (hi == BANDS[-1]))
+    share = values / scale
+    rows = []
+    for lo, hi in itertools.pairwise(edges):
+        sel = (share >= lo) & ((share < hi) | (hi == edges[-1]))
         if not sel.any():
             continue
-        px = heights[sel]
-        rows.append({"band": f"{100 * lo:g}-{100 * hi:g}% of the height", "min_share": lo, "max_share": hi,
-                     "pixels": [int(px.min()), int(px.max())], "frames": int(sel.sum()),
+        v = values[sel]
+        rows.append({"band": f"{100 * lo:g}-{100 * hi:g}%", "min_share": lo, "max_share": hi,
+                     "range": [round(float(v.min()), 2), round(float(v.max()), 2)], "frames": int(sel.sum()),
                      "auc": roc_auc(np.r_[np.zeros(normal.size), np.ones(sel.sum())], np.r_[normal, pasted[sel]]),
                      "above_threshold": float((pasted[sel] >= 0.5).mean())})
     return rows
+
+
+def print_bands(title: str, unit: str, normal: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    print(f"\n{title:>26s} {unit:>11s} {'frames':>7s} {'AUC':>6s} {'at/above threshold':>19s}")
+    print(f"{normal['band']:>26s} {'':>11s} {normal['frames']:7d} {'':>6s} {100 * normal['above_threshold']:18.1f}%")
+    for r in rows:
+        span = f"{r['range'][0]:g}-{r['range'][1]:g}"
+        auc, above = 100 * r["auc"], 100 * r["above_threshold"]
+        print(f"{r['band']:>26s} {span:>11s} {r['frames']:7d} {auc:6.1f} {above:18.1f}%")
 
 
 def main() -> None:
@@ -80,20 +101,20 @@ def main() -> None:
     print(f"scoring {min(args.frames, sum(len(s.frames) for s in held))} held-out frames, clean and with a far "
           "object pasted", file=sys.stderr, flush=True)
     y, te, dis = synthetic_pairs(net, held, FarObjects(videos, FAMILIAR), seed=args.seed, max_frames=args.frames)
-    heights = pasted_heights(held, FarObjects(videos, FAMILIAR), args.seed, args.frames)
+    heights, speeds = pasted_objects(held, FarObjects(videos, FAMILIAR), args.seed, args.frames)
     calibrated = scorer(te, dis).calibrated.numpy()
-    height = net.cfg.image_size[0]
-    rows = bands(y, calibrated, heights, height)
+    height, width = net.cfg.image_size
+    normal = normal_row(y, calibrated)
+    by_height = bands(y, calibrated, heights, height, HEIGHTS)
+    by_speed = bands(y, calibrated, speeds, width, SPEEDS)
     overall = roc_auc(y, calibrated)
-    print(f"\n{args.model} at {height}x{net.cfg.image_size[1]}: far validation AUC {100 * overall:.2f}")
-    print(f"{'object height':>26s} {'pixels':>8s} {'frames':>7s} {'AUC':>6s} {'at/above threshold':>19s}")
-    for r in rows:
-        px = f"{r['pixels'][0]}-{r['pixels'][1]}" if "pixels" in r else ""
-        auc = f"{100 * r['auc']:6.1f}" if "auc" in r else ""
-        print(f"{r['band']:>26s} {px:>8s} {r['frames']:7d} {auc:>6s} {100 * r['above_threshold']:18.1f}%")
+    print(f"\n{args.model} at {height}x{width}: far validation AUC {100 * overall:.2f}")
+    print_bands("height, share of the frame", "rows", normal, by_height)
+    print_bands("speed, width a frame", "px a frame", normal, by_speed)
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model, "seed": args.seed, "image_size": net.cfg.image_size,
-                                               "far_auc": overall, "bands": rows}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"model": args.model, "seed": args.seed, "image_size": [height, width],
+                                               "far_auc": overall, "normal": normal, "by_height": by_height,
+                                               "by_speed": by_speed}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

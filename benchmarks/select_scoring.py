@@ -63,13 +63,15 @@ class FarObjects(FamiliarObjects):
     as the camera saw it, moving sideways (within 20 degrees of horizontal) at familiar's speeds.
     Knowing that this case is hard is knowledge of the test set one level up: benchmarks/RESULTS.md says so.
     Footage with no foreground blob in the far half gives a near one, none at all familiar's procedural
-    object; ``drawn`` counts each kind, so that a validation that was not far says so."""
+    object; ``drawn`` counts each kind, so that a validation that was not far says so; ``last_motion`` is
+    the trajectory of the object pasted last."""
 
     TRIES = 50
 
     def __init__(self, videos: list[np.ndarray], cfg: SyntheticConfig) -> None:
         super().__init__(videos, cfg)
         self.drawn = {"far": 0, "near": 0, "procedural": 0}
+        self.last_motion: Motion | None = None
 
     def sample_object(self, rng: np.random.Generator) -> SceneObject:
         found = None
@@ -87,11 +89,14 @@ class FarObjects(FamiliarObjects):
 
     def _motion(self, obj: SceneObject, rng: np.random.Generator) -> Motion:
         if not isinstance(obj, PlacedObject):
-            return super()._motion(obj, rng)
+            self.last_motion = super()._motion(obj, rng)
+            return self.last_motion
         x, y, w, h = obj.box
         speed = rng.uniform(0.3, 1.0) * self.cfg.max_speed * self.width
         heading = math.radians(rng.uniform(-20, 20)) + math.pi * int(rng.integers(2))
-        return Motion(1.0, 0.0, 0.0, x + w / 2, y + h / 2, speed * math.cos(heading), speed * math.sin(heading))
+        self.last_motion = Motion(1.0, 0.0, 0.0, x + w / 2, y + h / 2, speed * math.cos(heading),
+                                  speed * math.sin(heading))
+        return self.last_motion
 
 
 @dataclasses.dataclass(frozen=True)

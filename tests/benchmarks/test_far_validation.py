@@ -63,18 +63,26 @@ def test_far_objects_fall_back_and_say_so():
 
 
 def test_detection_limit_bands_by_hand():
-    from detection_limits import bands
+    from detection_limits import bands, normal_row
 
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     calibrated = np.array([0.1, 0.2, 0.3, 0.6, 0.15, 0.25, 0.7, 0.9])  # normal 0.6 alerts: 1 of 4
-    heights = np.array([5, 5, 20, 30])  # of the pasted frames; frame height 100: two at 5%, two at 20-30%
-    rows = bands(y, calibrated, heights, 100)
-    assert rows[0] == {"band": "held-out normal frames", "frames": 4, "above_threshold": 0.25}
-    small, large = rows[1:]
-    assert (small["band"], small["pixels"], small["frames"]) == ("0-6% of the height", [5, 5], 2)
+    assert normal_row(y, calibrated) == {"band": "held-out normal frames", "frames": 4, "above_threshold": 0.25}
+    heights = np.array([5, 5, 20, 100])  # of the pasted frames; frame height 100: two at 5%, two at 20-100%
+    small, large = bands(y, calibrated, heights, 100, (0.0, 0.06, 0.15, 1.0))
+    assert (small["band"], small["range"], small["frames"]) == ("0-6%", [5, 5], 2)
     assert small["auc"] == pytest.approx((1 + 2) / 8) and small["above_threshold"] == 0
-    assert (large["band"], large["pixels"], large["auc"], large["above_threshold"]) == (
-        "15-100% of the height", [20, 30], 1.0, 1.0)
+    assert (large["band"], large["range"], large["auc"], large["above_threshold"]) == ("15-100%", [20, 100], 1.0, 1.0)
+
+
+def test_far_objects_keep_their_last_motion():
+    videos = [scene_frames(30, seed=1)]
+    far = FarObjects(videos, FAMILIAR)
+    far.paste({o: videos[0][10 + o] for o in FRAME_OFFSETS}, np.random.default_rng(3))
+    m = far.last_motion
+    assert m is not None and (m.scale, m.angle, m.spin) == (1.0, 0.0, 0.0)
+    speed = math.hypot(m.vx, m.vy) / videos[0].shape[2]
+    assert 0.3 * FAMILIAR.max_speed - 1e-9 <= speed <= FAMILIAR.max_speed + 1e-9
 
 
 @pytest.mark.slow
@@ -83,7 +91,8 @@ def test_detection_limits_end_to_end(tiny_checkpoint, footage, tmp_path):
 
     result, stdout = run_benchmark(tmp_path, "detection_limits.py", "--model", str(tiny_checkpoint), "--train",
                                    str(footage), "--frames", "12")
-    assert result["bands"][0]["band"] == "held-out normal frames" and 0 <= result["far_auc"] <= 1
-    assert sum(r["frames"] for r in result["bands"][1:]) == result["bands"][0]["frames"]
-    assert all(0 <= r["auc"] <= 1 and 0 <= r["above_threshold"] <= 1 for r in result["bands"][1:])
-    assert "far validation AUC" in stdout and "at/above threshold" in stdout
+    assert result["normal"]["band"] == "held-out normal frames" and 0 <= result["far_auc"] <= 1
+    for key in ("by_height", "by_speed"):
+        assert sum(r["frames"] for r in result[key]) == result["normal"]["frames"], key
+        assert all(0 <= r["auc"] <= 1 and 0 <= r["above_threshold"] <= 1 for r in result[key])
+    assert "far validation AUC" in stdout and "px a frame" in stdout
