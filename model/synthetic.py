@@ -102,18 +102,24 @@ class AnomalySynthesizer:
         """A foreground blob and its box (x, y, w, h) in the frame it was cut from, or None after 5 tries."""
         for _ in range(5):
             v = int(rng.integers(len(self.videos)))
-            frame = np.asarray(self.videos[v][int(rng.integers(len(self.videos[v])))])
-            diff = np.abs(frame.astype(np.int16) - self._background(v).astype(np.int16)).max(axis=2)
-            fg = cv2.morphologyEx((diff > 25).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-            count, labels, stats, _ = cv2.connectedComponentsWithStats(fg)
-            ok = [k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] >= 30 and stats[k, cv2.CC_STAT_HEIGHT] >= 6]
-            if not ok:
+            frame, labels, blobs = self.foreground(v, int(rng.integers(len(self.videos[v]))))
+            if not blobs:
                 continue
-            k = ok[int(rng.integers(len(ok)))]
-            x, y, w, h = (int(stats[k, s]) for s in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH,
-                                                     cv2.CC_STAT_HEIGHT))
+            k, (x, y, w, h) = blobs[int(rng.integers(len(blobs)))]
             return SceneObject(frame[y : y + h, x : x + w].copy(), labels[y : y + h, x : x + w] == k), (x, y, w, h)
         return None
+
+    def foreground(self, v: int, i: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, tuple[int, int, int, int]]]]:
+        """Frame ``i`` of video ``v``, its connected-component labels against the video's median background,
+        and the blobs big enough to be a person: [(label, (x, y, w, h))]."""
+        frame = np.asarray(self.videos[v][i])
+        diff = np.abs(frame.astype(np.int16) - self._background(v).astype(np.int16)).max(axis=2)
+        fg = cv2.morphologyEx((diff > 25).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(fg)
+        blobs = [(k, (int(stats[k, cv2.CC_STAT_LEFT]), int(stats[k, cv2.CC_STAT_TOP]), int(stats[k, cv2.CC_STAT_WIDTH]),
+                      int(stats[k, cv2.CC_STAT_HEIGHT]))) for k in range(1, count)
+                 if stats[k, cv2.CC_STAT_AREA] >= 30 and stats[k, cv2.CC_STAT_HEIGHT] >= 6]
+        return frame, labels, blobs
 
     def procedural_object(self, rng: np.random.Generator) -> SceneObject:
         """An ellipse, box or polygon with a flat, noisy or striped texture."""

@@ -85,6 +85,15 @@ def test_far_objects_keep_their_last_motion():
     assert 0.3 * FAMILIAR.max_speed - 1e-9 <= speed <= FAMILIAR.max_speed + 1e-9
 
 
+def test_walker_speeds_measure_the_far_walkers_only():
+    """scene_frames: the far disc walks 2 pixels a frame, the near one 1 (not counted)."""
+    from detection_limits import walker_speeds
+
+    speeds = walker_speeds(FarObjects([scene_frames(40, height=96, width=240)], FAMILIAR), pairs=50)
+    assert speeds.size >= 40 and np.median(speeds) == pytest.approx(2.0, abs=0.2)
+    assert not np.any(np.abs(speeds - 1.0) < 0.3), "the near walker is not a far one"
+
+
 @pytest.mark.slow
 def test_detection_limits_end_to_end(tiny_checkpoint, footage, tmp_path):
     from tests.benchmarks.test_bench_smoke import run_benchmark
@@ -95,4 +104,4 @@ def test_detection_limits_end_to_end(tiny_checkpoint, footage, tmp_path):
     for key in ("by_height", "by_speed"):
         assert sum(r["frames"] for r in result[key]) == result["normal"]["frames"], key
         assert all(0 <= r["auc"] <= 1 and 0 <= r["above_threshold"] <= 1 for r in result[key])
-    assert "far validation AUC" in stdout and "px a frame" in stdout
+    assert "far validation AUC" in stdout and "px a frame" in stdout and "own people" in stdout
