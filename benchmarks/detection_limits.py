@@ -58,9 +58,10 @@ def walker_speeds(synthesizer: Any, pairs: int = 400, step: int = 3, seed: int =
     width (people who stand still count, at about 0; merged or split groups add noise, so read the median)."""
     rng = np.random.default_rng(seed)
     radius = 0.05 * synthesizer.width
-    speeds = []
-    for _ in range(pairs):
-        v = int(rng.integers(len(synthesizer.videos)))
+    speeds: list[float] = []
+    long_enough = [v for v, video in enumerate(synthesizer.videos) if len(video) > step]
+    for _ in range(pairs if long_enough else 0):
+        v = long_enough[int(rng.integers(len(long_enough)))]
         i = int(rng.integers(len(synthesizer.videos[v]) - step))
         now, later = (np.array([(x + w / 2, y + h / 2, y) for _, (x, y, w, h) in synthesizer.foreground(v, j)[2]])
                       for j in (i, i + step))

@@ -92,6 +92,7 @@ def test_walker_speeds_measure_the_far_walkers_only():
     speeds = walker_speeds(FarObjects([scene_frames(40, height=96, width=240)], FAMILIAR), pairs=50)
     assert speeds.size >= 40 and np.median(speeds) == pytest.approx(2.0, abs=0.2)
     assert not np.any(np.abs(speeds - 1.0) < 0.3), "the near walker is not a far one"
+    assert walker_speeds(FarObjects([scene_frames(3, height=96, width=240)], FAMILIAR)).size == 0, "too short"
 
 
 @pytest.mark.slow
