@@ -63,13 +63,12 @@ def walker_speeds(synthesizer: Any, pairs: int = 400, step: int = 3, seed: int =
     for _ in range(pairs if long_enough else 0):
         v = long_enough[int(rng.integers(len(long_enough)))]
         i = int(rng.integers(len(synthesizer.videos[v]) - step))
-        now, later = (np.array([(x + w / 2, y + h / 2, y) for _, (x, y, w, h) in synthesizer.foreground(v, j)[2]])
-                      for j in (i, i + step))
-        if not len(now) or not len(later):
-            continue
-        for cx, cy, top in now:
+        now = [(x + w / 2, y + h / 2) for _, (x, y, w, h) in synthesizer.foreground(v, i)[2]
+               if synthesizer.is_far((x, y, w, h))]
+        later = np.array([(x + w / 2, y + h / 2) for _, (x, y, w, h) in synthesizer.foreground(v, i + step)[2]])
+        for cx, cy in now if len(later) else ():
             d = np.hypot(later[:, 0] - cx, later[:, 1] - cy).min()
-            if top < synthesizer.height / 2 and d <= radius:
+            if d <= radius:
                 speeds.append(d / step)
     return np.array(speeds)
 
@@ -123,8 +122,9 @@ def main() -> None:
     videos = [s.frames for s in train]
     print(f"scoring {min(args.frames, sum(len(s.frames) for s in held))} held-out frames, clean and with a far "
           "object pasted", file=sys.stderr, flush=True)
-    y, te, dis = synthetic_pairs(net, held, FarObjects(videos, FAMILIAR), seed=args.seed, max_frames=args.frames)
-    heights, speeds = pasted_objects(held, FarObjects(videos, FAMILIAR), args.seed, args.frames)
+    far = FarObjects(videos, FAMILIAR)  # one instance: the videos' median backgrounds are computed once
+    y, te, dis = synthetic_pairs(net, held, far, seed=args.seed, max_frames=args.frames)
+    heights, speeds = pasted_objects(held, far, args.seed, args.frames)
     calibrated = scorer(te, dis).calibrated.numpy()
     height, width = net.cfg.image_size
     normal = normal_row(y, calibrated)
@@ -134,7 +134,7 @@ def main() -> None:
     print(f"\n{args.model} at {height}x{width}: far validation AUC {100 * overall:.2f}")
     print_bands("height, share of the frame", "rows", normal, by_height)
     print_bands("speed, width a frame", "px a frame", normal, by_speed)
-    walkers = walker_speeds(FarObjects(videos, FAMILIAR))
+    walkers = walker_speeds(far)
     quartiles = [round(float(q), 2) for q in np.percentile(walkers, [25, 50, 75])] if walkers.size else []
     print(f"\nthe footage's own people in the far half ({walkers.size} matched blobs): "
           f"{' / '.join(map(str, quartiles)) or '-'} pixels a frame (quartiles)")

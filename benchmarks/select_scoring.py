@@ -73,18 +73,22 @@ class FarObjects(FamiliarObjects):
         self.drawn = {"far": 0, "near": 0, "procedural": 0}
         self.last_motion: Motion | None = None
 
+    def is_far(self, box: tuple[int, int, int, int]) -> bool:
+        """A blob's box (x, y, w, h) is in the far half: its top above the middle of the frame."""
+        return box[1] < self.height / 2
+
     def sample_object(self, rng: np.random.Generator) -> SceneObject:
         found = None
         for _ in range(self.TRIES):
             blob = self.footage_blob(rng)
             if blob is not None:
                 found = blob
-                if blob[1][1] < self.height / 2:
+                if self.is_far(blob[1]):
                     break
         if found is None:
             self.drawn["procedural"] += 1
             return self.procedural_object(rng)
-        self.drawn["far" if found[1][1] < self.height / 2 else "near"] += 1
+        self.drawn["far" if self.is_far(found[1]) else "near"] += 1
         return PlacedObject(found[0].image, found[0].mask, box=found[1])
 
     def _motion(self, obj: SceneObject, rng: np.random.Generator) -> Motion:
