@@ -134,6 +134,8 @@ class SyntheticConfig:
     min_size: float = 0.08  # object height as a fraction of the frame height, lower bound
     max_size: float = 0.35  # upper bound
     max_speed: float = 0.04  # object speed, fraction of the frame width per frame (fast for a walker)
+    # The slowest object's speed as a share of max_speed; speeds are drawn uniformly in between.
+    min_speed_share: float = 0.3
     # Share of footage objects pasted at about their own size (x0.8-1.25) instead of a size drawn from
     # [min_size, max_size]: a person as big as this camera sees people, moving wrongly (a cyclist among
     # walkers), rather than a giant or a dwarf. 0 = every object gets a drawn size.
@@ -141,7 +143,7 @@ class SyntheticConfig:
     cutouts_dir: str | None = None  # optional folder of RGBA PNG cut-outs
 
     def validate(self) -> SyntheticConfig:
-        for name in ("fraction", "footage_objects", "native_size"):
+        for name in ("fraction", "footage_objects", "native_size", "min_speed_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"train.synthetic.{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 < self.min_size <= self.max_size:

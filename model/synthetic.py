@@ -200,7 +200,7 @@ class AnomalySynthesizer:
             scale = rng.uniform(cfg.min_size, cfg.max_size) * self.height / max(obj.image.shape[0], 1)
         angle0 = rng.uniform(-30, 30)
         spin = rng.uniform(-8, 8)  # degrees per frame
-        speed = rng.uniform(0.3, 1.0) * cfg.max_speed * self.width  # pixels per frame
+        speed = rng.uniform(cfg.min_speed_share, 1.0) * cfg.max_speed * self.width  # pixels per frame
         heading = rng.uniform(0, 2 * math.pi)
         vx, vy = speed * math.cos(heading), speed * math.sin(heading)
         cx, cy = rng.uniform(0.1, 0.9) * self.width, rng.uniform(0.1, 0.9) * self.height

@@ -1,3 +1,4 @@
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -169,8 +170,21 @@ def test_native_size_off_leaves_the_default_random_stream_alone(synth):
         assert np.array_equal(ma, mb) and all(np.array_equal(pa[o], pb[o]) for o in FRAME_OFFSETS)
 
 
+@pytest.mark.parametrize("share", [0.3, 0.05, 1.0])
+def test_speeds_are_drawn_between_the_floor_and_max_speed(synth, share):
+    """min_speed_share sets the slowest object: speeds fill [share, 1] x max_speed x width, no more."""
+    _, videos = synth
+    synthesizer = AnomalySynthesizer(videos, SyntheticConfig(max_objects=1, max_speed=0.08, min_speed_share=share))
+    obj = synthesizer.procedural_object(np.random.default_rng(0))
+    top = 0.08 * videos[0].shape[2]
+    speeds = [math.hypot(m.vx, m.vy) for m in (synthesizer._motion(obj, np.random.default_rng(s)) for s in range(200))]
+    assert share * top - 1e-9 <= min(speeds) and max(speeds) <= top + 1e-9
+    assert min(speeds) < (share + 0.05 * (1 - share)) * top + 1e-9  # the floor is reached, not just respected
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"native_size": 1.5}, r"native_size must be in \[0, 1\], got 1.5"),
+    ({"min_speed_share": 1.2}, r"min_speed_share must be in \[0, 1\], got 1.2"),
     ({"fraction": -0.1}, "fraction must be in"),
     ({"min_size": 0.4, "max_size": 0.2}, "min_size <= max_size"),
     ({"max_objects": 0}, "max_objects must be >= 1"),
