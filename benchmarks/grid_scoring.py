@@ -138,7 +138,7 @@ def label_free_row(net: Any, held: list[Segment], synthesizers: dict[str, Any]) 
         stage(f"{name} synthetic validation")
         y, te, dis = synthetic_pairs(net, held, synth, seed=seed)
         row[f"{name}_auc"] = roc_auc(y, scorer(te, dis).score.numpy())
-        if hasattr(synth, "drawn"):  # the far validation: how many of its objects were far
+        if isinstance(synth, FarObjects):  # how many of its objects were far
             row[f"{name}_objects"], synth.drawn = synth.drawn, dict.fromkeys(synth.drawn, 0)
     stage("frames/s, then the held-out frames as if the camera had moved")
     row["frames_per_s"] = frames_per_second(net, scorer, np.asarray(held[0].frames))
