@@ -96,7 +96,7 @@ class FarObjects(FamiliarObjects):
             self.last_motion = super()._motion(obj, rng)
             return self.last_motion
         x, y, w, h = obj.box
-        speed = rng.uniform(self.cfg.min_speed_share, 1.0) * self.cfg.max_speed * self.width
+        speed = self._speed(rng)
         heading = math.radians(rng.uniform(-20, 20)) + math.pi * int(rng.integers(2))
         self.last_motion = Motion(1.0, 0.0, 0.0, x + w / 2, y + h / 2, speed * math.cos(heading),
                                   speed * math.sin(heading))

@@ -200,11 +200,15 @@ class AnomalySynthesizer:
             scale = rng.uniform(cfg.min_size, cfg.max_size) * self.height / max(obj.image.shape[0], 1)
         angle0 = rng.uniform(-30, 30)
         spin = rng.uniform(-8, 8)  # degrees per frame
-        speed = rng.uniform(cfg.min_speed_share, 1.0) * cfg.max_speed * self.width  # pixels per frame
+        speed = self._speed(rng)
         heading = rng.uniform(0, 2 * math.pi)
         vx, vy = speed * math.cos(heading), speed * math.sin(heading)
         cx, cy = rng.uniform(0.1, 0.9) * self.width, rng.uniform(0.1, 0.9) * self.height
         return Motion(scale, angle0, spin, cx, cy, vx, vy)
+
+    def _speed(self, rng: np.random.Generator) -> float:
+        """An object's speed in pixels a frame: uniform in [min_speed_share, 1] x max_speed x the frame width."""
+        return rng.uniform(self.cfg.min_speed_share, 1.0) * self.cfg.max_speed * self.width
 
     def _render(
         self, obj: SceneObject, offsets: tuple[int, ...], mo: Motion

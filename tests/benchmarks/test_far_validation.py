@@ -82,7 +82,7 @@ def test_far_objects_keep_their_last_motion():
     m = far.last_motion
     assert m is not None and (m.scale, m.angle, m.spin) == (1.0, 0.0, 0.0)
     speed = math.hypot(m.vx, m.vy) / videos[0].shape[2]
-    assert 0.3 * FAMILIAR.max_speed - 1e-9 <= speed <= FAMILIAR.max_speed + 1e-9
+    assert FAMILIAR.min_speed_share * FAMILIAR.max_speed - 1e-9 <= speed <= FAMILIAR.max_speed + 1e-9
 
 
 def test_walker_speeds_measure_the_far_walkers_only():
