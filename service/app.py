@@ -9,11 +9,13 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 import model
 from model.errors import AedmaeError
@@ -129,6 +131,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(AedmaeError)
     async def aedmae_error(request: Request, exc: AedmaeError) -> JSONResponse:
         return _error_response(400, "bad_request", str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # The framework's own refusals (no such route, wrong method) in the same shape as ours,
+        # e.g. {"error": "method_not_allowed", "detail": "Method Not Allowed"}, keeping its headers (Allow).
+        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        return _error_response(exc.status_code, code, exc.detail, dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -235,6 +235,14 @@ def test_mixed_sizes_bad_query_unknown_stream(server):
     assert httpx.delete(server.url + "/v1/score/streams/nobody").status_code == 404
 
 
+def test_unknown_route_and_wrong_method_answer_in_the_same_error_shape(server):
+    r = httpx.get(server.url + "/no/such/route")
+    assert r.status_code == 404 and r.json() == {"error": "not_found", "detail": "Not Found"}
+    r = httpx.get(server.url + "/v1/score")
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+    assert r.headers["allow"] == "POST"
+
+
 def test_backend_exception_fails_that_batch_only(server):
     backend = server.runtime.backends[0]
     original = backend.infer
