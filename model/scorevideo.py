@@ -94,8 +94,7 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     if len(sources) != 1:
         raise DataError(f"{source_path}: expected one video (a file or a folder of frames), found {len(sources)}")
     source = sources[0]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)  # made at the first decoded frame: a source that cannot be read leaves nothing behind
     cfg = net.cfg
     window = CutWindow(max_change, spacing=every)
     originals: dict[int, np.ndarray] = {}
@@ -128,31 +127,34 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
             assert writer is not None
             writer.write(originals.pop(row["frame"]), heatmap, row)
 
-    pending: list[tuple[int, np.ndarray]] = []
-    decoded = 0
-    for t, frame in enumerate(read_frames(source)):
-        decoded = t + 1
-        if t % every:
-            continue
+    try:  # the bar ends before any error is printed
+        pending: list[tuple[int, np.ndarray]] = []
+        decoded = 0
+        for t, frame in enumerate(read_frames(source)):
+            decoded = t + 1
+            if t % every:
+                continue
+            if writer is None:
+                out.mkdir(parents=True, exist_ok=True)
+                writer = _AnnotatedWriter(out / "annotated.mp4", (frame.shape[1], frame.shape[0]), vmax, rate)
+            originals[t] = frame
+            cuts = len(window.cut_frames)
+            pending += window.push(to_model_frame(frame, cfg.image_size, cfg.channels))
+            if len(window.cut_frames) > cuts:  # a scene cut before frame t: the clip so far ends, smoothing included
+                run(pending)
+                pending = []
+                write(smoothing.flush())
+                smoothing = InOrderSmoothing(OnlineSmoother.in_seconds(sigma_s, delay_s, rate))
+            if len(pending) >= batch_size:
+                run(pending)
+                pending = []
         if writer is None:
-            writer = _AnnotatedWriter(out / "annotated.mp4", (frame.shape[1], frame.shape[0]), vmax, rate)
-        originals[t] = frame
-        cuts = len(window.cut_frames)
-        pending += window.push(to_model_frame(frame, cfg.image_size, cfg.channels))
-        if len(window.cut_frames) > cuts:  # a scene cut before frame t: the clip so far ends, smoothing included
-            run(pending)
-            pending = []
-            write(smoothing.flush())
-            smoothing = InOrderSmoothing(OnlineSmoother.in_seconds(sigma_s, delay_s, rate))
-        if len(pending) >= batch_size:
-            run(pending)
-            pending = []
-    if writer is None:
-        raise DataError(f"{source.path}: no frames decoded")
-    run(pending + window.flush())
-    write(smoothing.flush())
-    writer.close()
-    bar.close()
+            raise DataError(f"{source.path}: no frames decoded")
+        run(pending + window.flush())
+        write(smoothing.flush())
+        writer.close()
+    finally:
+        bar.close()
     _write_tables(out, rows)
     from model.plots import plot_timelines
 

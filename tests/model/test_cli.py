@@ -154,3 +154,12 @@ def test_an_output_or_cache_folder_that_cannot_be_made_is_one_line(tmp_path, cap
         assert not (tmp_path / "ok").exists()  # nothing made by a command that failed
         err = capsys.readouterr().err
         assert err == f"aedmae {command[0]}: error: {bad}: cannot be a folder: {blocker} is a file\n"
+
+
+def test_a_video_that_cannot_be_read_leaves_no_output_folder(tmp_path, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    assert main(["score", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith(f"aedmae score: error: {bad}: cannot open video (corrupt file or unsupported codec)")
+    assert not (tmp_path / "out").exists()
