@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ablate_scoring import load
 from select_scoring import FAMILIAR, FarObjects
 
-from model.dataset import TrainingClips
 from model.evaluation import scorer_from_meta, synthetic_pairs
 from model.metrics import roc_auc
 
@@ -40,16 +39,20 @@ HEIGHTS = (0.0, 0.06, 0.08, 0.11, 0.15, 1.0)  # object height / frame height
 SPEEDS = (0.0, 0.008, 0.0115, 1.0)  # object speed / frame width, a frame (far draws 0.0045-0.015: thirds)
 
 
-def pasted_objects(held: list[Any], synthesizer: Any, seed: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """(height in rows in frame t, speed in pixels a frame) of each pasted object, in synthetic_pairs's order."""
-    clips = TrainingClips(held, synthesizer, fraction=1.0, seed=seed)
-    idx = np.random.default_rng(seed).choice(len(clips), size=min(frames, len(clips)), replace=False)
-    heights, speeds = [], []
-    for i in idx:
-        rows = np.flatnonzero(clips[int(i)]["mask"][0].numpy().any(axis=1))
-        heights.append(rows[-1] - rows[0] + 1 if rows.size else 0)
-        speeds.append(math.hypot(synthesizer.last_motion.vx, synthesizer.last_motion.vy))
-    return np.array(heights), np.array(speeds)
+class PastedObjects:
+    """Collects (height in rows in frame t, speed in pixels a frame) of each object synthetic_pairs pastes,
+    as it is drawn (its ``observe``)."""
+
+    def __init__(self, synthesizer: Any) -> None:
+        self.synthesizer = synthesizer
+        self.heights: list[int] = []
+        self.speeds: list[float] = []
+
+    def __call__(self, sample: dict[str, Any]) -> None:
+        rows = np.flatnonzero(sample["mask"][0].numpy().any(axis=1))
+        self.heights.append(int(rows[-1] - rows[0] + 1) if rows.size else 0)
+        motion = self.synthesizer.last_motion
+        self.speeds.append(math.hypot(motion.vx, motion.vy))
 
 
 def walker_speeds(synthesizer: Any, pairs: int = 400, step: int = 3, seed: int = 0) -> np.ndarray:
@@ -123,8 +126,9 @@ def main() -> None:
     print(f"scoring {min(args.frames, sum(len(s.frames) for s in held))} held-out frames, clean and with a far "
           "object pasted", file=sys.stderr, flush=True)
     far = FarObjects(videos, FAMILIAR)  # one instance: the videos' median backgrounds are computed once
-    y, te, dis = synthetic_pairs(net, held, far, seed=args.seed, max_frames=args.frames)
-    heights, speeds = pasted_objects(held, far, args.seed, args.frames)
+    pasted = PastedObjects(far)
+    y, te, dis = synthetic_pairs(net, held, far, seed=args.seed, max_frames=args.frames, observe=pasted)
+    heights, speeds = np.array(pasted.heights), np.array(pasted.speeds)
     calibrated = scorer(te, dis).calibrated.numpy()
     height, width = net.cfg.image_size
     normal = normal_row(y, calibrated)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -201,10 +201,13 @@ def ablation_scorers(base: Scorer) -> dict[str, Scorer]:
 
 @torch.no_grad()
 def synthetic_pairs(net: AEDMAE, segments: list[Any], synthesizer: Any, seed: int = 0, max_frames: int = 256,
-                    views: list[View] | None = None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+                    views: list[View] | None = None, observe: Callable[[dict[str, Any]], None] | None = None,
+                    ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
     """Labels (2N,) and raw per-token errors (2N, S, L) of N held-out normal frames, then the same frames
     with synthetic anomalies pasted: the label-free validation set recipe and scoring choices use.
-    ``views``: the scoring views (default the model's)."""
+    ``views``: the scoring views (default the model's). ``observe`` is called with each pasted sample
+    (frames, target, mask) right after it is drawn, in the order of the pasted half, while the
+    synthesizer still holds that draw's state (e.g. ``last_motion``)."""
     from model.dataset import TrainingClips
 
     clips = TrainingClips(segments, synthesizer, fraction=1.0, seed=seed)
@@ -214,7 +217,12 @@ def synthetic_pairs(net: AEDMAE, segments: list[Any], synthesizer: Any, seed: in
     labels = []
     for start in range(0, len(idx), 16):
         chunk = [int(i) for i in idx[start : start + 16]]
-        pasted = torch.stack([clips[i]["frames"] for i in chunk])
+        samples = []
+        for i in chunk:
+            samples.append(clips[i])
+            if observe is not None:
+                observe(samples[-1])
+        pasted = torch.stack([sample["frames"] for sample in samples])
         clean = torch.stack([torch.from_numpy(clip_windows(clips.segments[clips.index[i][0]].frames,
                                                            np.array([clips.index[i][1]]))[0]) for i in chunk])
         e, d = token_errors(net, torch.cat([clean, pasted]).to(device), views=views)

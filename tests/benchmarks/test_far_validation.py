@@ -106,3 +106,21 @@ def test_detection_limits_end_to_end(tiny_checkpoint, footage, tmp_path):
         assert sum(r["frames"] for r in result[key]) == result["normal"]["frames"], key
         assert all(0 <= r["auc"] <= 1 and 0 <= r["above_threshold"] <= 1 for r in result[key])
     assert "far validation AUC" in stdout and "px a frame" in stdout and "own people" in stdout
+
+
+def test_pasted_objects_are_read_as_synthetic_pairs_draws_them(tiny_checkpoint, footage):
+    """detection_limits reads each pasted object's height and speed through synthetic_pairs's ``observe``,
+    at the moment it is drawn: one per pasted frame, each draw's own motion, and the same pairs as without."""
+    from ablate_scoring import load
+    from detection_limits import PastedObjects
+
+    from model.evaluation import synthetic_pairs
+
+    net, _, _, _, train, held = load(str(tiny_checkpoint), str(footage))
+    far = FarObjects([s.frames for s in train], FAMILIAR)
+    pasted = PastedObjects(far)
+    y, te, dis = synthetic_pairs(net, held, far, seed=12, max_frames=10, observe=pasted)
+    assert len(pasted.heights) == len(pasted.speeds) == int(y.sum()) == 10
+    assert min(pasted.heights) > 0 and len(set(pasted.speeds)) > 1, "each draw's own object, not the last one's"
+    y2, te2, dis2 = synthetic_pairs(net, held, far, seed=12, max_frames=10)
+    assert np.array_equal(y, y2) and te.equal(te2) and dis.equal(dis2), "observing changes no draw"
