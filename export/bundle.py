@@ -26,6 +26,7 @@ import numpy as np
 from model import durable
 from model.checkpoint import META, digest, is_checkpoint, sha256
 from model.errors import AedmaeError, CheckpointError
+from model.window import TRAIN_GAP
 
 T = TypeVar("T")
 
@@ -102,6 +103,11 @@ class Bundle:
     def grid(self) -> tuple[int, int]:
         h, w = self.sidecar["io"]["heatmap_grid"]
         return int(h), int(w)
+
+    @property
+    def context_gap(self) -> int:
+        """Frames between the window's frames (model.scoring.context_gap; 3 in sidecars older than it)."""
+        return int(self.sidecar["model"]["scoring"].get("context_gap", TRAIN_GAP))
 
     @property
     def precision(self) -> str:

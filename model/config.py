@@ -41,6 +41,12 @@ class ScoringConfig:
     # "diff" subtracts that median (a level the whole frame shares, e.g. a crowd, cancels); the
     # components (teacher_error, discrepancy) stay uncontrasted. benchmarks/select_scoring.py ranks it.
     contrast: Literal["none", "ratio", "diff"] = "none"
+    # Frames between the window's frames when scoring: the model reads (t-g, t, t+g). The network is
+    # trained on 3 (the paper's, model.window.TRAIN_GAP); a longer gap shows it each motion over more
+    # time, so fast things move further than the walkers it learnt. It is also the look-ahead: frame
+    # t is scored once frame t+g has arrived. A scoring setting like the others: `aedmae calibrate
+    # --set model.scoring.context_gap=G` refits the statistics for it (benchmarks/RESULTS.md, session 34).
+    context_gap: int = 3
 
     @property
     def views(self) -> int:
@@ -117,6 +123,8 @@ class ModelConfig:
             raise ConfigError("model.scoring: reduction must be mean or topk, topk_fraction in (0, 1]")
         if not 0.5 <= self.scoring.calibration_quantile < 1:
             raise ConfigError("model.scoring.calibration_quantile must be in [0.5, 1)")
+        if not 1 <= self.scoring.context_gap <= 12:
+            raise ConfigError(f"model.scoring.context_gap must be 1-12 frames, got {self.scoring.context_gap}")
         if self.scoring.grid_shifts not in (1, 2, 4):
             raise ConfigError(f"model.scoring.grid_shifts must be 1, 2 or 4, got {self.scoring.grid_shifts}")
         if self.scoring.contrast not in ("none", "ratio", "diff"):

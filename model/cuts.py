@@ -10,7 +10,7 @@ import copy
 import cv2
 import numpy as np
 
-from model.window import FrameWindow
+from model.window import TRAIN_GAP, FrameWindow
 
 MAX_CHANGE = 0.1  # the default line between one scene and two (benchmarks/scene_cuts.py)
 SHORT_SIDE = 20  # pixels: the pictures compared are this small (600 pixels at 2:3), which is enough for a median
@@ -115,9 +115,10 @@ class CutWindow:
     their window's end clamped there, as if their clip had ended. Without a cut it gives exactly what
     FrameWindow (and ``clip_windows``) give. ``cut_frames``: the frames that began a new clip."""
 
-    def __init__(self, max_change: float = MAX_CHANGE, spacing: int = 1) -> None:
+    def __init__(self, max_change: float = MAX_CHANGE, spacing: int = 1, gap: int = TRAIN_GAP) -> None:
         self.spacing = spacing  # model.window.FrameWindow spacing: frames pushed are every spacing-th of the source
-        self.window = FrameWindow(spacing)
+        self.gap = gap  # the window's context gap (model.scoring.context_gap)
+        self.window = FrameWindow(spacing, gap)
         self.detector = CutDetector(max_change)
         self.base = 0  # stream index of the current clip's first frame
         self.cut_frames: list[int] = []
@@ -147,14 +148,14 @@ class CutWindow:
             if cut is not None:
                 ready += self.flush()
                 self.base += self.window.seen
-                self.window = FrameWindow(self.spacing)
+                self.window = FrameWindow(self.spacing, self.gap)
                 self.cut_frames.append(self.base)
             ready += [(self.base + t, x) for t, x in self.window.push(frame)]
         return ready
 
     def own(self) -> None:
         """model.window.FrameWindow.own: for a window kept between requests (a stream_id's context keeps
-        7 frames, 0.3 MB at 160x240, not the 256-frame request they came in)."""
+        2 x gap + 1 frames, 0.3 MB at 160x240 with the gap of 3, not the 256-frame request they came in)."""
         self.window.own()
 
     def flush(self) -> list[tuple[int, np.ndarray]]:

@@ -15,7 +15,8 @@ from torch.utils.data import Dataset
 from model.config import ModelConfig, TrainConfig
 from model.errors import ConfigError
 from model.frames import MIN_FRAMES, FrameCache, VideoSource, discover
-from model.synthetic import FRAME_OFFSETS, AnomalySynthesizer
+from model.synthetic import AnomalySynthesizer, frame_offsets
+from model.window import TRAIN_GAP
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -106,7 +107,8 @@ class TrainingClips(Dataset[dict[str, torch.Tensor]]):
     """One sample per centre frame t (every ``frame_step``-th) of every segment.
 
     A sample is a dict:
-        frames   (3, H, W, C) uint8   frames t-3, t, t+3 (indices clamped to the segment)
+        frames   (3, H, W, C) uint8   frames t-gap, t, t+gap (indices clamped to the segment; gap 3 in
+                                      training, the scoring gap in the label-free validations)
         gradient (C, H, W)    float32 |frame t-1 - frame t+1|, 0..255
         target   (C, H, W)    uint8   the clean frame t (no pasted object)
         mask     (1, H, W)    float32 1 on pasted anomaly pixels of frame t, else 0
@@ -126,8 +128,10 @@ class TrainingClips(Dataset[dict[str, torch.Tensor]]):
         frame_step: int = 1,
         seed: int = 0,
         max_shift: int = 0,
+        gap: int = TRAIN_GAP,
     ) -> None:
         self.segments = segments
+        self.gap, self.offsets = gap, frame_offsets(gap)
         self.synthesizer = synthesizer
         self.fraction = fraction if synthesizer is not None else 0.0
         self.seed = seed
@@ -147,7 +151,7 @@ class TrainingClips(Dataset[dict[str, torch.Tensor]]):
         s, t = self.index[i]
         video = self.segments[s].frames
         last = len(video) - 1
-        clean = {o: np.array(video[min(max(t + o, 0), last)]) for o in FRAME_OFFSETS}  # copies off the memmap
+        clean = {o: np.array(video[min(max(t + o, 0), last)]) for o in self.offsets}  # copies off the memmap
         frames = clean
         mask = np.zeros(clean[0].shape[:2], np.float32)
         rng = np.random.default_rng((self.seed, self.epoch, i))
@@ -160,7 +164,7 @@ class TrainingClips(Dataset[dict[str, torch.Tensor]]):
             clean = {0: shift_image(clean[0], dy, dx)}
             mask = shift_image(mask, dy, dx)
         return {
-            "frames": torch.from_numpy(np.stack([frames[-3], frames[0], frames[3]])),
+            "frames": torch.from_numpy(np.stack([frames[-self.gap], frames[0], frames[self.gap]])),
             "gradient": torch.from_numpy(motion_gradient(frames[-1], frames[1])),
             "target": torch.from_numpy(np.ascontiguousarray(clean[0].transpose(2, 0, 1))),
             "mask": torch.from_numpy(mask[None]),

@@ -44,7 +44,7 @@ def clip_errors(net: AEDMAE, frames: np.ndarray, batch_size: int = 16, bar: Any 
     te, dis = [], []
     for start in range(0, len(frames), batch_size):
         centres = np.arange(start, min(start + batch_size, len(frames)))
-        batch = torch.from_numpy(clip_windows(frames, centres)).to(device)
+        batch = torch.from_numpy(clip_windows(frames, centres, net.cfg.scoring.context_gap)).to(device)
         e, d = token_errors(net, batch, keep, views)
         te.append(e.float().cpu())
         dis.append(d.float().cpu())
@@ -210,7 +210,8 @@ def synthetic_pairs(net: AEDMAE, segments: list[Any], synthesizer: Any, seed: in
     synthesizer still holds that draw's state (e.g. ``last_motion``)."""
     from model.dataset import TrainingClips
 
-    clips = TrainingClips(segments, synthesizer, fraction=1.0, seed=seed)
+    gap = net.cfg.scoring.context_gap  # the pastes move over the window the model is scored on
+    clips = TrainingClips(segments, synthesizer, fraction=1.0, seed=seed, gap=gap)
     idx = np.random.default_rng(seed).choice(len(clips), size=min(max_frames, len(clips)), replace=False)
     device = next(net.parameters()).device
     errors: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -224,7 +225,7 @@ def synthetic_pairs(net: AEDMAE, segments: list[Any], synthesizer: Any, seed: in
                 observe(samples[-1])
         pasted = torch.stack([sample["frames"] for sample in samples])
         clean = torch.stack([torch.from_numpy(clip_windows(clips.segments[clips.index[i][0]].frames,
-                                                           np.array([clips.index[i][1]]))[0]) for i in chunk])
+                                                           np.array([clips.index[i][1]]), gap)[0]) for i in chunk])
         e, d = token_errors(net, torch.cat([clean, pasted]).to(device), views=views)
         errors.append((e.cpu(), d.cpu()))
         labels.append(np.r_[np.zeros(len(chunk)), np.ones(len(chunk))])

@@ -85,10 +85,13 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     smoothed, as clips of their own. ``every`` 3 scores frames 0, 3, 6, ... only, three times faster:
     their inputs are the frames 3 before and after, which are kept too, so each score is the one the
     frame gets at full rate (as a shedding camera's, service.stream_parts.Shedding), away from the ends
-    of a clip (the video's, a scene cut's), where the two clamp the window at different frames."""
-    if every not in (1, 3):
-        raise DataError(f"every={every}: 1 (every frame) or 3 (every third: the context frames are 3 apart)")
+    of a clip (the video's, a scene cut's), where the two clamp the window at different frames. (3 is
+    the shipped model's context gap; ``every`` is 1 or the model's gap, ``model.scoring.context_gap``.)"""
     net, meta = checkpoint.load(model_path)
+    gap = net.cfg.scoring.context_gap
+    if every not in (1, gap):
+        raise DataError(f"every={every}: 1 (every frame) or {gap} (one in {gap}: the model's context frames "
+                        f"are {gap} apart)")
     scorer = scorer_from_meta(net, meta)
     sources = discover(source_path)
     if len(sources) != 1:
@@ -96,7 +99,7 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     source = sources[0]
     out = Path(out_dir)  # made at the first decoded frame: a source that cannot be read leaves nothing behind
     cfg = net.cfg
-    window = CutWindow(max_change, spacing=every)
+    window = CutWindow(max_change, spacing=every, gap=gap)
     originals: dict[int, np.ndarray] = {}
     rows: list[dict[str, Any]] = []
     writer: _AnnotatedWriter | None = None

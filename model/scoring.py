@@ -184,7 +184,7 @@ class Scorer(nn.Module):
 
 def score_frames(model: AEDMAE, frames: torch.Tensor, scorer: Scorer | None = None,
                  keep: torch.Tensor | None = None) -> FrameScores:
-    """Anomaly scores of frames t given (B, 3, H, W, C) uint8 frames t-3, t, t+3.
+    """Anomaly scores of frames t given (B, 3, H, W, C) uint8 frames t-g, t, t+g (model.window).
 
     ``keep`` defaults to the model's inference masking plan; ``scorer`` to the paper's scoring
     without calibration (on the views the scorer averages). The model must be in eval mode.

@@ -24,8 +24,15 @@ import numpy as np
 from model.config import SyntheticConfig
 from model.errors import DataError
 from model.frames import to_uint8
+from model.window import TRAIN_GAP
 
-FRAME_OFFSETS = (-3, -1, 0, 1, 3)  # frames a sample reads: t-3, t, t+3 for the input, t-1, t+1 for the gradient
+
+def frame_offsets(gap: int = TRAIN_GAP) -> tuple[int, ...]:
+    """Frames a sample reads: t-gap, t, t+gap for the input, t-1, t+1 for the gradient."""
+    return tuple(sorted({-gap, -1, 0, 1, gap}))
+
+
+FRAME_OFFSETS = frame_offsets()  # the training gap's (-3, -1, 0, 1, 3)
 
 
 @dataclass(frozen=True)

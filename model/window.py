@@ -1,8 +1,9 @@
-"""Temporal context: the model scores frame t from frames t-3, t and t+3 (numpy only; the service's
-HTTP clips and camera streams use the same code).
+"""Temporal context: the model scores frame t from frames t-g, t and t+g, g being the window's gap
+(``model.scoring.context_gap``; 3, the paper's, is what the network is trained on). Numpy only; the
+service's HTTP clips and camera streams use the same code.
 
-At the edges of a clip the indices are clamped (frame 0 stands in for frames -3..-1). A live stream
-therefore scores frame t only when frame t+3 has arrived: a look-ahead of 3 frames.
+At the edges of a clip the indices are clamped (frame 0 stands in for frames -g..-1). A live stream
+therefore scores frame t only when frame t+g has arrived: a look-ahead of g frames.
 """
 
 from __future__ import annotations
@@ -12,39 +13,47 @@ from collections import deque
 
 import numpy as np
 
-CONTEXT_OFFSETS = (-3, 0, 3)
-LOOKAHEAD = max(CONTEXT_OFFSETS)
+TRAIN_GAP = 3  # the gap the network is trained on (the paper's t-3, t, t+3)
 
 
-def context_indices(num_frames: int, centres: np.ndarray) -> np.ndarray:
-    """(len(centres), 3) frame indices t-3, t, t+3, clamped to [0, num_frames - 1]."""
+def context_offsets(gap: int = TRAIN_GAP) -> tuple[int, int, int]:
+    """The window's frames relative to t: (-gap, 0, gap)."""
+    if gap < 1:
+        raise ValueError(f"the context gap must be 1 or more, not {gap}")
+    return (-gap, 0, gap)
+
+
+def context_indices(num_frames: int, centres: np.ndarray, gap: int = TRAIN_GAP) -> np.ndarray:
+    """(len(centres), 3) frame indices t-gap, t, t+gap, clamped to [0, num_frames - 1]."""
     c = np.asarray(centres).reshape(-1, 1)
-    return np.clip(c + np.asarray(CONTEXT_OFFSETS).reshape(1, -1), 0, num_frames - 1)
+    return np.clip(c + np.asarray(context_offsets(gap)).reshape(1, -1), 0, num_frames - 1)
 
 
-def clip_windows(frames: np.ndarray, centres: np.ndarray) -> np.ndarray:
+def clip_windows(frames: np.ndarray, centres: np.ndarray, gap: int = TRAIN_GAP) -> np.ndarray:
     """(B, 3, H, W, C) uint8 model inputs for the given centre frames of a clip (N, H, W, C)."""
-    return np.asarray(frames)[context_indices(len(frames), centres)]
+    return np.asarray(frames)[context_indices(len(frames), centres, gap)]
 
 
 class FrameWindow:
     """Streaming version of :func:`clip_windows` for one source.
 
-    ``push(frame)`` returns the inputs that became ready: frame t is ready once frame t+3 arrived.
+    ``push(frame)`` returns the inputs that became ready: frame t is ready once frame t+gap arrived.
     ``flush()`` returns the rest with the end clamped, as if the clip ended. Pushing frames one by
     one (or in chunks) and flushing gives exactly the inputs :func:`clip_windows` gives for the
     whole clip.
 
-    ``spacing`` 3: the frames pushed are every third frame of the source (a camera shedding load,
-    service.streams), so a frame's inputs are the kept frames next to it, which are the source's t-3
-    and t+3: away from the edges, the inputs the full-rate window gives the same frame.
+    ``spacing`` = gap: the frames pushed are every gap-th frame of the source (a camera shedding load,
+    service.streams), so a frame's inputs are the kept frames next to it, which are the source's t-gap
+    and t+gap: away from the edges, the inputs the full-rate window gives the same frame (any divisor
+    of the gap works the same way).
     """
 
-    def __init__(self, spacing: int = 1) -> None:
-        if spacing < 1 or any(o % spacing for o in CONTEXT_OFFSETS):
-            raise ValueError(f"spacing must divide the context offsets {CONTEXT_OFFSETS}, not {spacing}")
-        self.spacing = spacing
-        self._offsets = tuple(o // spacing for o in CONTEXT_OFFSETS)
+    def __init__(self, spacing: int = 1, gap: int = TRAIN_GAP) -> None:
+        offsets = context_offsets(gap)
+        if spacing < 1 or gap % spacing:
+            raise ValueError(f"spacing must divide the context gap {gap}, not {spacing}")
+        self.spacing, self.gap = spacing, gap
+        self._offsets = tuple(o // spacing for o in offsets)
         self._lookahead = max(self._offsets)
         self._frames: deque[np.ndarray] = deque(maxlen=self._lookahead - min(self._offsets) + 1)
         self._next = 0  # index of the next frame to score

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Job:
-    frames: np.ndarray  # (3, H, W, C) uint8: frames t-3, t, t+3
+    frames: np.ndarray  # (3, H, W, C) uint8: frames t-g, t, t+g (g: the model's context gap)
     deadline: float  # time.monotonic() after which the job fails without running
     source: str = "http"  # "http" or a camera id
     future: Future[dict[str, Any]] = field(default_factory=Future)

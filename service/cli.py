@@ -120,7 +120,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     result = score_video(_model_path(args.model), args.input, args.out, sigma_s=args.sigma_s, delay_s=args.delay_s,
                          progress=not args.no_progress, max_change=args.scene_cut_change, every=args.every)
-    of = f" (every third of {result['frames_decoded']})" if args.every == 3 else ""
+    of = f" (one in {args.every} of {result['frames_decoded']})" if args.every > 1 else ""
     print(f"{result['frames']} frames scored{of}, {result['alert_frames']} above the alert threshold (smoothed); "
           f"written to {result['out']}: scores.csv, scores.json, annotated.mp4, timeline.png")
     if result["scene_cuts"]:

@@ -121,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene-cut-change", type=at_least(0, float), default=MAX_CHANGE, metavar="C",
                    help="a frame changed more than this from the one before starts a new clip (the server's "
                         "scene_cut_change; 0: off)")
-    p.add_argument("--every", type=int, choices=(1, 3), default=1,
-                   help="score every frame (1) or every third (3: three times faster, each score the one its "
-                        "frame gets at full rate)")
+    p.add_argument("--every", type=at_least(1), default=1, metavar="N",
+                   help="score every frame (1) or one frame in N, N being the model's context gap (3 for the "
+                        "shipped model: three times faster, each score the one its frame gets at full rate)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func="score")
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from model.calibration import alert_counts, scene_verdict
 from model.cuts import MAX_CHANGE, CutWindow
+from model.window import TRAIN_GAP
 from service.errors import Conflict
 
 Ready = list[tuple[int, np.ndarray]]  # (frame index in the stream, model input)
@@ -94,10 +95,11 @@ class StreamContext:
 
 
 class StreamContexts:
-    def __init__(self, ttl_s: float, capacity: int, max_change: float = MAX_CHANGE) -> None:
+    def __init__(self, ttl_s: float, capacity: int, max_change: float = MAX_CHANGE, gap: int = TRAIN_GAP) -> None:
         self.ttl_s = ttl_s
         self.capacity = capacity
         self.max_change = max_change  # scene-cut line of new contexts
+        self.gap = gap  # the model's context gap: the frames a context holds back
         self._items: OrderedDict[str, tuple[StreamContext, float]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -107,7 +109,7 @@ class StreamContexts:
         with self._lock:
             self._expire(now)
             context, _ = self._items.pop(stream_id, (None, now))
-            context = context or StreamContext(stream_id, CutWindow(self.max_change))
+            context = context or StreamContext(stream_id, CutWindow(self.max_change, gap=self.gap))
             self._items[stream_id] = (context, now)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)

@@ -17,7 +17,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from model.regions import hot_regions
-from model.window import LOOKAHEAD
 from service.decoding import Body, heatmap_png, images_to_frames, multipart_files, npy_frames, rgb_to_frames
 from service.errors import (
     BadRequest,
@@ -48,7 +47,7 @@ class FrameScore(BaseModel):
     discrepancy: float
     calibrated: float = Field(description="calibrated score in [0, 1]; 0.5 is the alert threshold")
     is_anomaly: bool = Field(description="calibrated >= 0.5")
-    cut: bool = Field(False, description="the first frame after a scene cut: its clip (window t-3..t+3) starts here")
+    cut: bool = Field(False, description="the first frame after a scene cut: its clip (window t-g..t+g) starts here")
     heatmap: list[list[float]] | str | None = Field(
         None, description="per-token scores (grid), or a base64 8-bit grayscale PNG at token resolution where "
                           "255 = twice the alert threshold's score (png), or none")
@@ -69,7 +68,8 @@ class ScoreResponse(BaseModel):
     pending_frames: int = Field(0, description="with stream_id: frames waiting for their look-ahead")
     next_offset: int | None = Field(None, description="with stream_id: the frames the stream has so far, which is "
                                     "the offset of its next request (after flush=true: of a new clip, 0)")
-    lookahead_frames: int = Field(LOOKAHEAD, description="frame t is scored once frame t+3 is known")
+    lookahead_frames: int = Field(description="frame t is scored once frame t+lookahead_frames is known "
+                                              "(the model's context gap, 3 unless its scoring says otherwise)")
     model: str
 
 
@@ -198,15 +198,15 @@ async def _frames_from_request(request: Request, runtime: ScoringRuntime, stream
     """The request's frames at model size. Before decoding them (the costliest work a request brings)
     the count is checked against ``max_frames_per_request`` (413, by each body's parser) and against
     the queue's room (429): an overloaded server refuses at once what it would refuse after decoding
-    anyway. A ``streamed`` request (stream_id) may hold back up to LOOKAHEAD of its frames, so it needs
-    that much less room."""
+    anyway. A ``streamed`` request (stream_id) may hold back up to the model's look-ahead (its context
+    gap) of its frames, so it needs that much less room."""
     s = request.app.state.settings
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in ("multipart/form-data", "application/x-npy"):
         raise UnsupportedMediaType("send multipart/form-data with image files in field 'frames', "
                                    "or application/x-npy with a uint8 (N, H, W, 3) array")
     size, channels = runtime.bundle.image_size, runtime.bundle.channels
-    held_back = LOOKAHEAD if streamed else 0
+    held_back = runtime.bundle.context_gap if streamed else 0
     with request.app.state.body_budget.hold() as take:
         body = await _read_body(request, s.max_request_bytes, take, s.body_timeout_s)
         if ctype == "application/x-npy":
@@ -276,11 +276,11 @@ async def score(
                                         "first frame, checked (409 offset_mismatch if the stream stands elsewhere)")]
     = None,
 ) -> ScoreResponse:
-    """Frames t-3 and t+3 come from the same request (edges clamped; a scene cut ends the clip as its
-    edge would). With ``stream_id`` the context carries over between requests: frame t is returned
-    once frame t+3 has arrived, and ``flush=true`` ends the clip; chunked requests then give exactly
-    the scores of one request; an empty body with ``flush=true`` ends a stream's clip without new
-    frames. A chunk that fails (429, 500, 503, 504) leaves the context as it was: send it again."""
+    """Frames t-g and t+g (g = ``lookahead_frames``, the model's context gap, 3 for the shipped model) come from the
+    same request (edges clamped; a scene cut ends the clip as its edge would). With ``stream_id`` the context
+    carries over between requests: frame t is returned once frame t+g has arrived, and ``flush=true`` ends the clip;
+    chunked requests then give exactly the scores of one request; an empty body with ``flush=true`` ends a stream's
+    clip without new frames. A chunk that fails (429, 500, 503, 504) leaves the context as it was: send it again."""
     for name, given in (("flush=true", flush), ("offset", offset is not None)):
         if given and stream_id is None:
             raise BadRequest(f"{name} needs a stream_id")
@@ -296,7 +296,7 @@ async def score(
     scene = SceneFit(**clip.context.tally(calibrated)) if clip.context is not None else None
     return ScoreResponse(frames=[_frame_score(r, heatmap, scale, top_k, r.index in clip.cuts) for r in clip.results],
                          stream_id=stream_id, scene=scene, pending_frames=clip.pending, next_offset=clip.next_offset,
-                         model=runtime.bundle.graph.name)
+                         lookahead_frames=runtime.bundle.context_gap, model=runtime.bundle.graph.name)
 
 
 @router.delete("/v1/score/streams/{stream_id}", status_code=204, responses=ERRORS,
@@ -313,7 +313,7 @@ async def model_info(runtime: Runtime) -> dict[str, Any]:
     return {
         "file": runtime.bundle.graph.name, "backend": runtime.backend_name, "precision": runtime.precision,
         "resolution": list(runtime.bundle.image_size), "channels": runtime.bundle.channels,
-        "heatmap_grid": list(runtime.bundle.grid), "lookahead_frames": LOOKAHEAD,
+        "heatmap_grid": list(runtime.bundle.grid), "lookahead_frames": runtime.bundle.context_gap,
         "config": side["model"], "scoring": side.get("scoring"), "calibration": side.get("calibration"),
         "max_batch_size": runtime.batcher.max_batch, "workers": len(runtime.backends),
         "code_version": side.get("code_version"), "readiness": runtime.readiness,

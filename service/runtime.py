@@ -52,7 +52,7 @@ class ScoringRuntime:
         metrics.inference_workers.set(len(self.backends))
         metrics.inference_workers_stopped.set_function(self.batcher.dead_workers)  # read at every scrape
         self.contexts = StreamContexts(settings.stream_context_ttl_s, settings.max_stream_contexts,
-                                       settings.scene_cut_change)
+                                       settings.scene_cut_change, self.bundle.context_gap)
         self.ready = False
         self.readiness: dict[str, Any] = {"state": "starting"}
         h, w = self.bundle.image_size
@@ -123,7 +123,7 @@ class ScoringRuntime:
         ends a clip inside a request or a stream as its end would. A stream's request that fails
         leaves its context as it was (service.contexts), so the client can send it again."""
         if stream_id is None:
-            window = CutWindow(self.settings.scene_cut_change)
+            window = CutWindow(self.settings.scene_cut_change, gap=self.bundle.context_gap)
             ready = window.push_many(frames) + window.flush()
             return ScoredClip(await self.score(ready) if ready else [], set(window.cut_frames))
         context = self.contexts.get(stream_id)

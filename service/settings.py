@@ -149,7 +149,8 @@ class Settings(BaseSettings):
                                         description="a camera's frames queued for inference, at most; when "
                                                     "more arrive the oldest is dropped (freshest first)")
     stream_shedding: bool = Field(True, description="a live camera whose frames are being superseded keeps "
-                                  "every third frame only (the same raw scores for those frames) until it "
+                                  "one frame in g only (g the model's context gap, 3 for the shipped model; the "
+                                  "same raw scores for those frames) until it "
                                   "keeps up: an overloaded server then scores at its capacity instead of "
                                   "collapsing")
     scene_cut_change: float = Field(MAX_CHANGE, ge=0, le=10,

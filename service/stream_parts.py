@@ -93,19 +93,18 @@ class Validity:
 
 
 class Shedding:
-    """When a live camera sheds load: its frames are being superseded (the server is behind), so it keeps
-    only every third frame, whose scores need only kept frames (model.window.FrameWindow spacing 3):
-    each raw score it gives is the one it would give at full rate, and the camera threads' Python work,
-    which is what starves an overloaded server's inference workers (benchmarks/RESULTS.md, session 24),
-    falls to a third. It goes back to every frame after ``hold_s`` (jittered +-20%, so that cameras
-    that started shedding together do not all return at once) without a superseded frame; a camera that
-    has to shed again within twice its hold holds twice as long next time, up to ``max_hold_s``."""
-
-    STRIDE = 3
+    """When a live camera sheds load: its frames are being superseded (the server is behind), so it keeps only every
+    ``stride``-th frame, the model's context gap (3 unless its scoring says otherwise), whose scores need only kept
+    frames (model.window.FrameWindow spacing = gap): each raw score it gives is the one it would give at full rate,
+    and the camera threads' Python work, which is what starves an overloaded server's inference workers
+    (benchmarks/RESULTS.md, session 24), falls by that stride. It goes back to every frame after ``hold_s`` (jittered
+    +-20%, so that cameras that started shedding together do not all return at once) without a superseded frame; a
+    camera that has to shed again within twice its hold holds twice as long next time, up to ``max_hold_s``."""
 
     def __init__(self, enabled: bool, hold_s: float = 10.0, max_hold_s: float = 300.0,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, stride: int = 3) -> None:
         self.enabled, self.base_hold_s, self.max_hold_s = enabled, hold_s, max_hold_s
+        self.shed_stride = stride  # frames it keeps one of while shedding
         self.hold_s = hold_s
         self.stride = 1
         self.entered = 0  # times it started shedding
@@ -119,7 +118,7 @@ class Shedding:
         self._pressure_at = now
 
     def decide(self, now: float) -> int | None:
-        """The stride to switch to now (1 or STRIDE), or None to keep the current one."""
+        """The stride to switch to now (1 or ``shed_stride``), or None to keep the current one."""
         if not self.enabled or self._pressure_at is None:
             return None
         if self.stride == 1:
@@ -128,7 +127,7 @@ class Shedding:
             if self._since is not None:  # back again: soon after returning, hold longer
                 soon = now - self._since < 2 * self.hold_s
                 self.hold_s = min(self.hold_s * 2, self.max_hold_s) if soon else self.base_hold_s
-            self.stride, self._since, self.entered = self.STRIDE, now, self.entered + 1
+            self.stride, self._since, self.entered = self.shed_stride, now, self.entered + 1
             self._jitter = self._rng.uniform(0.8, 1.2)
             return self.stride
         if now - max(self._since or now, self._pressure_at) >= self.hold_s * self._jitter:

@@ -1,5 +1,6 @@
 """Cameras: each registered camera has its own reader thread (service/camera.py), samples frames to
-its target fps, keeps its own temporal window (frames t-3..t+3) and sends its ready frames into the
+its target fps, keeps its own temporal window (frames t-g..t+g, g the model's context gap, 3 for the
+shipped model) and sends its ready frames into the
 shared batcher, where they share batches with HTTP traffic. Results come back through the job's
 future: smoothing (a frame's smoothed score and event verdict wait for its smoothing look-ahead,
 ``events.smoothing_delay_s``), event hysteresis, recent scores, the preview frame.
@@ -7,12 +8,12 @@ future: smoothing (a frame's smoothed score and event verdict wait for its smoot
 Drop policy (every drop is counted by reason):
 - live cameras keep at most ``max_pending_per_stream`` frames queued; a newer frame replaces the
   oldest still waiting ("superseded"), so inference always works on the freshest frames;
-- a live frame still unscored ``staleness_s`` after its input is complete (its look-ahead frame t+3 has
+- a live frame still unscored ``staleness_s`` after its input is complete (its look-ahead frame t+g has
   arrived) is dropped without running ("stale");
 - a full server queue refuses the frame ("queue_full"); a failed batch loses its frames ("error");
-- a live camera whose frames are being superseded sheds load: it keeps every third frame only ("shed";
+- a live camera whose frames are being superseded sheds load: it keeps one frame in g only ("shed";
   stream_parts.Shedding, with ``stream_shedding``), each kept frame scored from the kept frames beside
-  it (its t-3 and t+3, as at full rate), until it has kept up for a while. Each switch starts a segment.
+  it (its t-g and t+g, as at full rate), until it has kept up for a while. Each switch starts a segment.
 Local files are not live: every frame is scored, the reader waits for room instead of dropping
 (unless the camera is registered with ``realtime``, which plays the file like a live camera).
 A dropped frame is not scored, but it stays in the window as context for its neighbours.
@@ -34,7 +35,7 @@ from model.calibration import SCENE_CHECK_FRAMES, scene_check
 from model.cuts import CutDetector
 from model.frames import to_model_frame
 from model.metrics import InOrderSmoothing, OnlineSmoother
-from model.window import LOOKAHEAD, FrameWindow
+from model.window import FrameWindow
 from service.batcher import Job
 from service.camera import CameraReader, redact
 from service.errors import DeadlineExceeded, Overloaded, ServiceError
@@ -92,7 +93,8 @@ class Stream:
         self._segment = 0  # segment that new frames belong to
         self._scored_segment = 0  # segment the smoother and the event detector are following
         self.detector = EventDetector(spec.id, spec.events)
-        self.shedding = Shedding(s.stream_shedding and self.live)
+        self.gap = hub.runtime.bundle.context_gap  # the model's window: its look-ahead and its shedding stride
+        self.shedding = Shedding(s.stream_shedding and self.live, stride=self.gap)
         self.smoothing: InOrderSmoothing | None = None
         self.smoothed_latest: float | None = None  # the newest final smoothed score (smoothing delay behind)
         self._reset_window()
@@ -100,8 +102,8 @@ class Stream:
 
     # -- segments: a gap (reconnect, stall, end of file) starts a fresh window, smoother and count ----
     def _reset_window(self, spacing: int = 1) -> None:
-        """A fresh window; ``spacing`` 3 while shedding (it holds every third sampled frame)."""
-        self.window = FrameWindow(spacing)
+        """A fresh window; ``spacing`` = the context gap while shedding (it holds every gap-th sampled frame)."""
+        self.window = FrameWindow(spacing, self.gap)
         self._cycle = 0  # sampled frames of this segment: kept when a multiple of the spacing
         self.sampler = Sampler(self.spec.fps)
         self.validity = Validity()
@@ -184,7 +186,7 @@ class Stream:
         self.sampled += 1
         switch = self.shedding.decide(time.monotonic())
         if switch is not None:
-            log.warning("camera %s: %s", self.spec.id, "frames superseded: scoring every third frame" if switch > 1
+            log.warning("camera %s: %s", self.spec.id, f"frames superseded: scoring one frame in {switch}" if switch > 1
                         else f"kept up for {self.shedding.hold_s:.0f} s: scoring every frame again")
             self._end_segment("shed", switch)
         if self._cycle % self.window.spacing:
@@ -294,8 +296,8 @@ class Stream:
                       "final": not in_order,  # an out-of-order frame is not smoothed: nothing more to come
                       "valid": meta.invalid is None, "invalid_reason": meta.invalid, "cut": meta.cut, "event": None,
                       "shed": meta.shed,
-                      "frame_age_s": round(age, 4), "lookahead_frames": LOOKAHEAD,
-                      "lookahead_s": round(LOOKAHEAD / self.frame_rate, 4)}
+                      "frame_age_s": round(age, 4), "lookahead_frames": self.gap,
+                      "lookahead_s": round(self.gap / self.frame_rate, 4)}
             if in_order:  # smoothed and event are filled in once the smoothing look-ahead has arrived
                 self._last_done = index
                 self.smoothing = self.smoothing or self._new_smoothing()
@@ -382,7 +384,7 @@ class Stream:
                 "active_event": self.detector.active.to_dict() if self.detector.active else None,
                 "latest": None if latest is None else {k: v for k, v in latest.items()
                                                        if k not in ("image", "heatmap")},
-                "lookahead_frames": LOOKAHEAD, "smoothing_delay_frames": self.smoothing_delay_frames,
+                "lookahead_frames": self.gap, "smoothing_delay_frames": self.smoothing_delay_frames,
                 "anomaly_score": self.current_score(),  # as the gauge: the newest final smoothed score
                 "scene": self.scene(), "created_at": self.created, "stored": self.hub.is_stored(self.spec.id),
             }

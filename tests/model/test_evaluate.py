@@ -97,7 +97,7 @@ def test_score_every_third_frame_gives_those_frames_full_rate_scores(tiny_checkp
         assert main(["score", str(video), "--model", str(tiny_checkpoint), "--out", str(out), "--no-progress",
                      "--every", str(every)]) == 0
         runs[every] = json.loads((out / "scores.json").read_text())
-    assert "11 frames scored (every third of 31)" in capsys.readouterr().out
+    assert "11 frames scored (one in 3 of 31)" in capsys.readouterr().out
     full = {r["frame"]: r for r in runs[1]}
     assert [r["frame"] for r in runs[3]] == list(range(0, 31, 3))
     assert [r["time_s"] for r in runs[3]][:2] == [0.0, 0.25]  # frame 3 at 12 fps
@@ -109,9 +109,8 @@ def test_score_every_third_frame_gives_those_frames_full_rate_scores(tiny_checkp
     assert np.allclose([r["smoothed"] for r in runs[3]], gaussian_smooth(calibrated, 0.8), atol=1e-6)
     cap = cv2.VideoCapture(str(tmp_path / "every3" / "annotated.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 11 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(4)
-    with pytest.raises(SystemExit) as refused:  # 2 does not divide the context offset 3
-        main(["score", str(video), "--out", str(tmp_path / "x"), "--every", "2"])
-    assert refused.value.code == 2
+    assert main(["score", str(video), "--out", str(tmp_path / "x"), "--every", "2"]) == 2  # not the model's gap, 3
+    assert "every=2: 1 (every frame) or 3" in capsys.readouterr().err
 
 
 def test_score_warns_when_a_file_decodes_fewer_frames_than_it_declares(tiny_checkpoint, tmp_path, capsys):

@@ -95,6 +95,25 @@ def test_sample_layout_and_fraction(synth):
     assert np.array_equal(TrainingClips(segs, None, 0.0)[0]["frames"][0].numpy(), videos[0][0])
 
 
+def test_a_sample_at_another_gap_reads_and_pastes_over_that_gap(synth):
+    """The label-free validations of a model scored on (t-4, t, t+4) (model.scoring.context_gap) read
+    frames 4 apart and move the pasted object over those 4 frames; the same draw otherwise."""
+    synthesizer, videos = synth
+    segs = [Segment("a", videos[0], 0)]
+    at3, at4 = (TrainingClips(segs, synthesizer, fraction=1.0, seed=3, gap=g)[10] for g in (3, 4))
+    clean4 = TrainingClips(segs, None, fraction=0.0, gap=4)[10]["frames"].numpy()
+    assert all(np.array_equal(clean4[k], videos[0][10 + o]) for k, o in enumerate((-4, 0, 4)))
+    assert np.array_equal(at3["mask"], at4["mask"]) and np.array_equal(at3["frames"][1], at4["frames"][1])
+
+    def centre(sample, k, clean):  # the pasted object's centre in input frame k
+        return np.argwhere(np.any(sample["frames"][k].numpy() != clean[k], axis=2)).mean(axis=0)
+
+    clean3 = TrainingClips(segs, None, fraction=0.0)[10]["frames"].numpy()
+    step3 = np.linalg.norm(centre(at3, 2, clean3) - centre(at3, 0, clean3))
+    step4 = np.linalg.norm(centre(at4, 2, clean4) - centre(at4, 0, clean4))
+    assert step4 == pytest.approx(step3 * 4 / 3, rel=0.15), "the same motion over 8 frames instead of 6"
+
+
 def test_shift_image_by_hand():
     image = np.arange(12).reshape(3, 4)
     assert shift_image(image, 1, 2).tolist() == [[0, 0, 0, 1], [0, 0, 0, 1], [4, 4, 4, 5]]

@@ -235,6 +235,43 @@ def test_mixed_sizes_bad_query_unknown_stream(server):
     assert httpx.delete(server.url + "/v1/score/streams/nobody").status_code == 404
 
 
+def test_a_model_scored_with_a_longer_gap_looks_ahead_that_far(tiny_checkpoint, footage, tmp_path):
+    """model.scoring.context_gap 4 (`aedmae calibrate --set`, then `export onnx`): the server reads it from
+    the sidecar, says look-ahead 4, holds 4 frames of a stream back, chunks still equal one request, and
+    the scores are PyTorch's over the (t-4, t, t+4) windows, not the (t-3, t, t+3) ones."""
+    import torch
+
+    from model import checkpoint
+    from model.evaluation import scorer_from_meta
+    from model.scoring import score_frames
+    from model.window import clip_windows
+    from service.cli import main
+    from service.decoding import rgb_to_frames
+    from tests.service.conftest import live_server
+
+    gap4 = tmp_path / "gap4"
+    assert main(["calibrate", "--model", str(tiny_checkpoint), "--data", str(footage), "--out", str(gap4),
+                 "--set", "model.scoring.context_gap=4", "--no-progress"]) == 0
+    assert main(["export", "onnx", "--model", str(gap4), "--out", str(gap4 / "model.onnx")]) == 0
+    with live_server(model=gap4, max_batch_size=8, max_batch_delay_ms=5) as s:
+        assert httpx.get(s.url + "/v1/model").json()["lookahead_frames"] == 4
+        whole = httpx.post(s.url + "/v1/score", content=npy(CLIP), headers=NPY_HEADERS).json()
+        first = httpx.post(s.url + "/v1/score?stream_id=g4", content=npy(CLIP[:6]), headers=NPY_HEADERS).json()
+        rest = httpx.post(s.url + "/v1/score?stream_id=g4&flush=true", content=npy(CLIP[6:]), headers=NPY_HEADERS)
+    assert [f["index"] for f in first["frames"]] == [0, 1] and first["pending_frames"] == 4
+    assert whole["lookahead_frames"] == first["lookahead_frames"] == 4
+    scores = [f["score"] for f in whole["frames"]]
+    assert [f["score"] for f in first["frames"] + rest.json()["frames"]] == pytest.approx(scores, rel=1e-6)
+    net, meta = checkpoint.load(gap4)
+    frames = rgb_to_frames(CLIP, net.cfg.image_size, net.cfg.channels)
+    windows = {gap: torch.from_numpy(clip_windows(frames, np.arange(len(CLIP)), gap)) for gap in (3, 4)}
+    scorer = scorer_from_meta(net, meta)
+    with torch.no_grad():
+        torch_scores = {g: score_frames(net.eval(), w, scorer).score.numpy() for g, w in windows.items()}
+    assert scores == pytest.approx(torch_scores[4].tolist(), rel=1e-4)
+    assert not np.allclose(torch_scores[3], torch_scores[4], rtol=1e-3), "the gap changes what the model sees"
+
+
 def test_unknown_route_and_wrong_method_answer_in_the_same_error_shape(server):
     r = httpx.get(server.url + "/no/such/route")
     assert r.status_code == 404 and r.json() == {"error": "not_found", "detail": "Not Found"}

@@ -316,6 +316,9 @@ def test_shedding_enters_on_pressure_leaves_after_its_hold_and_holds_longer_when
     off = Shedding(False)
     off.pressure(1.0)
     assert off.decide(1.0) is None
+    gap4 = Shedding(True, rng=random.Random(0), stride=4)  # a model scored on (t-4, t, t+4) keeps one frame in 4
+    gap4.pressure(1.0)
+    assert gap4.decide(1.0) == 4 and gap4.stride == 4
 
 
 def test_score_pages_stop_at_the_first_record_still_waiting_and_count_what_is_gone():

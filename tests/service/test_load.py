@@ -66,7 +66,7 @@ def test_burst_over_capacity_gets_429s_and_memory_returns(tiny_checkpoint):
 def test_a_full_queue_refuses_before_decoding(tiny_checkpoint, monkeypatch):
     """With the queue full, a request is refused (429) before its images are decoded, the costliest
     work it brings (2.3 ms a 640x360 JPEG on the CPU testbed): for multipart and npy bodies alike. A
-    stream_id request needs LOOKAHEAD places less, as its last frames wait for their look-ahead."""
+    stream_id request needs the look-ahead's places less, as its last frames wait for their look-ahead."""
     import time
 
     import service.routes
