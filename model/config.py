@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from model.errors import ConfigError
+from model.window import TRAIN_GAP
 
 MaskingMode = Literal["complementary", "fixed", "random"]
 
@@ -46,7 +47,7 @@ class ScoringConfig:
     # time, so fast things move further than the walkers it learnt. It is also the look-ahead: frame
     # t is scored once frame t+g has arrived. A scoring setting like the others: `aedmae calibrate
     # --set model.scoring.context_gap=G` refits the statistics for it (benchmarks/RESULTS.md, session 34).
-    context_gap: int = 3
+    context_gap: int = TRAIN_GAP
 
     @property
     def views(self) -> int:

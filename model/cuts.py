@@ -116,8 +116,7 @@ class CutWindow:
     FrameWindow (and ``clip_windows``) give. ``cut_frames``: the frames that began a new clip."""
 
     def __init__(self, max_change: float = MAX_CHANGE, spacing: int = 1, gap: int = TRAIN_GAP) -> None:
-        self.spacing = spacing  # model.window.FrameWindow spacing: frames pushed are every spacing-th of the source
-        self.gap = gap  # the window's context gap (model.scoring.context_gap)
+        # spacing: frames pushed are every spacing-th of the source; gap: model.scoring.context_gap
         self.window = FrameWindow(spacing, gap)
         self.detector = CutDetector(max_change)
         self.base = 0  # stream index of the current clip's first frame
@@ -148,7 +147,7 @@ class CutWindow:
             if cut is not None:
                 ready += self.flush()
                 self.base += self.window.seen
-                self.window = FrameWindow(self.spacing, self.gap)
+                self.window = FrameWindow(self.window.spacing, self.window.gap)
                 self.cut_frames.append(self.base)
             ready += [(self.base + t, x) for t, x in self.window.push(frame)]
         return ready
