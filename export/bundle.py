@@ -26,7 +26,7 @@ import numpy as np
 from model import durable
 from model.checkpoint import META, digest, is_checkpoint, sha256
 from model.errors import AedmaeError, CheckpointError
-from model.window import TRAIN_GAP
+from model.window import DEFAULT_GAP
 
 T = TypeVar("T")
 
@@ -107,7 +107,7 @@ class Bundle:
     @property
     def context_gap(self) -> int:
         """Frames between the window's frames (model.scoring.context_gap; 3 in sidecars older than it)."""
-        return int(self.sidecar["model"]["scoring"].get("context_gap", TRAIN_GAP))
+        return int(self.sidecar["model"]["scoring"].get("context_gap", DEFAULT_GAP))
 
     @property
     def precision(self) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from model.errors import ConfigError
-from model.window import TRAIN_GAP
+from model.window import DEFAULT_GAP
 
 MaskingMode = Literal["complementary", "fixed", "random"]
 
@@ -42,12 +42,12 @@ class ScoringConfig:
     # "diff" subtracts that median (a level the whole frame shares, e.g. a crowd, cancels); the
     # components (teacher_error, discrepancy) stay uncontrasted. benchmarks/select_scoring.py ranks it.
     contrast: Literal["none", "ratio", "diff"] = "none"
-    # Frames between the window's frames when scoring: the model reads (t-g, t, t+g). The network is
-    # trained on 3 (the paper's, model.window.TRAIN_GAP); a longer gap shows it each motion over more
-    # time, so fast things move further than the walkers it learnt. It is also the look-ahead: frame
-    # t is scored once frame t+g has arrived. A scoring setting like the others: `aedmae calibrate
-    # --set model.scoring.context_gap=G` refits the statistics for it (benchmarks/RESULTS.md, session 34).
-    context_gap: int = TRAIN_GAP
+    # Frames between the window's frames: the model reads (t-g, t, t+g); 3 is the paper's
+    # (model.window.DEFAULT_GAP). Training reads the same window (session 35). A longer gap shows each
+    # motion over more time, so fast things move further than walkers do. It is also the look-ahead:
+    # frame t is scored once frame t+g has arrived. `aedmae calibrate --set model.scoring.context_gap=G`
+    # rescores trained weights at another gap, refitting the statistics (benchmarks/RESULTS.md, session 34).
+    context_gap: int = DEFAULT_GAP
 
     @property
     def views(self) -> int:

@@ -10,7 +10,7 @@ import copy
 import cv2
 import numpy as np
 
-from model.window import TRAIN_GAP, FrameWindow
+from model.window import DEFAULT_GAP, FrameWindow
 
 MAX_CHANGE = 0.1  # the default line between one scene and two (benchmarks/scene_cuts.py)
 SHORT_SIDE = 20  # pixels: the pictures compared are this small (600 pixels at 2:3), which is enough for a median
@@ -115,7 +115,7 @@ class CutWindow:
     their window's end clamped there, as if their clip had ended. Without a cut it gives exactly what
     FrameWindow (and ``clip_windows``) give. ``cut_frames``: the frames that began a new clip."""
 
-    def __init__(self, max_change: float = MAX_CHANGE, spacing: int = 1, gap: int = TRAIN_GAP) -> None:
+    def __init__(self, max_change: float = MAX_CHANGE, spacing: int = 1, gap: int = DEFAULT_GAP) -> None:
         # spacing: frames pushed are every spacing-th of the source; gap: model.scoring.context_gap
         self.window = FrameWindow(spacing, gap)
         self.detector = CutDetector(max_change)

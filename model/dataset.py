@@ -16,7 +16,7 @@ from model.config import ModelConfig, TrainConfig
 from model.errors import ConfigError
 from model.frames import MIN_FRAMES, FrameCache, VideoSource, discover
 from model.synthetic import AnomalySynthesizer, frame_offsets
-from model.window import TRAIN_GAP
+from model.window import DEFAULT_GAP
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
@@ -107,8 +107,8 @@ class TrainingClips(Dataset[dict[str, torch.Tensor]]):
     """One sample per centre frame t (every ``frame_step``-th) of every segment.
 
     A sample is a dict:
-        frames   (3, H, W, C) uint8   frames t-gap, t, t+gap (indices clamped to the segment; gap 3 in
-                                      training, the scoring gap in the label-free validations)
+        frames   (3, H, W, C) uint8   frames t-gap, t, t+gap (indices clamped to the segment; gap is
+                                      the model's model.scoring.context_gap, in training and validations)
         gradient (C, H, W)    float32 |frame t-1 - frame t+1|, 0..255
         target   (C, H, W)    uint8   the clean frame t (no pasted object)
         mask     (1, H, W)    float32 1 on pasted anomaly pixels of frame t, else 0
@@ -128,7 +128,7 @@ class TrainingClips(Dataset[dict[str, torch.Tensor]]):
         frame_step: int = 1,
         seed: int = 0,
         max_shift: int = 0,
-        gap: int = TRAIN_GAP,
+        gap: int = DEFAULT_GAP,
     ) -> None:
         self.segments = segments
         self.gap, self.offsets = gap, frame_offsets(gap)

@@ -24,10 +24,10 @@ import numpy as np
 from model.config import SyntheticConfig
 from model.errors import DataError
 from model.frames import to_uint8
-from model.window import TRAIN_GAP
+from model.window import DEFAULT_GAP
 
 
-def frame_offsets(gap: int = TRAIN_GAP) -> tuple[int, ...]:
+def frame_offsets(gap: int = DEFAULT_GAP) -> tuple[int, ...]:
     """Frames a sample reads: t-gap, t, t+gap for the input, t-1, t+1 for the gradient."""
     return tuple(sorted({-gap, -1, 0, 1, gap}))
 

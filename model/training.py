@@ -128,7 +128,7 @@ class Trainer:
             synth = AnomalySynthesizer([s.frames for s in self.train_segments], train_cfg.synthetic)
         self.dataset = TrainingClips(
             self.train_segments, synth, train_cfg.synthetic.fraction, train_cfg.frame_step, train_cfg.seed,
-            train_cfg.grid_shift,
+            train_cfg.grid_shift, gap=self.model_cfg.scoring.context_gap,  # trained on the window it is scored on
         )
         if len(self.dataset) == 0:
             raise ConfigError("no training samples")
@@ -316,6 +316,9 @@ class Trainer:
                         skip=("model.scoring", "model.inference_masking"))
         if diff:
             raise ConfigError(f"--teacher {source}: its model differs in {diff}")
+        if trained.cfg.scoring.context_gap != self.model_cfg.scoring.context_gap:  # the one scoring field it learnt
+            raise ConfigError(f"--teacher {source}: it reads frames {trained.cfg.scoring.context_gap} apart "
+                              f"(model.scoring.context_gap), this run {self.model_cfg.scoring.context_gap}")
         weights = {k: v for k, v in trained.state_dict().items() if not k.startswith("student_")}
         missing = net.load_state_dict(weights, strict=False).missing_keys
         assert all(k.startswith("student_") for k in missing), missing

@@ -1,5 +1,5 @@
 """Temporal context: the model scores frame t from frames t-g, t and t+g, g being the window's gap
-(``model.scoring.context_gap``; 3, the paper's, is what the network is trained on). Numpy only; the
+(``model.scoring.context_gap``, 3 by default, the paper's; training reads the same window). Numpy only; the
 service's HTTP clips and camera streams use the same code.
 
 At the edges of a clip the indices are clamped (frame 0 stands in for frames -g..-1). A live stream
@@ -13,23 +13,23 @@ from collections import deque
 
 import numpy as np
 
-TRAIN_GAP = 3  # the gap the network is trained on (the paper's t-3, t, t+3)
+DEFAULT_GAP = 3  # the paper's window, t-3, t, t+3 (model.scoring.context_gap's default)
 
 
-def context_offsets(gap: int = TRAIN_GAP) -> tuple[int, int, int]:
+def context_offsets(gap: int = DEFAULT_GAP) -> tuple[int, int, int]:
     """The window's frames relative to t: (-gap, 0, gap)."""
     if gap < 1:
         raise ValueError(f"the context gap must be 1 or more, not {gap}")
     return (-gap, 0, gap)
 
 
-def context_indices(num_frames: int, centres: np.ndarray, gap: int = TRAIN_GAP) -> np.ndarray:
+def context_indices(num_frames: int, centres: np.ndarray, gap: int = DEFAULT_GAP) -> np.ndarray:
     """(len(centres), 3) frame indices t-gap, t, t+gap, clamped to [0, num_frames - 1]."""
     c = np.asarray(centres).reshape(-1, 1)
     return np.clip(c + np.asarray(context_offsets(gap)).reshape(1, -1), 0, num_frames - 1)
 
 
-def clip_windows(frames: np.ndarray, centres: np.ndarray, gap: int = TRAIN_GAP) -> np.ndarray:
+def clip_windows(frames: np.ndarray, centres: np.ndarray, gap: int = DEFAULT_GAP) -> np.ndarray:
     """(B, 3, H, W, C) uint8 model inputs for the given centre frames of a clip (N, H, W, C)."""
     return np.asarray(frames)[context_indices(len(frames), centres, gap)]
 
@@ -48,7 +48,7 @@ class FrameWindow:
     of the gap works the same way).
     """
 
-    def __init__(self, spacing: int = 1, gap: int = TRAIN_GAP) -> None:
+    def __init__(self, spacing: int = 1, gap: int = DEFAULT_GAP) -> None:
         offsets = context_offsets(gap)
         if spacing < 1 or gap % spacing:
             raise ValueError(f"spacing must divide the context gap {gap}, not {spacing}")

@@ -21,7 +21,7 @@ import numpy as np
 
 from model.calibration import alert_counts, scene_verdict
 from model.cuts import MAX_CHANGE, CutWindow
-from model.window import TRAIN_GAP
+from model.window import DEFAULT_GAP
 from service.errors import Conflict
 
 Ready = list[tuple[int, np.ndarray]]  # (frame index in the stream, model input)
@@ -95,7 +95,7 @@ class StreamContext:
 
 
 class StreamContexts:
-    def __init__(self, ttl_s: float, capacity: int, max_change: float = MAX_CHANGE, gap: int = TRAIN_GAP) -> None:
+    def __init__(self, ttl_s: float, capacity: int, max_change: float = MAX_CHANGE, gap: int = DEFAULT_GAP) -> None:
         self.ttl_s = ttl_s
         self.capacity = capacity
         self.max_change = max_change  # scene-cut line of new contexts

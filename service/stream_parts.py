@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from model.window import TRAIN_GAP
+from model.window import DEFAULT_GAP
 
 
 class Sampler:
@@ -104,7 +104,7 @@ class Shedding:
     camera that has to shed again within twice its hold holds twice as long next time, up to ``max_hold_s``."""
 
     def __init__(self, enabled: bool, hold_s: float = 10.0, max_hold_s: float = 300.0,
-                 rng: random.Random | None = None, stride: int = TRAIN_GAP) -> None:
+                 rng: random.Random | None = None, stride: int = DEFAULT_GAP) -> None:
         self.enabled, self.base_hold_s, self.max_hold_s = enabled, hold_s, max_hold_s
         self.shed_stride = stride  # frames it keeps one of while shedding
         self.hold_s = hold_s

@@ -165,6 +165,26 @@ def test_student_distilled_from_a_taken_teacher_equals_the_full_run(footage, tmp
     with pytest.raises(ConfigError, match=r"differs in model\.decoder_dim \(saved 16, now 32\)"):
         Trainer([str(footage)], tmp_path / "x", other, train_cfg, cache_dir=tmp_path / "c",
                 progress=False).run(teacher=tmp_path / "full")
+    # the window's gap is the one scoring setting the teacher learnt: a teacher of another gap is refused
+    gap4 = dataclasses.replace(model_cfg, scoring=dataclasses.replace(model_cfg.scoring, context_gap=4))
+    with pytest.raises(ConfigError, match=r"reads frames 3 apart \(model.scoring.context_gap\), this run 4"):
+        Trainer([str(footage)], tmp_path / "y", gap4, train_cfg, cache_dir=tmp_path / "c",
+                progress=False).run(teacher=tmp_path / "full")
+
+
+def test_training_reads_the_window_the_model_is_scored_on(footage, tmp_path, tiny):
+    model_cfg, train_cfg = tiny_train(tiny, epochs_teacher=1, epochs_student=1, max_steps_per_epoch=1)
+    model_cfg = dataclasses.replace(model_cfg, scoring=dataclasses.replace(model_cfg.scoring, context_gap=4))
+    trainer = Trainer([str(footage)], tmp_path / "run", model_cfg, train_cfg, cache_dir=tmp_path / "c", progress=False)
+    video = trainer.train_segments[0].frames
+    t = 10
+    i = trainer.dataset.index.index((0, t))
+    trainer.dataset.fraction = 0.0  # the clean frames, to compare with the video's
+    trainer.dataset.max_shift = 0
+    sample = trainer.dataset[i]["frames"].numpy()
+    assert all((sample[k] == video[t + o]).all() for k, o in enumerate((-4, 0, 4)))
+    trainer.run()
+    assert checkpoint.load(tmp_path / "run")[0].cfg.scoring.context_gap == 4
 
 
 def test_corrupt_and_mismatched_checkpoints(tmp_path, tiny):
