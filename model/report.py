@@ -61,10 +61,10 @@ def run_evaluation(model_path: str | Path, data: str | Path, out_dir: str | Path
     from model.frames import default_cache_dir
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     net, meta = checkpoint.load(model_path)
     scorer = scorer_from_meta(net, meta)
     layout_name, videos = read_test_set(data, layout)
+    out.mkdir(parents=True, exist_ok=True)  # after the inputs are read: a bad --data leaves no empty folder
     raw = score_test_set(net, videos, FrameCache(cache_dir or default_cache_dir()), progress)
     results = {k: (labels, apply_scorer(scorer, errors)) for k, (labels, errors, _) in raw.items()}
     threshold = scorer.calibration.threshold if scorer.calibration else None

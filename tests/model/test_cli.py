@@ -163,3 +163,10 @@ def test_a_video_that_cannot_be_read_leaves_no_output_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.rstrip().endswith(f"aedmae score: error: {bad}: cannot open video (corrupt file or unsupported codec)")
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_on_a_folder_that_is_no_test_set_leaves_no_output_folder(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    assert main(["evaluate", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith("aedmae evaluate: error:")
+    assert not (tmp_path / "out").exists()
