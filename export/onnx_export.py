@@ -153,6 +153,7 @@ def _describe(net: AEDMAE, meta: dict[str, Any], scorer: Scorer, precision: str,
     from model.golden import GOLDEN_FRAMES, GOLDEN_SEED
 
     h, w = net.cfg.image_size
+    g = net.cfg.scoring.context_gap  # the window the graph's three frames are taken from, and the look-ahead
     return {
         "format": SIDECAR_FORMAT,
         "code_version": checkpoint.code_version(),
@@ -164,8 +165,8 @@ def _describe(net: AEDMAE, meta: dict[str, Any], scorer: Scorer, precision: str,
         "model": meta["model"],
         **scorer.describe(),
         "io": {"input": INPUT_NAME, "input_shape": ["batch", 3, h, w, net.cfg.channels], "input_dtype": "uint8",
-               "input_layout": "frames t-3, t, t+3 x rows x cols x channels (RGB or gray), model resolution",
-               "outputs": list(OUTPUT_NAMES), "heatmap_grid": list(net.cfg.grid), "lookahead_frames": 3},
+               "input_layout": f"frames t-{g}, t, t+{g} x rows x cols x channels (RGB or gray), model resolution",
+               "outputs": list(OUTPUT_NAMES), "heatmap_grid": list(net.cfg.grid), "lookahead_frames": g},
         "golden": {"seed": GOLDEN_SEED, "frames": GOLDEN_FRAMES,
                    "reference": {k: v.tolist() for k, v in ref.items()}},
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import cv2
 import httpx
@@ -241,6 +242,7 @@ def test_a_model_scored_with_a_longer_gap_looks_ahead_that_far(tiny_checkpoint, 
     the scores are PyTorch's over the (t-4, t, t+4) windows, not the (t-3, t, t+3) ones."""
     import torch
 
+    from export.bundle import sidecar_path
     from model import checkpoint
     from model.evaluation import scorer_from_meta
     from model.scoring import score_frames
@@ -253,6 +255,8 @@ def test_a_model_scored_with_a_longer_gap_looks_ahead_that_far(tiny_checkpoint, 
     assert main(["calibrate", "--model", str(tiny_checkpoint), "--data", str(footage), "--out", str(gap4),
                  "--set", "model.scoring.context_gap=4", "--no-progress"]) == 0
     assert main(["export", "onnx", "--model", str(gap4), "--out", str(gap4 / "model.onnx")]) == 0
+    io = json.loads(sidecar_path(gap4 / "model.onnx").read_text())["io"]  # the sidecar describes the window too
+    assert io["lookahead_frames"] == 4 and io["input_layout"].startswith("frames t-4, t, t+4 ")
     with live_server(model=gap4, max_batch_size=8, max_batch_delay_ms=5) as s:
         assert httpx.get(s.url + "/v1/model").json()["lookahead_frames"] == 4
         whole = httpx.post(s.url + "/v1/score", content=npy(CLIP), headers=NPY_HEADERS).json()
