@@ -7,9 +7,10 @@ The paper pasted objects cut from UBnormal (unavailable to us, and non-commercia
   * procedural objects (ellipses, boxes, polygons with flat, noisy or striped textures);
   * optionally a folder of RGBA cut-outs supplied by the user.
 
-Each object follows one trajectory through every frame a sample reads (t-3, t-1, t, t+1, t+3), so the
-motion gradient |t-1 - t+1| sees it move. Pasting is binary: a pixel is either the object's or the
-frame's, and the returned mask is exactly the set of pasted pixels in frame t.
+Each object follows one trajectory through every frame a sample reads (t-g, t-1, t, t+1, t+g:
+frame_offsets, g the model's context gap), so the motion gradient |t-1 - t+1| sees it move. Pasting
+is binary: a pixel is either the object's or the frame's, and the returned mask is exactly the set of
+pasted pixels in frame t.
 """
 
 from __future__ import annotations
@@ -30,9 +31,6 @@ from model.window import DEFAULT_GAP
 def frame_offsets(gap: int = DEFAULT_GAP) -> tuple[int, ...]:
     """Frames a sample reads: t-gap, t, t+gap for the input, t-1, t+1 for the gradient."""
     return tuple(sorted({-gap, -1, 0, 1, gap}))
-
-
-FRAME_OFFSETS = frame_offsets()  # the training gap's (-3, -1, 0, 1, 3)
 
 
 @dataclass(frozen=True)

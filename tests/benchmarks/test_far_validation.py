@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.synthetic import FRAME_OFFSETS
+from model.synthetic import frame_offsets
 from tests.conftest import scene_frames
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -31,7 +31,7 @@ def test_far_objects_come_from_the_far_half_upright_at_their_own_size_and_place(
     x, y, w, h = obj.box
     assert y < HEIGHT / 2 and far.drawn == {"far": 1, "near": 0, "procedural": 0}, f"box at row {y}"
     assert obj.mask.shape == (h, w) and 6 <= h <= 12, "one walking disc"
-    frames = far._render(obj, FRAME_OFFSETS, far._motion(obj, rng))
+    frames = far._render(obj, frame_offsets(), far._motion(obj, rng))
     rows, cols = _rows_cols(dict((o, r) for o, _, r in frames)[0])
     assert rows[-1] - rows[0] + 1 == h and cols[-1] - cols[0] + 1 == w, "pasted at its own size, not turned"
     assert abs((rows[0] + rows[-1]) / 2 - (y + (h - 1) / 2)) <= 1, "at the height it was seen at"
@@ -44,7 +44,7 @@ def test_far_objects_come_from_the_far_half_upright_at_their_own_size_and_place(
 def test_far_objects_paste_one_object_with_its_mask():
     videos = [scene_frames(30, seed=2)]
     far = FarObjects(videos, FAMILIAR)
-    clean = {o: videos[0][10 + o] for o in FRAME_OFFSETS}
+    clean = {o: videos[0][10 + o] for o in frame_offsets()}
     pasted, mask = far.paste(clean, np.random.default_rng(0))
     assert mask.any() and not np.any(np.any(pasted[0] != clean[0], axis=2) & ~mask)
     assert np.flatnonzero(mask.any(axis=1))[0] < HEIGHT / 2
@@ -58,7 +58,7 @@ def test_far_objects_fall_back_and_say_so():
     obj = far.sample_object(np.random.default_rng(0))
     assert obj.box[1] >= HEIGHT / 2 and far.drawn == {"far": 0, "near": 1, "procedural": 0}
     still = FarObjects([np.full((20, HEIGHT, 72, 3), 120, np.uint8)], FAMILIAR)
-    _, mask = still.paste({o: still.videos[0][10] for o in FRAME_OFFSETS}, np.random.default_rng(0))
+    _, mask = still.paste({o: still.videos[0][10] for o in frame_offsets()}, np.random.default_rng(0))
     assert mask.any() and still.drawn == {"far": 0, "near": 0, "procedural": 1}
 
 
@@ -78,7 +78,7 @@ def test_detection_limit_bands_by_hand():
 def test_far_objects_keep_their_last_motion():
     videos = [scene_frames(30, seed=1)]
     far = FarObjects(videos, FAMILIAR)
-    far.paste({o: videos[0][10 + o] for o in FRAME_OFFSETS}, np.random.default_rng(3))
+    far.paste({o: videos[0][10 + o] for o in frame_offsets()}, np.random.default_rng(3))
     m = far.last_motion
     assert m is not None and (m.scale, m.angle, m.spin) == (1.0, 0.0, 0.0)
     speed = math.hypot(m.vx, m.vy) / videos[0].shape[2]

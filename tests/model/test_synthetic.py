@@ -8,7 +8,7 @@ import torch
 from model.config import SyntheticConfig
 from model.dataset import Segment, TrainingClips, motion_gradient, shift_image, write_anomaly_examples
 from model.errors import ConfigError
-from model.synthetic import FRAME_OFFSETS, AnomalySynthesizer
+from model.synthetic import AnomalySynthesizer, frame_offsets
 from tests.conftest import scene_frames
 
 
@@ -22,14 +22,14 @@ def synth():
 def test_mask_covers_exactly_the_pasted_pixels(synth, seed):
     synthesizer, videos = synth
     rng = np.random.default_rng(seed)
-    clean = {o: videos[0][10 + o] for o in FRAME_OFFSETS}
+    clean = {o: videos[0][10 + o] for o in frame_offsets()}
     pasted, mask = synthesizer.paste(clean, rng)
     assert mask.any(), "an object must land in frame t"
     changed = np.any(pasted[0] != clean[0], axis=2)
     # nothing outside the mask changes; inside it, only pixels equal by chance may look unchanged
     assert not np.any(changed & ~mask)
     assert changed[mask].mean() > 0.5
-    for o in FRAME_OFFSETS:  # the inputs were not modified in place
+    for o in frame_offsets():  # the inputs were not modified in place
         assert np.array_equal(clean[o], videos[0][10 + o])
 
 
@@ -37,7 +37,7 @@ def test_object_moves_between_frames(synth):
     synthesizer, videos = synth
     moved = 0
     for seed in range(10):
-        clean = {o: videos[0][10 + o] for o in FRAME_OFFSETS}
+        clean = {o: videos[0][10 + o] for o in frame_offsets()}
         pasted, _ = synthesizer.paste(clean, np.random.default_rng(seed))
         regions = [np.any(pasted[o] != clean[o], axis=2) for o in (-3, 0, 3)]
         centres = [np.argwhere(r).mean(axis=0) for r in regions if r.any()]
@@ -182,11 +182,11 @@ def test_native_size_off_leaves_the_default_random_stream_alone(synth):
     _, videos = synth
     a = AnomalySynthesizer(videos, SyntheticConfig(max_objects=1))
     b = AnomalySynthesizer(videos, SyntheticConfig(max_objects=1, native_size=0.0))
-    clean = {o: videos[0][10 + o] for o in FRAME_OFFSETS}
+    clean = {o: videos[0][10 + o] for o in frame_offsets()}
     for seed in range(4):
         pa, ma = a.paste(clean, np.random.default_rng(seed))
         pb, mb = b.paste(clean, np.random.default_rng(seed))
-        assert np.array_equal(ma, mb) and all(np.array_equal(pa[o], pb[o]) for o in FRAME_OFFSETS)
+        assert np.array_equal(ma, mb) and all(np.array_equal(pa[o], pb[o]) for o in frame_offsets())
 
 
 @pytest.mark.parametrize("share", [0.3, 0.05, 1.0])
