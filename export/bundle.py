@@ -2,8 +2,9 @@
 loads bundles through this module, which needs neither torch nor training code.
 
 Graph contract (stable names):
-    input  ``frames``         (B, 3, H, W, C) uint8: frames t-3, t, t+3 of B frames t, at model
-                              resolution, RGB (C=3) or gray (C=1), rows top to bottom
+    input  ``frames``         (B, 3, H, W, C) uint8: frames t-g, t, t+g of B frames t (g = the
+                              sidecar's io.lookahead_frames, 3 by default), at model resolution,
+                              RGB (C=3) or gray (C=1), rows top to bottom
     output ``score``          (B,) float32 anomaly score (the scoring definition in model/scoring.py)
            ``calibrated``     (B,) float32 in [0, 1], 0.5 = alert threshold
            ``teacher_error``  (B,) float32 teacher reconstruction error component

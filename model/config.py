@@ -89,7 +89,7 @@ class ModelConfig:
 
     @property
     def in_chans(self) -> int:
-        """Network input channels: frames t-3, t, t+3 stacked."""
+        """Network input channels: frames t-g, t, t+g stacked (g = scoring.context_gap)."""
         return 3 * self.channels
 
     @property

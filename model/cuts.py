@@ -1,7 +1,8 @@
 """Scene cuts: consecutive frames whose pictures differ over most of their area (another camera or
-preset switched in, a spliced file, a moved camera). Frame t is scored from frames t-3, t and t+3
-(model.window), so a window across a cut would show the model two scenes at once; the service's
-cameras, HTTP clips and `aedmae score` end the clip at a cut instead (numpy and OpenCV only)."""
+preset switched in, a spliced file, a moved camera). Frame t is scored from frames t-g, t and t+g
+(model.window, g = model.scoring.context_gap), so a window across a cut would show the model two
+scenes at once; the service's cameras, HTTP clips and `aedmae score` end the clip at a cut instead
+(numpy and OpenCV only)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def picture_change(a: np.ndarray, b: np.ndarray) -> float | None:
 class CutDetector:
     """Notices a scene cut: a frame whose picture mostly differs from the previous sampled frame's
     (another camera or PTZ preset switched onto the stream, a file spliced from two scenes, a moved or
-    tampered camera). A window of frames t-3..t+3 across it would show the model two scenes at once, so
+    tampered camera). A window of frames t-g..t+g across it would show the model two scenes at once, so
     the camera ends its segment there, as at a gap (service.streams), and HTTP clips and `aedmae
     score` score the two sides as separate clips (:class:`CutWindow`).
 

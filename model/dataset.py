@@ -1,5 +1,6 @@
-"""Training samples: frames t-3, t, t+3, the motion gradient |t-1 - t+1|, the clean frame t and the
-anomaly mask, with synthetic anomalies pasted into a configurable fraction of samples."""
+"""Training samples: frames t-g, t, t+g (g = model.scoring.context_gap), the motion gradient
+|t-1 - t+1|, the clean frame t and the anomaly mask, with synthetic anomalies pasted into a
+configurable fraction of samples."""
 
 from __future__ import annotations
 

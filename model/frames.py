@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v")
-MIN_FRAMES = 7  # a sample needs frames t-3 .. t+3
+MIN_FRAMES = 7  # a sample at the default gap reads frames t-3 .. t+3 (longer gaps clamp at the edges)
 
 
 def natural_key(name: str) -> list[int | str]:

@@ -1,7 +1,8 @@
 """The self-distilled masked auto-encoder (Ristea et al., CVPR 2024), read top to bottom.
 
-Shapes: B batch, T = 3 frames (t-3, t, t+3), C colour channels, (H, W) model resolution, p patch,
-(h, w) = (H/p, W/p) token grid, L = h*w tokens, Lk = L/2 kept tokens, D width.
+Shapes: B batch, T = 3 frames (t-g, t, t+g; g = model.scoring.context_gap, 3 by default), C colour
+channels, (H, W) model resolution, p patch, (h, w) = (H/p, W/p) token grid, L = h*w tokens, Lk = L/2
+kept tokens, D width.
 
     frames (B, 3, H, W, C) uint8 -> normalise -> (B, 3C, H, W) in [-1, 1]
     -> patch embedding (B, L, D) -> keep Lk tokens -> [cls] + (h, w/2) grid -> encoder blocks
@@ -21,7 +22,7 @@ from model.config import ModelConfig
 
 
 def normalize(frames: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W, C) uint8 frames t-3, t, t+3 -> (B, 3C, H, W) float in [-1, 1]."""
+    """(B, 3, H, W, C) uint8 frames t-g, t, t+g -> (B, 3C, H, W) float in [-1, 1]."""
     b, t, h, w, c = frames.shape
     x = frames.permute(0, 1, 4, 2, 3).reshape(b, t * c, h, w)  # (B, 3C, H, W)
     return x.float() / 127.5 - 1.0

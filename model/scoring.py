@@ -79,7 +79,7 @@ def reconstruct(model: AEDMAE, frames: torch.Tensor, keep: torch.Tensor) -> tupl
     """Teacher and student token predictions (B, L, p*p*(C+1)) for every token of every frame.
 
     Args:
-        frames: (B, 3, H, W, C) uint8, frames t-3, t, t+3.
+        frames: (B, 3, H, W, C) uint8, frames t-g, t, t+g (g = model.scoring.context_gap).
         keep: (P, L/2) keep indices of the P passes (see ``model.masking``).
     With P > 1 the passes tile the grid and each token comes from the pass that removed it.
     """
