@@ -12,7 +12,8 @@ calibration are refit on the held-out tails of the training videos, as training 
 benchmarks/grid_scoring.py's (familiar and standard synthetic validations, cross-validated
 false-alarm rate, frames/s, shares above the threshold with the camera moved), with fresh validation
 draws by default (seeds 10, 11 and 12, not the ones select_scoring.py chose scoring rules on); the "far"
-validation (session 32) is reported beside them, not read by the rule.
+validation (session 32) is reported beside them, not read by the rule, and so is the "speed" one
+(benchmarks/speed_validation.py, session 36), which only `--rule speed` reads.
 The standard validation is the first candidate's training synthesizer (or `--validate-as CKPT`'s) for every
 candidate, so candidates trained with other synthetic anomalies all face the same one.
 The rule (written 2026-11-29 18:45 UTC, before the first measurement; the first candidate is the
@@ -22,6 +23,17 @@ candidate with the highest familiar AUC wins, except that one within 0.1 points 
 changes wins (one change each for weights and for scoring settings that differ from the baseline's;
 ties: the earlier candidate); none adoptable -> the baseline. Test AUC is reported for every candidate and
 never used to choose.
+
+`--rule speed` (written 2026-12-06 01:10 UTC, before any candidate was measured on it, after
+benchmarks/speed_validation.py was seen to order the shipped weights' context gaps as the development
+split does; benchmarks/RESULTS.md "A validation that sees speed"): the pasted validations are blind to
+speed, so this rule reads speed_validation.py's measure (each candidate at its own gap, the same held-out
+centres). A candidate is adoptable iff its speed AUC is >= 1.0 point above the baseline's with the 95%
+bootstrap interval of the paired difference above 0, its familiar AUC at most 0.3 points below the
+baseline's, its standard AUC at most 0.2 below, its false-alarm rate <= 3%, and at most 10% of the
+held-out frames lie above its threshold with the camera moved by 4 pixels (a threshold an operator can
+keep). The adoptable candidate with the highest speed AUC wins, except that one within 1.0 point of it
+with fewer changes wins (ties: the earlier); none adoptable -> the baseline.
 """
 
 from __future__ import annotations
@@ -37,12 +49,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablate_scoring import load
 from grid_scoring import label_free_row, print_table, test_row, validators
+from speed_validation import bootstrap_difference
 
 from model import checkpoint
 from model.config import TrainConfig, with_scoring
 from model.errors import CheckpointError, ConfigError
 
 MIN_GAIN, MAX_LOSS, MAX_FALSE_ALARMS, NEAR_BEST = 0.003, 0.001, 0.03, 0.001
+SPEED_GAIN, SPEED_FAMILIAR_LOSS, SPEED_STANDARD_LOSS, MAX_MOVED, SPEED_NEAR = 0.01, 0.003, 0.002, 0.10, 0.01
 
 
 def choose(rows: dict[str, dict[str, Any]], changes: dict[str, int]) -> str:
@@ -56,6 +70,28 @@ def choose(rows: dict[str, dict[str, Any]], changes: dict[str, int]) -> str:
         return names[0]
     best = max(rows[n]["familiar_auc"] for n in ok)
     near = [n for n in ok if rows[n]["familiar_auc"] >= best - NEAR_BEST]
+    return min(near, key=lambda n: (changes[n], names.index(n)))
+
+
+def choose_by_speed(rows: dict[str, dict[str, Any]], changes: dict[str, int]) -> str:
+    """The candidate `--rule speed` picks (the first row is the baseline; rows carry "speed_auc" and, but
+    for the baseline, "speed_vs_baseline_ci95")."""
+    names = list(rows)
+    base = rows[names[0]]
+
+    def adoptable(r: dict[str, Any]) -> bool:
+        ci = r.get("speed_vs_baseline_ci95")
+        return (ci is not None and r["speed_auc"] >= base["speed_auc"] + SPEED_GAIN - 1e-12 and ci[0] > 0
+                and r["familiar_auc"] >= base["familiar_auc"] - SPEED_FAMILIAR_LOSS
+                and r["standard_auc"] >= base["standard_auc"] - SPEED_STANDARD_LOSS
+                and r["false_alarm_rate"] <= MAX_FALSE_ALARMS
+                and max(r["held_out_above_threshold_moved"].values()) <= MAX_MOVED)
+
+    ok = [n for n in names[1:] if adoptable(rows[n])]
+    if not ok:
+        return names[0]
+    best = max(rows[n]["speed_auc"] for n in ok)
+    near = [n for n in ok if rows[n]["speed_auc"] >= best - SPEED_NEAR]
     return min(near, key=lambda n: (changes[n], names.index(n)))
 
 
@@ -75,6 +111,8 @@ def main() -> None:
                    help="the checkpoint whose training synthesizer makes every candidate's standard validation "
                         "(default: the first candidate's), so that a candidate trained with other synthetic "
                         "anomalies is not validated on its own")
+    p.add_argument("--rule", choices=["familiar", "speed"], default="familiar",
+                   help="familiar: session 8's rule (the default); speed: the rule that reads the speed validation")
     p.add_argument("--json")
     args = p.parse_args()
     if len(args.candidate) < 2 or any(len(c) < 2 for c in args.candidate):
@@ -82,7 +120,7 @@ def main() -> None:
     if len({c[0] for c in args.candidate}) != len(args.candidate):
         p.error("candidate names must differ")
     rows: dict[str, dict[str, Any]] = {}
-    nets, changes = {}, {}
+    nets, changes, speeds = {}, {}, {}
     valid_cfg = None
     if args.validate_as:
         try:
@@ -99,21 +137,33 @@ def main() -> None:
         net.eval()
         if held is train:  # footage too short to hold out tails: measured on training frames, and said so
             print(f"{name}: nothing held out of {args.train}; measuring on the training frames", file=sys.stderr)
-        scorer, row = label_free_row(net, held, validators(train, valid_cfg, tuple(args.seeds)))
+        scorer, row, speeds[name] = label_free_row(net, held, validators(train, valid_cfg, tuple(args.seeds)), train)
+        if args.rule == "speed" and speeds[name] is None:
+            p.error(f"--rule speed: the speed validation could not be measured on {args.train} (footage too short)")
         row["held_out"] = held is not train
         nets[name] = (net, scorer, weights_digest(folder))
         base_net, _, base_digest = next(iter(nets.values()))
         changes[name] = int(nets[name][2] != base_digest) + int(net.cfg.scoring != base_net.cfg.scoring)
         rows[name] = {"model": folder, "overrides": overrides, "changes": changes[name]} | row
         print(f"{name}: {json.dumps(rows[name])}", flush=True)
-    chosen = choose(rows, changes)  # label-free: decided before any test label is read
+    base_speed = next(iter(speeds.values()))
+    for name in list(rows)[1:]:
+        rows[name]["speed_vs_baseline_ci95"] = None
+        if base_speed is not None and speeds[name] is not None:
+            try:
+                rows[name]["speed_vs_baseline_ci95"] = list(bootstrap_difference(speeds[name], base_speed))
+            except ValueError as e:  # a gap above 6 reaches further: other centres, nothing to pair
+                print(f"{name}: no paired speed comparison with the baseline: {e}", file=sys.stderr)
+    # label-free: decided before any test label is read
+    chosen = (choose_by_speed if args.rule == "speed" else choose)(rows, changes)
     print(f"chosen on the label-free measures: {chosen}", flush=True)
     for name, (net, scorer, _) in nets.items() if args.test else ():
         rows[name]["test"] = test_row(net, scorer, args.test, cache, args.sigma)
         print(f"{name} test: {json.dumps(rows[name]['test'])}", flush=True)
     print_table(rows, chosen, "candidate")
     if args.json:
-        Path(args.json).write_text(json.dumps({"chosen": chosen, "seeds": args.seeds, "rows": rows}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"chosen": chosen, "rule": args.rule, "seeds": args.seeds, "rows": rows},
+                                              indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,216 @@
+"""A label-free validation that asks about speed: the scene's own walkers, made twice as fast (session 36).
+
+    python benchmarks/speed_validation.py --model model/weights/ped2 --train ../shared/data/ped2/train \
+        [--gaps 2 3 4 5 6] [--factor 2] [--dev-auc 2=80.7 3=92.2 4=94.3 5=93.6 6=88.3] [--json FILE]
+
+The pasted validations (select_scoring.py, grid_scoring.py) move cut-out objects; none of them orders the
+context gaps as the development split does (benchmarks/RESULTS.md, "A longer context gap"), whose
+hardest case is a cyclist among walkers. Here nothing is pasted: for a held-out centre frame t of a
+training video, each moving region (a connected component of max(|f(t-kg) - f(t)|, |f(t+kg) - f(t)|)
+> 25 merged over 7x7 pixels, k = --factor, g the gap scored at) gets frames t-kg and t+kg in place of
+t-g and t+g inside its box grown by 4 pixels, so whatever moves there moves k times as fast; frame t
+is untouched. Negatives are the same centres' clean windows. Centres: the held-out tail frames with
+t + k * max(gaps) inside the video (the same for every gap; the frames before the tail may serve as
+context, the centre is always held out of training). At each gap the model's token statistics and
+calibration are refit on the held-out tails first, as `aedmae calibrate --held-out-of TRAIN --set
+model.scoring.context_gap=G` does. Reported: AUC per gap (the product's score), the paired AUC
+difference of every gap against --base with a 95% bootstrap interval over centres, and with --dev-auc
+the Spearman rank correlation of the AUCs with development-split AUCs given by hand (never read from
+test labels here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ablate_scoring import load
+
+from model.config import with_scoring
+from model.evaluation import fit_scorer_on_segments
+from model.metrics import roc_auc
+from model.scoring import token_errors
+
+MARGIN, THRESHOLD, MIN_AREA, MIN_HEIGHT = 4, 25, 30, 6
+FACTOR, SEED, REGIONS = 2, 13, 3
+REACH = 12  # centres with 12 frames both ways: 2x gaps up to 6, the same 63 Ped2 centres for all of them
+
+
+def full_videos(train: list[Any], held: list[Any]) -> dict[str, tuple[np.ndarray, int]]:
+    """{video: (all its frames, index of its first held-out frame)} for each video with a held-out tail
+    that follows its training head."""
+    heads = {s.video: s for s in train}
+    out = {}
+    for tail in held:
+        head = heads.get(tail.video)
+        if head is not None and head.start + len(head.frames) == tail.start:
+            out[tail.video] = (np.concatenate([np.asarray(head.frames), np.asarray(tail.frames)]), tail.start)
+    return out
+
+
+def moving_regions(frames: np.ndarray, t: int, reach: int, rng: np.random.Generator,
+                   most: int) -> list[tuple[int, int, int, int]]:
+    """Up to ``most`` boxes (y0, y1, x0, x1) around what moves between t-reach, t and t+reach, in random
+    order. The changed pixels are merged over a 7x7 neighbourhood first, so that an object that moved
+    more than its own size (separate blobs where it was) gets one box over its whole path."""
+    f = frames.astype(np.int16)
+    diff = np.maximum(np.abs(f[t - reach] - f[t]), np.abs(f[t + reach] - f[t])).max(axis=2)
+    moving = cv2.morphologyEx((diff > THRESHOLD).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(moving, np.ones((7, 7), np.uint8)))
+    h, w = diff.shape
+    boxes = []
+    for k in range(1, count):
+        x, y, bw, bh, _ = (int(v) for v in stats[k])
+        if int(moving[labels == k].sum()) >= MIN_AREA and bh >= MIN_HEIGHT:
+            boxes.append((max(0, y - MARGIN), min(h, y + bh + MARGIN), max(0, x - MARGIN), min(w, x + bw + MARGIN)))
+    return [boxes[i] for i in rng.permutation(len(boxes))[:most]]
+
+
+def faster(frames: np.ndarray, t: int, gap: int, factor: int, box: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The window (t-gap, t, t+gap), (3, H, W, C) uint8, with frames t-factor*gap and t+factor*gap inside ``box``."""
+    window = frames[[t - gap, t, t + gap]].copy()
+    if box is not None:
+        y0, y1, x0, x1 = box
+        window[0, y0:y1, x0:x1] = frames[t - factor * gap, y0:y1, x0:x1]
+        window[2, y0:y1, x0:x1] = frames[t + factor * gap, y0:y1, x0:x1]
+    return window
+
+
+def centres_of(videos: dict[str, tuple[np.ndarray, int]], reach: int) -> list[tuple[str, int]]:
+    """Held-out centre frames whose window reaches ``reach`` frames both ways inside the video."""
+    return [(v, t) for v, (frames, first) in videos.items() for t in range(max(first, reach), len(frames) - reach)]
+
+
+@torch.no_grad()
+def speed_samples(net: Any, videos: dict[str, tuple[np.ndarray, int]], centres: list[tuple[str, int]], gap: int,
+                  factor: int, seed: int, most: int) -> tuple[np.ndarray, np.ndarray, torch.Tensor, torch.Tensor]:
+    """(labels, centre index, raw teacher errors, raw discrepancies) of every clean window and sped-up region."""
+    rng = np.random.default_rng(seed)
+    windows, labels, owner = [], [], []
+    for i, (v, t) in enumerate(centres):
+        frames = videos[v][0]
+        for box in [None, *moving_regions(frames, t, factor * gap, rng, most)]:
+            windows.append(faster(frames, t, gap, factor, box))
+            labels.append(box is not None)
+            owner.append(i)
+    te, dis = [], []
+    for start in range(0, len(windows), 16):
+        e, d = token_errors(net, torch.from_numpy(np.stack(windows[start : start + 16])))
+        te.append(e.float())
+        dis.append(d.float())
+    return np.array(labels), np.array(owner), torch.cat(te), torch.cat(dis)
+
+
+def speed_measure(net: Any, scorer: Any, videos: dict[str, tuple[np.ndarray, int]], reach: int = REACH,
+                  factor: int = FACTOR, seed: int = SEED, most: int = REGIONS) -> dict[str, Any]:
+    """The speed validation of a network and its scorer at the network's gap: {"auc", "positives",
+    "negatives", "centres"} and the samples' "y", "owner", "score" (for :func:`bootstrap_difference`).
+    Centres reach ``reach`` frames both ways (at least factor x gap), so that gaps compare on the same frames."""
+    gap = net.cfg.scoring.context_gap
+    centres = centres_of(videos, max(reach, factor * gap))
+    if not centres:
+        raise ValueError(f"no held-out frame has {max(reach, factor * gap)} frames on both sides")
+    y, owner, te, dis = speed_samples(net, videos, centres, gap, factor, seed, most)
+    scores = scorer(te, dis)
+    score = scores.score.numpy()
+    return {"y": y, "owner": owner, "score": score, "auc": roc_auc(y, score), "positives": int(y.sum()),
+            "negatives": int((~y).sum()), "centres": len(centres), "centre_frames": centres,
+            # the score's two components alone, as `aedmae evaluate` reports them (teacher_error_only, ...)
+            "teacher_error_only": roc_auc(y, scores.teacher_error.numpy()),
+            "discrepancy_only": roc_auc(y, scores.discrepancy.numpy())}
+
+
+def bootstrap_difference(a: dict[str, Any], b: dict[str, Any], resamples: int = 1000,
+                         seed: int = 0) -> tuple[float, float]:
+    """95% interval of AUC(a) - AUC(b) over centres resampled with replacement (each with its samples);
+    ``a``/``b``: {"y", "owner", "score", "centre_frames"} of two measures on the same centres (their positives
+    may differ)."""
+    if a["centre_frames"] != b["centre_frames"]:
+        raise ValueError("the two speed measures were taken on different centre frames: they do not pair")
+    rng = np.random.default_rng(seed)
+    n = int(max(a["owner"].max(), b["owner"].max())) + 1
+    rows_a = [np.flatnonzero(a["owner"] == i) for i in range(n)]
+    rows_b = [np.flatnonzero(b["owner"] == i) for i in range(n)]
+    diffs = []
+    for _ in range(resamples):
+        pick = rng.integers(n, size=n)
+        ia = np.concatenate([rows_a[i] for i in pick])
+        ib = np.concatenate([rows_b[i] for i in pick])
+        diffs.append(roc_auc(a["y"][ia], a["score"][ia]) - roc_auc(b["y"][ib], b["score"][ib]))
+    lo, hi = np.nanpercentile(diffs, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Rank correlation (no ties expected: ties get the order of appearance)."""
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--train", required=True, help="the training footage (its held-out tails are used)")
+    p.add_argument("--gaps", type=int, nargs="+", default=[2, 3, 4, 5, 6])
+    p.add_argument("--base", type=int, default=3, help="the gap the others are compared with (one of --gaps)")
+    p.add_argument("--factor", type=int, default=FACTOR, help="how many times as fast the moving regions become")
+    p.add_argument("--regions", type=int, default=REGIONS, help="sped-up regions per centre frame, at most")
+    p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--dev-auc", nargs="*", default=[], metavar="GAP=AUC",
+                   help="development-split AUCs per gap, from earlier evaluations, to rank-correlate with")
+    p.add_argument("--json")
+    args = p.parse_args()
+    if args.base not in args.gaps or args.factor < 2 or min(args.gaps) < 1:
+        p.error("--base must be one of --gaps, --factor >= 2, gaps >= 1")
+    dev = {int(k): float(v) for k, v in (item.split("=", 1) for item in args.dev_auc)}
+    from grid_scoring import stage  # here: grid_scoring imports this module
+
+    net, _, _, _, train, held = load(args.model, args.train)
+    net.eval()
+    videos = full_videos(train, held)
+    reach = args.factor * max(args.gaps)
+    centres = centres_of(videos, reach)
+    if not centres:
+        p.error(f"no held-out frame of {args.train} has {reach} frames on both sides")
+    stage(f"{len(centres)} held-out centre frames from {len(videos)} videos")
+    base_cfg, rows = net.cfg, {}
+    for gap in args.gaps:
+        net.cfg = with_scoring(base_cfg, [f"context_gap={gap}"])
+        stage(f"gap {gap}: refitting the scorer on the held-out tails")
+        scorer, meta = fit_scorer_on_segments(net, held)
+        stage(f"gap {gap}: clean and {args.factor}x faster windows")
+        rows[gap] = speed_measure(net, scorer, videos, reach, args.factor, args.seed, args.regions) | {
+            "false_alarm_rate": meta["calibration"]["false_alarm_rate"]}
+        print(f"gap {gap}: speed AUC {100 * rows[gap]['auc']:.2f} ({rows[gap]['positives']} sped-up regions, "
+              f"{rows[gap]['negatives']} clean; teacher error only {100 * rows[gap]['teacher_error_only']:.2f}, "
+              f"discrepancy only {100 * rows[gap]['discrepancy_only']:.2f})", flush=True)
+    report: dict[str, Any] = {"model": args.model, "factor": args.factor, "seed": args.seed, "centres": len(centres),
+                              "base": args.base, "gaps": {}}
+    print(f"\n{'gap':>4s} {'speed AUC':>10s} {'vs gap ' + str(args.base) + ' (95% CI)':>26s} {'dev AUC':>8s}")
+    for gap, r in rows.items():
+        lo, hi = bootstrap_difference(r, rows[args.base]) if gap != args.base else (0.0, 0.0)
+        diff = r["auc"] - rows[args.base]["auc"]
+        keys = ("auc", "teacher_error_only", "discrepancy_only", "positives", "negatives", "false_alarm_rate")
+        report["gaps"][gap] = {k: r[k] for k in keys} | {
+            "difference": diff, "difference_ci95": [lo, hi], "dev_auc": dev.get(gap)}
+        ci = f"{100 * diff:+6.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]" if gap != args.base else "-"
+        print(f"{gap:4d} {100 * r['auc']:10.2f} {ci:>26s} {dev.get(gap, '-'):>8}")
+    if len(dev) >= 3 and set(dev) <= set(rows):
+        report["spearman_with_dev"] = spearman([rows[g]["auc"] for g in dev], list(dev.values()))
+        print(f"Spearman rank correlation with the development split over gaps {sorted(dev)}: "
+              f"{report['spearman_with_dev']:+.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

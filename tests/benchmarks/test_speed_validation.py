@@ -1,0 +1,144 @@
+"""benchmarks/speed_validation.py: held-out walkers made k times as fast, nothing pasted."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.benchmarks.test_bench_smoke import run_benchmark
+from tests.conftest import scene_frames, write_frame_folder
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from speed_validation import bootstrap_difference, centres_of, faster, full_videos, moving_regions, spearman
+
+from model.dataset import Segment
+
+# scene_frames: discs of radius 4 walk at row 16 (2 px a frame) and row 32 (-1 px a frame)
+
+
+def _disc_column(frame: np.ndarray, row: int) -> float:
+    return float(np.flatnonzero(frame[row, :, 0] == 30).mean())
+
+
+def test_moving_regions_box_each_walker_over_the_whole_faster_path():
+    frames = scene_frames(40, seed=1)
+    t, reach = 20, 4
+    boxes = moving_regions(frames, t, reach, np.random.default_rng(0), most=3)
+    assert len(boxes) == 2, boxes
+    for row in (16, 32):
+        (y0, y1, x0, x1), = [b for b in boxes if b[0] <= row < b[1]]
+        for s in (t - reach, t, t + reach):
+            assert x0 <= _disc_column(frames[s], row) - 4 and _disc_column(frames[s], row) + 4 < x1, (row, s)
+        assert y0 <= row - 4 and row + 4 < y1
+    assert moving_regions(frames, t, reach, np.random.default_rng(0), most=1) == boxes[:1]
+    still = np.repeat(frames[:1], 40, axis=0)
+    assert moving_regions(still, t, reach, np.random.default_rng(0), most=3) == [], "nothing moves, no region"
+
+
+def test_faster_swaps_the_context_frames_inside_the_box_only():
+    frames = scene_frames(40, seed=1)
+    t, gap = 20, 3
+    assert np.array_equal(faster(frames, t, gap, 2, None), frames[[t - gap, t, t + gap]])
+    box = (10, 24, 20, 50)
+    w = faster(frames, t, gap, 2, box)
+    assert np.array_equal(w[1], frames[t]), "the centre frame is untouched"
+    inside = np.zeros(frames.shape[1:3], bool)
+    inside[10:24, 20:50] = True
+    for k, s in ((0, -1), (2, 1)):
+        assert np.array_equal(w[k][inside], frames[t + s * 2 * gap][inside])
+        assert np.array_equal(w[k][~inside], frames[t + s * gap][~inside])
+    assert not np.array_equal(w[0], frames[t - gap]), "the walker inside the box did move"
+
+
+def test_centres_are_held_out_frames_whose_window_fits_inside_the_video():
+    videos = {"a": (np.zeros((30, 4, 4, 1), np.uint8), 25), "b": (np.zeros((30, 4, 4, 1), np.uint8), 2)}
+    centres = centres_of(videos, 4)
+    assert [t for v, t in centres if v == "a"] == [25], "held out (>= 25) and t + 4 <= 29"
+    assert [t for v, t in centres if v == "b"] == list(range(4, 26)), "t - 4 >= 0 too"
+
+
+def test_full_videos_join_each_tail_to_the_head_before_it():
+    frames = scene_frames(20)
+    train = [Segment("a", frames[:15], 0), Segment("b", frames[:15], 0)]
+    held = [Segment("a", frames[15:], 15), Segment("b", frames[16:], 16)]  # b's tail does not follow its head
+    videos = full_videos(train, held)
+    assert list(videos) == ["a"] and videos["a"][1] == 15 and np.array_equal(videos["a"][0], frames)
+
+
+def test_rank_correlation_and_bootstrap_interval():
+    assert spearman([0.1, 0.5, 0.3], [1, 3, 2]) == pytest.approx(1.0)
+    assert spearman([0.1, 0.5, 0.3], [3, 1, 2]) == pytest.approx(-1.0)
+    rng = np.random.default_rng(0)
+    owner = np.repeat(np.arange(40), 3)
+    y = np.tile([False, True, True], 40)
+    centres = [("a", t) for t in range(40)]
+    separated = {"y": y, "owner": owner, "score": y + rng.uniform(0, 0.5, y.size), "centre_frames": centres}
+    mixed = {"y": y, "owner": owner, "score": rng.uniform(0, 1, y.size), "centre_frames": centres}
+    lo, hi = bootstrap_difference(separated, mixed, resamples=200)
+    assert 0 < lo <= hi < 1, (lo, hi)
+    assert bootstrap_difference(mixed, mixed, resamples=50) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="different centre frames"):
+        bootstrap_difference(separated, mixed | {"centre_frames": [*centres[1:], ("a", 40)]})
+
+
+@pytest.mark.slow
+def test_speed_validation_end_to_end(tiny_checkpoint, tmp_path):
+    root = tmp_path / "train"
+    for name, seed in (("01", 1), ("02", 2)):  # 12 held-out frames each (10%), 4 reach inside
+        write_frame_folder(root, name, scene_frames(120, seed=seed))
+    result, stdout = run_benchmark(tmp_path, "speed_validation.py", "--model", str(tiny_checkpoint), "--train",
+                                   str(root), "--gaps", "1", "2", "3", "--base", "2", "--factor", "2",
+                                   "--dev-auc", "1=0.5", "2=0.7", "3=0.6")
+    assert result["centres"] == 2 * (12 - 6) and result["base"] == 2
+    gaps = result["gaps"]
+    assert set(gaps) == {"1", "2", "3"} and gaps["2"]["difference"] == 0
+    for g in gaps.values():
+        assert 0 <= g["auc"] <= 1 and g["negatives"] == 12 and g["positives"] > 0
+        assert 0 <= g["teacher_error_only"] <= 1 and 0 <= g["discrepancy_only"] <= 1
+        lo, hi = g["difference_ci95"]
+        assert lo <= g["difference"] <= hi or g["difference"] == 0
+    assert -1 <= result["spearman_with_dev"] <= 1 and "Spearman rank correlation" in stdout
+
+
+def test_speed_rule_by_hand():
+    from candidates import choose_by_speed
+
+    def row(speed, ci_low=0.01, familiar=0.98, standard=0.99, false_alarms=0.02, moved=0.05):
+        return {"speed_auc": speed, "speed_vs_baseline_ci95": [ci_low, 0.1], "familiar_auc": familiar,
+                "standard_auc": standard, "false_alarm_rate": false_alarms,
+                "held_out_above_threshold_moved": {"0,4": moved / 2, "4,4": moved}}
+
+    changes = {"A": 0, "B": 1, "C": 2}
+    assert choose_by_speed({"A": row(0.87), "B": row(0.875)}, changes) == "A", "0.5 points: too little"
+    assert choose_by_speed({"A": row(0.87), "B": row(0.90)}, changes) == "B"
+    assert choose_by_speed({"A": row(0.87), "B": row(0.90, ci_low=-0.01)}, changes) == "A", "interval reaches 0"
+    assert choose_by_speed({"A": row(0.87), "B": row(0.90, familiar=0.976)}, changes) == "A", "familiar -0.4"
+    assert choose_by_speed({"A": row(0.87), "B": row(0.90, familiar=0.978)}, changes) == "B", "familiar -0.2"
+    assert choose_by_speed({"A": row(0.87), "B": row(0.90, standard=0.987)}, changes) == "A", "standard -0.3"
+    assert choose_by_speed({"A": row(0.87), "B": row(0.90, false_alarms=0.032)}, changes) == "A"
+    assert choose_by_speed({"A": row(0.87), "B": row(0.90, moved=0.145)}, changes) == "A", "moved camera"
+    assert choose_by_speed({"A": row(0.87), "B": row(0.90), "C": row(0.905)}, changes) == "B", "within 1: fewer changes"
+    assert choose_by_speed({"A": row(0.87), "B": row(0.90), "C": row(0.915)}, changes) == "C"
+    no_pair = row(0.95) | {"speed_vs_baseline_ci95": None}
+    assert choose_by_speed({"A": row(0.87), "B": no_pair}, changes) == "A", "unpaired: not adoptable"
+
+
+@pytest.mark.slow
+def test_candidates_report_speed_and_choose_by_it(tiny_checkpoint, tmp_path):
+    from candidates import choose_by_speed
+
+    root = tmp_path / "train"
+    for name, seed in (("01", 1), ("02", 2)):
+        write_frame_folder(root, name, scene_frames(150, seed=seed))  # 15 held out, 3 reach 12 both ways
+    result, stdout = run_benchmark(tmp_path, "candidates.py", "--train", str(root), "--rule", "speed",
+                                   "--candidate", "A", str(tiny_checkpoint), "--candidate", "G2",
+                                   str(tiny_checkpoint), "context_gap=2")
+    rows = result["rows"]
+    assert result["rule"] == "speed"
+    assert result["chosen"] == choose_by_speed(rows, {k: r["changes"] for k, r in rows.items()})
+    for row in rows.values():
+        assert 0 <= row["speed_auc"] <= 1 and row["speed_samples"]["centres"] == 2 * 3
+    lo, hi = rows["G2"]["speed_vs_baseline_ci95"]
+    assert lo <= hi and " speed " in stdout
