@@ -39,6 +39,7 @@ from model.config import with_scoring
 from model.evaluation import fit_scorer_on_segments
 from model.metrics import roc_auc
 from model.scoring import token_errors
+from model.window import clip_windows
 
 MARGIN, THRESHOLD, MIN_AREA, MIN_HEIGHT = 4, 25, 30, 6
 FACTOR, SEED, REGIONS = 2, 13, 3
@@ -62,8 +63,8 @@ def moving_regions(frames: np.ndarray, t: int, reach: int, rng: np.random.Genera
     """Up to ``most`` boxes (y0, y1, x0, x1) around what moves between t-reach, t and t+reach, in random
     order. The changed pixels are merged over a 7x7 neighbourhood first, so that an object that moved
     more than its own size (separate blobs where it was) gets one box over its whole path."""
-    f = frames.astype(np.int16)
-    diff = np.maximum(np.abs(f[t - reach] - f[t]), np.abs(f[t + reach] - f[t])).max(axis=2)
+    before, now, after = frames[[t - reach, t, t + reach]].astype(np.int16)  # only these three, not the video
+    diff = np.maximum(np.abs(before - now), np.abs(after - now)).max(axis=2)
     moving = cv2.morphologyEx((diff > THRESHOLD).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(moving, np.ones((7, 7), np.uint8)))
     h, w = diff.shape
@@ -77,7 +78,7 @@ def moving_regions(frames: np.ndarray, t: int, reach: int, rng: np.random.Genera
 
 def faster(frames: np.ndarray, t: int, gap: int, factor: int, box: tuple[int, int, int, int] | None) -> np.ndarray:
     """The window (t-gap, t, t+gap), (3, H, W, C) uint8, with frames t-factor*gap and t+factor*gap inside ``box``."""
-    window = frames[[t - gap, t, t + gap]].copy()
+    window = clip_windows(frames, np.array([t]), gap)[0]  # the model's window (a fresh copy)
     if box is not None:
         y0, y1, x0, x1 = box
         window[0, y0:y1, x0:x1] = frames[t - factor * gap, y0:y1, x0:x1]
