@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablate_scoring import load
 from grid_scoring import label_free_row, print_table, test_row, validators
-from speed_validation import bootstrap_difference
+from speed_validation import FACTOR, REACH, bootstrap_difference, centres_of, full_videos
 
 from model import checkpoint
 from model.config import TrainConfig, with_scoring
@@ -127,6 +127,7 @@ def main() -> None:
             valid_cfg = checkpoint.train_config(checkpoint.read_meta(args.validate_as)) or TrainConfig()
         except CheckpointError as e:
             p.error(f"--validate-as: {e}")
+    loaded = {}  # every candidate loaded and checked before the first is measured (minutes each)
     for name, folder, *overrides in args.candidate:
         net, _, train_cfg, cache, train, held = load(folder, args.train)
         valid_cfg = valid_cfg or train_cfg
@@ -134,12 +135,18 @@ def main() -> None:
             net.cfg = with_scoring(net.cfg, overrides)
         except ConfigError as e:
             p.error(f"candidate {name}: {e}")
+        reach = max(REACH, FACTOR * net.cfg.scoring.context_gap)
+        if args.rule == "speed" and not centres_of(full_videos(train, held), reach):
+            p.error(f"--rule speed: candidate {name}: no held-out frame of {args.train} has {reach} frames on both "
+                    "sides, so the speed validation cannot be measured (footage too short)")
+        loaded[name] = folder, overrides, net, train, held
+    for name, (folder, overrides, net, train, held) in loaded.items():
         net.eval()
         if held is train:  # footage too short to hold out tails: measured on training frames, and said so
             print(f"{name}: nothing held out of {args.train}; measuring on the training frames", file=sys.stderr)
         scorer, row, speeds[name] = label_free_row(net, held, validators(train, valid_cfg, tuple(args.seeds)), train)
         if args.rule == "speed" and speeds[name] is None:
-            p.error(f"--rule speed: the speed validation could not be measured on {args.train} (footage too short)")
+            p.error(f"--rule speed: the speed validation of candidate {name} could not be measured (above)")
         row["held_out"] = held is not train
         nets[name] = (net, scorer, weights_digest(folder))
         base_net, _, base_digest = next(iter(nets.values()))

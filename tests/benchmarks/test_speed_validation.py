@@ -1,5 +1,7 @@
 """benchmarks/speed_validation.py: held-out walkers made k times as fast, nothing pasted."""
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -142,3 +144,17 @@ def test_candidates_report_speed_and_choose_by_it(tiny_checkpoint, tmp_path):
         assert 0 <= row["speed_auc"] <= 1 and row["speed_samples"]["centres"] == 2 * 3
     lo, hi = rows["G2"]["speed_vs_baseline_ci95"]
     assert lo <= hi and " speed " in stdout
+
+
+def test_speed_rule_refuses_footage_too_short_before_measuring_anything(tiny_checkpoint, tmp_path):
+    root = tmp_path / "train"
+    for name, seed in (("01", 1), ("02", 2)):
+        write_frame_folder(root, name, scene_frames(100, seed=seed))  # 10 held out: none reaches 12 both ways
+    args = ["--train", str(root), "--rule", "speed", "--candidate", "A", str(tiny_checkpoint),
+            "--candidate", "B", str(tiny_checkpoint), "context_gap=2"]
+    r = subprocess.run([sys.executable, "benchmarks/candidates.py", *args], cwd=Path(__file__).resolve().parents[2],
+                       capture_output=True, text=True, timeout=300,
+                       env=os.environ | {"AEDMAE_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "candidate A: no held-out frame" in r.stderr and "footage too short" in r.stderr
+    assert "fitting the scorer" not in r.stderr + r.stdout  # refused before the first measurement
