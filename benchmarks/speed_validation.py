@@ -2,6 +2,7 @@
 
     python benchmarks/speed_validation.py --model model/weights/ped2 --train ../shared/data/ped2/train \
         [--gaps 2 3 4 5 6] [--factor 2] [--dev-auc 2=80.7 3=92.2 4=94.3 5=93.6 6=88.3] [--json FILE]
+    python benchmarks/speed_validation.py --compare A.json B.json   # two models, paired on the same centres
 
 The pasted validations (select_scoring.py, grid_scoring.py) move cut-out objects; none of them orders the
 context gaps as the development split does (benchmarks/RESULTS.md, "A longer context gap"), whose
@@ -157,10 +158,33 @@ def spearman(x: list[float], y: list[float]) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
+def compare(path_a: str, path_b: str) -> None:
+    """Print, per gap both reports measured, model A's speed AUC against model B's on the same centres
+    (the paired 95% bootstrap interval of A - B)."""
+    a, b = (json.loads(Path(f).read_text()) for f in (path_a, path_b))
+    for report, f in ((a, path_a), (b, path_b)):
+        if "centre_frames" not in report:
+            raise SystemExit(f"{f}: written before reports kept their samples; measure it again with --json")
+    if (a["factor"], a["seed"]) != (b["factor"], b["seed"]):
+        raise SystemExit(f"{path_a} and {path_b} differ in --factor or --seed: they do not pair")
+    print(f"A = {a['model']}, B = {b['model']} ({a['centres']} centres)")
+    print(f"{'gap':>4s} {'A':>7s} {'B':>7s} {'A - B (95% CI)':>26s}")
+    for gap in sorted(set(a["gaps"]) & set(b["gaps"]), key=int):
+        ra, rb = ({"centre_frames": [tuple(c) for c in r["centre_frames"]]}
+                  | {k: np.asarray(v) for k, v in r["gaps"][gap]["samples"].items()} for r in (a, b))
+        try:
+            lo, hi = bootstrap_difference(ra, rb)
+        except ValueError as e:
+            raise SystemExit(f"{path_a} and {path_b}, gap {gap}: {e}") from None
+        diff = a["gaps"][gap]["auc"] - b["gaps"][gap]["auc"]
+        print(f"{gap:>4s} {100 * a['gaps'][gap]['auc']:7.2f} {100 * b['gaps'][gap]['auc']:7.2f} "
+              f"{f'{100 * diff:+6.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]':>26s}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True)
-    p.add_argument("--train", required=True, help="the training footage (its held-out tails are used)")
+    p.add_argument("--model")
+    p.add_argument("--train", help="the training footage (its held-out tails are used)")
     p.add_argument("--gaps", type=int, nargs="+", default=[2, 3, 4, 5, 6])
     p.add_argument("--base", type=int, default=3, help="the gap the others are compared with (one of --gaps)")
     p.add_argument("--factor", type=int, default=FACTOR, help="how many times as fast the moving regions become")
@@ -168,8 +192,14 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--dev-auc", nargs="*", default=[], metavar="GAP=AUC",
                    help="development-split AUCs per gap, from earlier evaluations, to rank-correlate with")
-    p.add_argument("--json")
+    p.add_argument("--json", help="the report, with every sample's label, centre and score (for --compare)")
+    p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
+                   help="instead of measuring: two models' reports (--json) on the same centres, paired per gap")
     args = p.parse_args()
+    if args.compare:
+        return compare(*args.compare)
+    if args.model is None or args.train is None:
+        p.error("--model and --train are required (unless --compare)")
     if args.base not in args.gaps or args.factor < 2 or min(args.gaps) < 1:
         p.error("--base must be one of --gaps, --factor >= 2, gaps >= 1")
     dev = {int(k): float(v) for k, v in (item.split("=", 1) for item in args.dev_auc)}
@@ -195,14 +225,15 @@ def main() -> None:
               f"{rows[gap]['negatives']} clean; teacher error only {100 * rows[gap]['teacher_error_only']:.2f}, "
               f"discrepancy only {100 * rows[gap]['discrepancy_only']:.2f})", flush=True)
     report: dict[str, Any] = {"model": args.model, "factor": args.factor, "seed": args.seed, "centres": len(centres),
-                              "base": args.base, "gaps": {}}
+                              "centre_frames": centres, "base": args.base, "gaps": {}}
     print(f"\n{'gap':>4s} {'speed AUC':>10s} {'vs gap ' + str(args.base) + ' (95% CI)':>26s} {'dev AUC':>8s}")
     for gap, r in rows.items():
         lo, hi = bootstrap_difference(r, rows[args.base]) if gap != args.base else (0.0, 0.0)
         diff = r["auc"] - rows[args.base]["auc"]
         keys = ("auc", "teacher_error_only", "discrepancy_only", "positives", "negatives", "false_alarm_rate")
         report["gaps"][gap] = {k: r[k] for k in keys} | {
-            "difference": diff, "difference_ci95": [lo, hi], "dev_auc": dev.get(gap)}
+            "difference": diff, "difference_ci95": [lo, hi], "dev_auc": dev.get(gap),
+            "samples": {"y": r["y"].tolist(), "owner": r["owner"].tolist(), "score": r["score"].tolist()}}
         ci = f"{100 * diff:+6.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]" if gap != args.base else "-"
         print(f"{gap:4d} {100 * r['auc']:10.2f} {ci:>26s} {dev.get(gap, '-'):>8}")
     if len(dev) >= 3 and set(dev) <= set(rows):

@@ -1,5 +1,6 @@
 """benchmarks/speed_validation.py: held-out walkers made k times as fast, nothing pasted."""
 
+import json
 import os
 import subprocess
 import sys
@@ -102,6 +103,20 @@ def test_speed_validation_end_to_end(tiny_checkpoint, tmp_path):
         lo, hi = g["difference_ci95"]
         assert lo <= g["difference"] <= hi or g["difference"] == 0
     assert -1 <= result["spearman_with_dev"] <= 1 and "Spearman rank correlation" in stdout
+    # --compare pairs two reports on their centres: a report against itself differs by exactly 0
+    report = tmp_path / "speed_validation.json"
+    same = _speed_script("--compare", str(report), str(report))
+    assert same.returncode == 0 and "+0.00 [+0.00, +0.00]" in same.stdout, same.stderr[-2000:]
+    fewer = json.loads(report.read_text())
+    fewer["centre_frames"] = fewer["centre_frames"][1:]
+    (tmp_path / "fewer.json").write_text(json.dumps(fewer))
+    other = _speed_script("--compare", str(report), str(tmp_path / "fewer.json"))
+    assert other.returncode == 1 and "different centre frames" in other.stderr
+
+
+def _speed_script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "benchmarks/speed_validation.py", *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=300)
 
 
 def test_speed_rule_by_hand():
