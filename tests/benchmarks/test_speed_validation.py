@@ -105,18 +105,20 @@ def test_speed_validation_end_to_end(tiny_checkpoint, tmp_path):
     assert -1 <= result["spearman_with_dev"] <= 1 and "Spearman rank correlation" in stdout
     # --compare pairs two reports on their centres: a report against itself differs by exactly 0
     report = tmp_path / "speed_validation.json"
-    same = _speed_script("--compare", str(report), str(report))
+    same = _script("speed_validation.py", "--compare", str(report), str(report))
     assert same.returncode == 0 and "+0.00 [+0.00, +0.00]" in same.stdout, same.stderr[-2000:]
     fewer = json.loads(report.read_text())
     fewer["centre_frames"] = fewer["centre_frames"][1:]
     (tmp_path / "fewer.json").write_text(json.dumps(fewer))
-    other = _speed_script("--compare", str(report), str(tmp_path / "fewer.json"))
+    other = _script("speed_validation.py", "--compare", str(report), str(tmp_path / "fewer.json"))
     assert other.returncode == 1 and "different centre frames" in other.stderr
 
 
-def _speed_script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "benchmarks/speed_validation.py", *args], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[2], timeout=300)
+def _script(script: str, *args: str, cache: Path | None = None) -> subprocess.CompletedProcess:
+    """benchmarks/SCRIPT ARGS, whatever its exit (run_benchmark asserts success)."""
+    env = os.environ | ({"AEDMAE_CACHE_DIR": str(cache)} if cache else {})
+    return subprocess.run([sys.executable, f"benchmarks/{script}", *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=300, env=env)
 
 
 def test_speed_rule_by_hand():
@@ -167,9 +169,7 @@ def test_speed_rule_refuses_footage_too_short_before_measuring_anything(tiny_che
         write_frame_folder(root, name, scene_frames(100, seed=seed))  # 10 held out: none reaches 12 both ways
     args = ["--train", str(root), "--rule", "speed", "--candidate", "A", str(tiny_checkpoint),
             "--candidate", "B", str(tiny_checkpoint), "context_gap=2"]
-    r = subprocess.run([sys.executable, "benchmarks/candidates.py", *args], cwd=Path(__file__).resolve().parents[2],
-                       capture_output=True, text=True, timeout=300,
-                       env=os.environ | {"AEDMAE_CACHE_DIR": str(tmp_path / "cache")})
+    r = _script("candidates.py", *args, cache=tmp_path / "cache")
     assert r.returncode == 2, r.stderr[-2000:]
     assert "candidate A: no held-out frame" in r.stderr and "footage too short" in r.stderr
     assert "fitting the scorer" not in r.stderr + r.stdout  # refused before the first measurement
