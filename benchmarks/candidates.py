@@ -59,40 +59,41 @@ MIN_GAIN, MAX_LOSS, MAX_FALSE_ALARMS, NEAR_BEST = 0.003, 0.001, 0.03, 0.001
 SPEED_GAIN, SPEED_FAMILIAR_LOSS, SPEED_STANDARD_LOSS, MAX_MOVED, SPEED_NEAR = 0.01, 0.003, 0.002, 0.10, 0.01
 
 
-def choose(rows: dict[str, dict[str, Any]], changes: dict[str, int]) -> str:
-    """The candidate the rule picks from the label-free measures (the first row is the baseline)."""
+def shortfalls(row: dict[str, Any], base: dict[str, Any], rule: str) -> list[str]:
+    """What keeps a candidate's ``row`` from being adoptable over the baseline's ``base`` under ``rule``
+    ("familiar" or "speed"), in words; empty: adoptable. The one definition of both rules' conditions."""
+    def pts(x: float) -> str:
+        return f"{100 * x:.2f}"
+
+    def short(value: float, least: float, what: str) -> list[str]:
+        return [] if value >= least - 1e-12 else [f"{what} {pts(value)} < {pts(least)}"]
+
+    out = short(row["standard_auc"], base["standard_auc"] - (MAX_LOSS if rule == "familiar" else SPEED_STANDARD_LOSS),
+                "standard AUC")
+    if row["false_alarm_rate"] > MAX_FALSE_ALARMS:
+        out.append(f"false alarms {100 * row['false_alarm_rate']:.1f}% > {100 * MAX_FALSE_ALARMS:.0f}%")
+    if rule == "familiar":
+        return short(row["familiar_auc"], base["familiar_auc"] + MIN_GAIN, "familiar AUC") + out
+    ci = row.get("speed_vs_baseline_ci95")
+    out = short(row["speed_auc"], base["speed_auc"] + SPEED_GAIN, "speed AUC") + (
+        ["speed not paired with the baseline's"] if ci is None else
+        [] if ci[0] > 0 else [f"speed interval [{pts(ci[0])}, {pts(ci[1])}] reaches 0"]) + short(
+        row["familiar_auc"], base["familiar_auc"] - SPEED_FAMILIAR_LOSS, "familiar AUC") + out
+    moved = max(row["held_out_above_threshold_moved"].values())
+    return out + ([f"moved camera {100 * moved:.1f}% above the threshold > {100 * MAX_MOVED:.0f}%"]
+                  if moved > MAX_MOVED else [])
+
+
+def choose(rows: dict[str, dict[str, Any]], changes: dict[str, int], rule: str = "familiar") -> str:
+    """The candidate ``rule`` picks from the label-free measures (the first row is the baseline; for "speed"
+    rows carry "speed_auc" and, but for the baseline, "speed_vs_baseline_ci95")."""
     names = list(rows)
-    base = rows[names[0]]
-    ok = [n for n in names[1:] if rows[n]["familiar_auc"] >= base["familiar_auc"] + MIN_GAIN
-          and rows[n]["standard_auc"] >= base["standard_auc"] - MAX_LOSS
-          and rows[n]["false_alarm_rate"] <= MAX_FALSE_ALARMS]
+    ok = [n for n in names[1:] if not shortfalls(rows[n], rows[names[0]], rule)]
     if not ok:
         return names[0]
-    best = max(rows[n]["familiar_auc"] for n in ok)
-    near = [n for n in ok if rows[n]["familiar_auc"] >= best - NEAR_BEST]
-    return min(near, key=lambda n: (changes[n], names.index(n)))
-
-
-def choose_by_speed(rows: dict[str, dict[str, Any]], changes: dict[str, int]) -> str:
-    """The candidate `--rule speed` picks (the first row is the baseline; rows carry "speed_auc" and, but
-    for the baseline, "speed_vs_baseline_ci95")."""
-    names = list(rows)
-    base = rows[names[0]]
-
-    def adoptable(r: dict[str, Any]) -> bool:
-        ci = r.get("speed_vs_baseline_ci95")
-        return (ci is not None and r["speed_auc"] >= base["speed_auc"] + SPEED_GAIN - 1e-12 and ci[0] > 0
-                and r["familiar_auc"] >= base["familiar_auc"] - SPEED_FAMILIAR_LOSS
-                and r["standard_auc"] >= base["standard_auc"] - SPEED_STANDARD_LOSS
-                and r["false_alarm_rate"] <= MAX_FALSE_ALARMS
-                and max(r["held_out_above_threshold_moved"].values()) <= MAX_MOVED)
-
-    ok = [n for n in names[1:] if adoptable(rows[n])]
-    if not ok:
-        return names[0]
-    best = max(rows[n]["speed_auc"] for n in ok)
-    near = [n for n in ok if rows[n]["speed_auc"] >= best - SPEED_NEAR]
-    return min(near, key=lambda n: (changes[n], names.index(n)))
+    key, near = ("familiar_auc", NEAR_BEST) if rule == "familiar" else ("speed_auc", SPEED_NEAR)
+    best = max(rows[n][key] for n in ok)
+    return min((n for n in ok if rows[n][key] >= best - near), key=lambda n: (changes[n], names.index(n)))
 
 
 def weights_digest(folder: str) -> str:
@@ -162,7 +163,16 @@ def main() -> None:
             except ValueError as e:  # a gap above 6 reaches further: other centres, nothing to pair
                 print(f"{name}: no paired speed comparison with the baseline: {e}", file=sys.stderr)
     # label-free: decided before any test label is read
-    chosen = (choose_by_speed if args.rule == "speed" else choose)(rows, changes)
+    chosen = choose(rows, changes, args.rule)
+    base_name = next(iter(rows))
+    for name in list(rows)[1:]:
+        r = rows[name]
+        r["shortfalls"] = shortfalls(r, rows[base_name], args.rule)
+        ci = r["speed_vs_baseline_ci95"]
+        paired = "" if ci is None else (f"speed {100 * (r['speed_auc'] - rows[base_name]['speed_auc']):+.2f} "
+                                        f"[{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}] against {base_name}; ")
+        print(f"{name}: {paired}" + ("not adoptable: " + "; ".join(r["shortfalls"]) if r["shortfalls"]
+                                     else "adoptable"), flush=True)
     print(f"chosen on the label-free measures: {chosen}", flush=True)
     for name, (net, scorer, _) in nets.items() if args.test else ():
         rows[name]["test"] = test_row(net, scorer, args.test, cache, args.sigma)

@@ -44,6 +44,7 @@ from model.window import clip_windows
 
 MARGIN, THRESHOLD, MIN_AREA, MIN_HEIGHT = 4, 25, 30, 6
 FACTOR, SEED, REGIONS = 2, 13, 3
+PAIRED = ("factor", "seed", "regions")  # what two reports must share for --compare to pair them
 REACH = 12  # centres with 12 frames both ways: 2x gaps up to 6, the same 63 Ped2 centres for all of them
 
 
@@ -165,8 +166,11 @@ def compare(path_a: str, path_b: str) -> None:
     for report, f in ((a, path_a), (b, path_b)):
         if "centre_frames" not in report:
             raise SystemExit(f"{f}: written before reports kept their samples; measure it again with --json")
-    if (a["factor"], a["seed"]) != (b["factor"], b["seed"]):
-        raise SystemExit(f"{path_a} and {path_b} differ in --factor or --seed: they do not pair")
+    # reports from before "regions" was recorded (2026-12-06) were all measured at the default
+    a.setdefault("regions", REGIONS)
+    b.setdefault("regions", REGIONS)
+    if [a[k] for k in PAIRED] != [b[k] for k in PAIRED]:
+        raise SystemExit(f"{path_a} and {path_b} differ in --{', --'.join(PAIRED)}: they do not pair")
     print(f"A = {a['model']}, B = {b['model']} ({a['centres']} centres)")
     print(f"{'gap':>4s} {'A':>7s} {'B':>7s} {'A - B (95% CI)':>26s}")
     for gap in sorted(set(a["gaps"]) & set(b["gaps"]), key=int):
@@ -224,7 +228,8 @@ def main() -> None:
         print(f"gap {gap}: speed AUC {100 * rows[gap]['auc']:.2f} ({rows[gap]['positives']} sped-up regions, "
               f"{rows[gap]['negatives']} clean; teacher error only {100 * rows[gap]['teacher_error_only']:.2f}, "
               f"discrepancy only {100 * rows[gap]['discrepancy_only']:.2f})", flush=True)
-    report: dict[str, Any] = {"model": args.model, "factor": args.factor, "seed": args.seed, "centres": len(centres),
+    report: dict[str, Any] = {"model": args.model, "factor": args.factor, "seed": args.seed, "regions": args.regions,
+                              "centres": len(centres),
                               "centre_frames": centres, "base": args.base, "gaps": {}}
     print(f"\n{'gap':>4s} {'speed AUC':>10s} {'vs gap ' + str(args.base) + ' (95% CI)':>26s} {'dev AUC':>8s}")
     for gap, r in rows.items():

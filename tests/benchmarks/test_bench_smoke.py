@@ -300,7 +300,7 @@ def test_smoothing_delay_table(tmp_path):
 
 def test_candidate_choice_rule_by_hand():
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from candidates import choose
+    from candidates import choose, shortfalls
 
     def row(familiar, standard=0.99, false_alarms=0.02):
         return {"familiar_auc": familiar, "standard_auc": standard, "false_alarm_rate": false_alarms}
@@ -312,6 +312,9 @@ def test_candidate_choice_rule_by_hand():
     assert choose({"A": row(0.980), "B": row(0.984), "D": row(0.990)}, changes) == "D"
     assert choose({"A": row(0.980), "D": row(0.990, false_alarms=0.031)}, changes) == "A"
     assert choose({"A": row(0.980), "B": row(0.990, standard=0.988)}, changes) == "A"  # standard lost 0.2
+    assert shortfalls(row(0.9825, standard=0.988), row(0.980), "familiar") == [
+        "familiar AUC 98.25 < 98.30", "standard AUC 98.80 < 98.90"]
+    assert shortfalls(row(0.984), row(0.980), "familiar") == []
 
 
 def test_select_scoring_variant_matches_the_scoring_definition_on_several_grids():

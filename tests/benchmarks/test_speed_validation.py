@@ -112,6 +112,12 @@ def test_speed_validation_end_to_end(tiny_checkpoint, tmp_path):
     (tmp_path / "fewer.json").write_text(json.dumps(fewer))
     other = _script("speed_validation.py", "--compare", str(report), str(tmp_path / "fewer.json"))
     assert other.returncode == 1 and "different centre frames" in other.stderr
+    # ... and refuses reports that sped up another number of regions per centre
+    more = json.loads(report.read_text())
+    assert more["regions"] == 3, "the report records --regions"
+    (tmp_path / "more.json").write_text(json.dumps(more | {"regions": 5}))
+    unpaired = _script("speed_validation.py", "--compare", str(report), str(tmp_path / "more.json"))
+    assert unpaired.returncode == 1 and "do not pair" in unpaired.stderr, unpaired.stderr[-2000:]
 
 
 def _script(script: str, *args: str, cache: Path | None = None) -> subprocess.CompletedProcess:
@@ -122,7 +128,10 @@ def _script(script: str, *args: str, cache: Path | None = None) -> subprocess.Co
 
 
 def test_speed_rule_by_hand():
-    from candidates import choose_by_speed
+    from candidates import choose, shortfalls
+
+    def choose_by_speed(rows, changes):
+        return choose(rows, changes, "speed")
 
     def row(speed, ci_low=0.01, familiar=0.98, standard=0.99, false_alarms=0.02, moved=0.05):
         return {"speed_auc": speed, "speed_vs_baseline_ci95": [ci_low, 0.1], "familiar_auc": familiar,
@@ -142,11 +151,20 @@ def test_speed_rule_by_hand():
     assert choose_by_speed({"A": row(0.87), "B": row(0.90), "C": row(0.915)}, changes) == "C"
     no_pair = row(0.95) | {"speed_vs_baseline_ci95": None}
     assert choose_by_speed({"A": row(0.87), "B": no_pair}, changes) == "A", "unpaired: not adoptable"
+    # what the script prints for every candidate the rule passes over: each condition it misses, in words
+    assert shortfalls(row(0.90), row(0.87), "speed") == []
+    assert shortfalls(row(0.875, familiar=0.976, moved=0.153), row(0.87), "speed") == [
+        "speed AUC 87.50 < 88.00", "familiar AUC 97.60 < 97.70",
+        "moved camera 15.3% above the threshold > 10%"]
+    assert shortfalls(no_pair, row(0.87), "speed") == ["speed not paired with the baseline's"]
+    assert shortfalls(row(0.90, ci_low=-0.01), row(0.87), "speed") == ["speed interval [-1.00, 10.00] reaches 0"]
+    assert shortfalls(row(0.90, false_alarms=0.032, standard=0.987), row(0.87), "speed") == [
+        "standard AUC 98.70 < 98.80", "false alarms 3.2% > 3%"]
 
 
 @pytest.mark.slow
 def test_candidates_report_speed_and_choose_by_it(tiny_checkpoint, tmp_path):
-    from candidates import choose_by_speed
+    from candidates import choose, shortfalls
 
     root = tmp_path / "train"
     for name, seed in (("01", 1), ("02", 2)):
@@ -156,11 +174,15 @@ def test_candidates_report_speed_and_choose_by_it(tiny_checkpoint, tmp_path):
                                    str(tiny_checkpoint), "context_gap=2")
     rows = result["rows"]
     assert result["rule"] == "speed"
-    assert result["chosen"] == choose_by_speed(rows, {k: r["changes"] for k, r in rows.items()})
+    assert result["chosen"] == choose(rows, {k: r["changes"] for k, r in rows.items()}, "speed")
+    assert rows["G2"]["shortfalls"] == shortfalls(rows["G2"], rows["A"], "speed")
     for row in rows.values():
         assert 0 <= row["speed_auc"] <= 1 and row["speed_samples"]["centres"] == 2 * 3
     lo, hi = rows["G2"]["speed_vs_baseline_ci95"]
     assert lo <= hi and " speed " in stdout
+    # each candidate's line says its paired speed difference and why it is (not) adoptable
+    assert ("not adoptable: " + "; ".join(rows["G2"]["shortfalls"]) if rows["G2"]["shortfalls"]
+            else "adoptable") in stdout and f"[{100 * lo:+.2f}, {100 * hi:+.2f}] against A" in stdout
 
 
 def test_speed_rule_refuses_footage_too_short_before_measuring_anything(tiny_checkpoint, tmp_path):
