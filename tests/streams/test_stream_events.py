@@ -230,8 +230,16 @@ def test_config_file_cameras_start_with_the_server(tiny_checkpoint, tmp_path, mo
         assert c.get("/v1/streams/gone").status_code == 404  # logged, not started; the server still runs
 
 
+@pytest.fixture(scope="module")
+def shipped():
+    """One server of the shipped model for the tests below, each on its own camera ids: its start (a
+    warm-up of every batch size and the golden-clip check) takes half a minute on a 2-core CPU."""
+    with live_server() as srv:
+        yield srv
+
+
 @pytest.mark.parametrize(("video", "in_view"), [("01", 60), ("07", 20)])
-def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(tmp_path, video, in_view):
+def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(shipped, tmp_path, video, in_view):
     """Ped2 test videos 01 (frames 0-59 normal, a crowd; 60-179 a small, far-away cyclist) and 07
     (0-44 normal, 45-179 a cyclist), streamed through the server: no event before the anomaly is in
     view, an event during it, and an event still open at the end of the file ends there.
@@ -254,21 +262,22 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(tmp_p
     for f in frames:
         writer.write(f)
     writer.release()
-    with live_server() as srv, httpx.Client(base_url=srv.url, timeout=30) as c:  # the shipped model
-        assert c.post("/v1/streams", json={"id": "ped2", "url": str(clip)}).status_code == 201
+    cam = f"ped2-{video}"
+    with httpx.Client(base_url=shipped.url, timeout=30) as c:
+        assert c.post("/v1/streams", json={"id": cam, "url": str(clip)}).status_code == 201
         # the shipped model scores the file in about 80 s on an idle 2-core machine, past 120 s on a busy one
-        assert wait_for(lambda: camera(c, "ped2")["state"] == "ended"
-                        and camera(c, "ped2")["frames"]["scored"] == len(frames), 600), camera(c, "ped2")
+        assert wait_for(lambda: camera(c, cam)["state"] == "ended"
+                        and camera(c, cam)["frames"]["scored"] == len(frames), 600), camera(c, cam)
         # the end of the file ends an open event once the last frames are scored
         assert wait_for(lambda: all(e["end_frame"] is not None
-                                    for e in c.get("/v1/streams/ped2/events").json()["events"]), 10)
-        events = c.get("/v1/streams/ped2/events").json()["events"]
-        scene = camera(c, "ped2")["scene"]
-        assert camera(c, "ped2")["scene_cuts"] == 0  # a real video of one scene has no cut
+                                    for e in c.get(f"/v1/streams/{cam}/events").json()["events"]), 10)
+        events = c.get(f"/v1/streams/{cam}/events").json()["events"]
+        scene = camera(c, cam)["scene"]
+        assert camera(c, cam)["scene_cuts"] == 0  # a real video of one scene has no cut
         exported = c.get("/metrics").text
     # its own scene, even mostly abnormal (01: 67% of the frames, 07: 75%), is not taken for another scene
     assert scene["frames"] == len(frames) and scene["alert_share"] < 0.99 and scene["warning"] is None, scene
-    assert f'aedmae_stream_alert_share{{stream="ped2"}} {scene["alert_share"]}' in exported
+    assert f'aedmae_stream_alert_share{{stream="{cam}"}} {scene["alert_share"]}' in exported
     assert events, "no event at all"
     first_abnormal = int(np.argmax(labels))
     assert any(e["end_frame"] >= first_abnormal for e in events), (events, "no event during the labelled anomaly")
@@ -278,14 +287,14 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(tmp_p
     assert sum(labels) == len(labels) - first_abnormal, "one labelled anomaly, to the end of the video"
 
 
-def test_camera_on_a_scene_the_model_never_saw_warns_once(tmp_path, caplog):
+def test_camera_on_a_scene_the_model_never_saw_warns_once(shipped, tmp_path, caplog):
     """The shipped Ped2 model watching Avenue footage: every frame alerts, so once SCENE_CHECK_FRAMES are
     scored the camera's description carries the warning (model.calibration.scene_check), the log says
     it once, with the remedy, /metrics exports the share for the alert rule, and the same footage POSTed
     with a stream_id gets the check in its responses."""
     clip = avenue_clip(tmp_path / "avenue.mp4", 2 * SCENE_CHECK_FRAMES)
     caplog.set_level(logging.WARNING)
-    with live_server() as srv, httpx.Client(base_url=srv.url, timeout=30) as c:  # the shipped model
+    with httpx.Client(base_url=shipped.url, timeout=30) as c:
         assert c.post("/v1/streams", json={"id": "plaza", "url": str(clip)}).status_code == 201
         assert wait_for(lambda: camera(c, "plaza")["state"] == "ended"
                         and camera(c, "plaza")["frames"]["scored"] == 2 * SCENE_CHECK_FRAMES, 600), camera(c, "plaza")
