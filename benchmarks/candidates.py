@@ -68,20 +68,23 @@ def shortfalls(row: dict[str, Any], base: dict[str, Any], rule: str) -> list[str
     def short(value: float, least: float, what: str) -> list[str]:
         return [] if value >= least - 1e-12 else [f"{what} {pts(value)} < {pts(least)}"]
 
-    out = short(row["standard_auc"], base["standard_auc"] - (MAX_LOSS if rule == "familiar" else SPEED_STANDARD_LOSS),
-                "standard AUC")
+    if rule == "familiar":
+        out = short(row["familiar_auc"], base["familiar_auc"] + MIN_GAIN, "familiar AUC")
+    else:
+        out = short(row["speed_auc"], base["speed_auc"] + SPEED_GAIN, "speed AUC")
+        ci = row.get("speed_vs_baseline_ci95")
+        if ci is None:
+            out.append("speed not paired with the baseline's")
+        elif ci[0] <= 0:
+            out.append(f"speed interval [{pts(ci[0])}, {pts(ci[1])}] reaches 0")
+        out += short(row["familiar_auc"], base["familiar_auc"] - SPEED_FAMILIAR_LOSS, "familiar AUC")
+    out += short(row["standard_auc"], base["standard_auc"] - (MAX_LOSS if rule == "familiar" else SPEED_STANDARD_LOSS),
+                 "standard AUC")
     if row["false_alarm_rate"] > MAX_FALSE_ALARMS:
         out.append(f"false alarms {100 * row['false_alarm_rate']:.1f}% > {100 * MAX_FALSE_ALARMS:.0f}%")
-    if rule == "familiar":
-        return short(row["familiar_auc"], base["familiar_auc"] + MIN_GAIN, "familiar AUC") + out
-    ci = row.get("speed_vs_baseline_ci95")
-    out = short(row["speed_auc"], base["speed_auc"] + SPEED_GAIN, "speed AUC") + (
-        ["speed not paired with the baseline's"] if ci is None else
-        [] if ci[0] > 0 else [f"speed interval [{pts(ci[0])}, {pts(ci[1])}] reaches 0"]) + short(
-        row["familiar_auc"], base["familiar_auc"] - SPEED_FAMILIAR_LOSS, "familiar AUC") + out
-    moved = max(row["held_out_above_threshold_moved"].values())
-    return out + ([f"moved camera {100 * moved:.1f}% above the threshold > {100 * MAX_MOVED:.0f}%"]
-                  if moved > MAX_MOVED else [])
+    if rule == "speed" and (moved := max(row["held_out_above_threshold_moved"].values())) > MAX_MOVED:
+        out.append(f"moved camera {100 * moved:.1f}% above the threshold > {100 * MAX_MOVED:.0f}%")
+    return out
 
 
 def choose(rows: dict[str, dict[str, Any]], changes: dict[str, int], rule: str = "familiar") -> str:
