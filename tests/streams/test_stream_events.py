@@ -233,7 +233,9 @@ def test_config_file_cameras_start_with_the_server(tiny_checkpoint, tmp_path, mo
 @pytest.fixture(scope="module")
 def shipped():
     """One server of the shipped model for the tests below, each on its own camera ids: its start (a
-    warm-up of every batch size and the golden-clip check) takes half a minute on a 2-core CPU."""
+    warm-up of every batch size and the golden-clip check) takes half a minute on a 2-core CPU. Each of
+    them streams footage from ../shared: without it they skip before that start is paid."""
+    require_shared()
     with live_server() as srv:
         yield srv
 
