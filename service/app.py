@@ -30,6 +30,22 @@ from service.stream_hub import StreamManager
 log = logging.getLogger("aedmae.service")
 
 
+def log_capacity(runtime: ScoringRuntime, camera_fps: float = 25.0) -> None:
+    """What the start-up rate means for cameras, in the log: a warning where one worker cannot score
+    even one camera that sheds to every context_gap-th frame (README, "Drop policy")."""
+    rate = max(runtime.readiness["startup_frames_per_second"]["per_worker"])
+    gap = runtime.bundle.context_gap
+    line = (f"scored the golden clip at {rate:.1f} frames/s per worker after warm-up; a {camera_fps:.0f} fps "
+            f"camera needs {camera_fps:.1f} frames/s, {camera_fps / gap:.1f} while it keeps one frame in {gap}")
+    if rate >= camera_fps / gap:
+        log.info("%s", line)
+        return
+    grids = int(runtime.bundle.sidecar["model"]["scoring"].get("grid_shifts", 1))
+    remedy = (f"; the same weights scored on one token grid instead of {grids} cost 1/{grids} of the work "
+              "(`aedmae calibrate --set model.scoring.grid_shifts=1`: README, model card)" if grids > 1 else "")
+    log.warning("%s: this machine cannot keep up with one such camera with this model%s", line, remedy)
+
+
 def _load(app: FastAPI, settings: Settings) -> None:
     try:
         runtime = ScoringRuntime(settings, app.state.metrics)
@@ -39,6 +55,7 @@ def _load(app: FastAPI, settings: Settings) -> None:
         runtime.start()
         app.state.runtime = runtime
         log.info("ready: %s", runtime.readiness)
+        log_capacity(runtime)
         app.state.streams = manager = StreamManager(runtime, settings, app.state.metrics)
         for spec in settings.cameras:  # a camera that cannot start is logged; the others still start
             try:

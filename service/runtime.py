@@ -90,25 +90,33 @@ class ScoringRuntime:
         for backend in self.backends:
             for size in self.warmup_sizes():
                 backend.infer(np.zeros((size, 3, h, w, self.bundle.channels), np.uint8))
-        parity = self.golden_parity()
+        parity, rates = self.golden_parity()
         self.batcher.start()
         seconds = time.perf_counter() - t0
         self.readiness = {"state": "ready" if parity["ok"] else "parity_failed", "golden_parity": parity,
-                          "warmup_batch_sizes": self.warmup_sizes(), "warmup_seconds": round(seconds, 2)}
+                          "warmup_batch_sizes": self.warmup_sizes(), "warmup_seconds": round(seconds, 2),
+                          "startup_frames_per_second": rates}
         self.ready = bool(parity["ok"])
         self.metrics.model_ready.set(1 if self.ready else 0)
         if not self.ready:
             log.error("golden-clip parity check failed; the server stays not ready: %s", parity)
 
-    def golden_parity(self) -> dict[str, Any]:
+    def golden_parity(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Each worker's outputs on the golden clip against the reference (the worst worker's errors),
+        and how fast each scored it after warm-up: an operator's first estimate of what this machine
+        can take (``per_worker``, frames/s; one worker at a time, so workers that share the cores do
+        not add up, and on a GPU a 12-frame clip fills a batch less than traffic does)."""
         frames = self.bundle.golden_inputs()
         ref = self.bundle.golden_reference()
-        results = []
+        results, rates = [], []
         for backend in self.backends:
+            t0 = time.perf_counter()
             got = infer_in_batches(backend, frames, self.batcher.max_batch)
+            rates.append(round(len(frames) / (time.perf_counter() - t0), 2))
             results.append(compare_outputs(got, ref, self.precision if self.precision in TOLERANCES else "fp16"))
         worst = max(results, key=lambda r: r["score_max_rel_err"])
-        return worst | {"ok": all(r["ok"] for r in results), "workers": len(results)}
+        return (worst | {"ok": all(r["ok"] for r in results), "workers": len(results)},
+                {"per_worker": rates, "frames": len(frames), "batch": min(len(frames), self.batcher.max_batch)})
 
     def stop(self) -> None:
         self.batcher.stop()

@@ -32,6 +32,9 @@ def test_health_ready_model(server):
     assert httpx.get(server.url + "/healthz").json() == {"status": "alive"}
     ready = httpx.get(server.url + "/readyz").json()
     assert ready["ready"] and ready["golden_parity"]["ok"] and ready["warmup_batch_sizes"] == [1, 2, 4, 8]
+    rates = ready["startup_frames_per_second"]  # the golden clip's 12 frames in batches of the max, 8
+    assert rates["frames"] == 12 and rates["batch"] == 8 and len(rates["per_worker"]) == 1, rates
+    assert rates["per_worker"][0] > 0, rates
     info = httpx.get(server.url + "/v1/model").json()
     assert info["backend"] == "onnxruntime" and info["resolution"] == [32, 48] and info["lookahead_frames"] == 3
     assert info["calibration"]["threshold"] > 0
