@@ -111,6 +111,11 @@ class Bundle:
         return int(self.sidecar["model"]["scoring"].get("context_gap", DEFAULT_GAP))
 
     @property
+    def grid_shifts(self) -> int:
+        """Token grids each frame is scored on (model.scoring.grid_shifts; 1 in sidecars older than it)."""
+        return int(self.sidecar["model"]["scoring"].get("grid_shifts", 1))
+
+    @property
     def precision(self) -> str:
         return str(self.sidecar["precision"])
 

@@ -40,7 +40,7 @@ def log_capacity(runtime: ScoringRuntime, camera_fps: float = 25.0) -> None:
     if rate >= camera_fps / gap:
         log.info("%s", line)
         return
-    grids = int(runtime.bundle.sidecar["model"]["scoring"].get("grid_shifts", 1))
+    grids = runtime.bundle.grid_shifts
     remedy = (f"; the same weights scored on one token grid instead of {grids} cost 1/{grids} of the work "
               "(`aedmae calibrate --set model.scoring.grid_shifts=1`: README, model card)" if grids > 1 else "")
     log.warning("%s: this machine cannot keep up with one such camera with this model%s", line, remedy)

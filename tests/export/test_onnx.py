@@ -127,6 +127,7 @@ def test_two_grid_scoring_recalibrated_on_held_out_tails_exports_with_parity(tin
     assert len(meta["token_stats"]["teacher_error"]) == 4 * net.cfg.grid[0] * net.cfg.grid[1]
     sidecar = export_onnx(recal, recal / "model.onnx")
     assert sidecar["parity_vs_pytorch"]["ok"]
+    assert load_bundle(recal).grid_shifts == 2 and load_bundle(tiny_checkpoint).grid_shifts == 1  # what serve reads
     frames = frames_batch(3, net.cfg, seed=4)
     got = run_onnxruntime(recal / "model.onnx", frames)
     assert not np.allclose(got["score"], run_onnxruntime(tiny_checkpoint / "model.onnx", frames)["score"])

@@ -11,9 +11,8 @@ from service.app import log_capacity
 
 
 def runtime(rates: list[float], grids: int, gap: int = 3) -> SimpleNamespace:
-    sidecar = {"model": {"scoring": {"grid_shifts": grids, "context_gap": gap}}}
     return SimpleNamespace(readiness={"startup_frames_per_second": {"per_worker": rates, "frames": 12, "batch": 12}},
-                           bundle=SimpleNamespace(context_gap=gap, sidecar=sidecar))
+                           bundle=SimpleNamespace(context_gap=gap, grid_shifts=grids))
 
 
 @pytest.mark.parametrize(("rates", "grids", "level", "remedy"), [
