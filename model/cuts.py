@@ -7,6 +7,7 @@ scenes at once; the service's cameras, HTTP clips and `aedmae score` end the cli
 from __future__ import annotations
 
 import copy
+import math
 
 import cv2
 import numpy as np
@@ -26,8 +27,11 @@ def small_gray(frames: np.ndarray) -> np.ndarray:
     imgs = frames.reshape(n, h, w, -1)
     if min(h, w) > SHORT_SIDE:
         size = (max(1, round(w * SHORT_SIDE / min(h, w))), max(1, round(h * SHORT_SIDE / min(h, w))))
-        imgs = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
-                         for f in imgs])
+        if n == 1:  # a camera's frame: np.stack of one picture took as long as its resize
+            imgs = cv2.resize(imgs[0], size, interpolation=cv2.INTER_AREA).reshape(1, size[1], size[0], -1)
+        else:
+            imgs = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
+                             for f in imgs])
     gray = imgs[..., 0].astype(np.float32) if imgs.shape[3] == 1 else imgs.mean(axis=3, dtype=np.float32)
     return gray.reshape(n, -1)
 
@@ -44,12 +48,19 @@ def spreads(small: np.ndarray) -> np.ndarray:
     k1, k3 = small.shape[1] // 4, (3 * small.shape[1]) // 4
     q = np.sort(small, axis=1)
     iqr = q[:, k3] - q[:, k1]
-    return np.where(iqr >= 1.0, np.maximum(iqr, MIN_SPREAD), np.nan)
+    spread = np.maximum(iqr, MIN_SPREAD)
+    spread[iqr < 1.0] = np.nan
+    return spread
 
 
-def changes(a: np.ndarray, sa: np.ndarray, b: np.ndarray, sb: np.ndarray) -> np.ndarray:
-    """:func:`picture_change` of each row of b from the same row of a (pictures and their spreads)."""
-    d = b / sb[:, None] - a / sa[:, None]
+def normalised(small: np.ndarray) -> np.ndarray:
+    """Each picture (a row of :func:`small_gray`) divided by its spread: a row of NaN for an almost
+    uniform picture."""
+    return small / spreads(small)[:, None]
+
+
+def deviations(d: np.ndarray) -> np.ndarray:
+    """The median absolute deviation of each row of d (differences of normalised pictures)."""
     k = d.shape[1] // 2  # medians: the upper of the two middle values
     middle = np.sort(d, axis=1)[:, k]
     return np.sort(np.abs(d - middle[:, None]), axis=1)[:, k]
@@ -61,9 +72,8 @@ def picture_change(a: np.ndarray, b: np.ndarray) -> float | None:
     their difference. Exposure changes (gain and offset) cancel out; people moving change few pixels,
     so the median stays near 0; another scene changes most of them. Nothing here depends on where a
     two-toned picture's median falls. None when either picture is almost uniform."""
-    small = small_gray(np.stack([a, b]))
-    s = spreads(small)
-    c = float(changes(small[:1], s[:1], small[1:], s[1:])[0])
+    pictures = normalised(small_gray(np.stack([a, b])))
+    c = float(deviations(pictures[1:] - pictures[:1])[0])
     return None if np.isnan(c) else c
 
 
@@ -87,7 +97,7 @@ class CutDetector:
     def __init__(self, max_change: float = MAX_CHANGE) -> None:
         self.max_change = max_change
         self.last: float | None = None  # the latest frame's change from the one before it
-        self._previous: tuple[np.ndarray, np.ndarray] | None = None  # picture (1, pixels) and its spread
+        self._previous: np.ndarray | None = None  # the latest picture, normalised: (1, pixels)
 
     def check(self, frame: np.ndarray) -> float | None:
         """The change from the previous frame when it is a cut (above ``max_change``), else None."""
@@ -98,14 +108,13 @@ class CutDetector:
         lot (an HTTP request's frames), not a few per frame."""
         if len(frames) == 0:
             return []
-        small = small_gray(frames)
-        spread = spreads(small)
-        previous, self._previous = self._previous, (small[-1:], spread[-1:])
-        first = [np.nan]  # nothing to compare the first frame with
-        if previous is not None and previous[0].shape[1] == small.shape[1]:
-            small, spread, first = np.concatenate([previous[0], small]), np.concatenate([previous[1], spread]), []
-        values = first + changes(small[:-1], spread[:-1], small[1:], spread[1:]).tolist()
-        found: list[float | None] = [None if np.isnan(v) else v for v in values]
+        pictures = normalised(small_gray(frames))  # each frame's picture is normalised once, and kept
+        previous, self._previous = self._previous, pictures[-1:]
+        if previous is not None and previous.shape[1] == pictures.shape[1]:
+            values = deviations(pictures - np.concatenate([previous, pictures[:-1]])).tolist()
+        else:  # nothing to compare the first frame with
+            values = [np.nan, *deviations(pictures[1:] - pictures[:-1]).tolist()]
+        found: list[float | None] = [None if math.isnan(v) else v for v in values]
         self.last = found[-1]
         return [v if self.max_change and v is not None and v > self.max_change else None for v in found]
 

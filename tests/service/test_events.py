@@ -147,6 +147,27 @@ def test_cut_detector_calls_another_scene_a_cut_and_nothing_else():
     assert fresh.check(b[0]) is None and fresh.last is None  # nothing to compare with yet
 
 
+
+@pytest.mark.parametrize("chunk", [1, 3, 8])
+def test_cut_detector_in_chunks_gives_each_pairs_picture_change(chunk):
+    """A request's frames are checked at once, against the last frame of the request before (kept
+    normalised between calls): every frame's change is picture_change of it and the frame before, to
+    the last bit, across chunk edges, a cut and a blank picture."""
+    a = [to_model_frame(f, (32, 48), 1) for f in scene_frames(9, 32, 48, seed=0)]
+    b = [to_model_frame(f, (32, 48), 1) for f in scene_frames(7, 32, 48, seed=5)]
+    clip = np.stack([*a, *b[:4], np.full_like(a[0], 7), *b[4:]])  # a cut at frame 9, a blank at 13
+    d, found, lasts = CutDetector(), [], []
+    for k in range(0, len(clip), chunk):
+        found += d.check_many(clip[k : k + chunk])
+        lasts.append(d.last)
+    expected = [None] + [picture_change(clip[i - 1], clip[i]) for i in range(1, len(clip))]
+    assert found == [v if v is not None and v > 0.1 else None for v in expected]
+    assert [i for i, v in enumerate(found) if v is not None] == [9]
+    assert expected[13] is None and expected[14] is None  # the blank picture is compared with nothing
+    ends = [expected[min(k + chunk, len(clip)) - 1] for k in range(0, len(clip), chunk)]
+    assert lasts == ends
+
+
 def test_cut_detector_on_real_footage():
     """Ped2 consecutive frames are one scene, and so is a sudden change of exposure; an Avenue frame
     after a Ped2 frame is a cut (at the shipped model's 160x240 gray; benchmarks/scene_cuts.py measures
