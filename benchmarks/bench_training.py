@@ -2,7 +2,7 @@
 timed in turns in one run, beside this machine's matmul rate in each precision.
 
     python benchmarks/bench_training.py [--preset ped2] [--data ../shared/data/ped2/train]
-        [--precisions fp32 bf16] [--steps 4] [--rounds 3] [--profile] [--json FILE] [--quick]
+        [--precisions fp32 bf16] [--steps 4] [--rounds 3] [--compile] [--profile] [--json FILE] [--quick]
 
 Each stage's step is ``Trainer.train_step`` (forward, loss, backward, AdamW) on the stage's trainable
 parameters (teacher: encoder + teacher decoder; student: the student decoder on the frozen backbone),
@@ -10,8 +10,10 @@ on batches drawn once from the preset's training samples (pasted anomalies, grid
 data loading is not timed. Frames/s per stage and precision are medians over ``--rounds``; the
 precisions alternate within each round, so a neighbour slowing the machine slows both. The matmul
 rows are a 1024^3 product in torch at each precision (bench_model's median rate). ``--profile`` adds
-each precision's largest ops in teacher steps (torch.profiler). ``--quick``: the tiny preset, two
-rounds of two steps.
+each precision's largest ops in teacher steps (torch.profiler). ``--compile`` times each precision
+again with the network's forward compiled (``torch.compile``, Inductor), in the same rounds, and reports
+what the compile took (the first compiled step, not timed in the rows). ``--quick``: the tiny preset,
+two rounds of two steps.
 """
 
 from __future__ import annotations
@@ -49,20 +51,35 @@ def stage_setup(trainer: Trainer, teacher_stage: bool) -> tuple[AEDMAE, torch.op
 
 
 def stage_rates(trainer: Trainer, teacher_stage: bool, batches: list[dict[str, torch.Tensor]],
-                precisions: list[str], rounds: int) -> dict[str, list[float]]:
-    """Frames/s of ``len(batches)`` steps per precision and round (one warm-up step before each)."""
+                precisions: list[str], rounds: int, compile_backend: str | None = None,
+                ) -> tuple[dict[tuple[str, bool], list[float]], dict[str, float]]:
+    """Frames/s of ``len(batches)`` steps per (precision, compiled) and round (one warm-up step before
+    each), and the seconds each precision's first compiled step took (the compile). Compiled: the
+    forward under ``torch.compile(backend=compile_backend)``, where one is given."""
     net, opt, gen = stage_setup(trainer, teacher_stage)
     frames = sum(b["frames"].shape[0] for b in batches)
-    rates: dict[str, list[float]] = {p: [] for p in precisions}
+    eager = net.forward
+    compiled = compile_backend is not None
+    forwards = {False: eager, True: torch.compile(eager, backend=compile_backend)} if compiled else {False: eager}
+    variants = [(p, c) for c in forwards for p in precisions]
+    rates: dict[tuple[str, bool], list[float]] = {v: [] for v in variants}
+    compile_s = {}
+    for precision in precisions if compiled else []:
+        trainer.autocast_dtype = autocast_dtype(precision, trainer.device)
+        net.forward = forwards[True]  # type: ignore[method-assign]
+        t0 = time.perf_counter()
+        trainer.train_step(net, batches[0], gen, opt, teacher_stage)
+        compile_s[precision] = round(time.perf_counter() - t0, 1)
     for _ in range(rounds):
-        for precision in precisions:
+        for precision, c in variants:
             trainer.autocast_dtype = autocast_dtype(precision, trainer.device)
+            net.forward = forwards[c]  # type: ignore[method-assign]
             trainer.train_step(net, batches[0], gen, opt, teacher_stage)
             t0 = time.perf_counter()
             for batch in batches:
                 trainer.train_step(net, batch, gen, opt, teacher_stage)
-            rates[precision].append(frames / (time.perf_counter() - t0))
-    return rates
+            rates[precision, c].append(frames / (time.perf_counter() - t0))
+    return rates, compile_s
 
 
 def profile_teacher(trainer: Trainer, batches: list[dict[str, torch.Tensor]], precisions: list[str],
@@ -92,6 +109,7 @@ def main() -> None:
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
     p.add_argument("--steps", type=int, default=4, help="timed steps per precision and round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--compile", action="store_true", help="also each precision with the forward torch.compile'd")
     p.add_argument("--quick", action="store_true", help="tiny preset, 2 rounds of 2 steps")
     p.add_argument("--profile", action="store_true", help="also each precision's largest ops in teacher steps")
     p.add_argument("--json")
@@ -108,24 +126,28 @@ def main() -> None:
         samples = [trainer.dataset[i] for i in picks]
         batches = [default_collate(samples[i : i + train_cfg.batch_size])
                    for i in range(0, len(samples), train_cfg.batch_size)]
-        stages = {name: stage_rates(trainer, name == "teacher", batches, args.precisions, args.rounds)
-                  for name in ("teacher", "student")}
+        backend = "inductor" if args.compile else None
+        timed = {name: stage_rates(trainer, name == "teacher", batches, args.precisions, args.rounds, backend)
+                 for name in ("teacher", "student")}
         profiles = profile_teacher(trainer, batches, args.precisions) if args.profile else None
     matmul = {prec: torch_matmul_gflops(DTYPES[prec], 1.0) for prec in args.precisions}
     rows = []
     base = args.precisions[0]
-    for name, rates in stages.items():
-        for prec, values in rates.items():
+    for name, (rates, compile_s) in timed.items():
+        for (prec, compiled), values in rates.items():
             median = statistics.median(values)
-            rows.append({"stage": name, "precision": prec, "frames_per_s": round(median, 2),
+            rows.append({"stage": name, "precision": prec, "compiled": compiled, "frames_per_s": round(median, 2),
                          "runs": [round(v, 2) for v in values],
-                         "vs_" + base: round(median / statistics.median(rates[base]), 3)})
+                         "vs_" + base: round(median / statistics.median(rates[base, False]), 3)}
+                        | ({"compile_s": compile_s[prec]} if compiled else {}))
     print(f"preset {args.preset}, {model_cfg.image_size[0]}x{model_cfg.image_size[1]}, batch {train_cfg.batch_size}, "
           f"{torch.get_num_threads()} threads; matmul 1024^3: "
           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in matmul.items()))
-    print(f"{'stage':8s} {'precision':9s} {'frames/s':>9s} {'vs ' + base:>8s}   runs")
+    print(f"{'stage':8s} {'precision':14s} {'frames/s':>9s} {'vs ' + base:>8s}   runs")
     for r in rows:
-        print(f"{r['stage']:8s} {r['precision']:9s} {r['frames_per_s']:9.1f} {r['vs_' + base]:8.2f}   {r['runs']}")
+        label = r["precision"] + (" compiled" if r["compiled"] else "")
+        note = f"   (compile {r['compile_s']} s)" if r["compiled"] else ""
+        print(f"{r['stage']:8s} {label:14s} {r['frames_per_s']:9.1f} {r['vs_' + base]:8.2f}   {r['runs']}{note}")
     for prec, ops in (profiles or {}).items():
         print(f"teacher step, {prec}, share of CPU time: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in ops))
     if args.json:

@@ -53,14 +53,39 @@ def test_page_faults_measures_both_allocator_settings_in_their_own_processes(tmp
 @pytest.mark.slow
 def test_bench_training_quick(tmp_path, footage):
     result, stdout = run_benchmark(tmp_path, "bench_training.py", "--quick", "--profile", "--data", str(footage))
-    assert {(r["stage"], r["precision"]) for r in result["rows"]} == {
-        (stage, prec) for stage in ("teacher", "student") for prec in ("fp32", "bf16")}
+    assert {(r["stage"], r["precision"], r["compiled"]) for r in result["rows"]} == {
+        (stage, prec, False) for stage in ("teacher", "student") for prec in ("fp32", "bf16")}
     assert all(r["frames_per_s"] > 0 and len(r["runs"]) == 2 for r in result["rows"])
     assert all(r["vs_fp32"] == 1.0 for r in result["rows"] if r["precision"] == "fp32")
     assert set(result["matmul_gflops"]) == {"fp32", "bf16"} and "teacher" in stdout
     assert set(result["profile"]) == {"fp32", "bf16"} and all(0 < share <= 1 for prec in result["profile"].values()
                                                                for _, share in prec)
 
+
+
+def test_bench_training_times_the_compiled_forward_beside_eager(footage):
+    """``--compile``'s plumbing, with torch.compile's "eager" backend (traced by Dynamo, no C++ build;
+    the script itself compiles with Inductor): every (precision, compiled) pair timed each round, the
+    compile timed once, and without a backend eager steps only."""
+    import tempfile
+
+    from torch.utils.data import default_collate
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_training import stage_rates
+
+    from model.config import apply_overrides, preset
+    from model.training import Trainer
+
+    model_cfg, train_cfg = apply_overrides(*preset("tiny"), ["train.device=cpu"])
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer([str(footage)], out, model_cfg, train_cfg, progress=False)
+        batches = [default_collate([trainer.dataset[i] for i in range(train_cfg.batch_size)])]
+        rates, compile_s = stage_rates(trainer, True, batches, ["fp32"], rounds=2, compile_backend="eager")
+        plain, none_compiled = stage_rates(trainer, False, batches, ["fp32"], rounds=1)
+    assert set(rates) == {("fp32", False), ("fp32", True)} and all(len(v) == 2 and min(v) > 0 for v in rates.values())
+    assert set(compile_s) == {"fp32"} and compile_s["fp32"] > 0
+    assert set(plain) == {("fp32", False)} and none_compiled == {}
 
 def test_scene_cuts_quick(tmp_path):
     require_shared("footage")
