@@ -216,3 +216,25 @@ def test_config_validation():
         ModelConfig(image_size=(32, 40), patch_size=8).validate()
     with pytest.raises(ConfigError, match="unknown preset"):
         preset("nope")
+
+
+def test_scorer_by_hand_weights_the_discrepancy_and_averages_the_top_tokens():
+    """Ten tokens (a 2x5 grid), one frame: teacher errors 0..9, discrepancy 0.5 everywhere but 2.0 on
+    token 0. With weight 4 the tokens are 0 + 8 = 8, then 1 + 2 = 3, ..., 9 + 2 = 11; the top 20% (two
+    tokens) are 11 and 10, score 10.5; each component is reduced alone (teacher 9 and 8 -> 8.5,
+    discrepancy 2.0 and 0.5 -> 1.25); the heatmap is the tokens. 1% of ten tokens is still one token."""
+    from model.config import ScoringConfig
+
+    te = torch.arange(10, dtype=torch.float32)[None]
+    dis = torch.full((1, 10), 0.5)
+    dis[0, 0] = 2.0
+    cfg = ScoringConfig(reduction="topk", topk_fraction=0.2, discrepancy_weight=4.0)
+    got = Scorer((2, 5), cfg)(te, dis)
+    tokens = te + 4 * dis
+    assert got.score.tolist() == [10.5] and got.teacher_error.tolist() == [8.5]
+    assert got.discrepancy.tolist() == [1.25] and torch.isnan(got.calibrated).all()
+    torch.testing.assert_close(got.heatmap, tokens.view(1, 2, 5))
+    one = Scorer((2, 5), ScoringConfig(reduction="topk", topk_fraction=0.01, discrepancy_weight=4.0))
+    assert one.topk == 1 and one(te, dis).score.tolist() == [11.0]
+    mean = Scorer((2, 5), ScoringConfig(discrepancy_weight=4.0))(te, dis)  # the paper's mean over tokens
+    assert mean.score.tolist() == pytest.approx([float(tokens.mean())])

@@ -70,6 +70,32 @@ def test_timeout_closes_a_partial_batch():
     b.stop()
 
 
+
+def test_the_delay_counts_from_the_first_frame_of_a_batch_not_the_latest():
+    """Frames trickling in every 0.1 s against a 0.25 s delay: each batch closes 0.25 s after its first
+    frame, with about 3 frames, rather than waiting on while frames keep coming (which would hold all
+    twelve until the trickle stopped). The margin allows a worker stall of 0.3 s."""
+    backend = RecordingBackend()
+    b = make(backend, max_batch=64, max_delay_s=0.25)
+    jobs = []
+    for i in range(12):
+        jobs.append(job(i))  # (a job's clock starts when it is made)
+        b.submit(jobs[-1:])
+        time.sleep(0.1)
+    [j.future.result(5) for j in jobs]
+    b.stop()
+    assert sum(backend.batches) == 12 and len(backend.batches) >= 2 and backend.batches[0] <= 6, backend.batches
+
+
+def test_retry_after_is_the_queue_over_the_batches_every_worker_runs():
+    backends = [RecordingBackend(), RecordingBackend()]
+    for backend in backends:
+        backend.gate.clear()
+    b = Batcher(backends, 4, 0.05, 100, Metrics())
+    b.submit([job(i) for i in range(40)])  # not started: all 40 stay queued
+    b._last_batch_s = 0.5
+    assert b.retry_after_s() == pytest.approx(40 / 4 * 0.5 / 2)
+
 def test_overflow_is_refused_all_or_nothing_with_retry_after():
     backend = RecordingBackend()
     backend.gate.clear()

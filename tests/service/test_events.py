@@ -42,6 +42,17 @@ def test_event_needs_min_duration_above_enter_and_ends_below_exit():
     assert ev.end_reason == "score" and ev.end_frame == 14 and ev.start_time == pytest.approx(1000.4)
 
 
+
+def test_dips_below_exit_shorter_than_min_duration_each_do_not_end_an_event():
+    """At 10 frames/s: two dips below exit of three frames (0.2 s from first to last), between scores
+    above it: neither lasts min_duration_s (0.3 s), so the event stays open (a dip's clock restarts when
+    the score comes back; counted from the first dip, it would end at frame 13); the third dip, long
+    enough, ends it 0.3 s after it began."""
+    d = EventDetector("cam", EventSettings(enter=0.7, exit=0.5, min_duration_s=0.3, cooldown_s=0))
+    scores = [0.8] * 7 + [0.4] * 3 + [0.6] * 3 + [0.4] * 3 + [0.6] * 2 + [0.4] * 8
+    marks, _ = run(d, scores)
+    assert marks == [("start", 3), ("end", 21)]
+
 def test_event_regions_are_those_of_its_peak_frame():
     d = EventDetector("cam", EventSettings(enter=0.7, exit=0.5, min_duration_s=0, cooldown_s=0))
     frame = np.zeros((8, 12, 1), np.uint8)
