@@ -109,3 +109,12 @@ def test_shipped_model_boxes_the_pasted_object(corner):
     cx, cy = (x + size / 2) / w, (y + size / 2) / h
     assert x0 <= cx <= x1 and y0 <= cy <= y1, (top, (cx, cy))
     assert (x1 - x0) * (y1 - y0) < 0.25  # a region, not the whole frame
+
+
+def test_a_token_at_exactly_the_level_belongs_to_the_region_and_cold_tokens_are_no_heat():
+    """A token at half the peak is "at least half as hot", so in the region; a negative token (no
+    backend makes one, but the function takes any array) adds no heat to the total shares are of."""
+    heat = np.array([[1.0, 0.5, 0.0], [-1.0, 0.0, 0.25]], np.float32)
+    (region,) = hot_regions(heat, k=3)
+    assert region.tokens == 2 and region.box == (0.0, 0.0, 2 / 3, 0.5)
+    assert region.share == pytest.approx(1.5 / 1.75)

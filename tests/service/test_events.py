@@ -353,6 +353,19 @@ def test_shedding_enters_on_pressure_leaves_after_its_hold_and_holds_longer_when
     assert gap4.decide(1.0) == 4 and gap4.stride == 4
 
 
+
+def test_shedding_holds_from_the_latest_superseded_frame_and_doubles_its_hold_up_to_the_cap():
+    s = Shedding(True, hold_s=10.0, max_hold_s=30.0, rng=random.Random(1))
+    s.pressure(0.0)
+    assert s.decide(0.0) == 3
+    s.pressure(9.0)  # superseded again 9 s in: the hold (8-12 s) now runs from here, not from 0
+    assert s.decide(0.0 + 12.5) is None and s.decide(9.0 + 12.1) == 1
+    for hold in (20.0, 30.0, 30.0):  # back within twice the hold each time: doubled, capped at 30
+        back = s._since + 1.0
+        s.pressure(back)
+        assert s.decide(back) == 3 and s.hold_s == hold
+        assert s.decide(back + 1.21 * hold) == 1
+
 def test_score_pages_stop_at_the_first_record_still_waiting_and_count_what_is_gone():
     # seqs 1001-1010 of a life that began at 1000; 1001-1004 no longer kept; 1009 still waits for smoothing
     history = [{"seq": q, "capture_time": 50.0 + q - 1000, "final": q != 1009} for q in range(1005, 1011)]
