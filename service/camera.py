@@ -21,7 +21,12 @@ import numpy as np
 from model.frames import declared_fps
 
 log = logging.getLogger(__name__)
-CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+# user:password@ up to the authority's last "@": a password written with a raw "@" (FFmpeg takes it so)
+# must not leave its tail behind
+CREDENTIALS = re.compile(r"(?<=://)[^/?#\s]*@")
+# secrets that some cameras take in the query string instead (?user=admin&password=...)
+SECRET_PARAMS = re.compile(r"(?i)([?&;](?:password|passwd|pwd|pass|token|access_token|auth|authorization|key|"
+                           r"api_key|apikey|secret|signature|sig)=)[^&;#\s]*")
 
 
 _ANCHOR = (time.time(), time.monotonic())
@@ -35,8 +40,9 @@ def live_clock() -> float:
 
 
 def redact(url: str) -> str:
-    """The URL without ``user:password@`` (for logs, labels and API responses)."""
-    return CREDENTIALS.sub("***@", url)
+    """The URL (or a message holding one) without ``user:password@`` and without the values of
+    password-like query parameters (for logs, labels and API responses)."""
+    return SECRET_PARAMS.sub(r"\1***", CREDENTIALS.sub("***@", url))
 
 
 def backoff_wait(attempt: int, first_s: float, cap_s: float) -> float:

@@ -7,7 +7,8 @@ from model.loss import distillation_loss, motion_weights, teacher_loss
 def test_motion_weights_hand_computed():
     # one frame, 1 channel, 4x4 pixels, patch 2 -> 4 tokens
     grad = torch.zeros(1, 1, 4, 4)
-    grad[0, 0, 0, 0] = 10.0  # token 0: max 10
+    grad[0, 0, 0, 0] = 10.0  # token 0: max 10 (the patch's max, not its mean: the pixel below does not count)
+    grad[0, 0, 1, 1] = 5.0
     grad[0, 0, 1, 3] = 30.0  # token 1: max 30
     mask = torch.zeros(1, 1, 4, 4)
     mask[0, 0, 3, 3] = 1.0  # token 3: anomaly, boosted by max(128, 30) = 128

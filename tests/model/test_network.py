@@ -38,6 +38,25 @@ def test_output_shapes(tiny):
     assert none is None
 
 
+
+def test_training_masks_are_either_checkerboard_drawn_per_sample(tiny):
+    """Complementary training: each sample hides one of the two checkerboards, drawn per sample from
+    the generator (so every token is learnt both kept and hidden), the same draws for the same seed;
+    random training: any half of the tokens, sorted."""
+    import dataclasses
+
+    cfg = tiny[0]
+    phases = [checkerboard_keep(cfg.grid, p) for p in (0, 1)]
+    keep = train_keep(cfg, 64, torch.Generator().manual_seed(0))
+    which = [next(p for p in (0, 1) if torch.equal(row, phases[p])) for row in keep]
+    assert 16 <= sum(which) <= 48  # both phases, about half each (binomial(64, 0.5): 16-48 is 99.99%)
+    assert torch.equal(train_keep(cfg, 64, torch.Generator().manual_seed(0)), keep)
+    rnd = train_keep(dataclasses.replace(cfg, train_masking="random"), 8, torch.Generator().manual_seed(0))
+    tokens = cfg.grid[0] * cfg.grid[1]
+    assert rnd.shape == (8, tokens // 2) and all(torch.equal(r, r.sort().values) and len(set(r.tolist())) == len(r)
+                                                 for r in rnd)
+    assert not any(torch.equal(r, phases[0]) or torch.equal(r, phases[1]) for r in rnd)
+
 def test_patchify_roundtrip():
     images = torch.randn(2, 4, 16, 24)
     tokens = patchify(images, 8)

@@ -71,12 +71,15 @@ def test_hung_server_is_noticed_within_the_stall_timeout(rtsp_server):
 
 def test_failed_first_connect_is_down_and_stoppable(caplog):
     caplog.set_level(logging.INFO)
-    reader = CameraReader("nowhere", "rtsp://admin:hunter2@127.0.0.1:9/cam", lambda f, t, m: None,
-                          open_timeout_s=1, backoff_s=(0.1, 0.5)).start()
+    # a password with a raw "@" (FFmpeg reads up to the last one), and one more in the query string
+    reader = CameraReader("nowhere", "rtsp://admin:hun@ter2@127.0.0.1:9/cam?channel=1&pwd=hunter3",
+                          lambda f, t, m: None, open_timeout_s=1, backoff_s=(0.1, 0.5)).start()
     assert wait_for(lambda: reader.stats.state == "down", 10)
     reader.stop()
     assert not reader.alive
-    assert "hunter2" not in caplog.text and "***@127.0.0.1" in caplog.text
+    assert "hun" not in caplog.text and "hunter3" not in caplog.text
+    assert "rtsp://***@127.0.0.1:9/cam?channel=1&pwd=***" in caplog.text
+    assert "hun" not in reader.stats.last_error and "ter2" not in reader.stats.last_error
 
 
 class LateCapture:
@@ -198,3 +201,11 @@ def test_live_media_time_never_steps_back_with_the_wall_clock(monkeypatch):
 def test_redact():
     assert redact("rtsp://user:pa:ss@cam.local:554/x") == "rtsp://***@cam.local:554/x"
     assert redact("rtsp://cam.local/x") == "rtsp://cam.local/x"
+    assert redact("rtsp://admin:p@ss@cam/x") == "rtsp://***@cam/x"  # not "***@ss@cam": the password's tail
+    assert redact("rtsp://admin:p%40ss@[::1]:554/x") == "rtsp://***@[::1]:554/x"
+    assert redact("http://cam/x?user=a&Password=b&channel=1#f") == "http://cam/x?user=a&Password=***&channel=1#f"
+    assert redact("rtsp://cam/live?token=abc;key=def&keyframe=1") == "rtsp://cam/live?token=***;key=***&keyframe=1"
+    message = "down: cannot open rtsp://u:p@cam/x?pass=1 (timeout)"  # a URL inside an error message
+    assert redact(message) == "down: cannot open rtsp://***@cam/x?pass=*** (timeout)"
+    assert redact("/footage/cam@gate/day1.mp4") == "/footage/cam@gate/day1.mp4"  # a file path keeps its "@"
+    assert redact("file:///footage/cam@gate.mp4") == "file:///footage/cam@gate.mp4"
