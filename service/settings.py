@@ -93,11 +93,20 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
         if not path:
             return {}
         p = Path(path)
+        kind = "TOML" if p.suffix == ".toml" else "JSON"
         try:
             text = p.read_text()
-            return tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
-        except (OSError, ValueError) as e:
+        except OSError as e:
             raise ConfigError(f"AEDMAE_CONFIG={path}: cannot read the config file ({e})") from None
+        try:
+            data = tomllib.loads(text) if kind == "TOML" else json.loads(text)
+        except ValueError as e:  # e.g. YAML: say which formats there are, not only where JSON choked
+            raise ConfigError(f"AEDMAE_CONFIG={path}: not a valid {kind} file ({e}); config files are JSON, or "
+                              "TOML when named *.toml") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"AEDMAE_CONFIG={path}: the config file must hold an object of settings "
+                              f"(keys and values), not a {type(data).__name__}")
+        return data
 
 
 def _loads(what: str, load: Callable[[], object]) -> None:

@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
+from model.errors import ConfigError
 from service.decoding import decode_image, header_dimensions, heatmap_png, images_to_frames, npy_frames, rgb_to_frames
 from service.errors import BadRequest, Overloaded, PayloadTooLarge, UnsupportedMediaType
 from service.settings import Settings
@@ -94,6 +95,15 @@ def test_settings_env_and_config_file(tmp_path, monkeypatch):
         Settings(device="gpu")
     with pytest.raises(ValueError):
         Settings(unknown_field=1)
+    yaml = tmp_path / "aedmae.yaml"  # a format it does not read: said so, with the ones it does
+    yaml.write_text("workers: 2\n")
+    monkeypatch.setenv("AEDMAE_CONFIG", str(yaml))
+    with pytest.raises(ConfigError, match=r"not a valid JSON file .*config files are JSON, or TOML when named"):
+        Settings()
+    cfg.write_text("[1, 2]")  # JSON, but not settings
+    monkeypatch.setenv("AEDMAE_CONFIG", str(cfg))
+    with pytest.raises(ConfigError, match="must hold an object of settings"):
+        Settings()
 
 
 def test_invalid_settings_name_the_value_but_never_a_credential(monkeypatch):
