@@ -145,6 +145,11 @@ def load_bundle(path: str | Path, verify_hash: bool = True) -> Bundle:
         p = graphs[0]
     if not p.is_file():
         raise CheckpointError(f"{p}: no such model file")
+    if p.suffix not in (".onnx", ".engine"):  # e.g. the checkpoint's model.safetensors
+        graphs = sorted(p.parent.glob("*.onnx"))
+        raise CheckpointError(f"{p}: neither an ONNX graph nor a TensorRT engine; give the model folder or its "
+                              ".onnx (.engine) file" + (f": {graphs[0]}" if graphs else
+                                                        "; export one first: aedmae export onnx"))
     side = sidecar_path(p)
     if not side.is_file():
         raise CheckpointError(f"{p}: its sidecar {side.name} is missing (re-export with `aedmae export onnx`)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,11 @@ import numpy as np
 
 from model import checkpoint
 from model.datasets import read_test_set
+from model.errors import DataError
 from model.evaluation import ablation_scorers, apply_scorer, metrics_for, score_test_set, scorer_from_meta
 from model.frames import FrameCache
 from model.metrics import REFERENCE_SIGMA, OnlineSmoother, gaussian_smooth
 from model.plots import heatmap_strip, plot_roc, plot_timelines
-
-log = logging.getLogger(__name__)
 
 
 def _pct(x: float | None) -> str:
@@ -64,6 +62,10 @@ def run_evaluation(model_path: str | Path, data: str | Path, out_dir: str | Path
     net, meta = checkpoint.load(model_path)
     scorer = scorer_from_meta(net, meta)
     layout_name, videos = read_test_set(data, layout)
+    unknown = [name for name in examples or [] if name not in {v.name for v in videos}]
+    if unknown:  # before minutes of scoring, not after them
+        raise DataError(f"--examples {' '.join(unknown)}: no such test video in {data}; its videos are "
+                        + ", ".join(v.name for v in videos))
     out.mkdir(parents=True, exist_ok=True)  # after the inputs are read: a bad --data leaves no empty folder
     raw = score_test_set(net, videos, FrameCache(cache_dir or default_cache_dir()), progress)
     results = {k: (labels, apply_scorer(scorer, errors)) for k, (labels, errors, _) in raw.items()}
@@ -122,9 +124,6 @@ def _write_pictures(out: Path, results: dict[str, Any], raw: dict[str, Any], sco
     plot_timelines(series, out / "timelines.png", 0.5 if calibrated else None)
     chosen = examples if examples is not None else list(results)[:3]
     vmax = float(np.quantile(np.concatenate([s.heatmap.numpy().ravel() for _, s in results.values()]), 0.999))
-    for name in chosen:
-        if name not in results:
-            log.warning("no test video named %s; examples are from: %s", name, ", ".join(results))
-            continue
+    for name in chosen:  # (run_evaluation refused unknown names before scoring)
         y, s = results[name]
         heatmap_strip(raw[name][2], s.heatmap.numpy(), s.score.numpy(), y, vmax, out / f"heatmaps_{name}.png")

@@ -76,6 +76,9 @@ def test_corrupt_and_mismatched_files(tiny_onnx, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match=r"no \.onnx model"):
         load_bundle(tmp_path / "empty")
+    # the checkpoint's weights named instead of its graph: pointed to the graph beside them
+    with pytest.raises(CheckpointError, match=r"neither an ONNX graph nor a TensorRT engine.*: .*model\.onnx$"):
+        load_bundle(tiny_onnx.parent / "model.safetensors")
     with pytest.raises(ExportError, match="fp32 or fp16"):
         export_onnx(tiny_onnx.parent, tmp_path / "x.onnx", precision="int4")
 

@@ -21,6 +21,10 @@ def test_train_calibrate_evaluate_end_to_end(footage, labelled_test_set, tmp_pat
     assert len(meta["token_stats"]["teacher_error"]) == 4 * 6
 
     ev = tmp_path / "eval"
+    # an example video the test set does not hold is refused before any scoring, naming the ones it has
+    assert main(["evaluate", "--data", str(labelled_test_set), "--model", str(out), "--out", str(ev),
+                 "--cache-dir", cache, "--no-progress", "--examples", "b", "c"]) == 2
+    assert "--examples c: no such test video" in capsys.readouterr().err and not ev.exists()
     assert main(["evaluate", "--data", str(labelled_test_set), "--model", str(out), "--out", str(ev),
                  "--cache-dir", cache, "--no-progress", "--ablations", "--examples", "b"]) == 0
     printed = capsys.readouterr().out
