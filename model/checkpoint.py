@@ -70,6 +70,8 @@ def code_version() -> str:
 def resolve(path: str | Path) -> Path:
     """The checkpoint folder for a folder, a ``model.json`` or a ``model.safetensors`` path."""
     p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{path}: no such file or folder (a checkpoint is a folder holding {WEIGHTS} and {META})")
     folder = p if p.is_dir() else p.parent
     if not is_checkpoint(folder):
         raise CheckpointError(f"{path}: not a checkpoint (expected {WEIGHTS} and {META} in {folder})")

@@ -200,6 +200,8 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, tiny):
         checkpoint.load(folder)
     with pytest.raises(CheckpointError, match="not a checkpoint"):
         checkpoint.load(tmp_path)
+    with pytest.raises(CheckpointError, match="no such file or folder"):  # not "not a checkpoint ... in /"
+        checkpoint.load(tmp_path / "typo")
 
 
 def test_weights_and_metadata_of_different_saves_are_refused(tmp_path, tiny, monkeypatch):
