@@ -62,7 +62,6 @@ def test_bench_training_quick(tmp_path, footage):
                                                                for _, share in prec)
 
 
-
 def test_bench_training_times_the_compiled_forward_beside_eager(footage):
     """``--compile``'s plumbing, with torch.compile's "eager" backend (traced by Dynamo, no C++ build;
     the script itself compiles with Inductor): every (precision, compiled) pair timed each round, the
@@ -86,6 +85,7 @@ def test_bench_training_times_the_compiled_forward_beside_eager(footage):
     assert set(rates) == {("fp32", False), ("fp32", True)} and all(len(v) == 2 and min(v) > 0 for v in rates.values())
     assert set(compile_s) == {"fp32"} and compile_s["fp32"] > 0
     assert set(plain) == {("fp32", False)} and none_compiled == {}
+
 
 def test_scene_cuts_quick(tmp_path):
     require_shared("footage")

@@ -42,13 +42,13 @@ def test_roc_curve_endpoints_and_area():
     assert np.all(np.diff(thr[1:]) < 0)
 
 
-
 def test_roc_curve_by_hand_with_more_negatives_than_positives():
     # descending: 0.9 (abnormal), 0.6 (normal), 0.5 (abnormal), 0.2, 0.1 (normal): each step by hand
     fpr, tpr, thr = roc_curve(np.array([0, 0, 0, 1, 1]), np.array([0.1, 0.2, 0.6, 0.5, 0.9]))
     np.testing.assert_allclose(tpr, [0, 0.5, 0.5, 1, 1, 1])
     np.testing.assert_allclose(fpr, [0, 0, 1 / 3, 1 / 3, 2 / 3, 1])
     np.testing.assert_allclose(thr, [np.inf, 0.9, 0.6, 0.5, 0.2, 0.1])
+
 
 def test_summary_skips_single_class_videos_without_padding():
     per_video = {
@@ -166,7 +166,6 @@ def test_calibration_maps_quantile_to_half():
         fit_calibration(np.array([1.0]), 0.99)
 
 
-
 def test_calibration_false_alarm_rate_counts_each_half_against_the_others_threshold():
     """Groups 0 and 2 hold scores 0.005..0.995, groups 1 and 3 the same + 0.5. Fitted on the first
     half (threshold ~0.90) the second alarms on its 60 values from 0.905 up; fitted on the second
@@ -177,6 +176,7 @@ def test_calibration_false_alarm_rate_counts_each_half_against_the_others_thresh
     groups = np.repeat([0, 1, 2, 3], 100)
     assert fit_calibration(scores, 0.9, groups).false_alarm_rate == pytest.approx(0.3)
     assert fit_calibration(scores, 0.9).false_alarm_rate is None  # no groups: no cross-validation
+
 
 def test_scene_check_warns_only_when_nearly_every_frame_of_enough_frames_alerts():
     n = SCENE_CHECK_FRAMES

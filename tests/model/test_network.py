@@ -38,7 +38,6 @@ def test_output_shapes(tiny):
     assert none is None
 
 
-
 def test_training_masks_are_either_checkerboard_drawn_per_sample(tiny):
     """Complementary training: each sample hides one of the two checkerboards, drawn per sample from
     the generator (so every token is learnt both kept and hidden), the same draws for the same seed;
@@ -56,6 +55,7 @@ def test_training_masks_are_either_checkerboard_drawn_per_sample(tiny):
     assert rnd.shape == (8, tokens // 2) and all(torch.equal(r, r.sort().values) and len(set(r.tolist())) == len(r)
                                                  for r in rnd)
     assert not any(torch.equal(r, phases[0]) or torch.equal(r, phases[1]) for r in rnd)
+
 
 def test_patchify_roundtrip():
     images = torch.randn(2, 4, 16, 24)

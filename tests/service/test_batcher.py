@@ -70,7 +70,6 @@ def test_timeout_closes_a_partial_batch():
     b.stop()
 
 
-
 def test_the_delay_counts_from_the_first_frame_of_a_batch_not_the_latest():
     """Frames trickling in every 0.1 s against a 0.25 s delay: each batch closes 0.25 s after its first
     frame, with about 3 frames, rather than waiting on while frames keep coming (which would hold all
@@ -95,6 +94,7 @@ def test_retry_after_is_the_queue_over_the_batches_every_worker_runs():
     b.submit([job(i) for i in range(40)])  # not started: all 40 stay queued
     b._last_batch_s = 0.5
     assert b.retry_after_s() == pytest.approx(40 / 4 * 0.5 / 2)
+
 
 def test_overflow_is_refused_all_or_nothing_with_retry_after():
     backend = RecordingBackend()

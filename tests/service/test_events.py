@@ -42,7 +42,6 @@ def test_event_needs_min_duration_above_enter_and_ends_below_exit():
     assert ev.end_reason == "score" and ev.end_frame == 14 and ev.start_time == pytest.approx(1000.4)
 
 
-
 def test_dips_below_exit_shorter_than_min_duration_each_do_not_end_an_event():
     """At 10 frames/s: two dips below exit of three frames (0.2 s from first to last), between scores
     above it: neither lasts min_duration_s (0.3 s), so the event stays open (a dip's clock restarts when
@@ -52,6 +51,7 @@ def test_dips_below_exit_shorter_than_min_duration_each_do_not_end_an_event():
     scores = [0.8] * 7 + [0.4] * 3 + [0.6] * 3 + [0.4] * 3 + [0.6] * 2 + [0.4] * 8
     marks, _ = run(d, scores)
     assert marks == [("start", 3), ("end", 21)]
+
 
 def test_event_regions_are_those_of_its_peak_frame():
     d = EventDetector("cam", EventSettings(enter=0.7, exit=0.5, min_duration_s=0, cooldown_s=0))
@@ -156,7 +156,6 @@ def test_cut_detector_calls_another_scene_a_cut_and_nothing_else():
     assert [off.check(f) for f in (a[0], b[0])] == [None, None] and off.last > 0.1
     fresh = CutDetector()  # what a stream makes when a segment ends
     assert fresh.check(b[0]) is None and fresh.last is None  # nothing to compare with yet
-
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 8])
@@ -353,7 +352,6 @@ def test_shedding_enters_on_pressure_leaves_after_its_hold_and_holds_longer_when
     assert gap4.decide(1.0) == 4 and gap4.stride == 4
 
 
-
 def test_shedding_holds_from_the_latest_superseded_frame_and_doubles_its_hold_up_to_the_cap():
     s = Shedding(True, hold_s=10.0, max_hold_s=30.0, rng=random.Random(1))
     s.pressure(0.0)
@@ -365,6 +363,7 @@ def test_shedding_holds_from_the_latest_superseded_frame_and_doubles_its_hold_up
         s.pressure(back)
         assert s.decide(back) == 3 and s.hold_s == hold
         assert s.decide(back + 1.21 * hold) == 1
+
 
 def test_score_pages_stop_at_the_first_record_still_waiting_and_count_what_is_gone():
     # seqs 1001-1010 of a life that began at 1000; 1001-1004 no longer kept; 1009 still waits for smoothing
@@ -384,7 +383,6 @@ def test_score_pages_stop_at_the_first_record_still_waiting_and_count_what_is_go
     assert [r["seq"] for r in got["scores"]] == [1009, 1010] and got["next_after"] == 1010
     got["scores"][0]["final"] = True
     assert history[4]["final"] is False  # copies: the scoring thread fills the kept records in later
-
 
 
 def test_a_busy_camera_cannot_push_out_a_quiet_cameras_events():
