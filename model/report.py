@@ -62,10 +62,11 @@ def run_evaluation(model_path: str | Path, data: str | Path, out_dir: str | Path
     net, meta = checkpoint.load(model_path)
     scorer = scorer_from_meta(net, meta)
     layout_name, videos = read_test_set(data, layout)
-    unknown = [name for name in examples or [] if name not in {v.name for v in videos}]
+    names = [v.name for v in videos]
+    unknown = [name for name in examples or [] if name not in names]
     if unknown:  # before minutes of scoring, not after them
         raise DataError(f"--examples {' '.join(unknown)}: no such test video in {data}; its videos are "
-                        + ", ".join(v.name for v in videos))
+                        + ", ".join(names))
     out.mkdir(parents=True, exist_ok=True)  # after the inputs are read: a bad --data leaves no empty folder
     raw = score_test_set(net, videos, FrameCache(cache_dir or default_cache_dir()), progress)
     results = {k: (labels, apply_scorer(scorer, errors)) for k, (labels, errors, _) in raw.items()}

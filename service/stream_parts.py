@@ -132,8 +132,8 @@ class Shedding:
             self.stride, self._since, self.entered = self.shed_stride, now, self.entered + 1
             self._jitter = self._rng.uniform(0.8, 1.2)
             return self.stride
-        since = now if self._since is None else self._since  # (`self._since or now` took a clock at 0.0 for none)
-        if now - max(since, self._pressure_at) >= self.hold_s * self._jitter:
+        assert self._since is not None  # set whenever the stride changes (a start at clock 0.0 is falsy: no `or`)
+        if now - max(self._since, self._pressure_at) >= self.hold_s * self._jitter:
             self.stride, self._since = 1, now
             return 1
         return None
