@@ -1,4 +1,4 @@
-"""Event hysteresis, sampling, validity, scene cuts, the SSE bus and the webhook sender (real HTTP on
+"""Event hysteresis, sampling, validity, the SSE bus and the webhook sender (real HTTP on
 loopback)."""
 
 import asyncio
@@ -9,16 +9,13 @@ import threading
 import time
 from typing import ClassVar
 
-import cv2
 import numpy as np
 import pytest
 
-from model.cuts import CutDetector, picture_change
-from model.frames import to_model_frame
 from service.events import Event, EventBus, EventDetector, WebhookSender
 from service.settings import EventSettings, StreamSpec
 from service.stream_parts import RateMeter, Sampler, Shedding, Validity, page
-from tests.conftest import QuietHandler, http_server, require_shared, scene_frames, wait_for
+from tests.conftest import QuietHandler, http_server, wait_for
 
 
 def run(detector, scores, fps=10.0, start=0):
@@ -139,58 +136,6 @@ def test_validity_measures_every_4th_pixel_of_every_channel(changed, frozen):
     v = Validity(frozen_s=0.1)
     states = [v.check(f, t / 10) for t, f in enumerate([still, moved, still.copy(), moved])]
     assert (states[-1] == "frozen") == frozen
-
-
-def test_cut_detector_calls_another_scene_a_cut_and_nothing_else():
-    # blobs moving on a faint texture (they carry most of the picture's variation), at the tiny
-    # model's 32x48, where the correlation of consecutive frames fell to 0.47
-    a = np.stack([to_model_frame(f, (32, 48), 1) for f in scene_frames(30, 32, 48, seed=0)])
-    b = np.stack([to_model_frame(f, (32, 48), 1) for f in scene_frames(2, 32, 48, seed=5)])
-    d = CutDetector()
-    assert [d.check(f) for f in a] == [None] * 30 and 0 <= d.last < 0.1
-    r = d.check(b[0])  # another camera switched onto the stream
-    assert r is not None and r > 0.1 and r == d.last == pytest.approx(picture_change(a[-1], b[0]), abs=1e-6)
-    assert d.check(b[1]) is None  # the new scene goes on
-    assert d.check(np.full_like(b[0], 7)) is None and d.last is None  # blank: Validity's business
-    off = CutDetector(max_change=0)
-    assert [off.check(f) for f in (a[0], b[0])] == [None, None] and off.last > 0.1
-    fresh = CutDetector()  # what a stream makes when a segment ends
-    assert fresh.check(b[0]) is None and fresh.last is None  # nothing to compare with yet
-
-
-@pytest.mark.parametrize("chunk", [1, 3, 8])
-def test_cut_detector_in_chunks_gives_each_pairs_picture_change(chunk):
-    """A request's frames are checked at once, against the last frame of the request before (kept
-    normalised between calls): every frame's change is picture_change of it and the frame before, to
-    the last bit, across chunk edges, a cut and a blank picture."""
-    a = [to_model_frame(f, (32, 48), 1) for f in scene_frames(9, 32, 48, seed=0)]
-    b = [to_model_frame(f, (32, 48), 1) for f in scene_frames(7, 32, 48, seed=5)]
-    clip = np.stack([*a, *b[:4], np.full_like(a[0], 7), *b[4:]])  # a cut at frame 9, a blank at 13
-    d, found, lasts = CutDetector(), [], []
-    for k in range(0, len(clip), chunk):
-        found += d.check_many(clip[k : k + chunk])
-        lasts.append(d.last)
-    expected = [None] + [picture_change(clip[i - 1], clip[i]) for i in range(1, len(clip))]
-    assert found == [v if v is not None and v > 0.1 else None for v in expected]
-    assert [i for i, v in enumerate(found) if v is not None] == [9]
-    assert expected[13] is None and expected[14] is None  # the blank picture is compared with nothing
-    ends = [expected[min(k + chunk, len(clip)) - 1] for k in range(0, len(clip), chunk)]
-    assert lasts == ends
-
-
-def test_cut_detector_on_real_footage():
-    """Ped2 consecutive frames are one scene, and so is a sudden change of exposure; an Avenue frame
-    after a Ped2 frame is a cut (at the shipped model's 160x240 gray; benchmarks/scene_cuts.py measures
-    every video)."""
-    folder = require_shared("ped2", "test", "01")
-    ok, avenue = cv2.VideoCapture(str(require_shared("footage", "avenue_train_11.mp4"))).read()
-    assert ok
-    ped2 = [to_model_frame(cv2.imread(str(p)), (160, 240), 1) for p in sorted(folder.glob("*.jpg"))[:30]]
-    d = CutDetector()
-    assert [d.check(f) for f in ped2] == [None] * 30 and d.last < 0.05
-    darker = (ped2[-1] * 0.5 + 40).astype(np.uint8)  # the exposure changes at once
-    assert d.check(darker) is None and d.last < 0.01
-    assert d.check(to_model_frame(avenue, (160, 240), 1)) is not None
 
 
 def test_bus_replays_after_an_id_and_bounds_slow_subscribers():
