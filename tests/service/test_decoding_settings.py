@@ -1,5 +1,6 @@
 import io
 import json
+import warnings
 
 import cv2
 import numpy as np
@@ -23,6 +24,18 @@ def test_header_dimensions(ext):
     assert header_dimensions(data) == (53, 37)
 
 
+@pytest.mark.parametrize("marker", [0xC4, 0xC8, 0xCC])
+def test_jpeg_header_skips_the_markers_in_the_start_of_frame_range_that_are_not_one(marker):
+    """0xC4 (Huffman tables), 0xC8 (reserved) and 0xCC (arithmetic coding) share the start-of-frame
+    range: their bytes are not a size. Here one comes first, then a baseline start of frame (0xC0)
+    of 37 rows of 53."""
+    other = bytes([0xFF, marker, 0x00, 0x0B, 0x08, 0x11, 0x11, 0x22, 0x22, 0x03, 0, 0, 0])
+    start_of_frame = bytes([0xFF, 0xC0, 0x00, 0x11, 0x08, 0x00, 37, 0x00, 53, 0x03]) + bytes(12)
+    assert header_dimensions(b"\xff\xd8" + other + start_of_frame) == (53, 37)
+    progressive = cv2.imencode(".jpg", encode(".png", 37, 53)[1], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    assert header_dimensions(progressive) == (53, 37)  # 0xC2
+
+
 def test_decode_rejects_bombs_before_decoding():
     data, _ = encode(".png", 300, 400)
     with pytest.raises(PayloadTooLarge, match="400x300"):
@@ -31,6 +44,22 @@ def test_decode_rejects_bombs_before_decoding():
         decode_image(b"BM" + b"\x00" * 50, 0, 10**6)
     with pytest.raises(BadRequest, match="frame 2: corrupt"):
         decode_image(encode(".png")[0][:40], 2, 10**6)
+    bomb = bytearray(encode(".png")[0][:40])  # says 100000x100000: refused from its header, not decoded
+    bomb[16:24] = (100_000).to_bytes(4, "big") * 2
+    with pytest.raises(PayloadTooLarge, match="100000x100000"):
+        decode_image(bomb, 0, 10**6)
+
+
+def test_an_image_whose_header_cannot_be_read_is_measured_after_decoding():
+    """Two stray bytes after a JPEG's first segment hide its size from the header reader, and libjpeg
+    decodes it anyway (with a warning): the size is checked again on the decoded picture."""
+    data, _ = encode(".jpg", 100, 100)
+    end = 4 + int.from_bytes(data[4:6], "big")
+    stray = data[:end] + b"\x00\x00" + data[end:]
+    assert header_dimensions(stray) is None
+    assert decode_image(stray, 0, 10_000).shape == (100, 100, 3)
+    with pytest.raises(PayloadTooLarge, match="100x100"):
+        decode_image(stray, 0, 9_999)
 
 
 def test_frames_resized_to_model_size_and_channels():
@@ -78,6 +107,17 @@ def test_heatmap_png_scale():
     png = heatmap_png(np.array([[0.0, 1.0], [2.0, 4.0]]), scale=2.0)
     back = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
     assert back.tolist() == [[0, 128], [255, 255]]
+    with warnings.catch_warnings():  # a scale of 0 (an uncalibrated model whose golden heatmap is all 0)
+        warnings.simplefilter("error")
+        png = heatmap_png(np.array([[0.0, 1e-9]]), scale=0.0)
+    assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED).tolist() == [[0, 255]]
+
+
+def test_npy_frames_may_have_exactly_max_pixels():
+    body = npy_body(np.zeros((1, 10, 10, 3), np.uint8))
+    assert npy_frames(body, 1, 100).shape == (1, 10, 10, 3)
+    with pytest.raises(PayloadTooLarge, match=r"10x10 are outside 1\.\.99 pixels"):
+        npy_frames(body, 1, 99)
 
 
 def test_settings_env_and_config_file(tmp_path, monkeypatch):

@@ -58,8 +58,22 @@ def test_limits_on_files_and_parts():
     with pytest.raises(PayloadTooLarge, match="more than 4 frames"):
         multipart_files(body, ctype, "frames", 4, 8)
     body, ctype = encoded([("frames", ("a.jpg", b"\xff\xd8\xff", "image/jpeg"))], data={f"f{i}": "x" for i in range(9)})
-    with pytest.raises(PayloadTooLarge, match="more than 8 parts"):
-        multipart_files(body, ctype, "frames", 4, 8)
+    assert len(multipart_files(body, ctype, "frames", 4, 10)) == 1  # 10 parts: at the limit
+    with pytest.raises(PayloadTooLarge, match="more than 9 parts"):
+        multipart_files(body, ctype, "frames", 4, 9)
+
+
+def test_a_boundary_of_more_than_200_characters_is_refused():
+    """RFC 2046 allows 70; up to 200 are read (lenient), a longer one is refused before any search."""
+    for length, ok in ((200, True), (201, False)):
+        boundary = "b" * length
+        body = f'--{boundary}\r\nContent-Disposition: form-data; name="frames"; filename="a"\r\n\r\nX\r\n--{boundary}--'
+        ctype = f"multipart/form-data; boundary={boundary}"
+        if ok:
+            assert multipart_files(body.encode(), ctype, "frames", 4, 8) == [b"X"]
+        else:
+            with pytest.raises(BadRequest, match="names no boundary"):
+                multipart_files(body.encode(), ctype, "frames", 4, 8)
 
 
 def test_every_truncation_and_byte_flip_is_a_4xx_or_a_parse():
