@@ -105,12 +105,33 @@ def test_sampler_keeps_the_target_rate_on_the_source_clock():
     assert all(Sampler(None).take(t) for t in (0, 0, 0.001))
 
 
+def test_sampler_keeps_its_slots_on_an_uneven_source_and_tolerates_float_clocks():
+    """A 7 fps source sampled at 5 fps: the slots stay 0.2 s apart on the source's clock (0, 0.29,
+    0.43, 0.71, 0.86, 1.0, ...), 50 frames of 70 in 10 s; restarting the slot from each kept frame
+    would keep 35. A 10 fps source at 10 fps keeps every frame, though 0.1 + 0.1 + 0.1 > 0.3."""
+    s = Sampler(5.0)
+    kept = [i for i in range(70) if s.take(i / 7)]
+    assert kept[:6] == [0, 2, 3, 5, 6, 7] and len(kept) == 50
+    s = Sampler(10.0)
+    assert all(s.take(i / 10) for i in range(30))
+
+
 def test_rate_meter():
     m = RateMeter(window_s=2.0)
     for i in range(41):
         m.tick(i * 0.05)
-    assert m.rate(2.0) == pytest.approx(20, rel=0.05)
+    assert m.rate(2.0) == pytest.approx(20, rel=1e-9)  # 40 intervals in 2 s
+    assert m.rate(2.5) == pytest.approx(15, rel=1e-9)  # stalled: 30 intervals over the 2 s window, not 20
     assert m.rate(10.0) == 0.0
+
+
+def test_rate_meter_forgets_ticks_older_than_its_window():
+    """10 a second until t = 10, then one a second: 2 s later it reads 1 (ticks 10, 11, 12), not the
+    3.8 it would read counting the ticks from 9.1 on."""
+    m = RateMeter(window_s=2.0)
+    for t in [i / 10 for i in range(101)] + [11.0, 12.0]:
+        m.tick(t)
+    assert m.rate(12.0) == pytest.approx(1.0, rel=1e-9)
 
 
 def test_validity_flags_frozen_and_blank_pictures():
@@ -123,10 +144,30 @@ def test_validity_flags_frozen_and_blank_pictures():
     assert v.check(np.full((48, 64, 3), 3, np.uint8), 0.8) == "blank"
 
 
-@pytest.mark.parametrize("changed, frozen", [(143, True), (145, False)])
+def test_validity_after_a_reset_or_a_new_size_starts_its_frozen_clock_again():
+    """After a reset (a new segment) the first frame has nothing to compare with, so a still picture
+    is frozen frozen_s after the second frame, as for a new camera; a frame of another size is compared
+    with nothing."""
+    still = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    v = Validity(frozen_s=0.25)
+    v.check(still, 0.0)
+    v.reset()
+    assert [v.check(still, t) for t in (1.0, 1.25, 1.5)] == [None, None, "frozen"]
+    assert v.check(np.resize(still, (96, 128, 3)), 1.75) is None
+
+
+@pytest.mark.parametrize(("levels", "blank"), [((100, 106), False), ((100, 105), True)])
+def test_a_picture_is_blank_below_a_standard_deviation_of_3(levels, blank):
+    """Two levels 6 apart in equal shares: a standard deviation of exactly 3, not blank; 5 apart: 2.5."""
+    frame = np.full((48, 64, 3), levels[0], np.uint8)
+    frame[:, 4::8] = levels[1]  # every other column read (every 4th is): half of the values
+    assert (Validity().check(frame, 0.0) == "blank") == blank
+
+
+@pytest.mark.parametrize("changed, frozen", [(143, True), (144, False), (145, False)])
 def test_validity_measures_every_4th_pixel_of_every_channel(changed, frozen):
     """A 48x64 RGB picture is checked on 12x16x3 = 576 values: changing 143 of them by 1 (a mean
-    difference of 0.248) is still the same picture, 145 (0.252) is not; the threshold is 0.25."""
+    difference of 0.248) is still the same picture, 144 (0.25, the threshold) or 145 (0.252) are not."""
     rng = np.random.default_rng(1)
     still = rng.integers(50, 200, (48, 64, 3), dtype=np.uint8)
     moved = still.copy()
@@ -324,6 +365,11 @@ def test_score_pages_stop_at_the_first_record_still_waiting_and_count_what_is_go
     assert got["scores"] == [] and got["next_after"] == 1008  # nothing final yet: ask again from there
     got = page(history, seqs, None, 55.5, 500)
     assert [r["seq"] for r in got["scores"]] == [1006, 1007, 1008] and got["next_since"] == 58.0
+    got = page(history, seqs, None, 56.0, 500)  # a poller's next_since: record 1006 is not sent twice
+    assert [r["seq"] for r in got["scores"]] == [1007, 1008]
+    got = page(history, seqs, None, 58.0, 500)
+    assert got["scores"] == [] and got["next_since"] == 58.0  # nothing final after it yet: ask again
+    assert page([], seqs, 1005, None, 10)["missed"] == 5  # nothing kept: 1006-1010 are gone
     got = page(history, seqs, None, None, 2)  # no cursor: the newest, final or not
     assert [r["seq"] for r in got["scores"]] == [1009, 1010] and got["next_after"] == 1010
     got["scores"][0]["final"] = True
