@@ -40,6 +40,11 @@ def test_the_average_follows_by_hand_and_swaps_back_exactly():
     assert all(torch.equal(trained[k], v) for k, v in net.state_dict().items()), "applied() puts them back"
 
     state = average.state_dict()
+    snapshot = state["average"]["0.weight"].clone()
+    average.update()  # a snapshot: what was saved does not move on with the average
+    assert not torch.equal(average.average["0.weight"], snapshot)
+    assert torch.equal(state["average"]["0.weight"], snapshot)
+    average.load_state_dict(state)  # and back to it
     again = WeightAverage(net, decay=0.25)
     again.load_state_dict(state)
     assert again.updates == 3 and torch.equal(again.average["0.weight"], average.average["0.weight"])
