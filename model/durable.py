@@ -1,6 +1,6 @@
 """Replacing files so that a crash or a power cut leaves the old version or the new one, never an empty
-or half-written file: the one way the project publishes checkpoints, training state, exported models
-and the camera store.
+or half-written file: the one way the project publishes checkpoints, training state, exported models,
+the camera store and the frame cache.
 
 A rename is atomic, but on a power cut the renamed file's data may not have reached the disk yet
 (ext4 and XFS can leave it empty), and the rename itself is durable only once its folder is synced.

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from model import durable
 from model.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ class FrameCache:
             self.root.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp.npy")
             np.save(tmp, frames)
-            tmp.replace(path)  # atomic: a crashed decode never leaves a half-written cache entry
+            durable.replace((tmp, path))  # a crash or power cut never leaves a half-written entry to load
             log.debug("cached %s (%d frames) -> %s", source.path, len(frames), path)
         return np.load(path, mmap_mode="r")
 

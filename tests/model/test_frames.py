@@ -1,9 +1,20 @@
+import os
+import warnings
+
+import cv2
 import numpy as np
 import pytest
 
 from model.errors import DataError
-from model.frames import FrameCache, decode, discover, natural_key
-from tests.conftest import require_shared, scene_frames, write_frame_folder, write_video
+from model.frames import FrameCache, declared_fps, decode, discover, natural_key, to_model_frame, to_uint8
+from tests.conftest import (
+    assert_durable,
+    record_disk_ops,
+    require_shared,
+    scene_frames,
+    write_frame_folder,
+    write_video,
+)
 
 
 def test_natural_sort(tmp_path):
@@ -12,6 +23,15 @@ def test_natural_sort(tmp_path):
     (src,) = discover(folder)
     assert [f.stem for f in src.frames] == [str(i) for i in range(12)]
     assert sorted(["f10", "f2", "f1"], key=natural_key) == ["f1", "f2", "f10"]
+    assert sorted(["B2", "a10", "a2"], key=natural_key) == ["a2", "a10", "B2"]  # letters in any case
+
+
+def test_suffixes_in_capitals_are_frames_and_videos(tmp_path):
+    """Cameras and Windows tools write 0001.JPG and CLIP.MP4."""
+    folder = write_frame_folder(tmp_path / "root", "v", scene_frames(8), ext=".PNG")
+    write_video(tmp_path / "root" / "CLIP.MP4", scene_frames(8))
+    assert [(s.name, len(s.frames)) for s in discover(tmp_path / "root")] == [("CLIP", 0), ("v", 8)]
+    assert len(discover(folder)[0].frames) == 8
 
 
 def test_discover_root_of_videos_and_files(tmp_path):
@@ -66,8 +86,6 @@ def test_short_video(tmp_path):
 
 
 def test_mixed_frame_sizes(tmp_path):
-    import cv2
-
     folder = write_frame_folder(tmp_path, "mixed", scene_frames(8))
     cv2.imwrite(str(folder / "5.png"), np.zeros((10, 10, 3), np.uint8))
     (src,) = discover(folder)
@@ -79,8 +97,6 @@ def test_deep_frames_keep_one_brightness_scale(tmp_path):
     """16-bit and float frames map to 8 bits by one fixed rule, never by each frame's own maximum: a
     dark frame stays dark beside a bright one (stretching would make both white), and a pixel type
     without a sensible mapping is an error naming the file."""
-    import cv2
-
     folder = tmp_path / "deep"
     folder.mkdir()
     levels = [1000, 1000, 1000, 40000, 65535, 1000, 1000]
@@ -106,6 +122,36 @@ def test_deep_frames_keep_one_brightness_scale(tmp_path):
         decode(src, (8, 12), 1)
 
 
+def test_float_pixels_that_are_not_a_number_are_black():
+    image = np.array([[0.5, np.nan], [1.0, 0.0]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NaN reaches the cast to uint8
+        assert to_uint8(image).tolist() == [[128, 0], [255, 0]]
+
+
+def test_frames_shrink_by_the_mean_of_each_area():
+    """8x8 -> 2x2 takes the mean of each 4x4 block (values in steps of 16, so every mean is whole);
+    sampling between pixels would see 4 of the 16."""
+    image = (np.random.default_rng(0).integers(0, 16, (8, 8)) * 16).astype(np.uint8)
+    blocks = image.reshape(2, 4, 2, 4).mean(axis=(1, 3))
+    assert to_model_frame(image, (2, 2), 1)[..., 0].tolist() == blocks.astype(np.uint8).tolist()
+
+
+class _Declares:
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+
+    def get(self, prop: int) -> float:
+        assert prop == cv2.CAP_PROP_FPS
+        return self.fps
+
+
+def test_a_declared_frame_rate_is_believed_between_0_and_1000():
+    """0 (not said), NaN and 90000 (a stream's clock rate, not its frame rate) are not frame rates."""
+    assert [declared_fps(_Declares(f)) for f in (25.0, 999.0, 0.0, -1.0, float("nan"), 90000.0)] == [
+        25.0, 999.0, None, None, None, None]
+
+
 def test_cache_decodes_once(tmp_path, monkeypatch):
     import model.frames as frames_mod
 
@@ -116,6 +162,25 @@ def test_cache_decodes_once(tmp_path, monkeypatch):
     again = cache.load(src, (24, 36), 3)
     assert isinstance(again, np.memmap) and np.array_equal(first, again)
     assert cache.path_for(src, (24, 36), 3) != cache.path_for(src, (24, 36), 1)
+
+
+def test_cache_entries_are_written_durably_and_renewed_when_a_frame_is_touched(tmp_path, monkeypatch):
+    """A new entry is synced before its rename and its folder after (a power cut leaves no empty entry
+    to load); a frame rewritten at the same size (only its modification time differs) is a new entry."""
+    ops = record_disk_ops(monkeypatch)
+    (src,) = discover(write_frame_folder(tmp_path, "v", scene_frames(8)))
+    cache = FrameCache(tmp_path / "cache")
+    cache.load(src, (24, 36), 3)
+    first = cache.path_for(src, (24, 36), 3)
+    assert_durable(ops, first)
+    stat = src.frames[3].stat()
+    os.utime(src.frames[3], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert cache.path_for(src, (24, 36), 3) != first
+
+
+def test_cache_file_names_keep_only_portable_characters(tmp_path):
+    (src,) = discover(write_frame_folder(tmp_path, "gate 1: east", scene_frames(8)))
+    assert FrameCache(tmp_path).path_for(src, (24, 36), 3).name.startswith("gate_1__east-24x36x3-")
 
 
 @pytest.mark.data
