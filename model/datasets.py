@@ -28,16 +28,19 @@ class TestVideo:
 
 
 def _read_label_file(path: Path) -> np.ndarray:
-    if path.suffix == ".npy":
-        labels = np.load(path).astype(np.uint8).ravel()
-    else:
-        try:
-            labels = np.array([int(x) for x in path.read_text().split()], dtype=np.uint8)
-        except ValueError:
-            raise DataError(f"{path}: labels must be 0/1 values, one per frame") from None
-    if labels.size == 0 or labels.max(initial=0) > 1:
+    """A video's per-frame labels: exactly 0 or 1 each (0/1 integers in a text file, or a .npy array of
+    0/1 integers, booleans or floats 0.0/1.0). Anything else, 0.5 or -1 included, is refused rather
+    than rounded or wrapped into a label."""
+    try:
+        if path.suffix == ".npy":
+            raw = np.asarray(np.load(path, allow_pickle=False)).ravel()
+        else:
+            raw = np.array([int(x) for x in path.read_text().split()], dtype=np.int64)
+    except (OSError, EOFError, ValueError) as e:  # ValueError: not an integer, not a .npy, pickled
+        raise DataError(f"{path}: labels must be 0/1 values, one per frame ({e})") from None
+    if raw.size == 0 or not np.isin(raw, (0, 1)).all():  # strings and NaN are neither
         raise DataError(f"{path}: labels must be a non-empty list of 0/1 values, one per frame")
-    return labels
+    return raw.astype(np.uint8)
 
 
 def _pair(sources: list[VideoSource], labels: dict[str, np.ndarray], where: Path) -> list[TestVideo]:

@@ -33,6 +33,21 @@ def test_ucsd_layout(tmp_path):
     assert videos[1].labels.tolist() == [1, 1, 0, 0, 0, 0, 0, 0, 1, 1]
 
 
+def test_ucsd_ground_truth_that_does_not_fit_the_folders(tmp_path):
+    """Ranges past a video's end mark up to its last frame; a file without gt_frame entries, or with
+    more entries than TestNNN folders, is an error naming it."""
+    write_frame_folder(tmp_path, "Test001", scene_frames(10), ext=".tif")
+    m = tmp_path / "UCSDped2.m"
+    m.write_text("TestVideoFile{end+1}.gt_frame = [9:12];\n")
+    assert read_test_set(tmp_path)[1][0].labels.tolist() == [0] * 8 + [1, 1]
+    m.write_text("TestVideoFile{end+1}.gt_frame = [9:12];\nTestVideoFile{end+1}.gt_frame = [1:2];\n")
+    with pytest.raises(DataError, match=r"UCSDped2\.m: 2 ground-truth entries for 1 TestNNN folders"):
+        read_test_set(tmp_path)
+    m.write_text("% nothing here\n")
+    with pytest.raises(DataError, match=r"UCSDped2\.m: no gt_frame entries found"):
+        read_test_set(tmp_path)
+
+
 def test_avenue_layout(tmp_path):
     from scipy.io import savemat
 
@@ -46,6 +61,17 @@ def test_avenue_layout(tmp_path):
     layout, videos = read_test_set(tmp_path)
     assert layout == "avenue" and videos[0].name == "01"
     assert videos[0].labels.tolist() == [0] * 5 + [1] * 3
+
+
+def test_avenue_labels_without_their_video_or_no_labels_at_all(tmp_path):
+    (tmp_path / "testing_videos").mkdir()
+    write_video(tmp_path / "testing_videos" / "01.mp4", scene_frames(8))
+    (tmp_path / "testing_label_mask").mkdir()
+    with pytest.raises(DataError, match=r"testing_label_mask: no N_label\.mat files"):
+        read_test_set(tmp_path)
+    (tmp_path / "testing_label_mask" / "2_label.mat").write_bytes(b"")
+    with pytest.raises(DataError, match=r"2_label\.mat: no testing video 2"):
+        read_test_set(tmp_path)
 
 
 def test_shanghai_layout(tmp_path):
@@ -68,6 +94,10 @@ def test_generic_layout_with_npy(tmp_path):
 def test_bad_inputs(tmp_path):
     with pytest.raises(DataError, match="unknown test-set layout"):
         read_test_set(tmp_path)
+    with pytest.raises(DataError, match="nope: no such folder"):
+        read_test_set(tmp_path / "nope")
+    with pytest.raises(DataError, match="unknown layout 'ped3'; choose auto or one of ped2, ucsd"):
+        read_test_set(tmp_path, layout="ped3")
     write_frame_folder(tmp_path / "test", "01", scene_frames(9))
     write_frame_folder(tmp_path / "test", "02", scene_frames(9))
     (tmp_path / "labels").mkdir()
@@ -78,6 +108,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(DataError, match="0/1 values"):
         read_test_set(tmp_path)
     (tmp_path / "labels" / "02.txt").write_text("0\n" * 9)
+    (tmp_path / "labels" / "README.md").write_text("# how these were labelled\n")  # not a label file
     _, videos = read_test_set(tmp_path)
     from model.config import preset
     from model.network import AEDMAE
@@ -85,6 +116,39 @@ def test_bad_inputs(tmp_path):
     net = AEDMAE(preset("tiny")[0]).eval()
     with pytest.raises(DataError, match="9 frames but 7 labels"):
         score_test_set(net, videos, FrameCache(tmp_path / "cache"), progress=False)
+
+
+def _write_labels(path, content):
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, str):
+        path.write_text(content)
+    else:
+        np.save(path, content)
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("a.txt", "0\n1\n-1\n"), ("a.txt", "0 1 300"), ("a.txt", "0 1 1.0"), ("a.txt", "\n"),
+    ("a.npy", np.array([0, 0.5, 1.0])), ("a.npy", np.array([0, np.nan])), ("a.npy", np.array(["0", "1"])),
+    ("a.npy", np.array([None, 1], dtype=object)), ("a.npy", b"not an array"), ("a.npy", np.array([0, 2])),
+])
+def test_a_label_that_is_not_exactly_0_or_1_is_refused_naming_the_file(tmp_path, name, content):
+    """Not rounded (0.5 -> 0), wrapped (-1 -> 255, an overflow before) or loaded as pickled objects."""
+    write_frame_folder(tmp_path / "test", "a", scene_frames(3))
+    (tmp_path / "labels").mkdir()
+    _write_labels(tmp_path / "labels" / name, content)
+    with pytest.raises(DataError, match=r"labels.a\.(txt|npy): labels must be .*0/1 values, one per frame"):
+        read_test_set(tmp_path)
+
+
+@pytest.mark.parametrize("content", [np.array([0.0, 1.0, 1.0]), np.array([False, True, True]),
+                                     np.array([[0], [1], [1]], np.int32)])
+def test_npy_labels_may_be_floats_booleans_or_a_column(tmp_path, content):
+    write_frame_folder(tmp_path / "test", "a", scene_frames(3))
+    (tmp_path / "labels").mkdir()
+    np.save(tmp_path / "labels" / "a.npy", content)
+    labels = read_test_set(tmp_path)[1][0].labels
+    assert labels.dtype == np.uint8 and labels.tolist() == [0, 1, 1]
 
 
 @pytest.mark.data
