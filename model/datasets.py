@@ -103,8 +103,12 @@ def read_avenue(root: Path) -> list[TestVideo]:
         key = mat.name.split("_")[0].lstrip("0")
         if key not in sources:
             raise DataError(f"{mat}: no testing video {key}")
-        vol = loadmat(str(mat))["volLabel"]
-        labels = np.array([int(np.asarray(m).any()) for m in vol.ravel()], dtype=np.uint8)
+        try:
+            vol = loadmat(str(mat))["volLabel"]
+            labels = np.array([int(np.asarray(m).any()) for m in vol.ravel()], dtype=np.uint8)
+        except Exception as e:  # scipy's readers raise many kinds on a truncated or foreign file
+            raise DataError(f"{mat}: not an Avenue label file (a MATLAB file with volLabel, one mask per "
+                            f"frame): {type(e).__name__}: {e}") from None
         videos.append(TestVideo(sources[key].name, sources[key], labels))
     if not videos:
         raise DataError(f"{root}/testing_label_mask: no N_label.mat files")

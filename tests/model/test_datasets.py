@@ -74,6 +74,19 @@ def test_avenue_labels_without_their_video_or_no_labels_at_all(tmp_path):
         read_test_set(tmp_path)
 
 
+@pytest.mark.parametrize("content", [b"", b"garbage" * 10, {"other": np.zeros(3)}])
+def test_an_avenue_label_file_that_is_not_one_is_refused_naming_it(tmp_path, content):
+    from scipy.io import savemat
+
+    (tmp_path / "testing_videos").mkdir()
+    write_video(tmp_path / "testing_videos" / "01.mp4", scene_frames(8))
+    (tmp_path / "testing_label_mask").mkdir()
+    mat = tmp_path / "testing_label_mask" / "1_label.mat"
+    mat.write_bytes(content) if isinstance(content, bytes) else savemat(str(mat), content)
+    with pytest.raises(DataError, match=r"1_label\.mat: not an Avenue label file"):
+        read_test_set(tmp_path)
+
+
 def test_shanghai_layout(tmp_path):
     write_frame_folder(tmp_path / "testing" / "frames", "01_0014", scene_frames(8), ext=".jpg")
     (tmp_path / "test_frame_mask").mkdir()
