@@ -112,6 +112,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         meta = json.loads((folder / META).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{folder / META}: unreadable checkpoint metadata ({e})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{folder / META}: checkpoint metadata must be a JSON object, not {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{folder / META}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
     weights_id = weights_metadata(folder / WEIGHTS).get("save_id")

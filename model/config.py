@@ -276,7 +276,11 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a config dataclass from :func:`to_dict` output; unknown keys are an error."""
+    """Rebuild a config dataclass from :func:`to_dict` output (a hand-edited model.json, a training
+    state). Unknown keys, a section that is not an object and a number, string or flag of another type
+    are errors naming the field (the values' ranges are ``validate``'s)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__}: expected an object of fields, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
@@ -285,8 +289,11 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         hint = hints[key]
+        plain = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}.get(hint)
         if dataclasses.is_dataclass(hint):
             kwargs[key] = from_dict(hint, value)  # type: ignore[arg-type]
+        elif plain and (not isinstance(value, plain) or (hint is not bool and isinstance(value, bool))):
+            raise ConfigError(f"{cls.__name__}.{key}: expected {hint.__name__}, got {value!r}")
         elif isinstance(value, list):
             kwargs[key] = tuple(value)
         else:

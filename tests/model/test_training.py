@@ -204,6 +204,32 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, tiny):
         checkpoint.load(tmp_path / "typo")
 
 
+@pytest.mark.parametrize(("field", "value", "match"), [
+    (None, None, "metadata must be a JSON object, not list"),
+    ("model", [], r"ModelConfig: expected an object of fields, got list"),
+    ("embed_dim", "64", r"ModelConfig\.embed_dim: expected int, got '64'"),
+    ("depth", True, r"ModelConfig\.depth: expected int, got True"),
+    ("scoring", 3, "ScoringConfig: expected an object of fields"),
+    ("mask_ratio", "half", r"mask_ratio: expected float"),
+])
+def test_hand_edited_metadata_of_the_wrong_shape_is_a_checkpoint_error(tmp_path, tiny, field, value, match):
+    """Not an AttributeError, or a TypeError from deep inside validation."""
+    folder = checkpoint.save(AEDMAE(tiny[0]), tmp_path / "ok")
+    meta = json.loads((folder / "model.json").read_text())
+    assert checkpoint.load(folder)[0].cfg.mlp_ratio == 2.0 and isinstance(meta["model"]["mlp_ratio"], float)
+    (folder / "model.json").write_text(json.dumps({**meta, "model": {**meta["model"], "mlp_ratio": 2}}))
+    assert checkpoint.load(folder)[0].cfg.mlp_ratio == 2  # a whole number where a float goes is one
+    if field is None:
+        edited = [meta]
+    elif field == "model":
+        edited = {**meta, "model": value}
+    else:
+        edited = {**meta, "model": {**meta["model"], field: value}}
+    (folder / "model.json").write_text(json.dumps(edited))
+    with pytest.raises(CheckpointError, match=match):
+        checkpoint.load(folder)
+
+
 def test_weights_and_metadata_of_different_saves_are_refused(tmp_path, tiny, monkeypatch):
     """A save interrupted between its two renames leaves the new weights beside the old metadata
     (another config, other token statistics): reading it must fail, not score silently wrong."""
