@@ -1,4 +1,5 @@
-"""A camera reader against a real RTSP server: frames flow, the server dies and returns, the server hangs."""
+"""A camera reader against a real RTSP server: frames flow, the server dies and returns, the server hangs;
+and, on scripted captures, files, back-pressure, backoff and stalls."""
 
 import itertools
 import logging
@@ -127,6 +128,81 @@ class Capture(LateCapture):
 
     def release(self):
         Capture.released += 1
+
+
+def _file_reader(handler, frames=12, stall_timeout_s=10.0):
+    reader = CameraReader("clip", "/clips/door.mp4", handler, stall_timeout_s=stall_timeout_s,
+                          backoff_s=(0.01, 0.05), is_file=True)
+    reader._open = lambda: Capture(frames)
+    return reader
+
+
+def test_a_file_is_read_once_to_its_end_and_stays_ended():
+    sink = Sink()
+    reader = _file_reader(sink).start()
+    assert wait_for(lambda: not reader.alive, 10)
+    reader.stop()
+    assert sink.frames == 12 and reader.stats.history == ["up", "ended"] and reader.stats.state == "ended"
+
+
+def test_a_file_told_to_reconnect_reads_again_from_its_start():
+    frames = []
+
+    def handler(frame, t_capture, t_media):
+        frames.append(frame)
+        if len(frames) == 5:
+            reader.reconnect()
+
+    reader = _file_reader(handler)  # bound before its thread calls the handler
+    reader.start()
+    assert wait_for(lambda: not reader.alive, 10)
+    reader.stop()
+    assert len(frames) == 5 + 12 and reader.stats.reconnects == 1 and reader.stats.history == ["up", "ended"]
+
+
+def test_a_slow_frame_handler_is_back_pressure_not_a_stall():
+    """The scorer holding a file's frame for 0.8 s (twice the stall timeout) is not a hung source."""
+    def handler(frame, t_capture, t_media):
+        if handler.calls == 2:
+            time.sleep(0.8)
+        handler.calls += 1
+
+    handler.calls = 0
+    reader = _file_reader(handler, stall_timeout_s=0.4).start()
+    assert wait_for(lambda: not reader.alive, 10)
+    reader.stop()
+    assert handler.calls == 12 and reader.stats.stalls == 0 and "stalled" not in reader.stats.history
+
+
+def test_backoff_starts_again_after_a_connection_that_delivered_frames(monkeypatch):
+    """Two failed connects wait backoff 0 then 1; a connection that delivered frames resets it."""
+    import service.camera as camera_mod
+
+    reader = CameraReader("gate", "rtsp://cam.local/x", lambda f, t, m: None)
+    results = iter([(False, False), (False, False), (True, False), (False, False)])
+
+    def connect_once():
+        result = next(results, None)
+        if result is None:
+            reader._stop.set()
+        return result or (False, False)
+
+    attempts = []
+    reader._connect_once = connect_once
+    monkeypatch.setattr(camera_mod, "backoff_wait", lambda attempt, first, cap: attempts.append(attempt) or 0.0)
+    reader._run()
+    assert attempts == [0, 1, 0, 1] and reader.stats.reconnects == 4
+
+
+def test_a_stall_is_counted_once_and_the_state_history_keeps_the_latest_20():
+    reader = CameraReader("gate", "rtsp://cam.local/x", lambda f, t, m: None)
+    reader._set_state("up")
+    reader._stall(11.0)
+    reader._stall(12.0)  # the watchdog and the late read both notice it
+    assert reader.stats.stalls == 1 and reader.stats.last_error == "no frame for 11.0 s"
+    for state in ["up", "down"] * 15:
+        reader._set_state(state)
+    assert len(reader.stats.history) == 20 and reader.stats.history[-2:] == ["up", "down"]
 
 
 def test_backoff_doubles_to_its_cap_and_never_overflows():
