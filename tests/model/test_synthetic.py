@@ -46,6 +46,18 @@ def test_object_moves_between_frames(synth):
     assert moved >= 7
 
 
+def test_an_object_spins_between_frames_only_when_its_motion_says_so(synth):
+    from model.synthetic import Motion, SceneObject
+
+    synthesizer, _ = synth
+    mask = np.zeros((20, 8), bool)
+    mask[:, 2:6] = True  # a standing bar: turning it changes its pixels
+    bar = SceneObject(np.full((20, 8, 3), 200, np.uint8), mask)
+    for spin, turned in ((0.0, False), (10.0, True)):
+        rendered = synthesizer._render(bar, (-3, 3), Motion(1.0, 0.0, spin, 36.0, 24.0, 0.0, 0.0))
+        assert (not np.array_equal(rendered[0][2], rendered[1][2])) == turned
+
+
 def test_procedural_and_footage_objects(synth):
     synthesizer, _ = synth
     rng = np.random.default_rng(0)
@@ -74,6 +86,38 @@ def test_cutouts_folder(tmp_path, synth):
     cv2.imwrite(str(tmp_path / "rgb.png"), rgba[:, :, :3])
     with pytest.raises(DataError, match="RGBA"):
         load_cutouts(tmp_path, 3)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty: no \*\.png cut-outs"):
+        load_cutouts(tmp_path / "empty", 3)
+
+
+def test_cutouts_are_three_in_ten_of_the_objects(tmp_path, synth):
+    import cv2
+
+    _, videos = synth
+    rgba = np.zeros((10, 8, 4), np.uint8)
+    rgba[2:8, 2:6] = (0, 0, 255, 255)
+    cv2.imwrite(str(tmp_path / "red.png"), rgba)
+    synthesizer = AnomalySynthesizer(videos, SyntheticConfig(max_objects=1, cutouts_dir=str(tmp_path)))
+    rng = np.random.default_rng(0)
+    share = np.mean([synthesizer.sample_object(rng) is synthesizer.cutouts[0] for _ in range(1000)])
+    assert 0.26 < share < 0.34, share
+
+
+def test_foreground_blobs_are_person_sized_against_a_background_from_the_whole_video():
+    """A dark box that stands still through the first 50 of 200 frames and then leaves is not
+    background (the median is taken over frames spread across the video); at frame 150 a 10x20
+    walker is a blob; a 1-pixel-wide line 40 tall (a flickering wire), a 40x5 strip and a 4x6 speck
+    are not."""
+    video = np.full((200, 60, 80, 3), 120, np.uint8)
+    video[:50, 5:25, 55:75] = 20  # stood still, then left
+    video[150, 30:50, 10:20] = 220  # the walker
+    video[150, 10:50, 30] = 220  # a line: opened away
+    video[150, 52:57, 30:70] = 220  # a strip: under 6 rows
+    video[150, 5:11, 40:44] = 220  # 6 rows but 24 pixels: under 30
+    synthesizer = AnomalySynthesizer([video], SyntheticConfig(max_objects=1))
+    _, _, blobs = synthesizer.foreground(0, 150)
+    assert [box for _, box in blobs] == [(10, 30, 10, 20)]
 
 
 def test_sample_layout_and_fraction(synth):
