@@ -1,10 +1,12 @@
 """Hottest regions of a heatmap: hand-checked grids, and the shipped model locating a pasted object."""
 
+import warnings
+
 import cv2
 import numpy as np
 import pytest
 
-from model.overlay import draw_regions
+from model.overlay import draw_regions, overlay_heatmap
 from model.regions import hot_regions
 from tests.conftest import require_shared
 
@@ -73,6 +75,19 @@ def test_draw_regions_outlines_the_box_only():
     assert (out[30, 20] == 255).all() and (out[20, 30] == 255).all() and (out[30, 39] == 255).all()
     assert (out[30, 30] == 100).all() and (out[5, 70] == 100).all()  # inside and far away: untouched
     assert (image == 100).all()  # the input is left as it was
+
+
+def test_overlay_blends_hot_tokens_and_leaves_cold_ones_as_they_were():
+    """A gray frame of 100 under a 2x2 heatmap at its own size: a cold token (0) is left as it was;
+    a token at vmax or above is 0.55 x the frame + 0.45 x JET's hottest colour, RGB (128, 0, 0):
+    (112.6, 55, 55), truncated. A vmax of 0 draws no NaN."""
+    frame = np.full((2, 2, 1), 100, np.uint8)
+    out = overlay_heatmap(frame, np.array([[0.0, 2.0], [4.0, 0.0]]), vmax=2.0)
+    assert out.shape == (2, 2, 3) and out[0, 0].tolist() == [100, 100, 100] and out[1, 1].tolist() == [100, 100, 100]
+    assert out[0, 1].tolist() == [112, 55, 55] and out[1, 0].tolist() == [112, 55, 55]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert overlay_heatmap(frame, np.zeros((2, 2)), vmax=0.0)[0, 0].tolist() == [100, 100, 100]
 
 
 def _pasted_window(background: list[np.ndarray], x: int, y: int, size: int) -> np.ndarray:
