@@ -170,6 +170,26 @@ def test_invalid_settings_name_the_value_but_never_a_credential(monkeypatch):
     assert load_settings(webhook_url="https://ops:t0ken@hooks.example:8443/x").webhook_url
 
 
+@pytest.mark.parametrize(("device", "ok"), [("cpu", True), ("cuda", True), ("cuda:1", True), ("cuda:", False),
+                                           ("cuda:x", False), ("cudax", False), ("gpu", False)])
+def test_device_is_cpu_cuda_or_cuda_n_said_in_one_plain_line(monkeypatch, device, ok):
+    from service.settings import load_settings
+
+    monkeypatch.delenv("AEDMAE_CONFIG", raising=False)
+    if ok:
+        assert load_settings(device=device).device == device
+    else:
+        with pytest.raises(ConfigError, match=rf"^invalid settings: device: device must be cpu, cuda or cuda:N "
+                                              rf"\(got '{device}'\) \(from the command line"):
+            load_settings(device=device)
+
+
+def test_onnx_threads_are_the_cores_shared_by_the_workers_unless_set(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert [Settings(workers=w).intra_op_threads() for w in (1, 3, 8, 16)] == [8, 2, 1, 1]
+    assert Settings(workers=2, threads_per_worker=3).intra_op_threads() == 3
+
+
 def test_an_aedmae_variable_that_names_no_setting_is_reported(monkeypatch, caplog):
     from service.settings import load_settings
 
