@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ablate_scoring import load
 from select_scoring import FAMILIAR, FarObjects
 
+from model.calibration import ALERT
 from model.evaluation import scorer_from_meta, synthetic_pairs
 from model.metrics import roc_auc
 
@@ -79,7 +80,7 @@ def walker_speeds(synthesizer: Any, pairs: int = 400, step: int = 3, seed: int =
 def normal_row(y: np.ndarray, calibrated: np.ndarray) -> dict[str, Any]:
     normal = calibrated[y == 0]
     return {"band": "held-out normal frames", "frames": int(normal.size),
-            "above_threshold": float((normal >= 0.5).mean())}
+            "above_threshold": float((normal >= ALERT).mean())}
 
 
 def bands(y: np.ndarray, calibrated: np.ndarray, values: np.ndarray, scale: float,
@@ -96,7 +97,7 @@ def bands(y: np.ndarray, calibrated: np.ndarray, values: np.ndarray, scale: floa
         rows.append({"band": f"{100 * lo:g}-{100 * hi:g}%", "min_share": lo, "max_share": hi,
                      "range": [round(float(v.min()), 2), round(float(v.max()), 2)], "frames": int(sel.sum()),
                      "auc": roc_auc(np.r_[np.zeros(normal.size), np.ones(sel.sum())], np.r_[normal, pasted[sel]]),
-                     "above_threshold": float((pasted[sel] >= 0.5).mean())})
+                     "above_threshold": float((pasted[sel] >= ALERT).mean())})
     return rows
 
 

@@ -45,6 +45,7 @@ from bench_model import time_fps
 from select_scoring import FAMILIAR, FamiliarObjects, FarObjects
 from speed_validation import full_videos, speed_measure
 
+from model.calibration import ALERT
 from model.config import ScoringConfig
 from model.dataset import Segment, shift_image
 from model.datasets import read_test_set
@@ -169,7 +170,7 @@ def test_row(net: Any, scorer: Scorer, test: str, cache: Any, sigma: float) -> d
     normal = np.concatenate([s.calibrated.numpy()[y == 0] for y, s in results.values()])
     return {"micro_raw": m["raw"]["micro_auc"], "micro_smoothed": m["smoothed"]["micro_auc"],
             "micro_online": m["online"]["micro_auc"], "macro": m["raw"]["macro_auc"],
-            "per_video": m["raw"]["per_video_auc"], "normal_frames_above_threshold": float((normal >= 0.5).mean())}
+            "per_video": m["raw"]["per_video_auc"], "normal_frames_above_threshold": float((normal >= ALERT).mean())}
 
 
 def print_table(rows: dict[Any, dict[str, Any]], chosen: Any, label: str) -> None:

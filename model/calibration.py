@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 MEDIAN_CALIBRATED = 0.1  # where the median normal frame lands
+ALERT = 0.5  # the alert line: a calibrated score at or above it is an alert (the threshold's raw score maps here)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def alert_counts(calibrated: Any) -> tuple[int, int]:
     """(frames, alerting): the finite calibrated scores, and those at or above the alert threshold 0.5."""
     c = np.asarray(calibrated, dtype=np.float64).ravel()
     c = c[np.isfinite(c)]
-    return int(c.size), int((c >= 0.5).sum())
+    return int(c.size), int((c >= ALERT).sum())
 
 
 def scene_verdict(frames: int, alerting: int) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from model.calibration import fit_calibration
+from model.calibration import ALERT, fit_calibration
 from model.config import ScoringConfig
 from model.datasets import TestVideo, read_test_set
 from model.errors import DataError
@@ -166,8 +166,8 @@ def metrics_for(results: dict[str, tuple[np.ndarray, FrameScores]], sigma: float
         calibrated = np.concatenate([s.calibrated.numpy() for _, s in results.values()])
         smoothed_cal = np.concatenate([OnlineSmoother(sigma, delay).smooth(s.calibrated.numpy())
                                        for _, s in results.values()])
-        report["detection_raw"] = vars(detection_at(labels, calibrated, 0.5))
-        report["detection_online"] = vars(detection_at(labels, smoothed_cal, 0.5))
+        report["detection_raw"] = vars(detection_at(labels, calibrated, ALERT))
+        report["detection_online"] = vars(detection_at(labels, smoothed_cal, ALERT))
     return report
 
 

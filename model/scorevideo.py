@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from model import checkpoint
-from model.calibration import scene_check
+from model.calibration import ALERT, scene_check
 from model.cuts import MAX_CHANGE, CutWindow
 from model.errors import DataError
 from model.evaluation import scorer_from_meta
@@ -38,13 +38,13 @@ def _curve(values: Sequence[float], width: int) -> np.ndarray:
     wide); the whole history squeezed into the strip grew with the video, to more than the model's own
     time an hour in. timeline.png shows the whole."""
     strip = np.full((CURVE_HEIGHT, width, 3), 24, np.uint8)
-    y_thr = int(CURVE_HEIGHT * 0.5)
+    y_thr = int(CURVE_HEIGHT * (1 - ALERT))
     for x in range(0, width, 6):
         cv2.line(strip, (x, y_thr), (x + 2, y_thr), (200, 160, 0), 1)
     recent = list(values)[-width:]
     ys = [int((1 - min(max(v, 0), 1)) * (CURVE_HEIGHT - 1)) for v in recent]
     for x, (y0, y1, v) in enumerate(zip(ys, ys[1:], recent[1:], strict=False)):
-        cv2.line(strip, (x, y0), (x + 1, y1), (255, 60, 60) if v >= 0.5 else (90, 200, 255), 1)
+        cv2.line(strip, (x, y0), (x + 1, y1), (255, 60, 60) if v >= ALERT else (90, 200, 255), 1)
     return strip
 
 
@@ -126,7 +126,7 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     def write(released: list[tuple[Any, float | None]]) -> None:
         for (row, heatmap), value in released:
             assert value is not None  # every frame is pushed with a score
-            row.update(smoothed=value, alert=value >= 0.5)
+            row.update(smoothed=value, alert=value >= ALERT)
             assert writer is not None
             writer.write(originals.pop(row["frame"]), heatmap, row)
 
@@ -165,7 +165,7 @@ def score_video(model_path: str | Path, source_path: str | Path, out_dir: str | 
     smoothed = np.array([r["smoothed"] for r in rows])
     cut_frames = [k * every for k in window.cut_frames]  # source frames
     plot_timelines({source.name: {"score": calibrated, "smoothed": smoothed, "cuts": np.array(cut_frames),
-                                  "frames": np.array([r["frame"] for r in rows])}}, out / "timeline.png", 0.5)
+                                  "frames": np.array([r["frame"] for r in rows])}}, out / "timeline.png", ALERT)
     short = total is not None and source.is_file and decoded < 0.98 * total
     return {"frames": len(rows), "frames_decoded": decoded, "every": every, "frames_declared": total, "fps": fps,
             "decode_warning": f"the file declares {total} frames but only {decoded} decoded: it may be truncated "

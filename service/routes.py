@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from model.calibration import ALERT
 from model.regions import hot_regions
 from service.decoding import Body, heatmap_png, images_to_frames, multipart_files, npy_frames, rgb_to_frames
 from service.errors import (
@@ -45,8 +46,8 @@ class FrameScore(BaseModel):
     score: float = Field(description="raw anomaly score (teacher error + discrepancy, per the model's scoring)")
     teacher_error: float
     discrepancy: float
-    calibrated: float = Field(description="calibrated score in [0, 1]; 0.5 is the alert threshold")
-    is_anomaly: bool = Field(description="calibrated >= 0.5")
+    calibrated: float = Field(description=f"calibrated score in [0, 1]; {ALERT} is the alert threshold")
+    is_anomaly: bool = Field(description=f"calibrated >= {ALERT}")
     cut: bool = Field(False, description="the first frame after a scene cut: its clip (window t-g..t+g) starts here")
     heatmap: list[list[float]] | str | None = Field(
         None, description="per-token scores (grid), or a base64 8-bit grayscale PNG at token resolution where "
@@ -257,7 +258,7 @@ def _frame_score(r: FrameResult, heatmap: str, scale: float, top_k: int, cut: bo
         hm = base64.b64encode(heatmap_png(o["heatmap"], scale)).decode()
     calibrated = float(o["calibrated"])
     return FrameScore(index=r.index, score=float(o["score"]), teacher_error=float(o["teacher_error"]),
-                      discrepancy=float(o["discrepancy"]), calibrated=calibrated, is_anomaly=calibrated >= 0.5,
+                      discrepancy=float(o["discrepancy"]), calibrated=calibrated, is_anomaly=calibrated >= ALERT,
                       cut=cut, heatmap=hm, boxes=boxes)
 
 

@@ -204,3 +204,20 @@ def test_annotated_curve_shows_the_latest_frames_at_a_fixed_cost():
     assert red.any() and not ((quiet[:, -1, 0] == 255) & (quiet[:, -1, 2] == 60)).any()
     young = _curve([0.9, 0.9, 0.9], width)  # before the strip fills, the curve grows from the left
     assert ((young[:, :3, 0] == 255) & (young[:, :3, 2] == 60)).any() and (young[:, 4:, 0] != 255).all()
+    lines = _curve([1.5, 1.5, -0.5, -0.5], width)  # out of range: drawn along the strip's edges, not off it
+    assert lines[0, 0].tolist() == [255, 60, 60] and lines[-1, 3].tolist() == [90, 200, 255]
+
+
+def test_score_reads_one_folder_of_frames_and_refuses_a_folder_of_several_videos(tiny_checkpoint, tmp_path):
+    from model.errors import DataError
+    from model.scorevideo import score_video
+    from tests.conftest import write_frame_folder
+
+    folder = write_frame_folder(tmp_path, "cam", scene_frames(12, 60, 90, seed=3))
+    result = score_video(tiny_checkpoint, folder, tmp_path / "out", progress=False)
+    assert result["frames"] == result["frames_declared"] == 12 and result["fps"] == 25.0
+    assert result["decode_warning"] is None
+    for name in ("a", "b"):
+        write_frame_folder(tmp_path / "two", name, scene_frames(8, 60, 90))
+    with pytest.raises(DataError, match=r"two: expected one video \(a file or a folder of frames\), found 2"):
+        score_video(tiny_checkpoint, tmp_path / "two", tmp_path / "out2", progress=False)
