@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from model import checkpoint
+from model.calibration import ALERT
 from model.datasets import read_test_set
 from model.errors import DataError
 from model.evaluation import ablation_scorers, apply_scorer, metrics_for, score_test_set, scorer_from_meta
@@ -122,7 +123,7 @@ def _write_pictures(out: Path, results: dict[str, Any], raw: dict[str, Any], sco
     for name, (y, s) in results.items():
         values = s.calibrated.numpy() if calibrated else s.score.numpy()
         series[name] = {"labels": y, "score": values, "smoothed": smoother.smooth(values)}
-    plot_timelines(series, out / "timelines.png", 0.5 if calibrated else None)
+    plot_timelines(series, out / "timelines.png", ALERT if calibrated else None)
     chosen = examples if examples is not None else list(results)[:3]
     vmax = float(np.quantile(np.concatenate([s.heatmap.numpy().ravel() for _, s in results.values()]), 0.999))
     for name in chosen:  # (run_evaluation refused unknown names before scoring)
