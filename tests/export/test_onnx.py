@@ -66,6 +66,10 @@ def test_corrupt_and_mismatched_files(tiny_onnx, tmp_path):
     copy.write_bytes(tiny_onnx.read_bytes())
     with pytest.raises(CheckpointError, match=r"sidecar model\.onnx\.json is missing"):
         load_bundle(copy)
+    for text, found in (("[]", "'a JSON list'"), ('{"format": "x"}', "'x'"), ("{", None)):
+        (tmp_path / "model.onnx.json").write_text(text)  # a hand-edited sidecar: a clear error, no AttributeError
+        with pytest.raises(CheckpointError, match=rf"unknown format {found}" if found else "unreadable sidecar"):
+            load_bundle(copy)
     (tmp_path / "model.onnx.json").write_text((tiny_onnx.parent / "model.onnx.json").read_text())
     assert load_bundle(tmp_path).graph == copy
     data = bytearray(copy.read_bytes())
