@@ -230,6 +230,29 @@ def test_hand_edited_metadata_of_the_wrong_shape_is_a_checkpoint_error(tmp_path,
         checkpoint.load(folder)
 
 
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("calibration", "x", "calibration must be an object with the numbers threshold, slope"),
+    ("calibration", {"threshold": "16", "slope": 0.2, "median": 5, "quantile": 0.99, "normal_frames": 9},
+     "calibration must be an object"),
+    ("token_stats", 3, "token_stats must hold lists of numbers"),
+    ("token_stats", {"teacher_error": [1.0, "a"], "discrepancy": [1.0, 1.0]}, "token_stats must hold lists"),
+])
+def test_hand_edited_scoring_metadata_is_a_clear_error(tiny_checkpoint, tmp_path, field, value, match):
+    """The calibration and token statistics a scorer is built from: an AttributeError or TypeError before."""
+    import shutil
+
+    from model.errors import ConfigError
+    from model.evaluation import scorer_from_meta
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_checkpoint, folder)
+    meta = json.loads((folder / "model.json").read_text())
+    assert scorer_from_meta(*checkpoint.load(folder)).calibration is not None
+    (folder / "model.json").write_text(json.dumps({**meta, field: value}))
+    with pytest.raises(ConfigError, match=match):
+        scorer_from_meta(*checkpoint.load(folder))
+
+
 def test_weights_and_metadata_of_different_saves_are_refused(tmp_path, tiny, monkeypatch):
     """A save interrupted between its two renames leaves the new weights beside the old metadata
     (another config, other token statistics): reading it must fail, not score silently wrong."""
