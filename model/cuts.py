@@ -15,6 +15,7 @@ import numpy as np
 from model.window import DEFAULT_GAP, FrameWindow
 
 MAX_CHANGE = 0.1  # the default line between one scene and two (benchmarks/scene_cuts.py)
+CHANGE_LIMIT = 10.0  # the highest line one may set: above any change (255 levels over a spread of 32 or more: < 8)
 SHORT_SIDE = 20  # pixels: the pictures compared are this small (600 pixels at 2:3), which is enough for a median
 
 

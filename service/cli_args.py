@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from model.config import PRESETS
-from model.cuts import MAX_CHANGE
+from model.cuts import CHANGE_LIMIT, MAX_CHANGE
 from model.errors import ConfigError
 from model.metrics import SMOOTHING_SIGMA_S
 
@@ -19,8 +19,9 @@ DESCRIPTION = ("aedmae: video anomaly detection with self-distilled masked auto-
                "score a video, calibrate, export and serve.")
 
 
-def at_least(least: int, kind: type = int) -> Any:
-    """An argparse type: a finite ``kind`` (int or float) >= ``least``, else a usage error (exit 2)."""
+def at_least(least: int, kind: type = int, most: float | None = None) -> Any:
+    """An argparse type: a finite ``kind`` (int or float) >= ``least`` (and <= ``most``, when given), else
+    a usage error (exit 2)."""
     def parse(text: str) -> Any:
         try:
             value = kind(text)
@@ -29,6 +30,8 @@ def at_least(least: int, kind: type = int) -> Any:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         if not (math.isfinite(value) and value >= least):
             raise argparse.ArgumentTypeError(f"{text}: must be {least} or more")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"{text}: must be {most:g} or less")
         return value
     return parse
 
@@ -118,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {SMOOTHING_SIGMA_S:g}; 0: none)")
     p.add_argument("--delay-s", type=at_least(0, float),
                    help="seconds of later frames the smoothing waits for, 0 = causal (default: 3 sigma)")
-    p.add_argument("--scene-cut-change", type=at_least(0, float), default=MAX_CHANGE, metavar="C",
+    p.add_argument("--scene-cut-change", type=at_least(0, float, most=CHANGE_LIMIT), default=MAX_CHANGE, metavar="C",
                    help="a frame changed more than this from the one before starts a new clip (the server's "
                         "scene_cut_change; 0: off)")
     p.add_argument("--every", type=at_least(1), default=1, metavar="N",

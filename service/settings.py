@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from model.cuts import MAX_CHANGE
+from model.cuts import CHANGE_LIMIT, MAX_CHANGE
 from model.errors import ConfigError
 from model.metrics import SMOOTHING_SIGMA_S
 
@@ -162,7 +162,7 @@ class Settings(BaseSettings):
                                   "same raw scores for those frames) until it "
                                   "keeps up: an overloaded server then scores at its capacity instead of "
                                   "collapsing")
-    scene_cut_change: float = Field(MAX_CHANGE, ge=0, le=10,
+    scene_cut_change: float = Field(MAX_CHANGE, ge=0, le=CHANGE_LIMIT,
                                     description="a frame (camera or /v1/score) that changed more than this from "
                                                 "the one before (model.cuts.picture_change) is a scene cut: the "
                                                 "window, smoothing and any open event restart there (0: off)")

@@ -59,6 +59,7 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
             (["evaluate", "--data", "x", "--out", "y"], "--sigma", "nan", "nan: must be 0 or more"),
             (["score", "x", "--out", "y"], "--delay-s", "-5", "-5: must be 0 or more"),
             (["score", "x", "--out", "y"], "--scene-cut-change", "-1", "-1: must be 0 or more"),
+            (["score", "x", "--out", "y"], "--scene-cut-change", "10.5", "10.5: must be 10 or less"),  # as the server
             (["export", "onnx", "--out", "y.onnx"], "--max-batch", "0", "0: must be 1 or more"),
             (["export", "onnx"], "--out", "y.txt", "y.txt: the file's name must end in .onnx"),
             (["export", "onnx"], "--out", "runs/", "runs/: a folder; give the file's name, e.g. runs/model.onnx"),
