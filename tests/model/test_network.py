@@ -13,6 +13,40 @@ def _frames(cfg: ModelConfig, batch: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (batch, 3, h, w, cfg.channels), generator=g, dtype=torch.uint8)
 
 
+@pytest.mark.parametrize("with_student", [True, False])
+@pytest.mark.parametrize("name", ["tiny", "quick"])
+def test_counted_flops_are_what_pytorch_counts_plus_the_attention_products(name, with_student):
+    """model.info counts each part by formula; PyTorch's FlopCounterMode counts the convolutions and
+    linear layers of a real pass but not scaled_dot_product_attention on the CPU, whose two products
+    (q k^T and attn v: 2 n^2 d multiply-adds a block, n tokens with the class token) are added here."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from model.info import pass_macs
+
+    cfg = preset(name)[0]
+    rows, cols = cfg.grid
+    tokens, kept = rows * cols, rows * cols // 2
+    attention = cfg.depth * 2 * (kept + 1) ** 2 * cfg.embed_dim
+    attention += (cfg.decoder_depth + with_student) * 2 * (tokens + 1) ** 2 * cfg.decoder_dim
+    x = torch.zeros(1, 3 * cfg.channels, *cfg.image_size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        AEDMAE(cfg).eval()(x, torch.arange(0, tokens, 2)[None], with_student=with_student)
+    assert counter.get_total_flops() // 2 + attention == sum(pass_macs(cfg, with_student).values())
+
+
+def test_inference_passes_are_the_maskings_passes_on_every_view():
+    from dataclasses import replace
+
+    from model.info import inference_passes
+
+    cfg = preset("tiny")[0]
+    four = replace(cfg.scoring, grid_shifts=4)
+    assert inference_passes(cfg) == 2 and inference_passes(replace(cfg, scoring=four)) == 8
+    assert inference_passes(replace(cfg, inference_masking="fixed", scoring=four)) == 4
+    both_ways = replace(four, time_reversal=True)
+    assert inference_passes(replace(cfg, inference_masking="random", scoring=both_ways)) == 8
+
+
 def test_reference_parameter_count():
     net = AEDMAE(ModelConfig())
     total = sum(p.numel() for p in net.parameters())
