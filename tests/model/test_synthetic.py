@@ -158,6 +158,11 @@ def test_a_sample_at_another_gap_reads_and_pastes_over_that_gap(synth):
     assert step4 == pytest.approx(step3 * 4 / 3, rel=0.15), "the same motion over 8 frames instead of 6"
 
 
+def test_motion_gradient_is_the_absolute_difference_without_wrapping():
+    before, after = np.array([[[10, 200, 7]]], np.uint8), np.array([[[200, 10, 7]]], np.uint8)
+    assert motion_gradient(before, after).tolist() == [[[190.0]], [[190.0]], [[0.0]]]  # (C, H, W)
+
+
 def test_shift_image_by_hand():
     image = np.arange(12).reshape(3, 4)
     assert shift_image(image, 1, 2).tolist() == [[0, 0, 0, 1], [0, 0, 0, 1], [4, 4, 4, 5]]

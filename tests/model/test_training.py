@@ -320,6 +320,11 @@ def test_holdout_videos_are_held_out_whole_and_checked(footage, tmp_path, tiny):
     assert [(s.video, len(s.frames)) for s in train] == [("01", 24)], "24 frames: too short to hold a tail out"
     assert [(s.video, s.start, len(s.frames)) for s in held] == [("02", 0, 24)], "02 held out whole"
     assert summary["holdout_videos"] == ["02"]
+    assert (summary["train_frames"], summary["holdout_frames"]) == (24, 24)
+    model_cfg, train_cfg = apply_overrides(*tiny, ["train.holdout_fraction=0.5"])
+    train, held, summary = load_segments([str(footage)], model_cfg, train_cfg, cache)
+    assert [s.name for s in train] == ["01[0:12]", "02[0:12]"] and [s.name for s in held] == ["01[12:24]", "02[12:24]"]
+    assert (summary["train_frames"], summary["holdout_frames"]) == (24, 24)
     with pytest.raises(ConfigError, match="no video named 03"):
         load_segments([str(footage)], *apply_overrides(*tiny, ["train.holdout_videos=01,03"]), cache)
     with pytest.raises(ConfigError, match="nothing is left to train on"):
