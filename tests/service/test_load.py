@@ -160,3 +160,24 @@ def test_torch_and_onnxruntime_backends_agree(tiny_checkpoint):
     ort = create_backend("onnxruntime", bundle, Settings(model=tiny_checkpoint)).infer(frames)
     pt = create_backend("torch", bundle, Settings(model=tiny_checkpoint, backend="torch")).infer(frames)
     assert compare_outputs(pt, ort, "fp32")["ok"]
+
+
+@pytest.mark.parametrize(("backend", "device", "file", "gpu_ort", "expected"), [
+    ("auto", "cpu", "model.onnx", False, "onnxruntime"),
+    ("auto", "cpu", "model.engine", False, "tensorrt"),  # an engine runs nowhere else
+    ("auto", "cuda", "model.onnx", True, "onnxruntime"),  # onnxruntime-gpu: its CUDA provider
+    ("auto", "cuda:1", "model.onnx", False, "torch"),  # CUDA without onnxruntime-gpu: torch on the GPU
+    ("torch", "cpu", "model.onnx", True, "torch"),  # asked for by name: as asked
+])
+def test_auto_backend_is_the_one_that_can_run_the_file_on_the_device(monkeypatch, tmp_path, backend, device, file,
+                                                                        gpu_ort, expected):
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    from service.backends import resolve_backend
+
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu_ort else ["CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: providers)
+    settings = Settings(model=tmp_path, backend=backend, device=device)
+    assert resolve_backend(settings, Path(file)) == expected
