@@ -157,8 +157,8 @@ def load_bundle(path: str | Path, verify_hash: bool = True) -> Bundle:
         sidecar = json.loads(side.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{side}: unreadable sidecar ({e})") from None
-    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
-        found = sidecar.get("format") if isinstance(sidecar, dict) else f"a JSON {type(sidecar).__name__}"
+    found = sidecar.get("format") if isinstance(sidecar, dict) else f"a JSON {type(sidecar).__name__}"
+    if found != SIDECAR_FORMAT:
         raise CheckpointError(f"{side}: unknown format {found!r}, expected {SIDECAR_FORMAT}")
     if verify_hash and sidecar.get("sha256") != sha256(p):
         raise CheckpointError(f"{p}: does not match its sidecar's hash (corrupt, or from another export)")

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from model.errors import ConfigError
+
 MEDIAN_CALIBRATED = 0.1  # where the median normal frame lands
 ALERT = 0.5  # the alert line: a calibrated score at or above it is an alert (the threshold's raw score maps here)
 
@@ -44,9 +46,22 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
-        """From :meth:`to_dict` output; extra keys (provenance notes) are ignored."""
+        """From :meth:`to_dict` output; extra keys (provenance notes) are ignored.
+
+        Raises:
+            ConfigError: not an object holding the numbers a calibration needs (a hand-edited file).
+        """
+        needed = ("threshold", "slope", "median", "quantile", "normal_frames")
+        if not (isinstance(data, dict) and numbers([data.get(k) for k in needed])):
+            raise ConfigError(f"the checkpoint's calibration must be an object with the numbers {', '.join(needed)}: "
+                              "refit it (aedmae calibrate)")
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def numbers(values: Any) -> bool:
+    """Whether ``values`` is a list of numbers (JSON's; not booleans)."""
+    return isinstance(values, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
 def _fit(scores: np.ndarray, quantile: float) -> tuple[float, float, float]:

@@ -275,6 +275,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+_JSON_TYPES: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}  # from_dict
+
+
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Rebuild a config dataclass from :func:`to_dict` output (a hand-edited model.json, a training
     state). Unknown keys, a section that is not an object and a number, string or flag of another type
@@ -289,7 +292,7 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         hint = hints[key]
-        plain = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}.get(hint)
+        plain = _JSON_TYPES.get(hint)
         if dataclasses.is_dataclass(hint):
             kwargs[key] = from_dict(hint, value)  # type: ignore[arg-type]
         elif plain and (not isinstance(value, plain) or (hint is not bool and isinstance(value, bool))):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from model.calibration import ALERT, fit_calibration
+from model.calibration import ALERT, fit_calibration, numbers
 from model.config import ScoringConfig
 from model.datasets import TestVideo, read_test_set
 from model.errors import ConfigError, DataError
@@ -104,11 +104,6 @@ def fit_scorer_on_segments(net: AEDMAE, segments: Sequence[Segment], cfg: Scorin
     return scorer, meta
 
 
-def _numbers(values: Any) -> bool:
-    """Whether ``values`` is a list of numbers (JSON's; not booleans)."""
-    return isinstance(values, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-
-
 def scorer_from_meta(net: AEDMAE, meta: dict[str, Any], cfg: ScoringConfig | None = None) -> Scorer:
     """The checkpoint's scorer; ``cfg`` overrides its scoring config (ablations), keeping its stats
     (the calibration is dropped then: it belongs to the stored config)."""
@@ -116,14 +111,10 @@ def scorer_from_meta(net: AEDMAE, meta: dict[str, Any], cfg: ScoringConfig | Non
 
     stats = meta.get("token_stats")
     cal = meta.get("calibration")
-    if stats and not (isinstance(stats, dict) and _numbers(stats.get("teacher_error"))
-                      and _numbers(stats.get("discrepancy"))):
+    if stats and not (isinstance(stats, dict) and numbers(stats.get("teacher_error"))
+                      and numbers(stats.get("discrepancy"))):
         raise ConfigError("the checkpoint's token_stats must hold lists of numbers teacher_error and discrepancy: "
                           "refit them (aedmae calibrate)")
-    needed = ("threshold", "slope", "median", "quantile", "normal_frames")
-    if cal and not (isinstance(cal, dict) and _numbers([cal.get(k) for k in needed])):
-        raise ConfigError(f"the checkpoint's calibration must be an object with the numbers {', '.join(needed)}: "
-                          "refit it (aedmae calibrate)")
     calibration = Calibration.from_dict(cal) if cal else None
     if cfg is not None and cfg != net.cfg.scoring:
         calibration = None
