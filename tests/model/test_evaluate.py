@@ -189,6 +189,52 @@ def test_timelines_shade_labels_only_where_there_are_labels():
         _pyplot().close(fig)
 
 
+def test_timelines_draw_source_frame_numbers_when_frames_were_skipped():
+    """`aedmae score --every 3` scores source frames 0, 3, 6, ...: its timeline's x axis is those frame
+    numbers (cuts are source frames too, drawn between the frame before and the cut's), ending at the last."""
+    from model.plots import _pyplot, timeline_figure
+
+    frames = np.arange(0, 60, 3)
+    score = np.linspace(0, 1, len(frames))
+    fig = timeline_figure({"v": {"score": score, "smoothed": score, "frames": frames, "cuts": np.array([30])}}, 0.5)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_array_equal(lines["score"].get_xdata(), frames)
+    np.testing.assert_array_equal(lines["smoothed"].get_xdata(), frames)
+    assert list(lines["scene cut"].get_xdata()) == [29.5, 29.5]
+    assert ax.get_xlim() == (0.0, 57.0)
+    _pyplot().close(fig)
+
+
+def test_heatmap_strip_spreads_tiles_over_the_clip_with_red_captions_on_abnormal_frames(tmp_path):
+    """Six tiles at most, the first and last frame among them, each the frame itself where its heatmap
+    is cold; a frame labelled abnormal gets its caption in red, a normal or unlabelled one in white."""
+    import cv2
+
+    from model.plots import heatmap_strip
+
+    frames = np.stack([np.full((48, 64, 3), (30 * i, 100, 200 - 20 * i), np.uint8) for i in range(7)])
+    cold, scores = np.zeros((7, 6, 8), np.float32), np.linspace(0, 1, 7)
+    labels = np.array([0, 0, 0, 1, 1, 1, 1])
+
+    def tiles(count, labels):
+        strip = cv2.cvtColor(cv2.imread(str(heatmap_strip(frames, cold, scores, labels, 1.0, tmp_path / "s.png",
+                                                          count))), cv2.COLOR_BGR2RGB)
+        return [strip[:, k : k + 64] for k in range(0, strip.shape[1], 64)]
+
+    def red(tile):
+        top = tile[:20].astype(int)
+        return bool(np.any((top[..., 0] > 200) & (top[..., 1] < 120) & (top[..., 2] < 120)))
+
+    three = tiles(3, labels)
+    assert len(three) == 3 and len(tiles(10, labels)) == 7
+    for tile, i in zip(three, (0, 3, 6), strict=True):
+        assert np.all(tile[24:] == frames[i][24:]), i
+    assert [red(t) for t in three] == [False, True, True]
+    assert not any(red(t) for t in tiles(3, None))
+    assert np.any(three[0][:20].min(axis=-1) > 200), "a white caption"
+
+
 def test_annotated_curve_shows_the_latest_frames_at_a_fixed_cost():
     """The strip under each annotated frame draws the latest `width` scores, one column a frame: deep
     into a video it is what the last `width` frames alone draw (drawing the whole history once made
