@@ -12,11 +12,12 @@ import time
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 
 from model.calibration import SCENE_CHECK_FRAMES
 from model.metrics import OnlineSmoother
 from service.batcher import Job
-from service.errors import DeadlineExceeded
+from service.errors import BadRequest, DeadlineExceeded, Overloaded
 from service.metrics import Metrics
 from service.runtime import ScoringRuntime
 from service.settings import Settings, StreamSpec
@@ -99,6 +100,7 @@ def test_the_gauge_keeps_the_last_final_smoothed_score_through_blank_frames(hub)
     last_smoothed = [r["smoothed"] for r in records if r["smoothed"] is not None][-1]
     assert described["anomaly_score"] == stream.current_score() == last_smoothed
     assert described["scene"]["frames"] == 30, "blank frames are not judged against the scene either"
+    assert hub.preview_jpeg(stream)[:2] == b"\xff\xd8" and stream.preview_cache[1].endswith(" blank")
     assert last_smoothed != records[-1]["calibrated"]
 
 
@@ -214,6 +216,7 @@ def test_removing_a_camera_cancels_its_queued_frames_and_ends_its_event(hub, mon
     stream.stop()
     assert queued.future.cancelled()
     assert stream.detector.active is None and event.end_reason == "stream_removed"
+    assert event.snapshot[:2] == b"\xff\xd8", "the event keeps a JPEG of its peak frame, not the arrays"
 
 
 def test_quality_compares_scored_frames_with_the_wanted_rate(hub, monkeypatch):
@@ -231,3 +234,73 @@ def test_quality_compares_scored_frames_with_the_wanted_rate(hub, monkeypatch):
     feed(refused, scene_frames(20, 32, 48, seed=6))
     quality = refused.quality()
     assert refused.scored == 0 and quality["grade"] == "degraded" and quality["scored_to_wanted_fps"] == 0, quality
+
+
+def _scrape(hub: StreamManager, stream_id: str | None = None) -> dict[str, float]:
+    """A real scrape of the server's registry, {name{labels}: value}: the camera's samples, or all."""
+    text = generate_latest(hub.metrics.registry).decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#") and (stream_id is None or f'stream="{stream_id}"' in line)}
+
+
+def test_camera_series_are_read_from_the_camera_at_each_scrape(hub, monkeypatch):
+    stream = Stream(StreamSpec(id="scraped", url=LIVE), hub)
+    monkeypatch.setitem(hub._streams, "scraped", stream)
+    monkeypatch.setattr(stream.reader, "stop", lambda: None)  # never started here
+    scraped = _scrape(hub, "scraped")
+    assert scraped['aedmae_stream_up{stream="scraped"}'] == 0.0
+    assert not any(k.startswith(("aedmae_anomaly_score{", "aedmae_stream_alert_share{")) for k in scraped)
+    stream.reader.stats.state, stream.reader.stats.reconnects, stream.reader.stats.stalls = "up", 2, 1
+    feed(stream, np.concatenate([scene_frames(8, 32, 48, seed=7), scene_frames(8, 32, 48, seed=8)]))
+    stream._on_state("scraped", "ended")
+    settle(stream)
+    scraped = _scrape(hub, "scraped")
+    assert scraped['aedmae_stream_up{stream="scraped"}'] == 1.0
+    assert scraped['aedmae_stream_reconnects_total{stream="scraped"}'] == 2.0
+    assert scraped['aedmae_stream_stalls_total{stream="scraped"}'] == 1.0
+    assert scraped['aedmae_stream_scene_cuts_total{stream="scraped"}'] == 1.0
+    assert scraped['aedmae_anomaly_score{stream="scraped"}'] == stream.current_score()
+    assert scraped['aedmae_frame_age_seconds_count{stream="scraped"}'] == 16.0
+    assert not any(k.startswith("aedmae_stream_alert_share{") for k in scraped), "under a hundred frames"
+    for index in range(16, 16 + SCENE_CHECK_FRAMES):
+        _result(stream, index, 1.0)
+    assert _scrape(hub, "scraped")['aedmae_stream_alert_share{stream="scraped"}'] > 0.8
+    hub.remove("scraped")
+    assert _scrape(hub, "scraped") == {}, "a removed camera's series go with it"
+
+
+def test_scores_of_camera_frames_join_the_score_distribution(hub):
+    stream = Stream(StreamSpec(id="distributed", url=LIVE), hub)
+    count = 'aedmae_anomaly_score_distribution_count{source="stream"}'
+    before = _scrape(hub).get(count, 0.0)
+    for index in range(5):
+        _result(stream, index, 0.3)
+    assert _scrape(hub)[count] == before + 5
+
+
+def test_file_cameras_and_the_camera_count_are_limited_by_the_settings(hub, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    limited = StreamManager(hub.runtime, hub.settings.model_copy(update={"allow_file_streams": False,
+                                                                         "max_streams": 1}), Metrics())
+    try:
+        with pytest.raises(BadRequest, match="allow_file_streams=false"):
+            limited.add(StreamSpec(id="file", url=str(clip)))
+        first = limited.add(StreamSpec(id="first", url=LIVE))
+        with pytest.raises(Overloaded, match="max_streams"):
+            limited.add(StreamSpec(id="second", url=LIVE))
+        assert [s.spec.id for s in limited.list()] == ["first"]
+    finally:
+        limited.stop()
+    assert not first.reader.alive, "stop returns once every camera's reader has ended"
+
+
+def test_a_stopped_manager_leaves_the_registry_for_the_next(hub):
+    """Stopping the stream manager unregisters its collector: another one (a restarted server in one
+    process) registers its own on the same registry, and a scrape holds each camera family once
+    (Prometheus refuses a scrape that names one twice)."""
+    metrics = Metrics()
+    StreamManager(hub.runtime, hub.settings, metrics).stop()
+    second = StreamManager(hub.runtime, hub.settings, metrics)
+    assert generate_latest(metrics.registry).decode().count("# HELP aedmae_stream_up ") == 1
+    second.stop()
