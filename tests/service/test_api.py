@@ -244,6 +244,8 @@ def test_mixed_sizes_bad_query_unknown_stream(server):
     assert r.status_code == 400 and "one size" in r.json()["detail"]
     r = httpx.post(server.url + "/v1/score?heatmap=banana", files=jpegs(CLIP[:1]))
     assert r.status_code == 422 and r.json()["error"] == "invalid_request"
+    (problem,) = r.json()["detail"]
+    assert problem["loc"] == ["query", "heatmap"] and "'png'" in problem["msg"], problem
     r = httpx.post(server.url + "/v1/score?stream_id=bad%20id", files=jpegs(CLIP[:1]))
     assert r.status_code == 422
     r = httpx.post(server.url + "/v1/score?flush=true", files=jpegs(CLIP[:1]))
@@ -336,8 +338,16 @@ def test_metrics_after_traffic(server):
 
 
 def test_http_metrics_count_errors_by_route_and_leave_nothing_in_flight(server):
+    def rejected(reason: str) -> float:
+        line = f'aedmae_requests_rejected_total{{reason="{reason}"}} '
+        return next(float(x[len(line):]) for x in httpx.get(server.url + "/metrics").text.splitlines()
+                    if x.startswith(line))
+
+    before = {reason: rejected(reason) for reason in ("unsupported_media_type", "payload_too_large")}
     assert httpx.post(server.url + "/v1/score", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
     assert httpx.get(server.url + "/no/such/route").status_code == 404
+    assert httpx.post(server.url + "/v1/score", content=b"x" * (3 << 20), headers=NPY_HEADERS).status_code == 413
+    assert {reason: rejected(reason) - count for reason, count in before.items()} == dict.fromkeys(before, 1.0)
     text = httpx.get(server.url + "/metrics").text
     assert 'aedmae_http_requests_total{code="415",route="/v1/score"}' in text
     assert 'aedmae_http_requests_total{code="404",route="unmatched"}' in text

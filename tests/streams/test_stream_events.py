@@ -220,8 +220,8 @@ def test_live_drop_policy_keeps_the_freshest_and_counts_every_drop(tiny_checkpoi
 def test_config_file_cameras_start_with_the_server(tiny_checkpoint, tmp_path, monkeypatch):
     clip = write_video(tmp_path / "clip.mp4", scene_frames(20, 96, 128, seed=6))
     config = tmp_path / "aedmae.json"
-    config.write_text(json.dumps({"cameras": [{"id": "door", "url": str(clip), "fps": 12.5},
-                                              {"id": "gone", "url": str(tmp_path / "missing.mp4")}]}))
+    config.write_text(json.dumps({"cameras": [{"id": "gone", "url": str(tmp_path / "missing.mp4")},  # first:
+                                              {"id": "door", "url": str(clip), "fps": 12.5}]}))  # the next starts
     monkeypatch.setenv("AEDMAE_CONFIG", str(config))
     with live_server(model=tiny_checkpoint) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         assert wait_for(lambda: c.get("/v1/streams/door").status_code == 200
