@@ -4,6 +4,7 @@ drop policy, config-file cameras, and the shipped model on a real Ped2 test vide
 import json
 import logging
 import threading
+import time
 from types import SimpleNamespace
 from typing import ClassVar
 
@@ -53,7 +54,8 @@ def read_sse(c, messages, stop):
                 return
 
 
-def test_file_camera_event_reaches_sse_webhook_and_snapshot(tiny_checkpoint, tmp_path):
+def test_file_camera_event_reaches_sse_webhook_and_snapshot(tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr("service.stream_routes.KEEPALIVE_S", 0.3)
     clip = write_video(tmp_path / "clip.mp4", scene_frames(40, 96, 128, seed=3))
     with (http_server(Hook) as hook,
           live_server(model=tiny_checkpoint, webhook_url=f"http://127.0.0.1:{hook.server_port}/events") as srv,
@@ -89,6 +91,44 @@ def test_file_camera_event_reaches_sse_webhook_and_snapshot(tiny_checkpoint, tmp
                     break
         assert replay == ["end"]  # reconnecting clients get what they missed
         assert 'aedmae_webhook_deliveries_total{outcome="delivered"} 2.0' in c.get("/metrics").text
+        other = sse_kinds(c, first - 1, stream="other")  # another camera's subscriber: nothing of this one's
+        assert other == ([], {"cache-control": "no-cache", "x-accel-buffering": "no"})
+        assert wait_for(lambda: srv.app.state.streams.bus.subscribers == 0, 10), "gone subscribers unsubscribed"
+        assert mjpeg_parts(c, "clip") == 1, "an ended camera's preview is sent once, not again at every tick"
+        watcher = threading.Thread(target=mjpeg_parts, args=(c, "clip", 30.0, 30.0), daemon=True)
+        watcher.start()
+        time.sleep(0.5)
+        assert c.delete("/v1/streams/clip").status_code == 204
+        watcher.join(5)
+        assert not watcher.is_alive(), "a removed camera's preview ends"
+
+
+def sse_kinds(c, after, stream):
+    """The event kinds /v1/events replays after ``after`` for ``stream`` before its first keepalive
+    (KEEPALIVE_S is shortened for the test), and the response's caching headers."""
+    kinds = []
+    with c.stream("GET", "/v1/events", params={"stream": stream}, headers={"Last-Event-ID": str(after)}) as r:
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kinds.append(line[7:])
+            elif line.startswith(": keepalive"):
+                break
+        return kinds, {k: r.headers.get(k) for k in ("cache-control", "x-accel-buffering")}
+
+
+def mjpeg_parts(c, sid, seconds=1.5, quiet_s=1.0):
+    """JPEG parts of the camera's MJPEG preview within ``seconds``, until it ends or sends nothing for
+    ``quiet_s``."""
+    parts, end = 0, time.monotonic() + seconds
+    try:
+        with c.stream("GET", f"/v1/streams/{sid}/preview.mjpg", timeout=httpx.Timeout(30, read=quiet_s)) as r:
+            for chunk in r.iter_bytes():
+                parts += chunk.count(b"--aedmaeframe")
+                if time.monotonic() > end:
+                    break
+    except httpx.ReadTimeout:  # nothing new to send
+        pass
+    return parts
 
 
 def test_preview_boxes_the_hottest_regions_only_during_an_event():

@@ -67,6 +67,9 @@ def test_camera_scores_flow_with_metrics_and_no_credentials_anywhere(client, rts
     assert metric(client, "aedmae_stream_frames_total", stream="gate", stage="scored") >= 20
     assert metric(client, "aedmae_frame_age_seconds_count", stream="gate") >= 20
     assert metric(client, "aedmae_anomaly_score", stream="gate") is not None
+    r = client.post("/v1/streams/gate/reconnect")
+    assert r.status_code == 202 and r.json() == {"id": "gate", "reconnecting": True}
+    assert wait_for(lambda: camera(client, "gate")["reconnects"] == 1 and camera(client, "gate")["state"] == "up", 20)
     text = client.get("/metrics").text + client.get("/v1/streams").text + client.get("/v1/streams/gate").text
     assert "s3cret" not in text and "s3cret" not in caplog.text
     assert "rtsp://***@127.0.0.1" in client.get("/v1/streams/gate").json()["url"]
@@ -103,7 +106,11 @@ def test_failed_first_connect_is_listed_and_deletable(client):
     r = client.post("/v1/streams", json={"id": "nowhere", "url": "rtsp://127.0.0.1:9/cam", "open_timeout_s": 1})
     assert r.status_code == 201
     assert wait_for(lambda: camera(client, "nowhere")["state"] == "down", 10)
-    assert [s["id"] for s in client.get("/v1/streams").json()["streams"]] == ["nowhere"]
+    (listed,) = client.get("/v1/streams").json()["streams"]
+    assert listed["id"] == "nowhere" and listed["quality"]["grade"] == "down"
+    assert "frames" not in listed, "the list is a summary: counters are in GET /v1/streams/{id}"
+    r = client.get("/v1/streams/nowhere/preview.jpg")
+    assert r.status_code == 404 and "has not scored a frame yet" in r.json()["detail"]
     assert client.delete("/v1/streams/nowhere").status_code == 204
     assert client.get("/v1/streams").json()["streams"] == []
 
