@@ -207,8 +207,9 @@ def test_timelines_draw_source_frame_numbers_when_frames_were_skipped():
 
 
 def test_heatmap_strip_spreads_tiles_over_the_clip_with_red_captions_on_abnormal_frames(tmp_path):
-    """Six tiles at most, the first and last frame among them, each the frame itself where its heatmap
-    is cold; a frame labelled abnormal gets its caption in red, a normal or unlabelled one in white."""
+    """At most ``count`` tiles (six by default) and one a frame, the first and last frame among them, each
+    the frame itself where its heatmap is cold; a frame labelled abnormal gets its caption in red, a
+    normal or unlabelled one in white."""
     import cv2
 
     from model.plots import heatmap_strip

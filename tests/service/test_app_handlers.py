@@ -1,6 +1,6 @@
 """The application's safety nets, in process: a library error raised by any route is a 400 in the
 API's error shape, an exception no handler takes is counted as a 500 with nothing left in flight, and
-shutdown stops the cameras before the model. The same app, served by uvicorn, is what the live-server
+shutdown stops the cameras. The same app, served by uvicorn, is what the live-server
 tests run; here routes that fail on purpose are added to it."""
 
 from __future__ import annotations
