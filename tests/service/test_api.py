@@ -96,6 +96,8 @@ def test_boxes_are_the_hottest_regions_of_the_grid(server):
     result = FrameResult(0, {"heatmap": three, "calibrated": 0.2, "score": 1.0, "teacher_error": 0.6,
                              "discrepancy": 0.4})
     assert [len(_frame_score(result, "boxes", 1.0, k, False).boxes or []) for k in (1, 2, 3, 16)] == [1, 2, 3, 3]
+    at_line = [FrameResult(0, result.outputs | {"calibrated": c}) for c in (0.4999, 0.5)]  # 0.5 alerts, as documented
+    assert [_frame_score(r, "none", 1.0, 1, False).is_anomaly for r in at_line] == [False, True]
     for bad in ("top_k=0", "top_k=17", "top_k=two"):
         r = httpx.post(server.url + f"/v1/score?heatmap=boxes&{bad}", content=body, headers=NPY_HEADERS)
         assert r.status_code == 422 and r.json()["error"] == "invalid_request", bad
