@@ -10,7 +10,7 @@ so it never changes a ranking (AUC); 0 and 1 are its bounds, reached only far fr
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -51,7 +51,7 @@ class Calibration:
         Raises:
             ConfigError: not an object holding the numbers a calibration needs (a hand-edited file).
         """
-        needed = ("threshold", "slope", "median", "quantile", "normal_frames")
+        needed = [f.name for f in fields(cls) if f.default is MISSING]  # the fields without a default
         if not (isinstance(data, dict) and numbers([data.get(k) for k in needed])):
             raise ConfigError(f"the checkpoint's calibration must be an object with the numbers {', '.join(needed)}: "
                               "refit it (aedmae calibrate)")
