@@ -82,6 +82,19 @@ def wait_for(predicate, seconds: float, every: float = 0.05) -> bool:
     return False
 
 
+def series(text: str, name: str, **labels: Any) -> float | None:
+    """The value of one series in Prometheus exposition ``text`` (a /metrics body, a registry's
+    generate_latest), or None when absent."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            sample, value = line.rsplit(" ", 1)
+            got = ",".join(sorted(sample[sample.find("{") + 1 : -1].split(","))) if "{" in sample else ""
+            if got == want:
+                return float(value)
+    return None
+
+
 def camera(client, sid: str) -> dict:
     """A camera's description, GET /v1/streams/{sid}."""
     return client.get(f"/v1/streams/{sid}").json()

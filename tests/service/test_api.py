@@ -12,7 +12,7 @@ import pytest
 
 from model.regions import hot_regions
 from tests.conftest import npy_body as npy
-from tests.conftest import scene_frames
+from tests.conftest import scene_frames, series
 
 
 def jpegs(frames: np.ndarray) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -340,10 +340,8 @@ def test_metrics_after_traffic(server):
 
 
 def test_http_metrics_count_errors_by_route_and_leave_nothing_in_flight(server):
-    def rejected(reason: str) -> float:
-        line = f'aedmae_requests_rejected_total{{reason="{reason}"}} '
-        return next(float(x[len(line):]) for x in httpx.get(server.url + "/metrics").text.splitlines()
-                    if x.startswith(line))
+    def rejected(reason: str) -> float | None:
+        return series(httpx.get(server.url + "/metrics").text, "aedmae_requests_rejected_total", reason=reason)
 
     before = {reason: rejected(reason) for reason in ("unsupported_media_type", "payload_too_large")}
     assert httpx.post(server.url + "/v1/score", content=b"x", headers={"content-type": "text/plain"}).status_code == 415

@@ -23,7 +23,7 @@ from service.runtime import ScoringRuntime
 from service.settings import Settings, StreamSpec
 from service.stream_hub import StreamManager
 from service.streams import FrameMeta, Stream
-from tests.conftest import scene_frames, wait_for
+from tests.conftest import scene_frames, series, wait_for
 
 LIVE = "rtsp://127.0.0.1:9/never-opened"  # the reader is never started: the test feeds the camera
 
@@ -236,46 +236,46 @@ def test_quality_compares_scored_frames_with_the_wanted_rate(hub, monkeypatch):
     assert refused.scored == 0 and quality["grade"] == "degraded" and quality["scored_to_wanted_fps"] == 0, quality
 
 
-def _scrape(hub: StreamManager, stream_id: str | None = None) -> dict[str, float]:
-    """A real scrape of the server's registry, {name{labels}: value}: the camera's samples, or all."""
-    text = generate_latest(hub.metrics.registry).decode()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line and not line.startswith("#") and (stream_id is None or f'stream="{stream_id}"' in line)}
+def _scrape(hub: StreamManager) -> str:
+    """A real scrape of the server's registry, as /metrics serves it."""
+    return generate_latest(hub.metrics.registry).decode()
 
 
 def test_camera_series_are_read_from_the_camera_at_each_scrape(hub, monkeypatch):
     stream = Stream(StreamSpec(id="scraped", url=LIVE), hub)
     monkeypatch.setitem(hub._streams, "scraped", stream)
     monkeypatch.setattr(stream.reader, "stop", lambda: None)  # never started here
-    scraped = _scrape(hub, "scraped")
-    assert scraped['aedmae_stream_up{stream="scraped"}'] == 0.0
-    assert not any(k.startswith(("aedmae_anomaly_score{", "aedmae_stream_alert_share{")) for k in scraped)
+
+    def scraped(name: str) -> float | None:
+        return series(_scrape(hub), name, stream="scraped")
+
+    assert scraped("aedmae_stream_up") == 0.0
+    assert scraped("aedmae_anomaly_score") is None and scraped("aedmae_stream_alert_share") is None
     stream.reader.stats.state, stream.reader.stats.reconnects, stream.reader.stats.stalls = "up", 2, 1
     feed(stream, np.concatenate([scene_frames(8, 32, 48, seed=7), scene_frames(8, 32, 48, seed=8)]))
     stream._on_state("scraped", "ended")
     settle(stream)
-    scraped = _scrape(hub, "scraped")
-    assert scraped['aedmae_stream_up{stream="scraped"}'] == 1.0
-    assert scraped['aedmae_stream_reconnects_total{stream="scraped"}'] == 2.0
-    assert scraped['aedmae_stream_stalls_total{stream="scraped"}'] == 1.0
-    assert scraped['aedmae_stream_scene_cuts_total{stream="scraped"}'] == 1.0
-    assert scraped['aedmae_anomaly_score{stream="scraped"}'] == stream.current_score()
-    assert scraped['aedmae_frame_age_seconds_count{stream="scraped"}'] == 16.0
-    assert not any(k.startswith("aedmae_stream_alert_share{") for k in scraped), "under a hundred frames"
+    assert scraped("aedmae_stream_up") == 1.0
+    assert scraped("aedmae_stream_reconnects_total") == 2.0
+    assert scraped("aedmae_stream_stalls_total") == 1.0
+    assert scraped("aedmae_stream_scene_cuts_total") == 1.0
+    assert scraped("aedmae_anomaly_score") == stream.current_score()
+    assert scraped("aedmae_frame_age_seconds_count") == 16.0
+    assert scraped("aedmae_stream_alert_share") is None, "under a hundred frames"
     for index in range(16, 16 + SCENE_CHECK_FRAMES):
         _result(stream, index, 1.0)
-    assert _scrape(hub, "scraped")['aedmae_stream_alert_share{stream="scraped"}'] > 0.8
+    assert scraped("aedmae_stream_alert_share") > 0.8
     hub.remove("scraped")
-    assert _scrape(hub, "scraped") == {}, "a removed camera's series go with it"
+    assert 'stream="scraped"' not in _scrape(hub), "a removed camera's series go with it"
 
 
 def test_scores_of_camera_frames_join_the_score_distribution(hub):
     stream = Stream(StreamSpec(id="distributed", url=LIVE), hub)
-    count = 'aedmae_anomaly_score_distribution_count{source="stream"}'
-    before = _scrape(hub).get(count, 0.0)
+    name = "aedmae_anomaly_score_distribution_count"
+    before = series(_scrape(hub), name, source="stream") or 0.0
     for index in range(5):
         _result(stream, index, 0.3)
-    assert _scrape(hub)[count] == before + 5
+    assert series(_scrape(hub), name, source="stream") == before + 5
 
 
 def test_file_cameras_and_the_camera_count_are_limited_by_the_settings(hub, tmp_path):
@@ -302,5 +302,5 @@ def test_a_stopped_manager_leaves_the_registry_for_the_next(hub):
     metrics = Metrics()
     StreamManager(hub.runtime, hub.settings, metrics).stop()
     second = StreamManager(hub.runtime, hub.settings, metrics)
-    assert generate_latest(metrics.registry).decode().count("# HELP aedmae_stream_up ") == 1
+    assert _scrape(second).count("# HELP aedmae_stream_up ") == 1
     second.stop()

@@ -11,19 +11,12 @@ import cv2
 import httpx
 import pytest
 
-from tests.conftest import camera, video_frames, wait_for
+from tests.conftest import camera, series, video_frames, wait_for
 
 
 def metric(client, name, **labels):
-    """The value of one series in /metrics, or None when absent."""
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            series, value = line.rsplit(" ", 1)
-            got = ",".join(sorted(series[series.find("{") + 1 : -1].split(","))) if "{" in series else ""
-            if got == want:
-                return float(value)
-    return None
+    """The value of one series in the server's /metrics, or None when absent."""
+    return series(client.get("/metrics").text, name, **labels)
 
 
 @pytest.fixture
