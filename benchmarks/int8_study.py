@@ -6,11 +6,12 @@ int8 could give (Amdahl): why int8 does not double fp32 here.
         [--batch 8] [--json FILE]
 
 dynamic = int8 MatMul/Gemm weights (what bench_model.py's int8 rows run); static = QDQ with activation
-ranges calibrated on 64 real training frames, the attention products included (export/quantize.py).
+ranges calibrated on 64 real training frames, weight products only, attention left fp32 and fused
+(export/quantize.py); "static, attention too" quantises the attention products as well.
 The profile splits MatMul time into weight GEMMs (one input is a constant) and attention products
 (both inputs computed), from ONNX Runtime's per-node profile of its optimised graph. "batch dep." is how
 much a frame's score moves between being scored in the batch and alone: why dynamic int8 is not a
-serving precision (the dynamic batcher decides which frames share a call).
+serving precision (the dynamic batcher decides which frames share a call), where static int8 could be.
 """
 
 from __future__ import annotations
@@ -31,28 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.bundle import INPUT_NAME, load_bundle
 from export.ort_fusion import ort_session, session_options
-from export.quantize import quantize_int8
-from model.datasets import discover
-from model.frames import FrameCache, default_cache_dir
+from export.quantize import calibration_windows, quantize_int8
 from model.shipped import SHIPPED_DIR
-from model.window import clip_windows
 
 # matmul-like op types and the positions of their two operands
 MATMULS = {"MatMul": (0, 1), "FusedMatMul": (0, 1), "Gemm": (0, 1), "DynamicQuantizeMatMul": (0, 1),
            "MatMulInteger": (0, 1), "MatMulIntegerToFloat": (0, 1), "QLinearMatMul": (0, 3)}
-
-
-def calibration_frames(folder: str, size: tuple[int, int], channels: int, count: int = 64) -> np.ndarray:
-    """``count`` model inputs (N, 3, H, W, C) from frames spread over the training videos."""
-    sources = discover(folder)
-    cache = FrameCache(default_cache_dir())
-    rng = np.random.default_rng(0)
-    per_video = max(1, count // len(sources))
-    windows = []
-    for src in sources:
-        frames = cache.load(src, size, channels)
-        windows.append(clip_windows(frames, rng.choice(len(frames), min(per_video, len(frames)), replace=False)))
-    return np.concatenate(windows)[:count]
 
 
 def session(path: Path, threads: int, profile_dir: Path | None = None, fused: bool = True) -> Any:
@@ -123,14 +108,16 @@ def main() -> None:
     p.add_argument("--json")
     args = p.parse_args()
     bundle = load_bundle(args.model)
-    calib = calibration_frames(args.calibration, bundle.image_size, bundle.channels)
+    calib = calibration_windows(args.calibration, bundle.image_size, bundle.channels)
     frames = calib[: args.batch]
     result: dict[str, Any] = {"model": str(bundle.graph), "batch": args.batch, "threads": args.threads, "rows": {}}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         graphs = {"fp32, attention not fused": (bundle.graph, False), "fp32": (bundle.graph, True),
                   "int8 dynamic": (quantize_int8(bundle.graph, tmp / "dynamic.onnx", "dynamic"), True),
-                  "int8 static": (quantize_int8(bundle.graph, tmp / "static.onnx", "static", calib), True)}
+                  "int8 static": (quantize_int8(bundle.graph, tmp / "static.onnx", "static", calib), True),
+                  "int8 static, attention too": (quantize_int8(bundle.graph, tmp / "static_all.onnx", "static", calib,
+                                                               attention_products=True), True)}
         sessions = {name: session(path, args.threads, fused=fused) for name, (path, fused) in graphs.items()}
         fps = interleaved_fps(sessions, frames, args.repeats)
         for name, (path, fused) in graphs.items():

@@ -1,8 +1,11 @@
 """Test-set AUC through the serving backends: ONNX Runtime on the exported fp32 graph and on its int8
-(dynamic quantisation of MatMul/Gemm weights) version, and on CPUs with native bf16 the torch backend
-in bf16, so each speed-up of bench_model.py comes with its accuracy cost.
+(dynamic quantisation of MatMul/Gemm weights) version, with ``--calibration`` also on its static int8
+version (weight products, activation ranges from that training footage; export/quantize.py), and on
+CPUs with native bf16 the torch backend in bf16, so each speed-up of bench_model.py and
+int8_study.py comes with its accuracy cost.
 
-    python benchmarks/onnx_auc.py [--model model/weights/ped2] --data ../shared/data/ped2 [--json FILE]
+    python benchmarks/onnx_auc.py [--model model/weights/ped2] --data ../shared/data/ped2 \
+        [--calibration ../shared/data/ped2/train] [--json FILE]
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.bundle import infer_in_batches, load_bundle
 from export.onnx_export import run_onnxruntime
-from export.quantize import quantize_int8
+from export.quantize import calibration_windows, quantize_int8
 from model.cpu import native_cpu_bf16, reuse_freed_memory
 from model.datasets import read_test_set
 from model.frames import FrameCache, default_cache_dir
@@ -57,6 +60,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(SHIPPED_DIR), help="model folder with model.onnx")
     p.add_argument("--data", required=True)
+    p.add_argument("--calibration", help="training footage: adds static int8, its ranges taken from these frames")
     p.add_argument("--sigma", type=float, default=3.0)
     p.add_argument("--json")
     args = p.parse_args()
@@ -69,6 +73,10 @@ def main() -> None:
         variants: dict[str, Callable[[np.ndarray], dict[str, np.ndarray]]] = {
             "fp32": lambda w: run_onnxruntime(bundle.graph, w, batch=16),
             "int8": lambda w: run_onnxruntime(int8, w, batch=16)}
+        if args.calibration:
+            static = quantize_int8(bundle.graph, Path(tmp) / "static.onnx", "static",
+                                   calibration_windows(args.calibration, bundle.image_size, bundle.channels))
+            variants["int8 static"] = lambda w: run_onnxruntime(static, w, batch=16)
         if native_cpu_bf16():  # what `aedmae serve --backend torch --precision bf16` runs
             torch_bf16 = create_backend("torch", bundle, Settings(model=args.model, backend="torch", precision="bf16"))
             variants["torch bf16"] = partial(infer_in_batches, torch_bf16, batch=16)

@@ -4,8 +4,13 @@ int8 is a studied option, not an export precision: the benchmarks measure its sp
 (``benchmarks/bench_model.py``, ``benchmarks/onnx_auc.py``, ``benchmarks/int8_study.py``).
   * dynamic: MatMul/Gemm weights in int8, activations quantised on the fly per call (ONNX Runtime
     fuses them into DynamicQuantizeMatMul). The attention products (activation x activation) stay fp32.
-  * static: QDQ with activation ranges calibrated on real frames; every MatMul, the attention
-    products included, runs in int8.
+    One activation scale per call makes a frame's score depend on the frames batched with it.
+  * static: QDQ with activation ranges calibrated on real frames, so a frame scores the same in any
+    batch. By default only the weight products run in int8 and attention stays fp32, which ONNX
+    Runtime then fuses into its MultiHeadAttention kernel: on the AVX-512 VNNI CPU of
+    benchmarks/RESULTS.md that is 1.28x fp32, while quantising the attention products too
+    (``attention_products=True``) is 0.84x: ONNX Runtime's int8 products of two activations and the
+    QLinearSoftmax it fuses between them are slower than fp32 fused attention there.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ Int8Mode = Literal["dynamic", "static"]
 
 
 def quantize_int8(src: str | Path, dst: str | Path, mode: Int8Mode = "dynamic",
-                  calibration: np.ndarray | None = None, batch: int = 8) -> Path:
+                  calibration: np.ndarray | None = None, batch: int = 8, attention_products: bool = False) -> Path:
     """Write the int8 version of the ONNX graph ``src`` to ``dst``.
 
     ``calibration``: (N, 3, H, W, C) uint8 model inputs, real frames, needed by ``static``.
+    ``attention_products``: static only; quantise the MatMuls of two computed operands as well.
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -55,9 +61,38 @@ def quantize_int8(src: str | Path, dst: str | Path, mode: Int8Mode = "dynamic",
     prepared = dst.with_suffix(".prepared.onnx")
     quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
     try:
+        excluded = [] if attention_products else activation_products(prepared)
         quantize_static(str(prepared), str(dst), Batches(), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["MatMul", "Gemm"], activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8)
+                        weight_type=QuantType.QInt8, nodes_to_exclude=excluded)
     finally:
         prepared.unlink(missing_ok=True)
     return dst
+
+
+def activation_products(path: str | Path) -> list[str]:
+    """Names of the MatMul nodes of ``path`` whose operands are both computed (attention's q.k and
+    weights.v), as opposed to products with a weight (an initializer or a Constant)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    constants = {i.name for i in graph.initializer}
+    constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and not any(i in constants for i in n.input)]
+
+
+def calibration_windows(folder: str | Path, size: tuple[int, int], channels: int, count: int = 64) -> np.ndarray:
+    """``count`` model inputs (N, 3, H, W, C) uint8 from frames spread over the videos in ``folder``
+    (training footage: the normal frames static int8 takes its activation ranges from)."""
+    from model.frames import FrameCache, default_cache_dir, discover
+    from model.window import clip_windows
+
+    sources = discover(folder)
+    cache = FrameCache(default_cache_dir())
+    rng = np.random.default_rng(0)
+    per_video = max(1, count // len(sources))
+    windows = []
+    for src in sources:
+        frames = cache.load(src, size, channels)
+        windows.append(clip_windows(frames, rng.choice(len(frames), min(per_video, len(frames)), replace=False)))
+    return np.concatenate(windows)[:count]

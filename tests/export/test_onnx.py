@@ -9,7 +9,7 @@ import torch
 from export.bundle import OUTPUT_NAMES, compare_outputs, load_bundle
 from export.onnx_export import DeployedGraph, ExportError, export_onnx, run_onnxruntime
 from model import checkpoint
-from model.errors import AedmaeError, CheckpointError
+from model.errors import CheckpointError
 from model.evaluation import scorer_from_meta
 from tests.conftest import assert_durable, frames_batch, record_disk_ops
 
@@ -85,48 +85,6 @@ def test_corrupt_and_mismatched_files(tiny_onnx, tmp_path):
         load_bundle(tiny_onnx.parent / "model.safetensors")
     with pytest.raises(ExportError, match="fp32 or fp16"):
         export_onnx(tiny_onnx.parent, tmp_path / "x.onnx", precision="int4")
-
-
-@pytest.mark.parametrize("mode", ["dynamic", "static"])
-def test_int8_graphs_stay_within_the_int8_tolerance(tiny_onnx, tmp_path, mode):
-    from export.quantize import quantize_int8
-
-    bundle = load_bundle(tiny_onnx)
-    frames = bundle.golden_inputs()
-    q = quantize_int8(tiny_onnx, tmp_path / f"{mode}.onnx", mode, calibration=frames)
-    model = onnx.load(str(q))
-    quantised_ops = {"dynamic": "DynamicQuantizeLinear", "static": "QuantizeLinear"}[mode]
-    assert any(n.op_type == quantised_ops for n in model.graph.node)
-    assert not list(tmp_path.glob("*.prepared.onnx"))
-    parity = compare_outputs(run_onnxruntime(q, frames), run_onnxruntime(tiny_onnx, frames), "int8")
-    assert parity["ok"], parity
-
-
-def test_static_int8_without_calibration_frames_is_a_clear_error(tiny_onnx, tmp_path):
-    from export.quantize import quantize_int8
-
-    empty = load_bundle(tiny_onnx).golden_inputs()[:0]
-    for calibration in (None, empty):
-        with pytest.raises(AedmaeError, match="needs calibration frames"):
-            quantize_int8(tiny_onnx, tmp_path / "s.onnx", "static", calibration=calibration)
-
-
-def test_static_int8_calibrates_on_every_batch_of_frames(tiny_onnx, tmp_path):
-    """Activation ranges come from all the calibration frames, not the first batch: a last batch of
-    noise after flat gray frames widens them."""
-    from export.quantize import quantize_int8
-
-    gray = np.full_like(load_bundle(tiny_onnx).golden_inputs()[:1], 128).repeat(4, axis=0)
-    noise = np.random.default_rng(0).integers(0, 256, gray[:1].shape, dtype=np.uint8)
-
-    def scales(frames, name):
-        model = onnx.load(str(quantize_int8(tiny_onnx, tmp_path / name, "static", calibration=frames, batch=4)))
-        return [float(onnx.numpy_helper.to_array(i)) for i in model.graph.initializer if i.name.endswith("_scale")
-                and i.dims == []]
-
-    first, both = scales(gray, "first.onnx"), scales(np.concatenate([gray, noise]), "both.onnx")
-    assert len(first) == len(both) > 0
-    assert np.mean(np.array(both) > np.array(first)) > 0.5
 
 
 def test_two_grid_scoring_recalibrated_on_held_out_tails_exports_with_parity(tiny_checkpoint, tmp_path, capsys):
