@@ -85,12 +85,18 @@ def _to_fp16(src: Path, dst: Path) -> None:
 
 
 def export_onnx(model_path: str | Path, out: str | Path, precision: str = "fp32", max_batch: int = 32,
-                opset: int = OPSET) -> dict[str, Any]:
+                opset: int = OPSET, calibration: str | Path | None = None) -> dict[str, Any]:
     """Export, check and describe a checkpoint's deployed graph. Returns the sidecar written beside
     ``out``. Raises ExportError when a check fails or ``out`` cannot be written; an earlier export at
-    ``out`` is replaced only by one that passed every check."""
-    if precision not in ("fp32", "fp16"):
-        raise ExportError(f"--precision {precision}: choose fp32 or fp16")
+    ``out`` is replaced only by one that passed every check.
+
+    ``precision="int8"``: static int8 of the weight products (export/quantize.py), its activation
+    ranges taken from frames of the normal footage in ``calibration`` (the training videos)."""
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ExportError(f"--precision {precision}: choose fp32, fp16 or int8")
+    if (precision == "int8") != (calibration is not None):
+        raise ExportError("--precision int8 takes its activation ranges from normal footage: name it with "
+                          "--calibration DIR (the training videos), which only int8 uses")
     if opset < 17:
         raise ExportError("opset must be >= 17")
     from model.evaluation import scorer_from_meta
@@ -102,11 +108,19 @@ def export_onnx(model_path: str | Path, out: str | Path, precision: str = "fp32"
     with torch.no_grad():
         ref = dict(zip(OUTPUT_NAMES, (t.numpy() for t in graph(torch.from_numpy(frames))), strict=True))
     out = Path(out)
+    int8_frames = None
+    if calibration is not None:
+        from export.quantize import calibration_windows
+
+        int8_frames = calibration_windows(calibration, net.cfg.image_size, net.cfg.channels)
 
     def write(draft: Path) -> dict[str, Any]:
         sidecar = _describe(net, meta, scorer, precision, max_batch, opset, ref)
         sidecar["source_checkpoint_sha256"] = checkpoint.digest(checkpoint.resolve(model_path))
-        _export_and_check(graph, sidecar, frames, ref, draft, out, precision, opset)
+        if int8_frames is not None:
+            sidecar["int8"] = {"mode": "static, weight products", "calibration": str(calibration),
+                               "calibration_windows": len(int8_frames)}
+        _export_and_check(graph, sidecar, frames, ref, draft, out, precision, opset, int8_frames)
         sidecar_path(draft).write_text(json.dumps(sidecar, indent=1) + "\n")
         return sidecar
 
@@ -114,7 +128,8 @@ def export_onnx(model_path: str | Path, out: str | Path, precision: str = "fp32"
 
 
 def _export_and_check(graph: DeployedGraph, sidecar: dict[str, Any], frames: np.ndarray, ref: dict[str, np.ndarray],
-                      draft: Path, out: Path, precision: str, opset: int) -> None:
+                      draft: Path, out: Path, precision: str, opset: int,
+                      int8_frames: np.ndarray | None = None) -> None:
     """Export to ``draft`` with ``sidecar`` in its metadata, run its checks and record them in
     ``sidecar``; ``out`` is where it will go (for messages)."""
     import onnx
@@ -123,6 +138,11 @@ def _export_and_check(graph: DeployedGraph, sidecar: dict[str, Any], frames: np.
     export_graph(graph, frames, fp32, opset)
     if precision == "fp16":
         _to_fp16(fp32, draft)
+    elif precision == "int8":
+        from export.quantize import quantize_int8
+
+        quantize_int8(fp32, draft, "static", calibration=int8_frames)
+        fp32.unlink()
     else:
         fp32.replace(draft)
     model = onnx.load(str(draft))

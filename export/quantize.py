@@ -1,16 +1,17 @@
 """int8 versions of an exported graph for ONNX Runtime on CPUs.
 
-int8 is a studied option, not an export precision: the benchmarks measure its speed and its Ped2 AUC
-(``benchmarks/bench_model.py``, ``benchmarks/onnx_auc.py``, ``benchmarks/int8_study.py``).
+Static int8 is an export precision (``aedmae export onnx --precision int8 --calibration DIR``); both
+modes are measured for speed and Ped2 AUC by ``benchmarks/bench_model.py`` (dynamic),
+``benchmarks/onnx_auc.py`` and ``benchmarks/int8_study.py``.
   * dynamic: MatMul/Gemm weights in int8, activations quantised on the fly per call (ONNX Runtime
     fuses them into DynamicQuantizeMatMul). The attention products (activation x activation) stay fp32.
     One activation scale per call makes a frame's score depend on the frames batched with it.
   * static: QDQ with activation ranges calibrated on real frames, so a frame scores the same in any
     batch. By default only the weight products run in int8 and attention stays fp32, which ONNX
     Runtime then fuses into its MultiHeadAttention kernel: on the AVX-512 VNNI CPU of
-    benchmarks/RESULTS.md that is 1.28x fp32, while quantising the attention products too
-    (``attention_products=True``) is 0.84x: ONNX Runtime's int8 products of two activations and the
-    QLinearSoftmax it fuses between them are slower than fp32 fused attention there.
+    benchmarks/RESULTS.md that is 1.27-1.38x fp32, while quantising the attention products too
+    (``attention_products=True``) is 1.11x: ONNX Runtime's int8 products of two activations are
+    slower there than its fp32 fused attention.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ Int8Mode = Literal["dynamic", "static"]
 
 
 def quantize_int8(src: str | Path, dst: str | Path, mode: Int8Mode = "dynamic",
-                  calibration: np.ndarray | None = None, batch: int = 8, attention_products: bool = False) -> Path:
+                  calibration: np.ndarray | None = None, batch: int = 1, attention_products: bool = False) -> Path:
     """Write the int8 version of the ONNX graph ``src`` to ``dst``.
 
-    ``calibration``: (N, 3, H, W, C) uint8 model inputs, real frames, needed by ``static``.
+    ``calibration``: (N, 3, H, W, C) uint8 model inputs, real frames, needed by ``static``; run ``batch``
+    at a time. The ranges are minima and maxima over all of them whatever the batch, but the run keeps
+    every intermediate tensor of a batch: the shipped model peaks at 1.8 GB with batch 1, 13 GB with 8.
     ``attention_products``: static only; quantise the MatMuls of two computed operands as well.
     """
     from onnxruntime.quantization import (
@@ -64,7 +67,10 @@ def quantize_int8(src: str | Path, dst: str | Path, mode: Int8Mode = "dynamic",
         excluded = [] if attention_products else activation_products(prepared)
         quantize_static(str(prepared), str(dst), Batches(), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["MatMul", "Gemm"], activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=excluded)
+                        weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                        # products hand fp32 to the bias Add that follows them (MatMulIntegerToFloat)
+                        # instead of int8 to a DequantizeLinear: 1.38x against 1.33x, and closer to fp32
+                        extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]})
     finally:
         prepared.unlink(missing_ok=True)
     return dst

@@ -161,20 +161,6 @@ def test_motion_energy_by_hand():
     assert motion_energy(frames).tolist() == [0.0, 10.0, 0.0, 10.0]
 
 
-@pytest.mark.slow
-def test_int8_study(tiny_checkpoint, footage, tmp_path):
-    result, stdout = run_benchmark(tmp_path, "int8_study.py", "--model", str(tiny_checkpoint), "--calibration",
-                                   str(footage), "--repeats", "2")
-    assert set(result["rows"]) == {"fp32, attention not fused", "fp32", "int8 dynamic", "int8 static"}
-    assert "attention (fused)" in result["rows"]["fp32"]["profile"]
-    assert "attention (fused)" not in result["rows"]["fp32, attention not fused"]["profile"]
-    for row in result["rows"].values():
-        assert row["frames_per_s"] > 0 and sum(row["profile"].values()) == pytest.approx(1.0)
-    assert result["rows"]["fp32"]["profile"]["weight GEMM"] > 0 and result["amdahl_bound_weight_int8"] > 1
-    assert result["rows"]["fp32"]["batch_dependence"] < 1e-5  # fp32: a frame's score ignores its batch
-    assert "at most" in stdout
-
-
 def test_gpu_check_keeps_to_its_budget(tmp_path):
     """gpu_check.sh must fit one device call: with no budget left every timed step is skipped, said
     so, and the script still finishes (the GPU steps themselves run only on a GPU machine)."""

@@ -83,7 +83,7 @@ def test_corrupt_and_mismatched_files(tiny_onnx, tmp_path):
     # the checkpoint's weights named instead of its graph: pointed to the graph beside them
     with pytest.raises(CheckpointError, match=r"neither an ONNX graph nor a TensorRT engine.*: .*model\.onnx$"):
         load_bundle(tiny_onnx.parent / "model.safetensors")
-    with pytest.raises(ExportError, match="fp32 or fp16"):
+    with pytest.raises(ExportError, match="fp32, fp16 or int8"):
         export_onnx(tiny_onnx.parent, tmp_path / "x.onnx", precision="int4")
 
 

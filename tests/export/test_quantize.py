@@ -52,12 +52,13 @@ def test_static_int8_calibrates_on_every_batch_of_frames(tiny_onnx, tmp_path):
 
     def scales(frames, name):
         model = onnx.load(str(quantize_int8(tiny_onnx, tmp_path / name, "static", calibration=frames, batch=4)))
-        return [float(onnx.numpy_helper.to_array(i)) for i in model.graph.initializer if i.name.endswith("_scale")
-                and i.dims == []]
+        values = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+        return [float(values[n.input[1]]) for n in model.graph.node  # ranges of activations, not weights
+                if n.op_type == "QuantizeLinear" and n.input[0] not in values]
 
     first, both = scales(gray, "first.onnx"), scales(np.concatenate([gray, noise]), "both.onnx")
     assert len(first) == len(both) > 0
-    assert np.mean(np.array(both) > np.array(first)) > 0.5
+    assert np.all(np.array(both) >= np.array(first)) and np.mean(np.array(both) > np.array(first)) > 0.5
 
 
 def test_activation_products_are_the_attention_matmuls(tiny_onnx):
@@ -102,3 +103,60 @@ def test_calibration_windows_spread_over_every_video(tmp_path, monkeypatch):
     assert windows.shape == (6, 3, 24, 36, 1) and windows.dtype == np.uint8
     assert sorted(windows.mean(axis=(1, 2, 3, 4)).tolist()) == [50, 50, 110, 110, 170, 170]  # two per video
     np.testing.assert_array_equal(windows, calibration_windows(tmp_path / "train", (24, 36), 1, count=6))
+
+
+def test_int8_export_checks_itself_and_serves(tiny_checkpoint, tmp_path, capsys):
+    """`aedmae export onnx --precision int8 --calibration DIR`: the same checks as fp32 (PyTorch parity
+    under the int8 tolerance, identical results across batch sizes), the ranges recorded in the
+    sidecar, and the server scores with it through the real HTTP stack."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.cli import main
+    from service.settings import Settings
+    from tests.conftest import npy_body, scene_frames, wait_for
+
+    footage = tmp_path / "train"
+    for i in range(2):
+        write_frame_folder(footage, f"v{i}", scene_frames(30, 32, 48, seed=i))
+    folder = tmp_path / "int8"
+    shutil.copytree(tiny_checkpoint, folder)
+    assert main(["export", "onnx", "--model", str(folder), "--out", str(folder / "model.onnx"),
+                 "--precision", "int8", "--calibration", str(footage)]) == 0
+    assert f"activation ranges from frames of {footage}" in capsys.readouterr().out
+    bundle = load_bundle(folder)
+    side = bundle.sidecar
+    assert bundle.precision == "int8" and side["int8"]["calibration_windows"] == 60
+    assert side["parity_vs_pytorch"]["ok"] and side["parity_vs_pytorch"]["tolerance"]["score_rtol"] == 0.05
+    assert all(v["ok"] and v["tolerance"]["score_rtol"] == 1e-4 for v in side["batch_parity"].values())
+    assert quantised_matmuls(onnx.load(str(bundle.graph)))
+    scores = {}
+    for model in (tiny_checkpoint, folder):
+        with TestClient(create_app(Settings(model=model))) as client:
+            assert wait_for(lambda: client.get("/readyz").status_code == 200, 60)  # golden parity passed
+            precision = client.get("/v1/model").json()["precision"]
+            r = client.post("/v1/score", content=npy_body(scene_frames(5, 32, 48, seed=7)),
+                            headers={"content-type": "application/x-npy"})
+            assert r.status_code == 200, r.text
+            scores[precision] = np.array([f["score"] for f in r.json()["frames"]])
+    assert len(scores["int8"]) == len(scores["fp32"]) == 5
+    np.testing.assert_allclose(scores["int8"], scores["fp32"], rtol=0.05)
+    assert not np.array_equal(scores["int8"], scores["fp32"])  # it did run the int8 graph
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--precision", "int8"], "--calibration DIR"),
+    (["--calibration", "FOOTAGE"], "only int8 uses"),
+    (["--precision", "int8", "--calibration", "EMPTY"], "no frames"),
+])
+def test_int8_export_without_usable_footage_is_a_clear_error(tiny_checkpoint, tmp_path, capsys, args, message):
+    from service.cli import main
+
+    (tmp_path / "EMPTY").mkdir()
+    write_frame_folder(tmp_path / "FOOTAGE", "v0", np.zeros((4, 32, 48, 3), np.uint8))
+    args = [str(tmp_path / a) if a in ("FOOTAGE", "EMPTY") else a for a in args]
+    out = tmp_path / "x.onnx"
+    assert main(["export", "onnx", "--model", str(tiny_checkpoint), "--out", str(out), *args]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
