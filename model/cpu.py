@@ -1,5 +1,6 @@
-"""What the torch paths on the CPU need to know and set about the machine: whether it multiplies
-bf16 in hardware, and malloc's reuse of freed memory (:func:`reuse_freed_memory`).
+"""What the CPU paths need to know and set about the machine: whether it multiplies bf16 in hardware,
+whether it has int8 dot-product instructions (:func:`int8_dot_products`), and malloc's reuse of
+freed memory (:func:`reuse_freed_memory`).
 
 Freed memory: glibc serves every allocation above its mmap threshold (which adapts, up to 32 MiB on
 64-bit) with a fresh ``mmap`` and unmaps it on ``free``, so a model whose activations are larger than
@@ -49,3 +50,20 @@ def native_cpu_bf16() -> bool:
 
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own checks
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # /proc/cpuinfo names
+
+
+def int8_dot_products(cpuinfo: str | None = None) -> bool | None:
+    """Whether this CPU has int8 dot-product instructions (VNNI or AMX), which int8 models need to run
+    faster than fp32 (on an AVX2 CPU without them dynamic int8 ran at 1.0x: benchmarks/RESULTS.md).
+    None where it cannot tell (no /proc/cpuinfo). ``cpuinfo``: that file's text, for tests."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return None
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
+    return any(flag in flags for flag in INT8_DOT_FLAGS) if flags else None

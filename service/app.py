@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 import model
+from model.cpu import int8_dot_products
 from model.errors import AedmaeError
 from service import routes, stream_routes
 from service.camera_store import CameraStore
@@ -52,6 +53,9 @@ def _load(app: FastAPI, settings: Settings) -> None:
         log.info("model %s: backend %s (%s), %dx%d, max batch %d, %d worker(s), warm-up sizes %s",
                  runtime.bundle.graph, runtime.backend_name, runtime.precision, *runtime.bundle.image_size,
                  runtime.batcher.max_batch, len(runtime.backends), runtime.warmup_sizes())
+        if runtime.precision == "int8" and int8_dot_products() is False:
+            log.warning("model %s is int8, but this CPU has no int8 dot-product instructions (VNNI, AMX): it "
+                        "runs no faster than fp32 here; serve an fp32 export instead", runtime.bundle.graph)
         runtime.start()
         app.state.runtime = runtime
         log.info("ready: %s", runtime.readiness)

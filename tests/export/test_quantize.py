@@ -105,7 +105,7 @@ def test_calibration_windows_spread_over_every_video(tmp_path, monkeypatch):
     np.testing.assert_array_equal(windows, calibration_windows(tmp_path / "train", (24, 36), 1, count=6))
 
 
-def test_int8_export_checks_itself_and_serves(tiny_checkpoint, tmp_path, capsys):
+def test_int8_export_checks_itself_and_serves(tiny_checkpoint, tmp_path, capsys, caplog, monkeypatch):
     """`aedmae export onnx --precision int8 --calibration DIR`: the same checks as fp32 (PyTorch parity
     under the int8 tolerance, identical results across batch sizes), the ranges recorded in the
     sidecar, and the server scores with it through the real HTTP stack."""
@@ -133,7 +133,9 @@ def test_int8_export_checks_itself_and_serves(tiny_checkpoint, tmp_path, capsys)
     assert all(v["ok"] and v["tolerance"]["score_rtol"] == 1e-4 for v in side["batch_parity"].values())
     assert quantised_matmuls(onnx.load(str(bundle.graph)))
     scores = {}
+    monkeypatch.setattr("service.app.int8_dot_products", lambda: False)  # as on a CPU without VNNI
     for model in (tiny_checkpoint, folder):
+        caplog.clear()
         with TestClient(create_app(Settings(model=model))) as client:
             assert wait_for(lambda: client.get("/readyz").status_code == 200, 60)  # golden parity passed
             precision = client.get("/v1/model").json()["precision"]
@@ -141,6 +143,8 @@ def test_int8_export_checks_itself_and_serves(tiny_checkpoint, tmp_path, capsys)
                             headers={"content-type": "application/x-npy"})
             assert r.status_code == 200, r.text
             scores[precision] = np.array([f["score"] for f in r.json()["frames"]])
+        # an int8 model on a CPU without int8 dot products: said at start-up, served all the same
+        assert ("no int8 dot-product instructions" in caplog.text) == (precision == "int8")
     assert len(scores["int8"]) == len(scores["fp32"]) == 5
     np.testing.assert_allclose(scores["int8"], scores["fp32"], rtol=0.05)
     assert not np.array_equal(scores["int8"], scores["fp32"])  # it did run the int8 graph

@@ -29,3 +29,16 @@ def test_a_large_temporary_reuses_freed_memory_instead_of_faulting_it_in_again()
     _faults_of_a_large_temporary(libc)  # the first one grows the heap
     faults = min(_faults_of_a_large_temporary(libc) for _ in range(3))
     assert faults < 1024, f"{faults} page faults: 64 MiB mapped afresh is 16,384 (4 KiB pages)"
+
+
+def test_int8_dot_products_read_from_the_cpu_flags():
+    from model.cpu import int8_dot_products
+
+    line = "flags\t\t: fpu sse2 avx2 fma {}\n"
+    assert int8_dot_products("processor\t: 0\n" + line.format("avx512f avx512_vnni")) is True
+    assert int8_dot_products(line.format("avx_vnni")) is True  # Alder Lake and later: VNNI without AVX-512
+    assert int8_dot_products(line.format("amx_tile amx_int8")) is True
+    assert int8_dot_products(line.format("avx512f avx512_vnnix")) is False  # whole flags only
+    assert int8_dot_products(line.format("")) is False
+    assert int8_dot_products("processor\t: 0\n") is None  # no flags to read: cannot tell
+    assert int8_dot_products() in (True, False, None)  # this machine's own /proc/cpuinfo reads
