@@ -85,18 +85,18 @@ def _to_fp16(src: Path, dst: Path) -> None:
 
 
 def export_onnx(model_path: str | Path, out: str | Path, precision: str = "fp32", max_batch: int = 32,
-                opset: int = OPSET, calibration: str | Path | None = None) -> dict[str, Any]:
+                opset: int = OPSET, int8_footage: str | Path | None = None) -> dict[str, Any]:
     """Export, check and describe a checkpoint's deployed graph. Returns the sidecar written beside
     ``out``. Raises ExportError when a check fails or ``out`` cannot be written; an earlier export at
     ``out`` is replaced only by one that passed every check.
 
     ``precision="int8"``: static int8 of the weight products (export/quantize.py), its activation
-    ranges taken from frames of the normal footage in ``calibration`` (the training videos)."""
+    ranges taken from frames of the normal footage in ``int8_footage`` (the training videos)."""
     if precision not in ("fp32", "fp16", "int8"):
         raise ExportError(f"--precision {precision}: choose fp32, fp16 or int8")
-    if (precision == "int8") != (calibration is not None):
+    if (precision == "int8") != (int8_footage is not None):
         raise ExportError("--precision int8 takes its activation ranges from normal footage: name it with "
-                          "--calibration DIR (the training videos), which only int8 uses")
+                          "--int8-footage DIR (the training videos), which only int8 uses")
     if opset < 17:
         raise ExportError("opset must be >= 17")
     from model.evaluation import scorer_from_meta
@@ -109,17 +109,17 @@ def export_onnx(model_path: str | Path, out: str | Path, precision: str = "fp32"
         ref = dict(zip(OUTPUT_NAMES, (t.numpy() for t in graph(torch.from_numpy(frames))), strict=True))
     out = Path(out)
     int8_frames = None
-    if calibration is not None:
+    if int8_footage is not None:
         from export.quantize import calibration_windows
 
-        int8_frames = calibration_windows(calibration, net.cfg.image_size, net.cfg.channels)
+        int8_frames = calibration_windows(int8_footage, net.cfg.image_size, net.cfg.channels)
 
     def write(draft: Path) -> dict[str, Any]:
         sidecar = _describe(net, meta, scorer, precision, max_batch, opset, ref)
         sidecar["source_checkpoint_sha256"] = checkpoint.digest(checkpoint.resolve(model_path))
         if int8_frames is not None:
-            sidecar["int8"] = {"mode": "static, weight products", "calibration": str(calibration),
-                               "calibration_windows": len(int8_frames)}
+            sidecar["int8"] = {"mode": "static, weight products", "footage": str(int8_footage),
+                               "windows": len(int8_frames)}
         _export_and_check(graph, sidecar, frames, ref, draft, out, precision, opset, int8_frames)
         sidecar_path(draft).write_text(json.dumps(sidecar, indent=1) + "\n")
         return sidecar

@@ -1,8 +1,8 @@
 """int8 versions of an exported graph for ONNX Runtime on CPUs.
 
-Static int8 is an export precision (``aedmae export onnx --precision int8 --calibration DIR``); both
-modes are measured for speed and Ped2 AUC by ``benchmarks/bench_model.py`` (dynamic),
-``benchmarks/onnx_auc.py`` and ``benchmarks/int8_study.py``.
+Static int8 is an export precision (``aedmae export onnx --precision int8 --int8-footage DIR``) and
+what ``benchmarks/bench_model.py`` times; ``benchmarks/onnx_auc.py`` and ``benchmarks/int8_study.py``
+measure both modes for Ped2 AUC and speed.
   * dynamic: MatMul/Gemm weights in int8, activations quantised on the fly per call (ONNX Runtime
     fuses them into DynamicQuantizeMatMul). The attention products (activation x activation) stay fp32.
     One activation scale per call makes a frame's score depend on the frames batched with it.

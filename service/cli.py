@@ -177,9 +177,9 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     from export.onnx_export import export_onnx
 
     if args.precision == "int8":
-        print(f"int8: activation ranges from frames of {args.calibration}", flush=True)
+        print(f"int8: activation ranges from frames of {args.int8_footage}", flush=True)
     sidecar = export_onnx(_model_path(args.model), args.out, precision=args.precision, max_batch=args.max_batch,
-                          calibration=args.calibration)
+                          int8_footage=args.int8_footage)
     p = sidecar["parity_vs_pytorch"]
     print(f"wrote {args.out} ({sidecar['precision']}, opset {sidecar['opset']}) and {args.out}.json")
     print(f"parity vs PyTorch on the golden clip: score max rel err {p['score_max_rel_err']:.2e}, heatmap max err "

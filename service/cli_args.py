@@ -166,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", help="checkpoint (default: the shipped model)")
     e.add_argument("--out", required=True, type=file_named(".onnx"), help="FILE.onnx")
     e.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
-                   help="int8: static, weight products only (CPUs with VNNI); needs --calibration")
-    e.add_argument("--calibration", help="int8: normal footage (the training videos) for the activation ranges")
+                   help="int8: static, weight products only (CPUs with VNNI); needs --int8-footage")
+    e.add_argument("--int8-footage", help="int8: normal footage (the training videos) for the activation ranges")
     e.add_argument("--max-batch", type=at_least(1), default=32, help="largest batch the service will send (sidecar)")
     e.set_defaults(func="export_onnx")
     e = exp.add_parser("tensorrt", help="ONNX -> TensorRT engine for this GPU, checked against ONNX Runtime")

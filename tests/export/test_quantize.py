@@ -106,7 +106,7 @@ def test_calibration_windows_spread_over_every_video(tmp_path, monkeypatch):
 
 
 def test_int8_export_checks_itself_and_serves(tiny_checkpoint, tmp_path, capsys, caplog, monkeypatch):
-    """`aedmae export onnx --precision int8 --calibration DIR`: the same checks as fp32 (PyTorch parity
+    """`aedmae export onnx --precision int8 --int8-footage DIR`: the same checks as fp32 (PyTorch parity
     under the int8 tolerance, identical results across batch sizes), the ranges recorded in the
     sidecar, and the server scores with it through the real HTTP stack."""
     import shutil
@@ -124,11 +124,12 @@ def test_int8_export_checks_itself_and_serves(tiny_checkpoint, tmp_path, capsys,
     folder = tmp_path / "int8"
     shutil.copytree(tiny_checkpoint, folder)
     assert main(["export", "onnx", "--model", str(folder), "--out", str(folder / "model.onnx"),
-                 "--precision", "int8", "--calibration", str(footage)]) == 0
+                 "--precision", "int8", "--int8-footage", str(footage)]) == 0
     assert f"activation ranges from frames of {footage}" in capsys.readouterr().out
     bundle = load_bundle(folder)
     side = bundle.sidecar
-    assert bundle.precision == "int8" and side["int8"]["calibration_windows"] == 60
+    assert bundle.precision == "int8"
+    assert side["int8"] == {"mode": "static, weight products", "footage": str(footage), "windows": 60}
     assert side["parity_vs_pytorch"]["ok"] and side["parity_vs_pytorch"]["tolerance"]["score_rtol"] == 0.05
     assert all(v["ok"] and v["tolerance"]["score_rtol"] == 1e-4 for v in side["batch_parity"].values())
     assert quantised_matmuls(onnx.load(str(bundle.graph)))
@@ -151,9 +152,9 @@ def test_int8_export_checks_itself_and_serves(tiny_checkpoint, tmp_path, capsys,
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--precision", "int8"], "--calibration DIR"),
-    (["--calibration", "FOOTAGE"], "only int8 uses"),
-    (["--precision", "int8", "--calibration", "EMPTY"], "no frames"),
+    (["--precision", "int8"], "--int8-footage DIR"),
+    (["--int8-footage", "FOOTAGE"], "only int8 uses"),
+    (["--precision", "int8", "--int8-footage", "EMPTY"], "no frames"),
 ])
 def test_int8_export_without_usable_footage_is_a_clear_error(tiny_checkpoint, tmp_path, capsys, args, message):
     from service.cli import main
