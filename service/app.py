@@ -53,7 +53,7 @@ def _load(app: FastAPI, settings: Settings) -> None:
         log.info("model %s: backend %s (%s), %dx%d, max batch %d, %d worker(s), warm-up sizes %s",
                  runtime.bundle.graph, runtime.backend_name, runtime.precision, *runtime.bundle.image_size,
                  runtime.batcher.max_batch, len(runtime.backends), runtime.warmup_sizes())
-        if runtime.precision == "int8" and int8_dot_products() is False:
+        if runtime.precision == "int8" and not settings.device.startswith("cuda") and int8_dot_products() is False:
             log.warning("model %s is int8, but this CPU has no int8 dot-product instructions (VNNI, AMX): it "
                         "runs no faster than fp32 here; serve an fp32 export instead", runtime.bundle.graph)
         runtime.start()
