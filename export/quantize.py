@@ -9,7 +9,7 @@ measure both modes for Ped2 AUC and speed.
   * static: QDQ with activation ranges calibrated on real frames, so a frame scores the same in any
     batch. By default only the weight products run in int8 and attention stays fp32, which ONNX
     Runtime then fuses into its MultiHeadAttention kernel: on the AVX-512 VNNI CPU of
-    benchmarks/RESULTS.md that is 1.27-1.38x fp32, while quantising the attention products too
+    benchmarks/RESULTS.md that is 1.27-1.40x fp32, while quantising the attention products too
     (``attention_products=True``) is 1.11x: ONNX Runtime's int8 products of two activations are
     slower there than its fp32 fused attention.
 """
