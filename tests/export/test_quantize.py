@@ -9,7 +9,7 @@ from export.bundle import compare_outputs, load_bundle
 from export.onnx_export import run_onnxruntime
 from export.quantize import activation_products, calibration_windows, quantize_int8
 from model.errors import AedmaeError
-from tests.conftest import write_frame_folder
+from tests.conftest import npy_body, scene_frames, wait_for, write_frame_folder
 
 
 def quantised_matmuls(model):
@@ -20,8 +20,6 @@ def quantised_matmuls(model):
 
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
 def test_int8_graphs_stay_within_the_int8_tolerance(tiny_onnx, tmp_path, mode):
-    from export.quantize import quantize_int8
-
     bundle = load_bundle(tiny_onnx)
     frames = bundle.golden_inputs()
     q = quantize_int8(tiny_onnx, tmp_path / f"{mode}.onnx", mode, calibration=frames)
@@ -34,8 +32,6 @@ def test_int8_graphs_stay_within_the_int8_tolerance(tiny_onnx, tmp_path, mode):
 
 
 def test_static_int8_without_calibration_frames_is_a_clear_error(tiny_onnx, tmp_path):
-    from export.quantize import quantize_int8
-
     empty = load_bundle(tiny_onnx).golden_inputs()[:0]
     for calibration in (None, empty):
         with pytest.raises(AedmaeError, match="needs calibration frames"):
@@ -45,8 +41,6 @@ def test_static_int8_without_calibration_frames_is_a_clear_error(tiny_onnx, tmp_
 def test_static_int8_calibrates_on_every_batch_of_frames(tiny_onnx, tmp_path):
     """Activation ranges come from all the calibration frames, not the first batch: a last batch of
     noise after flat gray frames widens them."""
-    from export.quantize import quantize_int8
-
     gray = np.full_like(load_bundle(tiny_onnx).golden_inputs()[:1], 128).repeat(4, axis=0)
     noise = np.random.default_rng(0).integers(0, 256, gray[:1].shape, dtype=np.uint8)
 
@@ -116,7 +110,6 @@ def test_int8_export_checks_itself_and_serves(tiny_checkpoint, tmp_path, capsys,
     from service.app import create_app
     from service.cli import main
     from service.settings import Settings
-    from tests.conftest import npy_body, scene_frames, wait_for
 
     footage = tmp_path / "train"
     for i in range(2):
