@@ -69,7 +69,8 @@ def quantize_int8(src: str | Path, dst: str | Path, mode: Int8Mode = "dynamic",
                         op_types_to_quantize=["MatMul", "Gemm"], activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
                         # products hand fp32 to the bias Add that follows them (MatMulIntegerToFloat)
-                        # instead of int8 to a DequantizeLinear: 1.38x against 1.33x, and closer to fp32
+                        # instead of int8 to a DequantizeLinear: faster and closer to fp32 in a scratch
+                        # comparison (RESULTS.md, "int8 that a frame's batch does not change")
                         extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]})
     finally:
         prepared.unlink(missing_ok=True)
