@@ -5,9 +5,10 @@ int8 could give (Amdahl): why int8 does not double fp32 here.
     python benchmarks/int8_study.py [--model model/weights/ped2] --calibration ../shared/data/ped2/train \
         [--batch 8] [--json FILE]
 
-dynamic = int8 MatMul/Gemm weights (what bench_model.py's int8 rows run); static = QDQ with activation
+dynamic = int8 MatMul/Gemm weights, activations scaled per call; static = QDQ with activation
 ranges calibrated on 64 real training frames, weight products only, attention left fp32 and fused
-(export/quantize.py); "static, attention too" quantises the attention products as well.
+(export/quantize.py); the other static rows each make one choice the export does not: products
+that requantise their outputs to int8, the convolutions in int8 too, the attention products too.
 The profile splits MatMul time into weight GEMMs (one input is a constant) and attention products
 (both inputs computed), from ONNX Runtime's per-node profile of its optimised graph. "batch dep." is how
 much a frame's score moves between being scored in the batch and alone: why dynamic int8 is not a
@@ -38,6 +39,15 @@ from model.shipped import SHIPPED_DIR
 # matmul-like op types and the positions of their two operands
 MATMULS = {"MatMul": (0, 1), "FusedMatMul": (0, 1), "Gemm": (0, 1), "DynamicQuantizeMatMul": (0, 1),
            "MatMulInteger": (0, 1), "MatMulIntegerToFloat": (0, 1), "QLinearMatMul": (0, 3)}
+
+
+# static int8 as exported (the first) and the three choices export/quantize.py does not make
+STATIC_VARIANTS: dict[str, dict[str, bool]] = {
+    "int8 static": {},
+    "int8 static, int8 outputs": {"int8_product_outputs": True},
+    "int8 static, convs too": {"convolutions": True},
+    "int8 static, attention too": {"attention_products": True},
+}
 
 
 def session(path: Path, threads: int, profile_dir: Path | None = None, fused: bool = True) -> Any:
@@ -114,10 +124,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         graphs = {"fp32, attention not fused": (bundle.graph, False), "fp32": (bundle.graph, True),
-                  "int8 dynamic": (quantize_int8(bundle.graph, tmp / "dynamic.onnx", "dynamic"), True),
-                  "int8 static": (quantize_int8(bundle.graph, tmp / "static.onnx", "static", calib), True),
-                  "int8 static, attention too": (quantize_int8(bundle.graph, tmp / "static_all.onnx", "static", calib,
-                                                               attention_products=True), True)}
+                  "int8 dynamic": (quantize_int8(bundle.graph, tmp / "dynamic.onnx", "dynamic"), True)}
+        for name, choice in STATIC_VARIANTS.items():
+            path = quantize_int8(bundle.graph, tmp / f"static{len(graphs)}.onnx", "static", calib, **choice)
+            graphs[name] = (path, True)
         sessions = {name: session(path, args.threads, fused=fused) for name, (path, fused) in graphs.items()}
         fps = interleaved_fps(sessions, frames, args.repeats)
         for name, (path, fused) in graphs.items():
@@ -128,12 +138,12 @@ def main() -> None:
     fp32 = rows["fp32"]
     weight_share = fp32["profile"].get("weight GEMM", 0.0)
     result["amdahl_bound_weight_int8"] = 1 / (1 - weight_share)
-    print(f"{'graph':25s} {'frames/s':>9s} {'vs fp32':>8s} {'batch dep.':>10s}   time shares (top 5)")
+    print(f"{'graph':28s} {'frames/s':>9s} {'vs fp32':>8s} {'batch dep.':>10s}   time shares (top 5)")
     for name, row in rows.items():
         row["speedup"] = round(row["frames_per_s"] / fp32["frames_per_s"], 3)
         shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(row["profile"].items())[:5])
         dep = row["batch_dependence"]
-        print(f"{name:25s} {row['frames_per_s']:9.1f} {row['speedup']:7.2f}x {dep:10.1e}   {shares}")
+        print(f"{name:28s} {row['frames_per_s']:9.1f} {row['speedup']:7.2f}x {dep:10.1e}   {shares}")
     print(f"weight GEMMs are {100 * weight_share:.0f}% of the fp32 time: int8 weights that cost nothing would give "
           f"at most {result['amdahl_bound_weight_int8']:.2f}x")
     if args.json:

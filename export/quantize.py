@@ -11,7 +11,9 @@ measure both modes for Ped2 AUC and speed.
     Runtime then fuses into its MultiHeadAttention kernel: on the AVX-512 VNNI CPU of
     benchmarks/RESULTS.md that is 1.27-1.40x fp32, while quantising the attention products too
     (``attention_products=True``) is 1.11x: ONNX Runtime's int8 products of two activations are
-    slower there than its fp32 fused attention.
+    slower there than its fp32 fused attention. The other two choices, int8 outputs of the weight
+    products (``int8_product_outputs``) and int8 convolutions (``convolutions``), were slower too
+    (``int8_study.py`` times all four).
 """
 
 from __future__ import annotations
@@ -28,13 +30,19 @@ Int8Mode = Literal["dynamic", "static"]
 
 
 def quantize_int8(src: str | Path, dst: str | Path, mode: Int8Mode = "dynamic",
-                  calibration: np.ndarray | None = None, batch: int = 1, attention_products: bool = False) -> Path:
+                  calibration: np.ndarray | None = None, batch: int = 1, attention_products: bool = False,
+                  int8_product_outputs: bool = False, convolutions: bool = False) -> Path:
     """Write the int8 version of the ONNX graph ``src`` to ``dst``.
 
     ``calibration``: (N, 3, H, W, C) uint8 model inputs, real frames, needed by ``static``; run ``batch``
     at a time. The ranges are minima and maxima over all of them whatever the batch, but the run keeps
     every intermediate tensor of a batch: the shipped model peaks at 1.8 GB with batch 1, 13 GB with 8.
-    ``attention_products``: static only; quantise the MatMuls of two computed operands as well.
+    Static only, each False in the export and kept for ``benchmarks/int8_study.py``:
+    ``attention_products`` quantises the MatMuls of two computed operands as well;
+    ``int8_product_outputs`` requantises the products' outputs to int8 (a QuantizeLinear after each)
+    instead of handing fp32 to the bias Add that follows; ``convolutions`` quantises the Convs too
+    (patch embedding, the attention blocks' q/k/v projections), their outputs int8 so that ONNX
+    Runtime can fuse them into QLinearConv.
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -65,13 +73,14 @@ def quantize_int8(src: str | Path, dst: str | Path, mode: Int8Mode = "dynamic",
     quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
     try:
         excluded = [] if attention_products else activation_products(prepared)
+        # by default products hand fp32 to the bias Add that follows them (MatMulIntegerToFloat)
+        # instead of int8 to a DequantizeLinear: faster and closer to fp32 (int8_study.py; RESULTS.md,
+        # "int8 that a frame's batch does not change")
+        fp32_outputs = [] if int8_product_outputs else ["MatMul"]
         quantize_static(str(prepared), str(dst), Batches(), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=["MatMul", "Gemm"], activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                        # products hand fp32 to the bias Add that follows them (MatMulIntegerToFloat)
-                        # instead of int8 to a DequantizeLinear: faster and closer to fp32 in a scratch
-                        # comparison (RESULTS.md, "int8 that a frame's batch does not change")
-                        extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]})
+                        op_types_to_quantize=["MatMul", "Gemm", *(["Conv"] if convolutions else [])],
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                        extra_options={"OpTypesToExcludeOutputQuantization": fp32_outputs})
     finally:
         prepared.unlink(missing_ok=True)
     return dst

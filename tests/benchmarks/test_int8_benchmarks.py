@@ -26,7 +26,10 @@ def test_int8_study(tiny_checkpoint, footage, tmp_path):
     result, stdout = run_benchmark(tmp_path, "int8_study.py", "--model", str(tiny_checkpoint), "--calibration",
                                    str(footage), "--repeats", "2")
     assert set(result["rows"]) == {"fp32, attention not fused", "fp32", "int8 dynamic", "int8 static",
-                                   "int8 static, attention too"}
+                                   "int8 static, int8 outputs", "int8 static, convs too", "int8 static, attention too"}
+    # each study choice reaches ONNX Runtime's int8 kernels: int8 convolutions, products with int8 outputs
+    assert "QLinearConv" in result["rows"]["int8 static, convs too"]["profile"]
+    assert "QLinearConv" not in result["rows"]["int8 static"]["profile"]
     assert "attention (fused)" in result["rows"]["fp32"]["profile"]
     # static int8 leaves attention to the fused kernel unless asked to quantise its products too
     assert "attention (fused)" in result["rows"]["int8 static"]["profile"]

@@ -76,6 +76,32 @@ def test_static_int8_quantises_the_attention_products_only_when_asked(tiny_onnx,
     assert quantised - products  # the weight products always run in int8
 
 
+def test_static_int8_study_choices_change_only_what_they_name(tiny_onnx, tmp_path):
+    """The two choices int8_study.py times beside the export: convolutions in int8 (their inputs come
+    out of DequantizeLinear, which they never do by default) and products requantising their outputs
+    (a QuantizeLinear after each weight product, where by default they hand fp32 to the next op)."""
+    frames = load_bundle(tiny_onnx).golden_inputs()
+
+    def structure(name, **choice):
+        model = onnx.load(str(quantize_int8(tiny_onnx, tmp_path / name, "static", calibration=frames, **choice)))
+        dequantised = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        quantised = {i for n in model.graph.node if n.op_type == "QuantizeLinear" for i in n.input}
+        convs = [n for n in model.graph.node if n.op_type == "Conv"]
+        int8_convs = sum(all(i in dequantised for i in n.input[:2]) for n in convs)
+        products = quantised_matmuls(model)
+        requantised = sum(n.output[0] in quantised for n in model.graph.node if n.name in products)
+        return len(convs), int8_convs, len(products), requantised
+
+    convs, int8_convs, products, requantised = structure("default.onnx")
+    assert convs > 0 and int8_convs == 0 and products > 0 and requantised == 0
+    assert structure("convs.onnx", convolutions=True)[1] == convs
+    assert structure("outputs.onnx", int8_product_outputs=True)[3] == products
+    for name, choice in (("convs.onnx", {"convolutions": True}), ("outputs.onnx", {"int8_product_outputs": True})):
+        q = tmp_path / name
+        parity = compare_outputs(run_onnxruntime(q, frames), run_onnxruntime(tiny_onnx, frames), "int8")
+        assert parity["ok"], (choice, parity)
+
+
 def test_static_int8_scores_a_frame_the_same_in_any_batch(tiny_onnx, tmp_path):
     """Ranges fixed at calibration: a frame's outputs do not depend on the frames the dynamic batcher
     puts beside it (dynamic int8 scales each call's activations by that call's range)."""
