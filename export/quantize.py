@@ -10,7 +10,7 @@ measure both modes for Ped2 AUC and speed.
     batch. By default only the weight products run in int8 and attention stays fp32, which ONNX
     Runtime then fuses into its MultiHeadAttention kernel: on the AVX-512 VNNI CPU of
     benchmarks/RESULTS.md that is 1.27-1.40x fp32, while quantising the attention products too
-    (``attention_products=True``) is 1.11x: ONNX Runtime's int8 products of two activations are
+    (``attention_products=True``) is 1.11-1.22x: ONNX Runtime's int8 products of two activations are
     slower there than its fp32 fused attention. The other two choices, int8 outputs of the weight
     products (``int8_product_outputs``) and int8 convolutions (``convolutions``), were slower too
     (``int8_study.py`` times all four).
@@ -74,8 +74,8 @@ def quantize_int8(src: str | Path, dst: str | Path, mode: Int8Mode = "dynamic",
     try:
         excluded = [] if attention_products else activation_products(prepared)
         # by default products hand fp32 to the bias Add that follows them (MatMulIntegerToFloat)
-        # instead of int8 to a DequantizeLinear: faster and closer to fp32 (int8_study.py; RESULTS.md,
-        # "int8 that a frame's batch does not change")
+        # instead of int8 to a DequantizeLinear, which is faster (int8_study.py; RESULTS.md, "int8 that
+        # a frame's batch does not change")
         fp32_outputs = [] if int8_product_outputs else ["MatMul"]
         quantize_static(str(prepared), str(dst), Batches(), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["MatMul", "Gemm", *(["Conv"] if convolutions else [])],
