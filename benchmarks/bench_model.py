@@ -1,6 +1,9 @@
 """Model-level speed: frames/s (median of repeated runs) per runtime, batch size and resolution, and
 each row's achieved FLOP/s as a fraction of this machine's fp32 matmul rate measured in the same run
-(the faster of torch and ONNX Runtime on a 1024^3 GEMM).
+(the faster of torch and ONNX Runtime on a 1024^3 GEMM): once at the start of the run ("% of matmul")
+and, since a shared machine's rate drifts over a run's minutes, again between each row's own timed
+calls ("% of its own rounds'", JSON ``fraction_of_matmul_same_rounds``: after each call, 0.1 s for the
+row's thread pool to stop spinning, one product to bring its operands back into the caches, one timed).
 
     python benchmarks/bench_model.py [--quick] [--json FILE] [--batches 1 8 32] [--no-compile]
         [--reference-only | --shipped-only]
@@ -65,28 +68,54 @@ def torch_matmul_gflops(dtype: torch.dtype, seconds: float, n: int = 1024) -> fl
     return median_rate(lambda: a @ b, 2 * n**3, seconds)
 
 
-def matmul_gflops(seconds: float = 2.0, n: int = 1024) -> dict[str, float]:
-    """fp32 GEMM rate of this machine, in torch and in ONNX Runtime (same threads): the higher is the
-    ceiling the model rows compare to (ONNX Runtime's MLAS is the faster one on some CPUs)."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
+class FP32Gemm:
+    """This machine's fp32 GEMM (n^3) in torch and in ONNX Runtime (same threads). The higher rate is
+    the ceiling the model rows compare to (ONNX Runtime's MLAS is the faster one on some CPUs);
+    :meth:`rates` measures it once for the run, :meth:`sample` times one product of each between a
+    row's timed calls, so that each row also gets a ceiling from its own minutes (a shared machine's
+    rate drifts between rows)."""
 
-    rates = {"torch": torch_matmul_gflops(torch.float32, seconds, n)}
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])
-    w = onnx.numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n), np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul", [x], [y], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    feed = {"x": np.random.default_rng(1).standard_normal((n, n), np.float32)}
-    rates["onnxruntime"] = median_rate(lambda: sess.run(None, feed), 2 * n**3, seconds)
-    return rates | {"ceiling": max(rates.values())}
+    def __init__(self, n: int = 1024) -> None:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        self.flops = 2 * n**3
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])
+        w = onnx.numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n), np.float32), "w")
+        graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul", [x], [y], [w])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feed = {"x": np.random.default_rng(1).standard_normal((n, n), np.float32)}
+        self.calls = {"torch": lambda: a @ b, "onnxruntime": lambda: sess.run(None, feed)}
+        self.samples: dict[str, list[float]] = {name: [] for name in self.calls}
+
+    def rates(self, seconds: float) -> dict[str, float]:
+        rates = {name: median_rate(call, self.flops, seconds) for name, call in self.calls.items()}
+        return rates | {"ceiling": max(rates.values())}
+
+    def sample(self, settle_s: float = 0.1) -> None:
+        time.sleep(settle_s)  # the timed graph's thread pool spins a while after its call and would slow these
+        for name, call in self.calls.items():
+            call()  # untimed: the row's call has evicted the product's operands from the caches
+            t0 = time.perf_counter()
+            call()
+            self.samples[name].append(self.flops / (time.perf_counter() - t0) / 1e9)
+
+    def take_ceiling(self) -> float:
+        """The ceiling over the samples since the last call (the higher runtime's median); resets them."""
+        ceiling = max(statistics.median(v) for v in self.samples.values())
+        self.samples = {name: [] for name in self.calls}
+        return ceiling
 
 
-def time_fps(fn: Any, batch: int, repeats: int, min_seconds: float) -> float:
+def time_fps(fn: Any, batch: int, repeats: int, min_seconds: float, between: Any = None) -> float:
+    """Median frames/s of ``fn`` (``batch`` frames a call) over ``repeats`` calls and ``min_seconds``
+    (at most 4 x ``repeats`` calls), after two warm-ups; ``between`` runs untimed after each call."""
     fn()  # warm-up
     fn()
     samples = []
@@ -95,6 +124,8 @@ def time_fps(fn: Any, batch: int, repeats: int, min_seconds: float) -> float:
         t0 = time.perf_counter()
         fn()
         samples.append(batch / (time.perf_counter() - t0))
+        if between is not None:
+            between()
         if len(samples) >= 4 * repeats:
             break
     return statistics.median(samples)
@@ -243,7 +274,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         gemm = {f"cuda {k}": v * 1000 for k, v in cuda_ceilings.items()} | {"ceiling": cuda_ceilings["fp32"] * 1000}
         print("CUDA matmul rate: " + ", ".join(f"{k} {v:.1f}" for k, v in cuda_ceilings.items()) + " TFLOP/s")
     else:
-        gemm = matmul_gflops(1.0 if args.quick else 3.0)
+        fp32_gemm = FP32Gemm()
+        gemm = fp32_gemm.rates(1.0 if args.quick else 3.0)
         print(f"fp32 matmul rate ({torch.get_num_threads()} threads): "
               + ", ".join(f"{k} {v:.1f}" for k, v in gemm.items()) + " GFLOP/s", flush=True)
     ceiling = gemm["ceiling"]
@@ -281,15 +313,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         runtimes[name] = lambda s=sess, f=frames: s.run(None, {"frames": f})
                     for name, fn in runtimes.items():
                         with torch.inference_mode():
-                            fps = time_fps(fn, batch, args.repeats, args.min_seconds)
+                            fps = time_fps(fn, batch, args.repeats, args.min_seconds, between=fp32_gemm.sample)
+                        own = fp32_gemm.take_ceiling()
                         row = {"model": label, "graph": variant, "runtime": name, "batch": batch,
                                "frames_per_s": round(fps, 1), "gflops_per_frame": round(flops_per_frame / 1e9, 3),
-                               "fraction_of_matmul": round(fps * flops_per_frame / 1e9 / ceiling, 3)}
+                               "fraction_of_matmul": round(fps * flops_per_frame / 1e9 / ceiling, 3),
+                               "matmul_gflops_same_rounds": round(own, 1),
+                               "fraction_of_matmul_same_rounds": round(fps * flops_per_frame / 1e9 / own, 3)}
                         if name.endswith("bf16"):
                             row["fraction_of_bf16_matmul"] = round(fps * flops_per_frame / 1e9 / gemm["torch bf16"], 3)
                         rows.append(row)
                         print(f"{label:18s} {variant:9s} {name:17s} b={batch:<3d} {fps:8.1f} frames/s "
-                              f"{row['fraction_of_matmul']:6.1%} of matmul", flush=True)
+                              f"{row['fraction_of_matmul']:6.1%} of matmul "
+                              f"({row['fraction_of_matmul_same_rounds']:.1%} of its own rounds' {own:.0f})", flush=True)
     return {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                         "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
             "date": time.strftime("%Y-%m-%d"), "matmul_gflops": round(ceiling, 1),
