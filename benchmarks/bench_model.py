@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ class FP32Gemm:
         return ceiling
 
 
-def time_fps(fn: Any, batch: int, repeats: int, min_seconds: float, between: Any = None) -> float:
+def time_fps(fn: Any, batch: int, repeats: int, min_seconds: float, between: Callable[[], None] | None = None) -> float:
     """Median frames/s of ``fn`` (``batch`` frames a call) over ``repeats`` calls and ``min_seconds``
     (at most 4 x ``repeats`` calls), after two warm-ups; ``between`` runs untimed after each call."""
     fn()  # warm-up

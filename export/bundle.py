@@ -44,7 +44,7 @@ TOLERANCES = {
     # it differed by 1.5% (scores) and 1.2% (heatmaps) on an H200 (fp16: 0.2%, 0.1%; RESULTS.md).
     "bf16": {"score_rtol": 5e-2, "heatmap_atol_of_max": 5e-2},
     # int8 (`export onnx --precision int8`, static): on the shipped model's golden clip 2.4% (scores) and
-    # 1.7% (heatmaps); dynamic int8 1.0% and 1.6% (RESULTS.md, "int8 on the VNNI CPU").
+    # 1.7% (heatmaps); dynamic int8 1.0% and 1.6% (RESULTS.md, "int8 that a frame's batch does not change").
     "int8": {"score_rtol": 5e-2, "heatmap_atol_of_max": 5e-2},
 }
 
