@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
@@ -40,9 +39,9 @@ from model.config import with_scoring
 from model.evaluation import fit_scorer_on_segments
 from model.metrics import roc_auc
 from model.scoring import token_errors
+from model.synthetic import Box, moving_boxes
 from model.window import clip_windows
 
-MARGIN, THRESHOLD, MIN_AREA, MIN_HEIGHT = 4, 25, 30, 6
 FACTOR, SEED, REGIONS = 2, 13, 3
 PAIRED = ("factor", "seed", "regions")  # what two reports must share for --compare to pair them
 REACH = 12  # centres with 12 frames both ways: 2x gaps up to 6, the same 63 Ped2 centres for all of them
@@ -60,22 +59,10 @@ def full_videos(train: list[Any], held: list[Any]) -> dict[str, tuple[np.ndarray
     return out
 
 
-def moving_regions(frames: np.ndarray, t: int, reach: int, rng: np.random.Generator,
-                   most: int) -> list[tuple[int, int, int, int]]:
+def moving_regions(frames: np.ndarray, t: int, reach: int, rng: np.random.Generator, most: int) -> list[Box]:
     """Up to ``most`` boxes (y0, y1, x0, x1) around what moves between t-reach, t and t+reach, in random
-    order. The changed pixels are merged over a 7x7 neighbourhood first, so that an object that moved
-    more than its own size (separate blobs where it was) gets one box over its whole path."""
-    before, now, after = frames[[t - reach, t, t + reach]].astype(np.int16)  # only these three, not the video
-    diff = np.maximum(np.abs(before - now), np.abs(after - now)).max(axis=2)
-    moving = cv2.morphologyEx((diff > THRESHOLD).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(moving, np.ones((7, 7), np.uint8)))
-    h, w = diff.shape
-    boxes = []
-    for k in range(1, count):
-        x, y, bw, bh, _ = (int(v) for v in stats[k])
-        if int(moving[labels == k].sum()) >= MIN_AREA and bh >= MIN_HEIGHT:
-            boxes.append((max(0, y - MARGIN), min(h, y + bh + MARGIN), max(0, x - MARGIN), min(w, x + bw + MARGIN)))
-    return [boxes[i] for i in rng.permutation(len(boxes))[:most]]
+    order (:func:`model.synthetic.moving_boxes`, which training's temporal anomalies use too)."""
+    return moving_boxes(frames[t - reach], frames[t], frames[t + reach], rng, most)
 
 
 def faster(frames: np.ndarray, t: int, gap: int, factor: int, box: tuple[int, int, int, int] | None) -> np.ndarray:

@@ -150,15 +150,22 @@ class SyntheticConfig:
     # walkers), rather than a giant or a dwarf. 0 = every object gets a drawn size.
     native_size: float = 0.0
     cutouts_dir: str | None = None  # optional folder of RGBA PNG cut-outs
+    # Share of the samples that get no pasted object which get temporal anomalies instead (session 45,
+    # model/synthetic.py: 1..max_objects moving regions whose context frames come from temporal_factor
+    # times further away). 0 = none, and the random stream of every sample stays as it was.
+    temporal: float = 0.0
+    temporal_factor: int = 3
 
     def validate(self) -> SyntheticConfig:
-        for name in ("fraction", "footage_objects", "native_size", "min_speed_share"):
+        for name in ("fraction", "footage_objects", "native_size", "min_speed_share", "temporal"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"train.synthetic.{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 < self.min_size <= self.max_size:
             raise ConfigError(f"train.synthetic: need 0 < min_size <= max_size, got {self.min_size}, {self.max_size}")
         if self.max_objects < 1 or self.max_speed < 0:
             raise ConfigError("train.synthetic: max_objects must be >= 1 and max_speed >= 0")
+        if self.temporal_factor < 2:
+            raise ConfigError(f"train.synthetic.temporal_factor must be 2 or more, got {self.temporal_factor}")
         return self
 
 

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from model.config import ModelConfig, TrainConfig
 from model.errors import ConfigError
 from model.frames import MIN_FRAMES, FrameCache, VideoSource, discover
-from model.synthetic import AnomalySynthesizer, frame_offsets
+from model.synthetic import AnomalySynthesizer, frame_offsets, speed_up
 from model.window import DEFAULT_GAP
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
@@ -112,7 +112,8 @@ class TrainingClips(Dataset[dict[str, torch.Tensor]]):
                                       the model's model.scoring.context_gap, in training and validations)
         gradient (C, H, W)    float32 |frame t-1 - frame t+1|, 0..255
         target   (C, H, W)    uint8   the clean frame t (no pasted object)
-        mask     (1, H, W)    float32 1 on pasted anomaly pixels of frame t, else 0
+        mask     (1, H, W)    float32 1 on pasted anomaly pixels of frame t (or on the boxes of regions
+                                      made faster, train.synthetic.temporal), else 0
 
     With ``max_shift`` > 0 all of them are moved by the same random (dy, dx) in 0..max_shift pixels
     (:func:`shift_image`), so objects meet the token grid at every phase.
@@ -142,6 +143,11 @@ class TrainingClips(Dataset[dict[str, torch.Tensor]]):
         self.epoch = 0
         self.index = [(s, t) for s, seg in enumerate(segments) for t in range(0, len(seg.frames), frame_step)]
 
+    def _temporal(self, rng: np.random.Generator) -> bool:
+        """Whether a sample without a pasted object gets temporal anomalies; no draw when they are off."""
+        share = self.synthesizer.cfg.temporal if self.synthesizer is not None else 0.0
+        return share > 0 and rng.random() < share
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -159,6 +165,12 @@ class TrainingClips(Dataset[dict[str, torch.Tensor]]):
         if self.synthesizer is not None and rng.random() < self.fraction:
             frames, pasted = self.synthesizer.paste(clean, rng)
             mask = pasted.astype(np.float32)
+        elif self.synthesizer is not None and self.fraction > 0 and self._temporal(rng):
+            reach = self.gap * self.synthesizer.cfg.temporal_factor
+            if reach <= min(t, last - t):  # only inside the segment: a clamped frame moves no faster
+                far = {-1: np.asarray(video[t - reach]), 1: np.asarray(video[t + reach])}
+                frames, boxes = speed_up(clean, far, self.gap, rng, self.synthesizer.cfg.max_objects)
+                mask = boxes.astype(np.float32)
         if self.max_shift > 0:  # drawn after the paste so that the anomalies do not depend on it
             dy, dx = (int(v) for v in rng.integers(0, self.max_shift + 1, size=2))
             frames = {o: shift_image(f, dy, dx) for o, f in frames.items()}

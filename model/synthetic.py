@@ -11,6 +11,12 @@ Each object follows one trajectory through every frame a sample reads (t-g, t-1,
 frame_offsets, g the model's context gap), so the motion gradient |t-1 - t+1| sees it move. Pasting
 is binary: a pixel is either the object's or the frame's, and the returned mask is exactly the set of
 pasted pixels in frame t.
+
+Temporal anomalies (session 45, ``train.synthetic.temporal``) paste nothing: inside the box of something
+that moves (:func:`moving_boxes`), the context frames t-g, t+g are replaced by t-kg, t+kg, so it moves k
+times as fast as it did (:func:`speed_up`); frame t is untouched. They are to speed what pasted objects
+are to appearance (the skip-frame pseudo anomalies of Astrid et al., BMVC 2021, here per region), and the
+speed validation (benchmarks/speed_validation.py) builds its positives with the same two functions.
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ from model.config import SyntheticConfig
 from model.errors import DataError
 from model.frames import to_uint8
 from model.window import DEFAULT_GAP
+
+# what counts as moving: a change of more than THRESHOLD grey levels, MIN_AREA pixels and MIN_HEIGHT rows at
+# least; a moving region's box is grown by MARGIN pixels
+MARGIN, THRESHOLD, MIN_AREA, MIN_HEIGHT = 4, 25, 30, 6
+Box = tuple[int, int, int, int]  # (y0, y1, x0, x1)
 
 
 def frame_offsets(gap: int = DEFAULT_GAP) -> tuple[int, ...]:
@@ -231,3 +242,43 @@ class AnomalySynthesizer:
                                     borderMode=cv2.BORDER_REPLICATE).reshape(self.height, self.width, -1)
             rendered.append((offset, canvas, region))
         return rendered
+
+
+# -- temporal anomalies ------------------------------------------------------------------------------
+def moving_boxes(before: np.ndarray, now: np.ndarray, after: np.ndarray, rng: np.random.Generator,
+                 most: int) -> list[Box]:
+    """Up to ``most`` boxes (y0, y1, x0, x1) around what moves between three (H, W, C) uint8 frames, in
+    random order. The changed pixels are merged over a 7x7 neighbourhood first, so that an object that
+    moved more than its own size (separate blobs where it was) gets one box over its whole path."""
+    b, n, a = (f.astype(np.int16) for f in (before, now, after))
+    diff = np.maximum(np.abs(b - n), np.abs(a - n)).max(axis=2)
+    moving = cv2.morphologyEx((diff > THRESHOLD).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(moving, np.ones((7, 7), np.uint8)))
+    h, w = diff.shape
+    boxes = []
+    for k in range(1, count):
+        x, y, bw, bh, _ = (int(v) for v in stats[k])
+        if int(moving[labels == k].sum()) >= MIN_AREA and bh >= MIN_HEIGHT:
+            boxes.append((max(0, y - MARGIN), min(h, y + bh + MARGIN), max(0, x - MARGIN), min(w, x + bw + MARGIN)))
+    return [boxes[i] for i in rng.permutation(len(boxes))[:most]]
+
+
+def speed_up(frames: dict[int, np.ndarray], far: dict[int, np.ndarray], gap: int, rng: np.random.Generator,
+             most: int) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Make 1..``most`` moving regions of a training sample move faster.
+
+    Args:
+        frames: {offset: (H, W, C) uint8} of one sample; offsets -gap and +gap are its context frames.
+        far: {-1: frame t-kg, +1: frame t+kg}, k > 1 the speed-up.
+    Returns new frames, with far's content inside each box of :func:`moving_boxes` (between t-kg, t, t+kg)
+    in place of frames -gap and +gap, and the mask (H, W) bool of those boxes; frames and an empty mask
+    when nothing moves. The motion-gradient frames (t-1, t+1) and frame t are left as they are.
+    """
+    boxes = moving_boxes(far[-1], frames[0], far[1], rng, int(rng.integers(1, most + 1)))
+    out = {k: np.array(v, copy=True) if k in (-gap, gap) else v for k, v in frames.items()}
+    mask = np.zeros(frames[0].shape[:2], bool)
+    for y0, y1, x0, x1 in boxes:
+        out[-gap][y0:y1, x0:x1] = far[-1][y0:y1, x0:x1]
+        out[gap][y0:y1, x0:x1] = far[1][y0:y1, x0:x1]
+        mask[y0:y1, x0:x1] = True
+    return out, mask

@@ -8,7 +8,7 @@ import torch
 from model.config import SyntheticConfig
 from model.dataset import Segment, TrainingClips, motion_gradient, shift_image, write_anomaly_examples
 from model.errors import ConfigError
-from model.synthetic import AnomalySynthesizer, frame_offsets
+from model.synthetic import AnomalySynthesizer, frame_offsets, moving_boxes, speed_up
 from tests.conftest import scene_frames
 
 
@@ -250,12 +250,66 @@ def test_speeds_are_drawn_between_the_floor_and_max_speed(synth, share):
     assert min(speeds) < (share + 0.05 * (1 - share)) * top + 1e-9  # the floor is reached, not just respected
 
 
+
+def _box_mask(box, shape):
+    y0, y1, x0, x1 = box
+    out = np.zeros(shape, bool)
+    out[y0:y1, x0:x1] = True
+    return out
+
+
+def test_speed_up_puts_far_frames_inside_the_moving_boxes_only(synth):
+    """Temporal anomalies: frames t-g and t+g take frames t-3g and t+3g's pixels inside each moving box;
+    frame t, the gradient frames and everything outside the boxes stay; the mask is the boxes."""
+    _, videos = synth
+    video, t, g = videos[0], 12, 3
+    frames = {o: video[t + o] for o in frame_offsets(g)}
+    far = {-1: video[t - 3 * g], 1: video[t + 3 * g]}
+    out, mask = speed_up(frames, far, g, np.random.default_rng(0), most=2)
+    rng = np.random.default_rng(0)
+    boxes = moving_boxes(far[-1], frames[0], far[1], rng, int(rng.integers(1, 3)))  # speed_up's draws, in order
+    assert boxes and np.array_equal(mask, np.logical_or.reduce([_box_mask(b, mask.shape) for b in boxes]))
+    for y0, y1, x0, x1 in boxes:
+        assert mask[y0:y1, x0:x1].all()
+        assert np.array_equal(out[-g][y0:y1, x0:x1], far[-1][y0:y1, x0:x1])
+        assert np.array_equal(out[g][y0:y1, x0:x1], far[1][y0:y1, x0:x1])
+    assert np.array_equal(out[-g][~mask], frames[-g][~mask]) and np.array_equal(out[g][~mask], frames[g][~mask])
+    assert not np.array_equal(out[-g], frames[-g]), "a walker moved between t-9 and t-3: the region changes"
+    assert all(out[o] is frames[o] for o in (-1, 0, 1))
+    assert np.array_equal(frames[-g], video[t - g]), "the input frames are not modified in place"
+    still = {o: video[0] for o in frame_offsets(g)}
+    out, mask = speed_up(still, {-1: video[0], 1: video[0]}, g, np.random.default_rng(0), most=2)
+    assert not mask.any() and all(np.array_equal(out[o], video[0]) for o in out), "nothing moves: no anomaly"
+
+
+def test_temporal_anomalies_in_samples_only_where_asked(synth):
+    """train.synthetic.temporal: samples without a pasted object get sped-up regions (their target stays
+    the clean frame t), never where t-3g or t+3g leaves the segment, never with fraction 0 (the student
+    stage), and the default (0) leaves every sample as it was without them."""
+    _, videos = synth
+    segs = [Segment("a", videos[0], 0)]
+    on = AnomalySynthesizer(videos, SyntheticConfig(max_objects=1, temporal=1.0))
+    ds = TrainingClips(segs, on, fraction=1e-9, seed=3)
+    inside = [i for i in range(len(ds)) if 9 <= i <= len(videos[0]) - 1 - 9]
+    assert all(ds[i]["mask"].any() for i in inside)
+    assert not any(ds[i]["mask"].any() for i in range(len(ds)) if i not in inside)
+    s = ds[inside[0]]
+    assert np.array_equal(s["target"].numpy().transpose(1, 2, 0), videos[0][inside[0]])
+    assert np.array_equal(s["frames"][1].numpy(), videos[0][inside[0]])
+    assert not any(TrainingClips(segs, on, fraction=0.0, seed=3)[i]["mask"].any() for i in inside)
+    off = AnomalySynthesizer(videos, SyntheticConfig(max_objects=1, temporal=0.0, temporal_factor=5))
+    plain = AnomalySynthesizer(videos, SyntheticConfig(max_objects=1))
+    a, b = TrainingClips(segs, off, 0.5, seed=3, max_shift=3), TrainingClips(segs, plain, 0.5, seed=3, max_shift=3)
+    assert all(torch.equal(a[i][k], b[i][k]) for i in range(len(a)) for k in ("frames", "mask", "target"))
+
 @pytest.mark.parametrize("bad, message", [
     ({"native_size": 1.5}, r"native_size must be in \[0, 1\], got 1.5"),
     ({"min_speed_share": 1.2}, r"min_speed_share must be in \[0, 1\], got 1.2"),
     ({"fraction": -0.1}, "fraction must be in"),
     ({"min_size": 0.4, "max_size": 0.2}, "min_size <= max_size"),
     ({"max_objects": 0}, "max_objects must be >= 1"),
+    ({"temporal": 1.5}, r"temporal must be in \[0, 1\], got 1.5"),
+    ({"temporal_factor": 1}, "temporal_factor must be 2 or more, got 1"),
 ])
 def test_bad_synthetic_settings_are_refused(synth, bad, message):
     _, videos = synth
