@@ -65,7 +65,7 @@ def moving_regions(frames: np.ndarray, t: int, reach: int, rng: np.random.Genera
     return moving_boxes(frames[t - reach], frames[t], frames[t + reach], rng, most)
 
 
-def faster(frames: np.ndarray, t: int, gap: int, factor: int, box: tuple[int, int, int, int] | None) -> np.ndarray:
+def faster(frames: np.ndarray, t: int, gap: int, factor: int, box: Box | None) -> np.ndarray:
     """The window (t-gap, t, t+gap), (3, H, W, C) uint8, with frames t-factor*gap and t+factor*gap inside ``box``."""
     window = clip_windows(frames, np.array([t]), gap)[0]  # the model's window (a fresh copy)
     if box is not None:
