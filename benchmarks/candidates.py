@@ -34,6 +34,14 @@ baseline's, its standard AUC at most 0.2 below, its false-alarm rate <= 3%, and 
 held-out frames lie above its threshold with the camera moved by 4 pixels (a threshold an operator can
 keep). The adoptable candidate with the highest speed AUC wins, except that one within 1.0 point of it
 with fewer changes wins (ties: the earlier); none adoptable -> the baseline.
+
+`--rule whole` (written 2026-12-07 06:50 UTC, before any model was measured on it, though after the
+development numbers of two models trained with temporal anomalies had been seen; /work/notes/prereg46.md
+and benchmarks/RESULTS.md "A judge of speed not built like the training"): the speed rule with
+speed_validation.py's whole-frame measure (`--whole`: the whole window's context frames twice as far,
+no box, no seam) in place of the box one, which training's temporal anomalies are built like. The same
+thresholds: whole-frame speed AUC >= 1.0 point above the baseline's with the paired interval above 0,
+familiar at most 0.3 below, standard at most 0.2 below, false alarms <= 3%, moved camera <= 10%.
 """
 
 from __future__ import annotations
@@ -57,11 +65,12 @@ from model.errors import CheckpointError, ConfigError
 
 MIN_GAIN, MAX_LOSS, MAX_FALSE_ALARMS, NEAR_BEST = 0.003, 0.001, 0.03, 0.001
 SPEED_GAIN, SPEED_FAMILIAR_LOSS, SPEED_STANDARD_LOSS, MAX_MOVED, SPEED_NEAR = 0.01, 0.003, 0.002, 0.10, 0.01
+SPEED_KEYS = {"speed": ("speed", "speed"), "whole": ("whole_speed", "whole-frame speed")}  # rule: (row key, words)
 
 
 def shortfalls(row: dict[str, Any], base: dict[str, Any], rule: str) -> list[str]:
     """What keeps a candidate's ``row`` from being adoptable over the baseline's ``base`` under ``rule``
-    ("familiar" or "speed"), in words; empty: adoptable. The one definition of both rules' conditions."""
+    ("familiar", "speed" or "whole"), in words; empty: adoptable. The one definition of the rules' conditions."""
     def pts(x: float) -> str:
         return f"{100 * x:.2f}"
 
@@ -71,30 +80,31 @@ def shortfalls(row: dict[str, Any], base: dict[str, Any], rule: str) -> list[str
     if rule == "familiar":
         out = short(row["familiar_auc"], base["familiar_auc"] + MIN_GAIN, "familiar AUC")
     else:
-        out = short(row["speed_auc"], base["speed_auc"] + SPEED_GAIN, "speed AUC")
-        ci = row.get("speed_vs_baseline_ci95")
+        key, what = SPEED_KEYS[rule]
+        out = short(row[f"{key}_auc"], base[f"{key}_auc"] + SPEED_GAIN, f"{what} AUC")
+        ci = row.get(f"{key}_vs_baseline_ci95")
         if ci is None:
-            out.append("speed not paired with the baseline's")
+            out.append(f"{what} not paired with the baseline's")
         elif ci[0] <= 0:
-            out.append(f"speed interval [{pts(ci[0])}, {pts(ci[1])}] reaches 0")
+            out.append(f"{what} interval [{pts(ci[0])}, {pts(ci[1])}] reaches 0")
         out += short(row["familiar_auc"], base["familiar_auc"] - SPEED_FAMILIAR_LOSS, "familiar AUC")
     out += short(row["standard_auc"], base["standard_auc"] - (MAX_LOSS if rule == "familiar" else SPEED_STANDARD_LOSS),
                  "standard AUC")
     if row["false_alarm_rate"] > MAX_FALSE_ALARMS:
         out.append(f"false alarms {100 * row['false_alarm_rate']:.1f}% > {100 * MAX_FALSE_ALARMS:.0f}%")
-    if rule == "speed" and (moved := max(row["held_out_above_threshold_moved"].values())) > MAX_MOVED:
+    if rule != "familiar" and (moved := max(row["held_out_above_threshold_moved"].values())) > MAX_MOVED:
         out.append(f"moved camera {100 * moved:.1f}% above the threshold > {100 * MAX_MOVED:.0f}%")
     return out
 
 
 def choose(rows: dict[str, dict[str, Any]], changes: dict[str, int], rule: str = "familiar") -> str:
     """The candidate ``rule`` picks from the label-free measures (the first row is the baseline; for "speed"
-    rows carry "speed_auc" and, but for the baseline, "speed_vs_baseline_ci95")."""
+    rows carry "speed_auc" and, but for the baseline, "speed_vs_baseline_ci95"; for "whole" "whole_speed_...")."""
     names = list(rows)
     ok = [n for n in names[1:] if not shortfalls(rows[n], rows[names[0]], rule)]
     if not ok:
         return names[0]
-    key, near = ("familiar_auc", NEAR_BEST) if rule == "familiar" else ("speed_auc", SPEED_NEAR)
+    key, near = ("familiar_auc", NEAR_BEST) if rule == "familiar" else (f"{SPEED_KEYS[rule][0]}_auc", SPEED_NEAR)
     best = max(rows[n][key] for n in ok)
     return min((n for n in ok if rows[n][key] >= best - near), key=lambda n: (changes[n], names.index(n)))
 
@@ -115,8 +125,9 @@ def main() -> None:
                    help="the checkpoint whose training synthesizer makes every candidate's standard validation "
                         "(default: the first candidate's), so that a candidate trained with other synthetic "
                         "anomalies is not validated on its own")
-    p.add_argument("--rule", choices=["familiar", "speed"], default="familiar",
-                   help="familiar: session 8's rule (the default); speed: the rule that reads the speed validation")
+    p.add_argument("--rule", choices=["familiar", *SPEED_KEYS], default="familiar",
+                   help="familiar: session 8's rule (the default); speed: the rule that reads the speed validation; "
+                        "whole: the one that reads its whole-frame form")
     p.add_argument("--json")
     args = p.parse_args()
     if len(args.candidate) < 2 or any(len(c) < 2 for c in args.candidate):
@@ -140,40 +151,45 @@ def main() -> None:
         except ConfigError as e:
             p.error(f"candidate {name}: {e}")
         reach = max(REACH, FACTOR * net.cfg.scoring.context_gap)
-        if args.rule == "speed" and not centres_of(full_videos(train, held), reach):
-            p.error(f"--rule speed: candidate {name}: no held-out frame of {args.train} has {reach} frames on both "
-                    "sides, so the speed validation cannot be measured (footage too short)")
+        if args.rule != "familiar" and not centres_of(full_videos(train, held), reach):
+            p.error(f"--rule {args.rule}: candidate {name}: no held-out frame of {args.train} has {reach} frames on "
+                    "both sides, so the speed validation cannot be measured (footage too short)")
         loaded[name] = folder, overrides, net, train, held
     for name, (folder, overrides, net, train, held) in loaded.items():
         net.eval()
         if held is train:  # footage too short to hold out tails: measured on training frames, and said so
             print(f"{name}: nothing held out of {args.train}; measuring on the training frames", file=sys.stderr)
         scorer, row, speeds[name] = label_free_row(net, held, validators(train, valid_cfg, tuple(args.seeds)), train)
-        if args.rule == "speed" and speeds[name] is None:
-            p.error(f"--rule speed: the speed validation of candidate {name} could not be measured (above)")
+        if args.rule != "familiar" and speeds[name][SPEED_KEYS[args.rule][0]] is None:
+            p.error(f"--rule {args.rule}: the {SPEED_KEYS[args.rule][1]} validation of candidate {name} could not be "
+                    "measured (above)")
         row["held_out"] = held is not train
         nets[name] = (net, scorer, weights_digest(folder))
         base_net, _, base_digest = next(iter(nets.values()))
         changes[name] = int(nets[name][2] != base_digest) + int(net.cfg.scoring != base_net.cfg.scoring)
         rows[name] = {"model": folder, "overrides": overrides, "changes": changes[name]} | row
         print(f"{name}: {json.dumps(rows[name])}", flush=True)
-    base_speed = next(iter(speeds.values()))
+    base_speeds = next(iter(speeds.values()))
     for name in list(rows)[1:]:
-        rows[name]["speed_vs_baseline_ci95"] = None
-        if base_speed is not None and speeds[name] is not None:
-            try:
-                rows[name]["speed_vs_baseline_ci95"] = list(bootstrap_difference(speeds[name], base_speed))
-            except ValueError as e:  # a gap above 6 reaches further: other centres, nothing to pair
-                print(f"{name}: no paired speed comparison with the baseline: {e}", file=sys.stderr)
+        for key, what in SPEED_KEYS.values():
+            rows[name][f"{key}_vs_baseline_ci95"] = None
+            if base_speeds[key] is not None and speeds[name][key] is not None:
+                try:
+                    ci = bootstrap_difference(speeds[name][key], base_speeds[key])
+                    rows[name][f"{key}_vs_baseline_ci95"] = list(ci)
+                except ValueError as e:  # a gap above 6 reaches further: other centres, nothing to pair
+                    print(f"{name}: no paired {what} comparison with the baseline: {e}", file=sys.stderr)
     # label-free: decided before any test label is read
     chosen = choose(rows, changes, args.rule)
     base_name = next(iter(rows))
     for name in list(rows)[1:]:
         r = rows[name]
         r["shortfalls"] = shortfalls(r, rows[base_name], args.rule)
-        ci = r["speed_vs_baseline_ci95"]
-        paired = "" if ci is None else (f"speed {100 * (r['speed_auc'] - rows[base_name]['speed_auc']):+.2f} "
-                                        f"[{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}] against {base_name}; ")
+        paired = ""
+        for key, what in SPEED_KEYS.values():
+            if (ci := r[f"{key}_vs_baseline_ci95"]) is not None:
+                paired += (f"{what} {100 * (r[f'{key}_auc'] - rows[base_name][f'{key}_auc']):+.2f} "
+                           f"[{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}] against {base_name}; ")
         print(f"{name}: {paired}" + ("not adoptable: " + "; ".join(r["shortfalls"]) if r["shortfalls"]
                                      else "adoptable"), flush=True)
     print(f"chosen on the label-free measures: {chosen}", flush=True)

@@ -13,7 +13,8 @@ model.scoring.time_reversal=true]`). Then:
     benchmarks/select_scoring.py and the calibration's cross-validated false-alarm rate; and, as if
     the camera had moved by half a patch (4 pixels right, down, both), the share of the held-out
     normal frames above the alert threshold (reported, not part of the rule, which came first); the
-    "far" validation and benchmarks/speed_validation.py's "speed" one (session 36), reported only;
+    "far" validation and benchmarks/speed_validation.py's "speed" one (session 36) and its whole-frame
+    "whole" one (session 46), reported only;
   * cost: frames/s of the scoring (network + scorer, PyTorch) at batch 8 on this machine, median of 3;
   * with --test: micro AUC raw / offline-smoothed / online, macro AUC, per-video AUC, false alarms
     on normal test frames at the alert threshold (reported, never used to choose).
@@ -131,11 +132,12 @@ def stage(what: str) -> None:
 
 
 def label_free_row(net: Any, held: list[Segment], synthesizers: dict[str, Any], train: list[Segment] | None = None,
-                   ) -> tuple[Scorer, dict[str, Any], dict[str, Any] | None]:
+                   ) -> tuple[Scorer, dict[str, Any], dict[str, dict[str, Any] | None]]:
     """The network's scorer refit on the held-out tails (as training fits it), its label-free measures
     (validation AUCs, false-alarm rate, threshold, frames/s, shares above threshold when moved) and, given
-    the ``train`` segments the tails follow, speed_validation.py's measure (its samples returned third for
-    paired comparisons; None where no held-out frame has frames enough on both sides)."""
+    the ``train`` segments the tails follow, speed_validation.py's measures, boxes ("speed") and whole frame
+    ("whole_speed"): their samples returned third for paired comparisons, {name: measure or None where no
+    held-out frame has frames enough on both sides}."""
     stage(f"fitting the scorer on {sum(len(s.frames) for s in held)} held-out frames")
     scorer, meta = fit_scorer_on_segments(net, held, progress=True)
     row: dict[str, Any] = {"false_alarm_rate": meta["calibration"]["false_alarm_rate"],
@@ -146,19 +148,22 @@ def label_free_row(net: Any, held: list[Segment], synthesizers: dict[str, Any], 
         row[f"{name}_auc"] = roc_auc(y, scorer(te, dis).score.numpy())
         if isinstance(synth, FarObjects):  # how many of its objects were far
             row[f"{name}_objects"], synth.drawn = synth.drawn, dict.fromkeys(synth.drawn, 0)
-    speed = None
-    if train is not None:
-        stage("speed validation (held-out walkers made twice as fast)")
-        try:
-            speed = speed_measure(net, scorer, full_videos(train, held))
-        except ValueError as e:  # footage too short for it: said, not measured
-            print(f"  speed validation not measured: {e}", file=sys.stderr)
-    row["speed_auc"] = None if speed is None else speed["auc"]
-    row["speed_samples"] = None if speed is None else {k: speed[k] for k in ("centres", "positives", "negatives")}
+    speeds: dict[str, dict[str, Any] | None] = {}
+    for name, whole, what in (("speed", False, "walkers"), ("whole_speed", True, "whole frames")):
+        speed = None
+        if train is not None:
+            stage(f"{name} validation (held-out {what} made twice as fast)")
+            try:
+                speed = speed_measure(net, scorer, full_videos(train, held), whole=whole)
+            except ValueError as e:  # footage too short for it: said, not measured
+                print(f"  {name} validation not measured: {e}", file=sys.stderr)
+        speeds[name] = speed
+        row[f"{name}_auc"] = None if speed is None else speed["auc"]
+        row[f"{name}_samples"] = None if speed is None else {k: speed[k] for k in ("centres", "positives", "negatives")}
     stage("frames/s, then the held-out frames as if the camera had moved")
     row["frames_per_s"] = frames_per_second(net, scorer, np.asarray(held[0].frames))
     row["held_out_above_threshold_moved"] = above_threshold_when_moved(net, scorer, held)
-    return scorer, row, speed
+    return scorer, row, speeds
 
 
 def test_row(net: Any, scorer: Scorer, test: str, cache: Any, sigma: float) -> dict[str, Any]:
@@ -175,13 +180,15 @@ def test_row(net: Any, scorer: Scorer, test: str, cache: Any, sigma: float) -> d
 
 def print_table(rows: dict[Any, dict[str, Any]], chosen: Any, label: str) -> None:
     test = any("test" in r for r in rows.values())
-    print(f"\n{label:>9s} {'familiar':>9s} {'standard':>9s} {'far':>6s} {'speed':>6s} {'false alarms':>13s} "
-          f"{'moved 4 px, worst':>18s} {'frames/s':>9s}" + ("   test raw / smoothed / online   macro" if test else ""))
+    print(f"\n{label:>9s} {'familiar':>9s} {'standard':>9s} {'far':>6s} {'speed':>6s} {'whole':>6s} "
+          f"{'false alarms':>13s} {'moved 4 px, worst':>18s} {'frames/s':>9s}"
+          + ("   test raw / smoothed / online   macro" if test else ""))
     for key, r in rows.items():
         moved = max(r["held_out_above_threshold_moved"].values())
-        speed = "-" if r.get("speed_auc") is None else f"{100 * r['speed_auc']:.2f}"
+        speed, whole = ("-" if r.get(k) is None else f"{100 * r[k]:.2f}" for k in ("speed_auc", "whole_speed_auc"))
         line = (f"{key!s:>9s} {100 * r['familiar_auc']:9.2f} {100 * r['standard_auc']:9.2f} {100 * r['far_auc']:6.2f} "
-                f"{speed:>6s} {100 * r['false_alarm_rate']:12.1f}% {100 * moved:17.1f}% {r['frames_per_s']:9.1f}")
+                f"{speed:>6s} {whole:>6s} {100 * r['false_alarm_rate']:12.1f}% {100 * moved:17.1f}% "
+                f"{r['frames_per_s']:9.1f}")
         if "test" in r:
             t = r["test"]
             line += (f"   {100 * t['micro_raw']:5.1f} / {100 * t['micro_smoothed']:5.1f} / "

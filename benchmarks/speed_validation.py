@@ -18,6 +18,12 @@ model.scoring.context_gap=G` does. Reported: AUC per gap (the product's score), 
 difference of every gap against --base with a 95% bootstrap interval over centres, and with --dev-auc
 the Spearman rank correlation of the AUCs with development-split AUCs given by hand (never read from
 test labels here).
+
+`--whole` (session 46) speeds up the whole frame instead of boxes: one positive per centre, the window
+(t-kg, t, t+kg), so everything that moves moves k times as fast, with no box and no seam. Training's
+temporal anomalies (`train.synthetic.temporal`) are built like the box measure, so this one is the judge
+of models trained with them that is not built like their training (it still shares the idea: far
+context frames).
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from model.synthetic import Box, moving_boxes
 from model.window import clip_windows
 
 FACTOR, SEED, REGIONS = 2, 13, 3
-PAIRED = ("factor", "seed", "regions")  # what two reports must share for --compare to pair them
+PAIRED = ("factor", "seed", "regions", "whole")  # what two reports must share for --compare to pair them
 REACH = 12  # centres with 12 frames both ways: 2x gaps up to 6, the same 63 Ped2 centres for all of them
 
 
@@ -82,13 +88,17 @@ def centres_of(videos: dict[str, tuple[np.ndarray, int]], reach: int) -> list[tu
 
 @torch.no_grad()
 def speed_samples(net: Any, videos: dict[str, tuple[np.ndarray, int]], centres: list[tuple[str, int]], gap: int,
-                  factor: int, seed: int, most: int) -> tuple[np.ndarray, np.ndarray, torch.Tensor, torch.Tensor]:
-    """(labels, centre index, raw teacher errors, raw discrepancies) of every clean window and sped-up region."""
+                  factor: int, seed: int, most: int, whole: bool = False,
+                  ) -> tuple[np.ndarray, np.ndarray, torch.Tensor, torch.Tensor]:
+    """(labels, centre index, raw teacher errors, raw discrepancies) of every clean window and sped-up region
+    (``whole``: the whole frame is the one region of each centre)."""
     rng = np.random.default_rng(seed)
     windows, labels, owner = [], [], []
     for i, (v, t) in enumerate(centres):
         frames = videos[v][0]
-        for box in [None, *moving_regions(frames, t, factor * gap, rng, most)]:
+        regions = [(0, frames.shape[1], 0, frames.shape[2])] if whole else moving_regions(frames, t, factor * gap,
+                                                                                           rng, most)
+        for box in [None, *regions]:
             windows.append(faster(frames, t, gap, factor, box))
             labels.append(box is not None)
             owner.append(i)
@@ -101,15 +111,16 @@ def speed_samples(net: Any, videos: dict[str, tuple[np.ndarray, int]], centres: 
 
 
 def speed_measure(net: Any, scorer: Any, videos: dict[str, tuple[np.ndarray, int]], reach: int = REACH,
-                  factor: int = FACTOR, seed: int = SEED, most: int = REGIONS) -> dict[str, Any]:
+                  factor: int = FACTOR, seed: int = SEED, most: int = REGIONS, whole: bool = False) -> dict[str, Any]:
     """The speed validation of a network and its scorer at the network's gap: {"auc", "positives",
     "negatives", "centres"} and the samples' "y", "owner", "score" (for :func:`bootstrap_difference`).
-    Centres reach ``reach`` frames both ways (at least factor x gap), so that gaps compare on the same frames."""
+    Centres reach ``reach`` frames both ways (at least factor x gap), so that gaps compare on the same frames.
+    ``whole``: the whole frame sped up (one positive per centre) rather than up to ``most`` moving boxes."""
     gap = net.cfg.scoring.context_gap
     centres = centres_of(videos, max(reach, factor * gap))
     if not centres:
         raise ValueError(f"no held-out frame has {max(reach, factor * gap)} frames on both sides")
-    y, owner, te, dis = speed_samples(net, videos, centres, gap, factor, seed, most)
+    y, owner, te, dis = speed_samples(net, videos, centres, gap, factor, seed, most, whole)
     scores = scorer(te, dis)
     score = scores.score.numpy()
     return {"y": y, "owner": owner, "score": score, "auc": roc_auc(y, score), "positives": int(y.sum()),
@@ -154,8 +165,9 @@ def compare(path_a: str, path_b: str) -> None:
         if "centre_frames" not in report:
             raise SystemExit(f"{f}: written before reports kept their samples; measure it again with --json")
     # reports from before "regions" was recorded (2026-12-06) were all measured at the default
-    a.setdefault("regions", REGIONS)
-    b.setdefault("regions", REGIONS)
+    for report in (a, b):
+        report.setdefault("regions", REGIONS)
+        report.setdefault("whole", False)  # and before --whole (2026-12-07)
     if [a[k] for k in PAIRED] != [b[k] for k in PAIRED]:
         raise SystemExit(f"{path_a} and {path_b} differ in --{', --'.join(PAIRED)}: they do not pair")
     print(f"A = {a['model']}, B = {b['model']} ({a['centres']} centres)")
@@ -180,6 +192,7 @@ def main() -> None:
     p.add_argument("--base", type=int, default=3, help="the gap the others are compared with (one of --gaps)")
     p.add_argument("--factor", type=int, default=FACTOR, help="how many times as fast the moving regions become")
     p.add_argument("--regions", type=int, default=REGIONS, help="sped-up regions per centre frame, at most")
+    p.add_argument("--whole", action="store_true", help="speed up the whole frame (one positive per centre), not boxes")
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--dev-auc", nargs="*", default=[], metavar="GAP=AUC",
                    help="development-split AUCs per gap, from earlier evaluations, to rank-correlate with")
@@ -210,13 +223,13 @@ def main() -> None:
         stage(f"gap {gap}: refitting the scorer on the held-out tails")
         scorer, meta = fit_scorer_on_segments(net, held)
         stage(f"gap {gap}: clean and {args.factor}x faster windows")
-        rows[gap] = speed_measure(net, scorer, videos, reach, args.factor, args.seed, args.regions) | {
+        rows[gap] = speed_measure(net, scorer, videos, reach, args.factor, args.seed, args.regions, args.whole) | {
             "false_alarm_rate": meta["calibration"]["false_alarm_rate"]}
         print(f"gap {gap}: speed AUC {100 * rows[gap]['auc']:.2f} ({rows[gap]['positives']} sped-up regions, "
               f"{rows[gap]['negatives']} clean; teacher error only {100 * rows[gap]['teacher_error_only']:.2f}, "
               f"discrepancy only {100 * rows[gap]['discrepancy_only']:.2f})", flush=True)
     report: dict[str, Any] = {"model": args.model, "factor": args.factor, "seed": args.seed, "regions": args.regions,
-                              "centres": len(centres),
+                              "whole": args.whole, "centres": len(centres),
                               "centre_frames": centres, "base": args.base, "gaps": {}}
     print(f"\n{'gap':>4s} {'speed AUC':>10s} {'vs gap ' + str(args.base) + ' (95% CI)':>26s} {'dev AUC':>8s}")
     for gap, r in rows.items():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.benchmarks.test_bench_smoke import run_benchmark
 from tests.conftest import scene_frames, write_frame_folder
@@ -53,6 +54,27 @@ def test_faster_swaps_the_context_frames_inside_the_box_only():
         assert np.array_equal(w[k][inside], frames[t + s * 2 * gap][inside])
         assert np.array_equal(w[k][~inside], frames[t + s * gap][~inside])
     assert not np.array_equal(w[0], frames[t - gap]), "the walker inside the box did move"
+
+
+def test_whole_frame_samples_are_each_centre_clean_and_with_the_whole_context_twice_as_far(monkeypatch):
+    import speed_validation
+
+    seen = []
+
+    def errors(net, windows):  # records the windows the network would score
+        seen.extend(windows.numpy())
+        return torch.zeros(len(windows), 1, 4), torch.zeros(len(windows), 1, 4)
+
+    monkeypatch.setattr(speed_validation, "token_errors", errors)
+    frames = scene_frames(40, seed=1)
+    centres = [("a", 12), ("a", 20)]
+    y, owner, te, _ = speed_validation.speed_samples(None, {"a": (frames, 0)}, centres, 3, 2, 0, 3, whole=True)
+    assert y.tolist() == [False, True, False, True] and owner.tolist() == [0, 0, 1, 1] and len(te) == 4
+    for k, (_, t) in enumerate(centres):
+        assert np.array_equal(seen[2 * k], frames[[t - 3, t, t + 3]])
+        assert np.array_equal(seen[2 * k + 1], frames[[t - 6, t, t + 6]]), "the whole frame, no box"
+    boxes = speed_validation.speed_samples(None, {"a": (frames, 0)}, centres, 3, 2, 0, 3)[0]
+    assert boxes.sum() == 4, "without whole: one sample per walker's box (two walkers)"
 
 
 def test_centres_are_held_out_frames_whose_window_fits_inside_the_video():
@@ -127,14 +149,19 @@ def _script(script: str, *args: str, cache: Path | None = None) -> subprocess.Co
                           cwd=Path(__file__).resolve().parents[2], timeout=300, env=env)
 
 
-def test_speed_rule_by_hand():
-    from candidates import choose, shortfalls
+@pytest.mark.parametrize(("rule", "what"), [("speed", "speed"), ("whole", "whole-frame speed")])
+def test_speed_rules_by_hand(rule, what):
+    from candidates import SPEED_KEYS, choose, shortfalls
 
     def choose_by_speed(rows, changes):
-        return choose(rows, changes, "speed")
+        return choose(rows, changes, rule)
+
+    key, other = SPEED_KEYS[rule][0], SPEED_KEYS["whole" if rule == "speed" else "speed"][0]
 
     def row(speed, ci_low=0.01, familiar=0.98, standard=0.99, false_alarms=0.02, moved=0.05):
-        return {"speed_auc": speed, "speed_vs_baseline_ci95": [ci_low, 0.1], "familiar_auc": familiar,
+        # the other rule's measure, worse than the baseline's everywhere, must not matter
+        return {f"{key}_auc": speed, f"{key}_vs_baseline_ci95": [ci_low, 0.1], f"{other}_auc": 0.5,
+                f"{other}_vs_baseline_ci95": [-0.5, -0.1], "familiar_auc": familiar,
                 "standard_auc": standard, "false_alarm_rate": false_alarms,
                 "held_out_above_threshold_moved": {"0,4": moved / 2, "4,4": moved}}
 
@@ -149,40 +176,45 @@ def test_speed_rule_by_hand():
     assert choose_by_speed({"A": row(0.87), "B": row(0.90, moved=0.145)}, changes) == "A", "moved camera"
     assert choose_by_speed({"A": row(0.87), "B": row(0.90), "C": row(0.905)}, changes) == "B", "within 1: fewer changes"
     assert choose_by_speed({"A": row(0.87), "B": row(0.90), "C": row(0.915)}, changes) == "C"
-    no_pair = row(0.95) | {"speed_vs_baseline_ci95": None}
+    no_pair = row(0.95) | {f"{key}_vs_baseline_ci95": None}
     assert choose_by_speed({"A": row(0.87), "B": no_pair}, changes) == "A", "unpaired: not adoptable"
     # what the script prints for every candidate the rule passes over: each condition it misses, in words
-    assert shortfalls(row(0.90), row(0.87), "speed") == []
-    assert shortfalls(row(0.875, familiar=0.976, moved=0.153), row(0.87), "speed") == [
-        "speed AUC 87.50 < 88.00", "familiar AUC 97.60 < 97.70",
+    assert shortfalls(row(0.90), row(0.87), rule) == []
+    assert shortfalls(row(0.875, familiar=0.976, moved=0.153), row(0.87), rule) == [
+        f"{what} AUC 87.50 < 88.00", "familiar AUC 97.60 < 97.70",
         "moved camera 15.3% above the threshold > 10%"]
-    assert shortfalls(no_pair, row(0.87), "speed") == ["speed not paired with the baseline's"]
-    assert shortfalls(row(0.90, ci_low=-0.01), row(0.87), "speed") == ["speed interval [-1.00, 10.00] reaches 0"]
-    assert shortfalls(row(0.90, false_alarms=0.032, standard=0.987), row(0.87), "speed") == [
+    assert shortfalls(no_pair, row(0.87), rule) == [f"{what} not paired with the baseline's"]
+    assert shortfalls(row(0.90, ci_low=-0.01), row(0.87), rule) == [f"{what} interval [-1.00, 10.00] reaches 0"]
+    assert shortfalls(row(0.90, false_alarms=0.032, standard=0.987), row(0.87), rule) == [
         "standard AUC 98.70 < 98.80", "false alarms 3.2% > 3%"]
 
 
 @pytest.mark.slow
-def test_candidates_report_speed_and_choose_by_it(tiny_checkpoint, tmp_path):
+@pytest.mark.parametrize("rule", ["speed", "whole"])
+def test_candidates_report_speed_and_choose_by_it(tiny_checkpoint, tmp_path, rule):
     from candidates import choose, shortfalls
 
     root = tmp_path / "train"
     for name, seed in (("01", 1), ("02", 2)):
         write_frame_folder(root, name, scene_frames(150, seed=seed))  # 15 held out, 3 reach 12 both ways
-    result, stdout = run_benchmark(tmp_path, "candidates.py", "--train", str(root), "--rule", "speed",
+    result, stdout = run_benchmark(tmp_path, "candidates.py", "--train", str(root), "--rule", rule,
                                    "--candidate", "A", str(tiny_checkpoint), "--candidate", "G2",
                                    str(tiny_checkpoint), "context_gap=2")
     rows = result["rows"]
-    assert result["rule"] == "speed"
-    assert result["chosen"] == choose(rows, {k: r["changes"] for k, r in rows.items()}, "speed")
-    assert rows["G2"]["shortfalls"] == shortfalls(rows["G2"], rows["A"], "speed")
-    for row in rows.values():
+    assert result["rule"] == rule
+    assert result["chosen"] == choose(rows, {k: r["changes"] for k, r in rows.items()}, rule)
+    assert rows["G2"]["shortfalls"] == shortfalls(rows["G2"], rows["A"], rule)
+    for row in rows.values():  # both measures, whichever rule reads one
         assert 0 <= row["speed_auc"] <= 1 and row["speed_samples"]["centres"] == 2 * 3
-    lo, hi = rows["G2"]["speed_vs_baseline_ci95"]
-    assert lo <= hi and " speed " in stdout
-    # each candidate's line says its paired speed difference and why it is (not) adoptable
+        assert 0 <= row["whole_speed_auc"] <= 1 and row["whole_speed_samples"] == {
+            "centres": 6, "positives": 6, "negatives": 6}, "one whole sped-up frame per centre"
+    # each candidate's line says its paired speed differences and why it is (not) adoptable
     assert ("not adoptable: " + "; ".join(rows["G2"]["shortfalls"]) if rows["G2"]["shortfalls"]
-            else "adoptable") in stdout and f"[{100 * lo:+.2f}, {100 * hi:+.2f}] against A" in stdout
+            else "adoptable") in stdout
+    for key, what in (("speed", " speed "), ("whole_speed", " whole-frame speed ")):
+        lo, hi = rows["G2"][f"{key}_vs_baseline_ci95"]
+        assert lo <= hi and f"{what}{100 * (rows['G2'][f'{key}_auc'] - rows['A'][f'{key}_auc']):+.2f} " \
+            f"[{100 * lo:+.2f}, {100 * hi:+.2f}] against A" in f" {stdout}"
 
 
 def test_speed_rule_refuses_footage_too_short_before_measuring_anything(tiny_checkpoint, tmp_path):
