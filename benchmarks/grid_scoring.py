@@ -149,12 +149,13 @@ def label_free_row(net: Any, held: list[Segment], synthesizers: dict[str, Any], 
         if isinstance(synth, FarObjects):  # how many of its objects were far
             row[f"{name}_objects"], synth.drawn = synth.drawn, dict.fromkeys(synth.drawn, 0)
     speeds: dict[str, dict[str, Any] | None] = {}
+    videos = None if train is None else full_videos(train, held)
     for name, whole, what in (("speed", False, "walkers"), ("whole_speed", True, "whole frames")):
         speed = None
-        if train is not None:
+        if videos is not None:
             stage(f"{name} validation (held-out {what} made twice as fast)")
             try:
-                speed = speed_measure(net, scorer, full_videos(train, held), whole=whole)
+                speed = speed_measure(net, scorer, videos, whole=whole)
             except ValueError as e:  # footage too short for it: said, not measured
                 print(f"  {name} validation not measured: {e}", file=sys.stderr)
         speeds[name] = speed

@@ -159,7 +159,8 @@ def test_speed_rules_by_hand(rule, what):
     key, other = SPEED_KEYS[rule][0], SPEED_KEYS["whole" if rule == "speed" else "speed"][0]
 
     def row(speed, ci_low=0.01, familiar=0.98, standard=0.99, false_alarms=0.02, moved=0.05):
-        # the other rule's measure, worse than the baseline's everywhere, must not matter
+        # the other rule's measure fails that rule's own conditions (no gain, an interval below 0) for every
+        # candidate: it must not matter to this rule
         return {f"{key}_auc": speed, f"{key}_vs_baseline_ci95": [ci_low, 0.1], f"{other}_auc": 0.5,
                 f"{other}_vs_baseline_ci95": [-0.5, -0.1], "familiar_auc": familiar,
                 "standard_auc": standard, "false_alarm_rate": false_alarms,
