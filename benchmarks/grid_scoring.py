@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ablate_scoring import arguments, load
 from bench_model import time_fps
 from select_scoring import FAMILIAR, FamiliarObjects, FarObjects
-from speed_validation import full_videos, speed_measure
+from speed_validation import FACTOR, full_videos, speed_measure
 
 from model.calibration import ALERT
 from model.config import ScoringConfig
@@ -132,12 +132,12 @@ def stage(what: str) -> None:
 
 
 def label_free_row(net: Any, held: list[Segment], synthesizers: dict[str, Any], train: list[Segment] | None = None,
-                   ) -> tuple[Scorer, dict[str, Any], dict[str, dict[str, Any] | None]]:
+                   whole_factor: float = FACTOR) -> tuple[Scorer, dict[str, Any], dict[str, dict[str, Any] | None]]:
     """The network's scorer refit on the held-out tails (as training fits it), its label-free measures
     (validation AUCs, false-alarm rate, threshold, frames/s, shares above threshold when moved) and, given
-    the ``train`` segments the tails follow, speed_validation.py's measures, boxes ("speed") and whole frame
-    ("whole_speed"): their samples returned third for paired comparisons, {name: measure or None where no
-    held-out frame has frames enough on both sides}."""
+    the ``train`` segments the tails follow, speed_validation.py's measures, boxes ("speed", 2x) and whole
+    frame ("whole_speed", ``whole_factor`` x): their samples returned third for paired comparisons, {name:
+    measure or None where no held-out frame has frames enough on both sides}."""
     stage(f"fitting the scorer on {sum(len(s.frames) for s in held)} held-out frames")
     scorer, meta = fit_scorer_on_segments(net, held, progress=True)
     row: dict[str, Any] = {"false_alarm_rate": meta["calibration"]["false_alarm_rate"],
@@ -150,17 +150,19 @@ def label_free_row(net: Any, held: list[Segment], synthesizers: dict[str, Any], 
             row[f"{name}_objects"], synth.drawn = synth.drawn, dict.fromkeys(synth.drawn, 0)
     speeds: dict[str, dict[str, Any] | None] = {}
     videos = None if train is None else full_videos(train, held)
-    for name, whole, what in (("speed", False, "walkers"), ("whole_speed", True, "whole frames")):
+    for name, whole, what, factor in (("speed", False, "walkers", FACTOR),
+                                      ("whole_speed", True, "whole frames", whole_factor)):
         speed = None
         if videos is not None:
-            stage(f"{name} validation (held-out {what} made twice as fast)")
+            stage(f"{name} validation (held-out {what} made {factor:g}x as fast)")
             try:
-                speed = speed_measure(net, scorer, videos, whole=whole)
+                speed = speed_measure(net, scorer, videos, factor=factor, whole=whole)
             except ValueError as e:  # footage too short for it: said, not measured
                 print(f"  {name} validation not measured: {e}", file=sys.stderr)
         speeds[name] = speed
         row[f"{name}_auc"] = None if speed is None else speed["auc"]
-        row[f"{name}_samples"] = None if speed is None else {k: speed[k] for k in ("centres", "positives", "negatives")}
+        row[f"{name}_samples"] = None if speed is None else {
+            k: speed[k] for k in ("centres", "positives", "negatives", "far")}
     stage("frames/s, then the held-out frames as if the camera had moved")
     row["frames_per_s"] = frames_per_second(net, scorer, np.asarray(held[0].frames))
     row["held_out_above_threshold_moved"] = above_threshold_when_moved(net, scorer, held)

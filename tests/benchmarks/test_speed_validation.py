@@ -15,7 +15,15 @@ from tests.conftest import scene_frames, write_frame_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from speed_validation import bootstrap_difference, centres_of, faster, full_videos, moving_regions, spearman
+from speed_validation import (
+    bootstrap_difference,
+    centres_of,
+    far_offset,
+    faster,
+    full_videos,
+    moving_regions,
+    spearman,
+)
 
 from model.dataset import Segment
 
@@ -75,6 +83,17 @@ def test_whole_frame_samples_are_each_centre_clean_and_with_the_whole_context_tw
         assert np.array_equal(seen[2 * k + 1], frames[[t - 6, t, t + 6]]), "the whole frame, no box"
     boxes = speed_validation.speed_samples(None, {"a": (frames, 0)}, centres, 3, 2, 0, 3)[0]
     assert boxes.sum() == 4, "without whole: one sample per walker's box (two walkers)"
+
+
+def test_a_factor_that_is_not_whole_takes_the_nearest_frame_and_must_move_one():
+    assert [far_offset(3, f) for f in (2, 1.34, 4 / 3, 1.5, 1.1)] == [6, 4, 4, 5, 3], "rounded half up"
+    assert far_offset(2, 1.25) == 3 and far_offset(1, 1.5) == 2
+    frames = scene_frames(40, seed=1)
+    w = faster(frames, 20, 3, 1.34, (0, frames.shape[1], 0, frames.shape[2]))
+    assert np.array_equal(w, frames[[16, 20, 24]]), "a third faster: frames t-4 and t+4 in place of t-3 and t+3"
+    r = _script("speed_validation.py", "--model", "unused", "--train", "unused", "--gaps", "5", "3", "--base", "3",
+                "--factor", "1.1")  # gap 5: frames t-6, t+6; gap 3: 3.3 rounds to 3, nothing moves
+    assert r.returncode == 2 and "--factor 1.1 moves no context frame at gap 3" in r.stderr, r.stderr[-500:]
 
 
 def test_centres_are_held_out_frames_whose_window_fits_inside_the_video():
@@ -198,17 +217,21 @@ def test_candidates_report_speed_and_choose_by_it(tiny_checkpoint, tmp_path, rul
     root = tmp_path / "train"
     for name, seed in (("01", 1), ("02", 2)):
         write_frame_folder(root, name, scene_frames(150, seed=seed))  # 15 held out, 3 reach 12 both ways
+    factor = ["--whole-factor", "1.5"] if rule == "whole" else []  # the speed rule's run keeps the default, 2
     result, stdout = run_benchmark(tmp_path, "candidates.py", "--train", str(root), "--rule", rule,
                                    "--candidate", "A", str(tiny_checkpoint), "--candidate", "G2",
-                                   str(tiny_checkpoint), "context_gap=2")
+                                   str(tiny_checkpoint), "context_gap=2", *factor)
     rows = result["rows"]
-    assert result["rule"] == rule
+    assert result["rule"] == rule and result["whole_factor"] == (1.5 if rule == "whole" else 2)
     assert result["chosen"] == choose(rows, {k: r["changes"] for k, r in rows.items()}, rule)
     assert rows["G2"]["shortfalls"] == shortfalls(rows["G2"], rows["A"], rule)
-    for row in rows.values():  # both measures, whichever rule reads one
+    gaps = {"A": json.loads((tiny_checkpoint / "model.json").read_text())["model"]["scoring"]["context_gap"], "G2": 2}
+    for name, row in rows.items():  # both measures, whichever rule reads one; the box one always 2x
         assert 0 <= row["speed_auc"] <= 1 and row["speed_samples"]["centres"] == 2 * 3
+        assert row["speed_samples"]["far"] == 2 * gaps[name]
         assert 0 <= row["whole_speed_auc"] <= 1 and row["whole_speed_samples"] == {
-            "centres": 6, "positives": 6, "negatives": 6}, "one whole sped-up frame per centre"
+            "centres": 6, "positives": 6, "negatives": 6, "far": far_offset(gaps[name], result["whole_factor"])
+        }, "one whole sped-up frame per centre, at --whole-factor"
     # each candidate's line says its paired speed differences and why it is (not) adoptable
     assert ("not adoptable: " + "; ".join(rows["G2"]["shortfalls"]) if rows["G2"]["shortfalls"]
             else "adoptable") in stdout
