@@ -1,10 +1,11 @@
 """How small and how slow an anomaly a model sees: the "far" validation (benchmarks/select_scoring.py:
 people cut from the far half of the training footage, pasted upright where and as big as the camera saw
 them, moving sideways at 0.45-1.5% of the frame width a frame) split by the pasted object's height, then
-by its speed.
+by its speed; or, with `--validation familiar` (session 47), the familiar one that candidates.py's rules
+read (people from the footage with their own look, 8-20% of the frame tall, anywhere, at the same speeds).
 
     python benchmarks/detection_limits.py --model CKPT --train ../shared/data/ped2/train \
-        [--seed 12] [--frames 256] [--json FILE]
+        [--validation far|familiar] [--seed 12] [--frames 256] [--json FILE]
 
 For each band (height as a share of the frame height, with its pixels at the model's resolution; speed
 as a share of the frame width a frame, with its pixels a frame): the AUC of telling the held-out normal
@@ -30,14 +31,28 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablate_scoring import load
-from select_scoring import FAMILIAR, FarObjects
+from select_scoring import FAMILIAR, FamiliarObjects, FarObjects
 
 from model.calibration import ALERT
 from model.evaluation import scorer_from_meta, synthetic_pairs
 from model.metrics import roc_auc
+from model.synthetic import Motion, SceneObject
 
 HEIGHTS = (0.0, 0.06, 0.08, 0.11, 0.15, 1.0)  # object height / frame height
 SPEEDS = (0.0, 0.008, 0.0115, 1.0)  # object speed / frame width, a frame (far draws 0.0045-0.015: thirds)
+
+
+SEEDS = {"far": 12, "familiar": 11}  # candidates.py's default draws
+
+
+class TrackedFamiliar(FamiliarObjects):
+    """The familiar validation's objects, each draw's motion kept in ``last_motion`` as FarObjects keeps it."""
+
+    last_motion: Motion | None = None
+
+    def _motion(self, obj: SceneObject, rng: np.random.Generator) -> Motion:
+        self.last_motion = super()._motion(obj, rng)
+        return self.last_motion
 
 
 class PastedObjects:
@@ -114,7 +129,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
     p.add_argument("--train", required=True, help="the model's training footage (its held-out tails are used)")
-    p.add_argument("--seed", type=int, default=12, help="the far validation's draw (candidates.py's default)")
+    p.add_argument("--validation", choices=sorted(SEEDS), default="far", help="which pasted validation to split")
+    p.add_argument("--seed", type=int, help="the validation's draw (default candidates.py's: far 12, familiar 11)")
     p.add_argument("--frames", type=int, default=256, help="held-out frames drawn, at most")
     p.add_argument("--json")
     args = p.parse_args()
@@ -124,11 +140,13 @@ def main() -> None:
     if scorer.calibration is None:
         p.error(f"{args.model} has no calibration: run `aedmae calibrate` first")
     videos = [s.frames for s in train]
-    print(f"scoring {min(args.frames, sum(len(s.frames) for s in held))} held-out frames, clean and with a far "
-          "object pasted", file=sys.stderr, flush=True)
-    far = FarObjects(videos, FAMILIAR)  # one instance: the videos' median backgrounds are computed once
-    pasted = PastedObjects(far)
-    y, te, dis = synthetic_pairs(net, held, far, seed=args.seed, max_frames=args.frames, observe=pasted)
+    seed = SEEDS[args.validation] if args.seed is None else args.seed
+    print(f"scoring {min(args.frames, sum(len(s.frames) for s in held))} held-out frames, clean and with a "
+          f"{args.validation} object pasted", file=sys.stderr, flush=True)
+    # one instance: the videos' median backgrounds are computed once
+    synth = (FarObjects if args.validation == "far" else TrackedFamiliar)(videos, FAMILIAR)
+    pasted = PastedObjects(synth)
+    y, te, dis = synthetic_pairs(net, held, synth, seed=seed, max_frames=args.frames, observe=pasted)
     heights, speeds = np.array(pasted.heights), np.array(pasted.speeds)
     calibrated = scorer(te, dis).calibrated.numpy()
     height, width = net.cfg.image_size
@@ -136,18 +154,19 @@ def main() -> None:
     by_height = bands(y, calibrated, heights, height, HEIGHTS)
     by_speed = bands(y, calibrated, speeds, width, SPEEDS)
     overall = roc_auc(y, calibrated)
-    print(f"\n{args.model} at {height}x{width}: far validation AUC {100 * overall:.2f}")
+    print(f"\n{args.model} at {height}x{width}: {args.validation} validation AUC {100 * overall:.2f}")
     print_bands("height, share of the frame", "rows", normal, by_height)
     print_bands("speed, width a frame", "px a frame", normal, by_speed)
-    walkers = walker_speeds(far)
-    quartiles = [round(float(q), 2) for q in np.percentile(walkers, [25, 50, 75])] if walkers.size else []
-    print(f"\nthe footage's own people in the far half ({walkers.size} matched blobs): "
-          f"{' / '.join(map(str, quartiles)) or '-'} pixels a frame (quartiles)")
+    report = {"model": args.model, "validation": args.validation, "seed": seed, "image_size": [height, width],
+              f"{args.validation}_auc": overall, "normal": normal, "by_height": by_height, "by_speed": by_speed}
+    if isinstance(synth, FarObjects):  # for scale: how fast the far half's own people walk
+        walkers = walker_speeds(synth)
+        report["walker_speed_quartiles"] = quartiles = [
+            round(float(q), 2) for q in np.percentile(walkers, [25, 50, 75])] if walkers.size else []
+        print(f"\nthe footage's own people in the far half ({walkers.size} matched blobs): "
+              f"{' / '.join(map(str, quartiles)) or '-'} pixels a frame (quartiles)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model, "seed": args.seed, "image_size": [height, width],
-                                               "far_auc": overall, "normal": normal, "by_height": by_height,
-                                               "by_speed": by_speed, "walker_speed_quartiles": quartiles},
-                                              indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

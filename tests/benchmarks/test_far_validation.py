@@ -13,7 +13,7 @@ from tests.conftest import scene_frames
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from select_scoring import FAMILIAR, FarObjects
+from select_scoring import FAMILIAR, FamiliarObjects, FarObjects
 
 HEIGHT = 48  # scene_frames: a disc of radius 4 walks at row 16 (far half), another at row 32 (near half)
 
@@ -96,16 +96,36 @@ def test_walker_speeds_measure_the_far_walkers_only():
 
 
 @pytest.mark.slow
-def test_detection_limits_end_to_end(tiny_checkpoint, footage, tmp_path):
+@pytest.mark.parametrize(("validation", "seed"), [("far", 12), ("familiar", 11)])
+def test_detection_limits_end_to_end(tiny_checkpoint, footage, tmp_path, validation, seed):
     from tests.benchmarks.test_bench_smoke import run_benchmark
 
     result, stdout = run_benchmark(tmp_path, "detection_limits.py", "--model", str(tiny_checkpoint), "--train",
-                                   str(footage), "--frames", "12")
-    assert result["normal"]["band"] == "held-out normal frames" and 0 <= result["far_auc"] <= 1
+                                   str(footage), "--frames", "12", "--validation", validation)
+    assert result["validation"] == validation and result["seed"] == seed, "candidates.py's draw of it"
+    assert result["normal"]["band"] == "held-out normal frames" and 0 <= result[f"{validation}_auc"] <= 1
     for key in ("by_height", "by_speed"):
         assert sum(r["frames"] for r in result[key]) == result["normal"]["frames"], key
         assert all(0 <= r["auc"] <= 1 and 0 <= r["above_threshold"] <= 1 for r in result[key])
-    assert "far validation AUC" in stdout and "px a frame" in stdout and "own people" in stdout
+    assert f"{validation} validation AUC" in stdout and "px a frame" in stdout
+    assert ("own people" in stdout) == (validation == "far"), "the far walkers' speeds are for the far validation"
+
+
+def test_familiar_objects_keep_each_draws_motion_and_draw_as_the_familiar_validation(tiny_checkpoint, footage):
+    """--validation familiar splits the draws candidates.py reads: tracking the motion changes no draw."""
+    from ablate_scoring import load
+    from detection_limits import PastedObjects, TrackedFamiliar
+
+    from model.evaluation import synthetic_pairs
+
+    net, _, _, _, train, held = load(str(tiny_checkpoint), str(footage))
+    videos = [s.frames for s in train]
+    pasted = PastedObjects(TrackedFamiliar(videos, FAMILIAR))
+    y, te, dis = synthetic_pairs(net, held, pasted.synthesizer, seed=11, max_frames=8, observe=pasted)
+    assert len(pasted.speeds) == int(y.sum()) == 8 and len(set(pasted.speeds)) > 1
+    assert all(0.3 * 0.015 * 0.99 <= s / net.cfg.image_size[1] <= 0.015 * 1.01 for s in pasted.speeds), pasted.speeds
+    y2, te2, dis2 = synthetic_pairs(net, held, FamiliarObjects(videos, FAMILIAR), seed=11, max_frames=8)
+    assert np.array_equal(y, y2) and te.equal(te2) and dis.equal(dis2)
 
 
 def test_pasted_objects_are_read_as_synthetic_pairs_draws_them(tiny_checkpoint, footage):
