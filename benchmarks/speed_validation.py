@@ -12,7 +12,7 @@ training video, each moving region (a connected component of max(|f(t-kg) - f(t)
 whole, session 47) gets frames t-kg and t+kg in place of
 t-g and t+g inside its box grown by 4 pixels, so whatever moves there moves k times as fast; frame t
 is untouched. Negatives are the same centres' clean windows. Centres: the held-out tail frames with
-t + k * max(gaps) inside the video (the same for every gap; the frames before the tail may serve as
+t + k * max(gaps) (rounded) inside the video (the same for every gap; the frames before the tail may serve as
 context, the centre is always held out of training). At each gap the model's token statistics and
 calibration are refit on the held-out tails first, as `aedmae calibrate --held-out-of TRAIN --set
 model.scoring.context_gap=G` does. Reported: AUC per gap (the product's score), the paired AUC
@@ -104,9 +104,9 @@ def speed_samples(net: Any, videos: dict[str, tuple[np.ndarray, int]], centres: 
     (``whole``: the whole frame is the one region of each centre)."""
     rng = np.random.default_rng(seed)
     windows, labels, owner = [], [], []
+    far = far_offset(gap, factor)
     for i, (v, t) in enumerate(centres):
         frames = videos[v][0]
-        far = far_offset(gap, factor)
         regions = [(0, frames.shape[1], 0, frames.shape[2])] if whole else moving_regions(frames, t, far, rng, most)
         for box in [None, *regions]:
             windows.append(faster(frames, t, gap, factor, box))
