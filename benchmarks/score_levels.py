@@ -2,12 +2,17 @@
 tail), and the normal frames of a labelled test set, beside each video's motion energy.
 
     python benchmarks/score_levels.py --model CKPT --train ../shared/data/ped2/train \
-        [--test ../shared/data/ped2] [--json FILE]
+        [--test ../shared/data/ped2] [--moved] [--json FILE]
 
 Pooled (micro) AUC and a single alert threshold both need normal frames to score alike in every video.
 This prints, per video, the median and 90th percentile of the model's score on normal frames and the
 mean |frame t-1 - frame t+1| (how much moves: a crowd moves more than an empty walkway), so a level
 that follows the crowd rather than the anomaly is visible. Test labels only select the normal frames.
+
+`--moved` (session 47) asks which part of the score a moved camera lifts: the held-out tails moved by
+each half-patch shift (edges repeated, as candidates.py's moved-camera condition moves them), with the
+share above the alert threshold and, per frame against the same frame unmoved, the median ratio of the
+score and of each of its two components (teacher error, discrepancy).
 """
 
 from __future__ import annotations
@@ -18,13 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablate_scoring import arguments, load
 
+from model.dataset import shift_image
 from model.datasets import read_test_set
 from model.evaluation import apply_scorer, clip_errors, scorer_from_meta
+from model.scoring import FrameScores, grid_offsets
 
 
 def motion_energy(frames: np.ndarray) -> np.ndarray:
@@ -39,8 +47,19 @@ def level(scores: np.ndarray) -> dict[str, float]:
     return {"frames": len(scores), "median": float(np.median(scores)), "q90": float(np.quantile(scores, 0.9))}
 
 
+def moved_rise(still: FrameScores, moved: FrameScores, threshold: float) -> dict[str, float]:
+    """Share of the moved frames above ``threshold`` and the median per-frame ratio moved / still of the
+    score and its components."""
+    out = {"above_threshold": float((moved.score.numpy() > threshold).mean())}
+    for part in ("score", "teacher_error", "discrepancy"):
+        out[f"{part}_ratio"] = float(np.median(getattr(moved, part).numpy() / getattr(still, part).numpy()))
+    return out
+
+
 def main() -> None:
-    args = arguments(__doc__).parse_args()
+    p = arguments(__doc__)
+    p.add_argument("--moved", action="store_true", help="the held-out tails with the camera moved half a patch")
+    args = p.parse_args()
     net, meta, _, cache, train, held = load(args.model, args.train)
     scorer = scorer_from_meta(net, meta)
 
@@ -71,8 +90,25 @@ def main() -> None:
     for r in rows:
         parts = [f"{r[k]['median']:8.2f} {r[k]['q90']:6.2f}" for k in ("trained", "held_out", "normal") if k in r]
         print(f"{r['set']:6s} {r['video']:6s} {r['motion']:6.2f} " + " | ".join(parts))
+    moved: dict[str, dict[str, float]] = {}
+    if args.moved and threshold is not None:
+        def held_out_scores(dy: int, dx: int) -> FrameScores:  # every tail's frames moved, scores joined
+            parts = [apply_scorer(scorer, clip_errors(net, shift_image(np.asarray(s.frames), dy, dx, axes=(1, 2))))
+                     for s in held]
+            return FrameScores(*(torch.cat(x) for x in zip(*parts, strict=True)))
+
+        still = held_out_scores(0, 0)
+        for dy, dx in grid_offsets(net.cfg, 4)[1:]:
+            moved[f"{dy},{dx}"] = moved_rise(still, held_out_scores(dy, dx), threshold)
+        print("\nheld-out tails, camera moved (dy,dx px): above threshold; median ratio to the same frame unmoved "
+              "of score / teacher error / discrepancy")
+        for k, m in moved.items():
+            print(f"  {k:>5s}: {100 * m['above_threshold']:5.1f}%  x{m['score_ratio']:.2f} / "
+                  f"x{m['teacher_error_ratio']:.2f} / x{m['discrepancy_ratio']:.2f}")
+    elif args.moved:
+        p.error(f"{args.model} has no calibration: run `aedmae calibrate` first")
     if args.json:
-        Path(args.json).write_text(json.dumps({"threshold": threshold, "rows": rows}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"threshold": threshold, "rows": rows, "moved": moved}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
