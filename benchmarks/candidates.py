@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablate_scoring import load
 from grid_scoring import label_free_row, print_table, test_row, validators
-from speed_validation import FACTOR, REACH, bootstrap_difference, centres_of, far_offset, full_videos
+from speed_validation import FACTOR, REACH, bootstrap_difference, centres_of, far_offset, full_videos, unmoved_gaps
 
 from model import checkpoint
 from model.config import TrainConfig, with_scoring
@@ -158,7 +158,7 @@ def main() -> None:
         except ConfigError as e:
             p.error(f"candidate {name}: {e}")
         gap = net.cfg.scoring.context_gap
-        if far_offset(gap, args.whole_factor) <= gap:
+        if unmoved_gaps([gap], args.whole_factor):
             p.error(f"--whole-factor {args.whole_factor:g} moves no context frame of candidate {name} (gap {gap})")
         reach = max(REACH, far_offset(gap, FACTOR if args.rule == "speed" else args.whole_factor))
         if args.rule != "familiar" and not centres_of(full_videos(train, held), reach):

@@ -59,7 +59,7 @@ from model.evaluation import (
     synthetic_pairs,
 )
 from model.metrics import roc_auc
-from model.scoring import Scorer, grid_offsets, score_frames
+from model.scoring import FrameScores, Scorer, grid_offsets, score_frames
 from model.synthetic import AnomalySynthesizer
 from model.window import clip_windows
 
@@ -97,17 +97,21 @@ def choose(rows: dict[str, dict[str, Any]], base: str = "1") -> str:
     return min((o for o, r in ok.items() if r["familiar_auc"] >= best - NEAR_BEST), key=lambda o: (cost(o), o))
 
 
+def held_out_moved(net: Any, scorer: Scorer, held: list[Segment], dy: int, dx: int) -> FrameScores:
+    """The scores of every held-out frame moved down dy and right dx pixels (edges repeated), as if the
+    camera had moved, the segments' frames joined in order."""
+    parts = [apply_scorer(scorer, clip_errors(net, shift_image(np.asarray(s.frames), dy, dx, axes=(1, 2))))
+             for s in held]
+    return FrameScores(*(torch.cat(x) for x in zip(*parts, strict=True)))
+
+
 def above_threshold_when_moved(net: Any, scorer: Scorer, held: list[Segment]) -> dict[str, float]:
     """{"dy,dx": share of held-out normal frames above the alert threshold} with every frame moved by
-    each half-patch shift (edges repeated), as if the camera had moved."""
+    each half-patch shift (:func:`held_out_moved`)."""
     assert scorer.calibration is not None
-    out = {}
-    for dy, dx in grid_offsets(net.cfg, 4)[1:]:
-        scores = np.concatenate([apply_scorer(scorer, clip_errors(net, shift_image(np.asarray(s.frames), dy, dx,
-                                                                                   axes=(1, 2)))).score.numpy()
-                                 for s in held])
-        out[f"{dy},{dx}"] = float((scores > scorer.calibration.threshold).mean())
-    return out
+    threshold = scorer.calibration.threshold
+    return {f"{dy},{dx}": float((held_out_moved(net, scorer, held, dy, dx).score.numpy() > threshold).mean())
+            for dy, dx in grid_offsets(net.cfg, 4)[1:]}
 
 
 @torch.no_grad()

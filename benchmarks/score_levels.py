@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablate_scoring import arguments, load
+from grid_scoring import held_out_moved
 
-from model.dataset import shift_image
 from model.datasets import read_test_set
 from model.evaluation import apply_scorer, clip_errors, scorer_from_meta
 from model.scoring import FrameScores, grid_offsets
@@ -62,6 +61,9 @@ def main() -> None:
     args = p.parse_args()
     net, meta, _, cache, train, held = load(args.model, args.train)
     scorer = scorer_from_meta(net, meta)
+    threshold = (meta.get("calibration") or {}).get("threshold")
+    if args.moved and threshold is None:  # before minutes of scoring, not after
+        p.error(f"{args.model} has no calibration: run `aedmae calibrate` first")
 
     def scores(frames: np.ndarray) -> np.ndarray:
         return apply_scorer(scorer, clip_errors(net, np.asarray(frames))).score.numpy()
@@ -84,29 +86,21 @@ def main() -> None:
             s = scores(frames)  # score the whole clip (context), keep the normal frames
             rows.append({"set": "test", "video": v.name, "motion": float(motion_energy(frames)[normal].mean()),
                          "normal": level(s[normal])})
-    threshold = (meta.get("calibration") or {}).get("threshold")
     print(f"alert threshold (raw score): {threshold}")
     print("set    video  motion   median   q90  (trained frames | held-out tail | normal test frames)")
     for r in rows:
         parts = [f"{r[k]['median']:8.2f} {r[k]['q90']:6.2f}" for k in ("trained", "held_out", "normal") if k in r]
         print(f"{r['set']:6s} {r['video']:6s} {r['motion']:6.2f} " + " | ".join(parts))
     moved: dict[str, dict[str, float]] = {}
-    if args.moved and threshold is not None:
-        def held_out_scores(dy: int, dx: int) -> FrameScores:  # every tail's frames moved, scores joined
-            parts = [apply_scorer(scorer, clip_errors(net, shift_image(np.asarray(s.frames), dy, dx, axes=(1, 2))))
-                     for s in held]
-            return FrameScores(*(torch.cat(x) for x in zip(*parts, strict=True)))
-
-        still = held_out_scores(0, 0)
+    if args.moved:
+        still = held_out_moved(net, scorer, held, 0, 0)
         for dy, dx in grid_offsets(net.cfg, 4)[1:]:
-            moved[f"{dy},{dx}"] = moved_rise(still, held_out_scores(dy, dx), threshold)
+            moved[f"{dy},{dx}"] = moved_rise(still, held_out_moved(net, scorer, held, dy, dx), threshold)
         print("\nheld-out tails, camera moved (dy,dx px): above threshold; median ratio to the same frame unmoved "
               "of score / teacher error / discrepancy")
         for k, m in moved.items():
             print(f"  {k:>5s}: {100 * m['above_threshold']:5.1f}%  x{m['score_ratio']:.2f} / "
                   f"x{m['teacher_error_ratio']:.2f} / x{m['discrepancy_ratio']:.2f}")
-    elif args.moved:
-        p.error(f"{args.model} has no calibration: run `aedmae calibrate` first")
     if args.json:
         Path(args.json).write_text(json.dumps({"threshold": threshold, "rows": rows, "moved": moved}, indent=2) + "\n")
 

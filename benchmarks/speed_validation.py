@@ -79,6 +79,11 @@ def far_offset(gap: int, factor: float) -> int:
     return int(factor * gap + 0.5)
 
 
+def unmoved_gaps(gaps: list[int], factor: float) -> list[int]:
+    """The gaps at which ``factor`` brings no context frame further (:func:`far_offset` <= the gap)."""
+    return [g for g in gaps if far_offset(g, factor) <= g]
+
+
 def faster(frames: np.ndarray, t: int, gap: int, factor: float, box: Box | None) -> np.ndarray:
     """The window (t-gap, t, t+gap), (3, H, W, C) uint8, with frames t-far and t+far inside ``box``
     (far = :func:`far_offset`, factor x gap)."""
@@ -127,7 +132,8 @@ def speed_measure(net: Any, scorer: Any, videos: dict[str, tuple[np.ndarray, int
     Centres reach ``reach`` frames both ways (at least :func:`far_offset`), so that gaps compare on the same frames.
     ``whole``: the whole frame sped up (one positive per centre) rather than up to ``most`` moving boxes."""
     gap = net.cfg.scoring.context_gap
-    reach = max(reach, far_offset(gap, factor))
+    far = far_offset(gap, factor)
+    reach = max(reach, far)
     centres = centres_of(videos, reach)
     if not centres:
         raise ValueError(f"no held-out frame has {reach} frames on both sides")
@@ -136,7 +142,7 @@ def speed_measure(net: Any, scorer: Any, videos: dict[str, tuple[np.ndarray, int
     score = scores.score.numpy()
     return {"y": y, "owner": owner, "score": score, "auc": roc_auc(y, score), "positives": int(y.sum()),
             "negatives": int((~y).sum()), "centres": len(centres), "centre_frames": centres,
-            "far": far_offset(gap, factor),  # the sped-up context frames' distance from t
+            "far": far,  # the sped-up context frames' distance from t
             # the score's two components alone, as `aedmae evaluate` reports them (teacher_error_only, ...)
             "teacher_error_only": roc_auc(y, scores.teacher_error.numpy()),
             "discrepancy_only": roc_auc(y, scores.discrepancy.numpy())}
@@ -219,7 +225,7 @@ def main() -> None:
         p.error("--model and --train are required (unless --compare)")
     if args.base not in args.gaps or min(args.gaps) < 1:
         p.error("--base must be one of --gaps, gaps >= 1")
-    if still := [g for g in args.gaps if far_offset(g, args.factor) <= g]:
+    if still := unmoved_gaps(args.gaps, args.factor):
         p.error(f"--factor {args.factor:g} moves no context frame at gap {still[0]}: round(F x gap) must exceed it")
     dev = {int(k): float(v) for k, v in (item.split("=", 1) for item in args.dev_auc)}
     from grid_scoring import stage  # here: grid_scoring imports this module
