@@ -48,6 +48,11 @@ class ScoringConfig:
     # frame t is scored once frame t+g has arrived. `aedmae calibrate --set model.scoring.context_gap=G`
     # rescores trained weights at another gap, refitting the statistics (benchmarks/RESULTS.md, session 34).
     context_gap: int = DEFAULT_GAP
+    # With token_normalization: each token's normal mean is replaced, when the statistics are fitted, by
+    # the largest normal mean within this many tokens of it (0 = its own). A camera moved by half a token
+    # shows a quiet token what its busy neighbour normally sees; divided by the quiet token's own small
+    # mean that alarms (benchmarks/RESULTS.md, session 48). Refit with `aedmae calibrate --set`.
+    token_stat_pool: int = 0
 
     @property
     def views(self) -> int:
@@ -126,6 +131,8 @@ class ModelConfig:
             raise ConfigError("model.scoring.calibration_quantile must be in [0.5, 1)")
         if not 1 <= self.scoring.context_gap <= 12:
             raise ConfigError(f"model.scoring.context_gap must be 1-12 frames, got {self.scoring.context_gap}")
+        if not 0 <= self.scoring.token_stat_pool <= 3:
+            raise ConfigError(f"model.scoring.token_stat_pool must be 0-3 tokens, got {self.scoring.token_stat_pool}")
         if self.scoring.grid_shifts not in (1, 2, 4):
             raise ConfigError(f"model.scoring.grid_shifts must be 1, 2 or 4, got {self.scoring.grid_shifts}")
         if self.scoring.contrast not in ("none", "ratio", "diff"):

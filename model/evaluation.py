@@ -17,7 +17,7 @@ from model.errors import ConfigError, DataError
 from model.frames import FrameCache
 from model.metrics import OnlineSmoother, detection_at, gaussian_smooth, reference_postprocess, summarize
 from model.network import AEDMAE
-from model.scoring import ONE_VIEW, FrameScores, Scorer, View, scoring_views, token_errors
+from model.scoring import ONE_VIEW, FrameScores, Scorer, View, pool_token_means, scoring_views, token_errors
 from model.window import clip_windows
 
 if TYPE_CHECKING:
@@ -75,10 +75,10 @@ def fit_scorer(net: AEDMAE, normal_clips: Iterable[tuple[str, np.ndarray]], cfg:
     bar.close()
     te = torch.cat([e.teacher_error for e in errors])
     dis = torch.cat([e.discrepancy for e in errors])
-    mean_te, mean_dis = te.mean(0), dis.mean(0)  # (S, L)
+    grid = net.cfg.grid
+    mean_te, mean_dis = (pool_token_means(m.mean(0), grid, cfg.token_stat_pool) for m in (te, dis))  # (S, L)
     mean_te = mean_te.clamp(min=TOKEN_STAT_FLOOR * float(mean_te.mean()) + 1e-12)
     mean_dis = mean_dis.clamp(min=TOKEN_STAT_FLOOR * float(mean_dis.mean()) + 1e-12)
-    grid = net.cfg.grid
     uncalibrated = Scorer(grid, cfg, None, mean_te, mean_dis)
     scores = uncalibrated(te, dis).score.numpy()
     if len(clips) > 1:  # the false-alarm rate is cross-validated over videos: fit on half, count on the rest

@@ -118,6 +118,15 @@ def errors_of(model: AEDMAE, frames: torch.Tensor, teacher: torch.Tensor,
     return (target - teacher).pow(2).mean(-1), (teacher - student).pow(2).mean(-1)
 
 
+def pool_token_means(means: torch.Tensor, grid: tuple[int, int], radius: int) -> torch.Tensor:
+    """(S, L) per-view token means -> each the largest within ``radius`` tokens of it on its grid
+    (``scoring.token_stat_pool``); radius 0 returns them as they are."""
+    if radius == 0:
+        return means
+    maps = means.reshape(means.shape[0], 1, *grid)
+    return torch.nn.functional.max_pool2d(maps, 2 * radius + 1, stride=1, padding=radius).reshape(means.shape)
+
+
 class Scorer(nn.Module):
     """Per-token errors (B, S, L) on the S views of the scoring config -> :class:`FrameScores`, per the
     scoring config and calibration. (B, L) errors are read as one view."""

@@ -291,3 +291,49 @@ def test_scorer_by_hand_weights_the_discrepancy_and_averages_the_top_tokens():
     assert one.topk == 1 and one(te, dis).score.tolist() == [11.0]
     mean = Scorer((2, 5), ScoringConfig(discrepancy_weight=4.0))(te, dis)  # the paper's mean over tokens
     assert mean.score.tolist() == pytest.approx([float(tokens.mean())])
+
+
+def test_pooled_token_means_are_each_tokens_neighbourhood_maximum():
+    from model.scoring import pool_token_means
+
+    means = torch.zeros(2, 4 * 5)
+    means[0, 1 * 5 + 2] = 3.0  # a busy token inside the grid
+    means[1, 0] = 2.0  # one in the corner of the second view
+    assert torch.equal(pool_token_means(means, (4, 5), 0), means)
+    got = pool_token_means(means, (4, 5), 1).reshape(2, 4, 5)
+    want = torch.zeros(2, 4, 5)
+    want[0, 0:3, 1:4] = 3.0  # its 3x3 neighbourhood, on its own view only
+    want[1, 0:2, 0:2] = 2.0
+    assert torch.equal(got, want)
+    assert torch.equal(pool_token_means(means, (4, 5), 3)[0], torch.full((20,), 3.0))
+
+
+def test_fitted_statistics_are_pooled_when_the_scoring_asks(tiny, monkeypatch):
+    """model.scoring.token_stat_pool: the stored (and used) normal means are the raw ones max-pooled over
+    each view's token grid, what a camera moved by half a token shows a quiet token."""
+    import dataclasses
+
+    import numpy as np
+
+    from model import evaluation
+    from model.errors import ConfigError
+    from tests.conftest import scene_frames
+
+    monkeypatch.setattr(evaluation, "TOKEN_STAT_FLOOR", 0.0)  # compare the means themselves
+    scoring = dataclasses.replace(tiny[0].scoring, token_normalization=True, grid_shifts=2)
+    cfg = dataclasses.replace(tiny[0], scoring=scoring)
+    net = AEDMAE(cfg).eval()
+    h, w = cfg.image_size
+    clips = [("v", scene_frames(10, h, w, channels=cfg.channels))]
+    _, raw_meta = evaluation.fit_scorer(net, clips)
+    pooled, meta = evaluation.fit_scorer(net, clips, dataclasses.replace(cfg.scoring, token_stat_pool=1))
+    rows, cols = cfg.grid
+    for key, mine in (("teacher_error", pooled.token_means()[0]), ("discrepancy", pooled.token_means()[1])):
+        grids = np.asarray(raw_meta["token_stats"][key]).reshape(2, rows, cols)
+        want = np.array([[[g[max(i - 1, 0):i + 2, max(j - 1, 0):j + 2].max() for j in range(cols)]
+                          for i in range(rows)] for g in grids])
+        np.testing.assert_allclose(np.asarray(meta["token_stats"][key]).reshape(2, rows, cols), want, rtol=1e-6)
+        np.testing.assert_allclose(mine.numpy().reshape(2, rows, cols), want, rtol=1e-6)
+        assert (want > grids).any()  # pooling changed something: the test can tell the two apart
+    with pytest.raises(ConfigError, match="token_stat_pool"):
+        dataclasses.replace(cfg, scoring=dataclasses.replace(cfg.scoring, token_stat_pool=4)).validate()
