@@ -21,6 +21,9 @@ def test_score_levels(tiny_checkpoint, footage, labelled_test_set, tmp_path):
     assert test_rows["a"]["normal"]["frames"] == 12 and test_rows["b"]["normal"]["frames"] == 8
     train_rows = [row for row in result["rows"] if row["set"] == "train"]
     assert train_rows and all(row["trained"]["median"] <= row["trained"]["q90"] for row in train_rows)
+    only, _ = run_benchmark(tmp_path, "score_levels.py", "--model", str(tiny_checkpoint), "--train",
+                            str(footage), "--test", str(labelled_test_set), "--moved-only")
+    assert only["rows"] == [] and only["moved"] == result["moved"]  # the same moved numbers, no levels
 
 
 def test_moved_rise_by_hand():
