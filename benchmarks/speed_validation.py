@@ -84,13 +84,12 @@ def unmoved_gaps(gaps: list[int], factor: float) -> list[int]:
     return [g for g in gaps if far_offset(g, factor) <= g]
 
 
-def faster(frames: np.ndarray, t: int, gap: int, factor: float, box: Box | None) -> np.ndarray:
+def faster(frames: np.ndarray, t: int, gap: int, far: int, box: Box | None) -> np.ndarray:
     """The window (t-gap, t, t+gap), (3, H, W, C) uint8, with frames t-far and t+far inside ``box``
-    (far = :func:`far_offset`, factor x gap)."""
+    (far: :func:`far_offset` of the speed-up factor)."""
     window = clip_windows(frames, np.array([t]), gap)[0]  # the model's window (a fresh copy)
     if box is not None:
         y0, y1, x0, x1 = box
-        far = far_offset(gap, factor)
         window[0, y0:y1, x0:x1] = frames[t - far, y0:y1, x0:x1]
         window[2, y0:y1, x0:x1] = frames[t + far, y0:y1, x0:x1]
     return window
@@ -114,7 +113,7 @@ def speed_samples(net: Any, videos: dict[str, tuple[np.ndarray, int]], centres: 
         frames = videos[v][0]
         regions = [(0, frames.shape[1], 0, frames.shape[2])] if whole else moving_regions(frames, t, far, rng, most)
         for box in [None, *regions]:
-            windows.append(faster(frames, t, gap, factor, box))
+            windows.append(faster(frames, t, gap, far, box))
             labels.append(box is not None)
             owner.append(i)
     te, dis = [], []

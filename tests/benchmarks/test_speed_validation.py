@@ -52,9 +52,9 @@ def test_moving_regions_box_each_walker_over_the_whole_faster_path():
 def test_faster_swaps_the_context_frames_inside_the_box_only():
     frames = scene_frames(40, seed=1)
     t, gap = 20, 3
-    assert np.array_equal(faster(frames, t, gap, 2, None), frames[[t - gap, t, t + gap]])
+    assert np.array_equal(faster(frames, t, gap, 2 * gap, None), frames[[t - gap, t, t + gap]])
     box = (10, 24, 20, 50)
-    w = faster(frames, t, gap, 2, box)
+    w = faster(frames, t, gap, 2 * gap, box)
     assert np.array_equal(w[1], frames[t]), "the centre frame is untouched"
     inside = np.zeros(frames.shape[1:3], bool)
     inside[10:24, 20:50] = True
@@ -89,7 +89,7 @@ def test_a_factor_that_is_not_whole_takes_the_nearest_frame_and_must_move_one():
     assert [far_offset(3, f) for f in (2, 1.34, 4 / 3, 1.5, 1.1)] == [6, 4, 4, 5, 3], "rounded half up"
     assert far_offset(2, 1.25) == 3 and far_offset(1, 1.5) == 2
     frames = scene_frames(40, seed=1)
-    w = faster(frames, 20, 3, 1.34, (0, frames.shape[1], 0, frames.shape[2]))
+    w = faster(frames, 20, 3, far_offset(3, 1.34), (0, frames.shape[1], 0, frames.shape[2]))
     assert np.array_equal(w, frames[[16, 20, 24]]), "a third faster: frames t-4 and t+4 in place of t-3 and t+3"
     r = _script("speed_validation.py", "--model", "unused", "--train", "unused", "--gaps", "5", "3", "--base", "3",
                 "--factor", "1.1")  # gap 5: frames t-6, t+6; gap 3: 3.3 rounds to 3, nothing moves
