@@ -89,8 +89,8 @@ def test_corrupt_and_mismatched_files(tiny_onnx, tmp_path):
 
 def test_two_grid_scoring_recalibrated_on_held_out_tails_exports_with_parity(tiny_checkpoint, tmp_path, capsys):
     """`aedmae calibrate --held-out-of` refits per-view statistics for model.scoring.grid_shifts=2 with
-    time_reversal (4 views) on the training footage's held-out tails; the ONNX graph then averages the
-    views as PyTorch does."""
+    time_reversal (4 views), pooled (token_stat_pool), on the training footage's held-out tails; the ONNX
+    graph then averages the views as PyTorch does."""
     from service.cli import main
     from tests.conftest import scene_frames, write_frame_folder
 
@@ -101,12 +101,14 @@ def test_two_grid_scoring_recalibrated_on_held_out_tails_exports_with_parity(tin
     assert main(["calibrate", "--model", str(tiny_checkpoint), "--held-out-of", str(footage), "--out", str(recal),
                  "--cache-dir", cache, "--no-progress", "--set", "model.scoring.grid_shifts=2",
                  "--set", "model.scoring.contrast=ratio",  # the median contrast exports too
-                 "--set", "model.scoring.time_reversal=true"]) == 0
+                 "--set", "model.scoring.time_reversal=true",
+                 "--set", "model.scoring.token_stat_pool=1"]) == 0  # pooled statistics export as stored
     printed = capsys.readouterr().out
     assert "cross-validated over videos" in printed and "the people the model trained on" in printed
     meta = json.loads((recal / "model.json").read_text())
     assert meta["model"]["scoring"]["grid_shifts"] == 2 and meta["calibration"]["held_out"] is True
     assert meta["model"]["scoring"]["contrast"] == "ratio" and meta["model"]["scoring"]["time_reversal"] is True
+    assert meta["model"]["scoring"]["token_stat_pool"] == 1
     assert meta["calibration"]["source"] == ["v0[72:80]", "v1[72:80]"]
     net, _ = checkpoint.load(recal)
     assert len(meta["token_stats"]["teacher_error"]) == 4 * net.cfg.grid[0] * net.cfg.grid[1]
