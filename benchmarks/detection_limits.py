@@ -36,23 +36,12 @@ from select_scoring import FAMILIAR, FamiliarObjects, FarObjects
 from model.calibration import ALERT
 from model.evaluation import scorer_from_meta, synthetic_pairs
 from model.metrics import roc_auc
-from model.synthetic import Motion, SceneObject
 
 HEIGHTS = (0.0, 0.06, 0.08, 0.11, 0.15, 1.0)  # object height / frame height
 SPEEDS = (0.0, 0.008, 0.0115, 1.0)  # object speed / frame width, a frame (far draws 0.0045-0.015: thirds)
 
 
 SEEDS = {"far": 12, "familiar": 11}  # candidates.py's default draws
-
-
-class TrackedFamiliar(FamiliarObjects):
-    """The familiar validation's objects, each draw's motion kept in ``last_motion`` as FarObjects keeps it."""
-
-    last_motion: Motion | None = None
-
-    def _motion(self, obj: SceneObject, rng: np.random.Generator) -> Motion:
-        self.last_motion = super()._motion(obj, rng)
-        return self.last_motion
 
 
 class PastedObjects:
@@ -144,7 +133,7 @@ def main() -> None:
     print(f"scoring {min(args.frames, sum(len(s.frames) for s in held))} held-out frames, clean and with a "
           f"{args.validation} object pasted", file=sys.stderr, flush=True)
     # one instance: the videos' median backgrounds are computed once
-    synth = (FarObjects if args.validation == "far" else TrackedFamiliar)(videos, FAMILIAR)
+    synth = (FarObjects if args.validation == "far" else FamiliarObjects)(videos, FAMILIAR)
     pasted = PastedObjects(synth)
     y, te, dis = synthetic_pairs(net, held, synth, seed=seed, max_frames=args.frames, observe=pasted)
     heights, speeds = np.array(pasted.heights), np.array(pasted.speeds)

@@ -42,10 +42,20 @@ from model.synthetic import AnomalySynthesizer, Motion, SceneObject
 
 
 class FamiliarObjects(AnomalySynthesizer):
-    """People from the footage with their own look (no recolouring)."""
+    """People from the footage with their own look (no recolouring); ``last_motion`` is the trajectory of
+    the object pasted last (benchmarks/detection_limits.py reads its speed)."""
+
+    last_motion: Motion | None = None
 
     def _recolour(self, obj: SceneObject, rng: np.random.Generator) -> SceneObject:
         return obj
+
+    def _motion(self, obj: SceneObject, rng: np.random.Generator) -> Motion:
+        self.last_motion = self._trajectory(obj, rng)
+        return self.last_motion
+
+    def _trajectory(self, obj: SceneObject, rng: np.random.Generator) -> Motion:
+        return super()._motion(obj, rng)
 
 
 FAMILIAR = SyntheticConfig(fraction=1.0, footage_objects=1.0, max_objects=1, min_size=0.08, max_size=0.2,
@@ -63,15 +73,13 @@ class FarObjects(FamiliarObjects):
     as the camera saw it, moving sideways (within 20 degrees of horizontal) at familiar's speeds.
     Knowing that this case is hard is knowledge of the test set one level up: benchmarks/RESULTS.md says so.
     Footage with no foreground blob in the far half gives a near one, none at all familiar's procedural
-    object; ``drawn`` counts each kind, so that a validation that was not far says so; ``last_motion`` is
-    the trajectory of the object pasted last."""
+    object; ``drawn`` counts each kind, so that a validation that was not far says so."""
 
     TRIES = 50
 
     def __init__(self, videos: list[np.ndarray], cfg: SyntheticConfig) -> None:
         super().__init__(videos, cfg)
         self.drawn = {"far": 0, "near": 0, "procedural": 0}
-        self.last_motion: Motion | None = None
 
     def is_far(self, box: tuple[int, int, int, int]) -> bool:
         """A blob's box (x, y, w, h) is in the far half: its top above the middle of the frame."""
@@ -91,16 +99,13 @@ class FarObjects(FamiliarObjects):
         self.drawn["far" if self.is_far(found[1]) else "near"] += 1
         return PlacedObject(found[0].image, found[0].mask, box=found[1])
 
-    def _motion(self, obj: SceneObject, rng: np.random.Generator) -> Motion:
+    def _trajectory(self, obj: SceneObject, rng: np.random.Generator) -> Motion:
         if not isinstance(obj, PlacedObject):
-            self.last_motion = super()._motion(obj, rng)
-            return self.last_motion
+            return super()._trajectory(obj, rng)
         x, y, w, h = obj.box
         speed = self._speed(rng)
         heading = math.radians(rng.uniform(-20, 20)) + math.pi * int(rng.integers(2))
-        self.last_motion = Motion(1.0, 0.0, 0.0, x + w / 2, y + h / 2, speed * math.cos(heading),
-                                  speed * math.sin(heading))
-        return self.last_motion
+        return Motion(1.0, 0.0, 0.0, x + w / 2, y + h / 2, speed * math.cos(heading), speed * math.sin(heading))
 
 
 @dataclasses.dataclass(frozen=True)

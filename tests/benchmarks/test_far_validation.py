@@ -112,15 +112,15 @@ def test_detection_limits_end_to_end(tiny_checkpoint, footage, tmp_path, validat
 
 
 def test_familiar_objects_keep_each_draws_motion_and_draw_as_the_familiar_validation(tiny_checkpoint, footage):
-    """--validation familiar splits the draws candidates.py reads: tracking the motion changes no draw."""
+    """--validation familiar splits the draws candidates.py reads: observing each draw's motion changes no draw."""
     from ablate_scoring import load
-    from detection_limits import PastedObjects, TrackedFamiliar
+    from detection_limits import PastedObjects
 
     from model.evaluation import synthetic_pairs
 
     net, _, _, _, train, held = load(str(tiny_checkpoint), str(footage))
     videos = [s.frames for s in train]
-    pasted = PastedObjects(TrackedFamiliar(videos, FAMILIAR))
+    pasted = PastedObjects(FamiliarObjects(videos, FAMILIAR))
     y, te, dis = synthetic_pairs(net, held, pasted.synthesizer, seed=11, max_frames=8, observe=pasted)
     assert len(pasted.speeds) == int(y.sum()) == 8 and len(set(pasted.speeds)) > 1
     assert all(0.3 * 0.015 * 0.99 <= s / net.cfg.image_size[1] <= 0.015 * 1.01 for s in pasted.speeds), pasted.speeds
