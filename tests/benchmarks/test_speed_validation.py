@@ -207,6 +207,10 @@ def test_speed_rules_by_hand(rule, what):
     assert shortfalls(row(0.90, ci_low=-0.01), row(0.87), rule) == [f"{what} interval [-1.00, 10.00] reaches 0"]
     assert shortfalls(row(0.90, false_alarms=0.032, standard=0.987), row(0.87), rule) == [
         "standard AUC 98.70 < 98.80", "false alarms 3.2% > 3%"]
+    # session 49's floor: familiar may lie up to 1.0 point below the baseline's, no further
+    assert choose({"A": row(0.87), "B": row(0.90, familiar=0.972)}, changes, rule, 0.01) == "B", "familiar -0.8"
+    assert choose({"A": row(0.87), "B": row(0.90, familiar=0.968)}, changes, rule, 0.01) == "A", "familiar -1.2"
+    assert shortfalls(row(0.90, familiar=0.968), row(0.87), rule, 0.01) == ["familiar AUC 96.80 < 97.00"]
 
 
 @pytest.mark.slow
@@ -217,14 +221,17 @@ def test_candidates_report_speed_and_choose_by_it(tiny_checkpoint, tmp_path, rul
     root = tmp_path / "train"
     for name, seed in (("01", 1), ("02", 2)):
         write_frame_folder(root, name, scene_frames(150, seed=seed))  # 15 held out, 3 reach 12 both ways
-    factor = ["--whole-factor", "1.5"] if rule == "whole" else []  # the speed rule's run keeps the default, 2
+    # the speed rule's run keeps the defaults (2x, familiar 0.3 points below at most)
+    factor = ["--whole-factor", "1.5", "--familiar-loss", "1.0"] if rule == "whole" else []
     result, stdout = run_benchmark(tmp_path, "candidates.py", "--train", str(root), "--rule", rule,
                                    "--candidate", "A", str(tiny_checkpoint), "--candidate", "G2",
                                    str(tiny_checkpoint), "context_gap=2", *factor)
     rows = result["rows"]
+    loss = 0.01 if rule == "whole" else 0.003
     assert result["rule"] == rule and result["whole_factor"] == (1.5 if rule == "whole" else 2)
-    assert result["chosen"] == choose(rows, {k: r["changes"] for k, r in rows.items()}, rule)
-    assert rows["G2"]["shortfalls"] == shortfalls(rows["G2"], rows["A"], rule)
+    assert result["familiar_loss"] == pytest.approx(loss)
+    assert result["chosen"] == choose(rows, {k: r["changes"] for k, r in rows.items()}, rule, loss)
+    assert rows["G2"]["shortfalls"] == shortfalls(rows["G2"], rows["A"], rule, loss)
     gaps = {"A": json.loads((tiny_checkpoint / "model.json").read_text())["model"]["scoring"]["context_gap"], "G2": 2}
     for name, row in rows.items():  # both measures, whichever rule reads one; the box one always 2x
         assert 0 <= row["speed_auc"] <= 1 and row["speed_samples"]["centres"] == 2 * 3
@@ -251,3 +258,13 @@ def test_speed_rule_refuses_footage_too_short_before_measuring_anything(tiny_che
     assert r.returncode == 2, r.stderr[-2000:]
     assert "candidate A: no held-out frame" in r.stderr and "footage too short" in r.stderr
     assert "fitting the scorer" not in r.stderr + r.stdout  # refused before the first measurement
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--familiar-loss", "1.0"], "--familiar-loss is a condition of --rule speed and whole"),
+    (["--rule", "whole", "--familiar-loss", "-1"], "--familiar-loss must be between 0 and 100 points"),
+])
+def test_familiar_loss_refused_where_it_means_nothing(tmp_path, args, message):
+    r = _script("candidates.py", "--train", str(tmp_path), "--candidate", "A", str(tmp_path / "a"),
+                "--candidate", "B", str(tmp_path / "b"), *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]
