@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.benchmarks.test_bench_smoke import ROOT, run_benchmark
+from tests.conftest import scene_frames, write_frame_folder
 
 
 @pytest.mark.slow
@@ -24,6 +25,17 @@ def test_score_levels(tiny_checkpoint, footage, labelled_test_set, tmp_path):
     only, _ = run_benchmark(tmp_path, "score_levels.py", "--model", str(tiny_checkpoint), "--train",
                             str(footage), "--test", str(labelled_test_set), "--moved-only")
     assert only["rows"] == [] and only["moved"] == result["moved"]  # the same moved numbers, no levels
+
+    # the held-out tails are scored once under --moved, cut from the moved rows' reference: the same levels
+    # (footage long enough to hold out 10-frame tails)
+    longer = tmp_path / "longer"
+    for name, seed in (("01", 1), ("02", 2)):
+        write_frame_folder(longer, name, scene_frames(100, seed=seed))
+    runs = [run_benchmark(tmp_path, "score_levels.py", "--model", str(tiny_checkpoint), "--train", str(longer),
+                          *extra)[0] for extra in ([], ["--moved"])]
+    assert runs[0]["moved"] == {} and len(runs[1]["moved"]) == 3
+    for plain, moved in zip(runs[0]["rows"], runs[1]["rows"], strict=True):
+        assert plain["held_out"]["frames"] == 10 and moved["held_out"] == pytest.approx(plain["held_out"], rel=1e-5)
 
 
 def test_moved_rise_by_hand():
