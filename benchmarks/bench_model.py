@@ -63,10 +63,15 @@ def median_rate(fn: Any, flops: float, seconds: float) -> float:
     return statistics.median(rates)
 
 
+def torch_product(dtype: torch.dtype, n: int = 1024) -> Callable[[], torch.Tensor]:
+    """One n^3 matrix product in torch at ``dtype`` (2 n^3 flops a call), its operands made once."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return lambda: a @ b
+
+
 def torch_matmul_gflops(dtype: torch.dtype, seconds: float, n: int = 1024) -> float:
     """Median GFLOP/s of an n^3 product in torch at ``dtype``."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    return median_rate(lambda: a @ b, 2 * n**3, seconds)
+    return median_rate(torch_product(dtype, n), 2 * n**3, seconds)
 
 
 class FP32Gemm:
@@ -82,7 +87,6 @@ class FP32Gemm:
         from onnx import TensorProto, helper
 
         self.flops = 2 * n**3
-        a, b = torch.randn(n, n), torch.randn(n, n)
         x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])
         y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])
         w = onnx.numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n), np.float32), "w")
@@ -92,7 +96,7 @@ class FP32Gemm:
         options.intra_op_num_threads = torch.get_num_threads()
         sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         feed = {"x": np.random.default_rng(1).standard_normal((n, n), np.float32)}
-        self.calls = {"torch": lambda: a @ b, "onnxruntime": lambda: sess.run(None, feed)}
+        self.calls = {"torch": torch_product(torch.float32, n), "onnxruntime": lambda: sess.run(None, feed)}
         self.samples: dict[str, list[float]] = {name: [] for name in self.calls}
 
     def rates(self, seconds: float) -> dict[str, float]:
