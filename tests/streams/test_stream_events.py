@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from model.calibration import SCENE_CHECK_FRAMES
+from model.calibration import SCENE_ALERT_SHARE, SCENE_CHECK_FRAMES
 from model.metrics import OnlineSmoother, gaussian_smooth
 from service.stream_hub import StreamManager
 from tests.conftest import (
@@ -313,7 +313,8 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(shipp
         assert camera(c, cam)["scene_cuts"] == 0  # a real video of one scene has no cut
         exported = c.get("/metrics").text
     # its own scene, even mostly abnormal (01: 67% of the frames, 07: 75%), is not taken for another scene
-    assert scene["frames"] == len(frames) and scene["alert_share"] < 0.99 and scene["warning"] is None, scene
+    assert scene["frames"] == len(frames) and scene["alert_share"] < SCENE_ALERT_SHARE, scene
+    assert scene["warning"] is None, scene
     assert f'aedmae_stream_alert_share{{stream="{cam}"}} {scene["alert_share"]}' in exported
     assert events, "no event at all"
     first_abnormal = int(np.argmax(labels))
@@ -325,10 +326,10 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(shipp
 
 
 def test_camera_on_a_scene_the_model_never_saw_warns_once(shipped, tmp_path, caplog):
-    """The shipped Ped2 model watching Avenue footage: every frame alerts, so once SCENE_CHECK_FRAMES are
-    scored the camera's description carries the warning (model.calibration.scene_check), the log says
-    it once, with the remedy, /metrics exports the share for the alert rule, and the same footage POSTed
-    with a stream_id gets the check in its responses."""
+    """The shipped Ped2 model watching Avenue footage: most frames alert (about 90% of these), so once
+    SCENE_CHECK_FRAMES are scored the camera's description carries the warning
+    (model.calibration.scene_check), the log says it once, with the remedy, /metrics exports the share
+    for the alert rule, and the same footage POSTed with a stream_id gets the check in its responses."""
     clip = avenue_clip(tmp_path / "avenue.mp4", 2 * SCENE_CHECK_FRAMES)
     caplog.set_level(logging.WARNING)
     with httpx.Client(base_url=shipped.url, timeout=30) as c:
@@ -345,9 +346,9 @@ def test_camera_on_a_scene_the_model_never_saw_warns_once(shipped, tmp_path, cap
                        headers={"content-type": "application/x-npy"}, timeout=120)
             assert r.status_code == 200, r.text
         http_scene = r.json()["scene"]
-    assert scene["frames"] == 2 * SCENE_CHECK_FRAMES and scene["alert_share"] == 1.0, scene
-    assert 'aedmae_stream_alert_share{stream="plaza"} 1.0' in exported
-    assert http_scene["frames"] == len(frames) and http_scene["alert_share"] == 1.0
+    assert scene["frames"] == 2 * SCENE_CHECK_FRAMES and scene["alert_share"] >= SCENE_ALERT_SHARE, scene
+    assert f'aedmae_stream_alert_share{{stream="plaza"}} {scene["alert_share"]}' in exported
+    assert http_scene["frames"] == len(frames) and http_scene["alert_share"] >= SCENE_ALERT_SHARE, http_scene
     assert "aedmae calibrate --data" in http_scene["warning"]
     assert "aedmae calibrate --data" in scene["warning"]
     logged = [r.getMessage() for r in caplog.records if "camera plaza:" in r.getMessage()]
