@@ -102,8 +102,8 @@ def scene_check(calibrated: Any) -> dict[str, Any]:
     """Does this footage look like the scene the model was calibrated on?
 
     On normal footage of its own scene a few percent of frames reach the alert threshold (calibrated
-    0.5; the shipped model: 1.6% of held-out training frames, cross-validated, 11.5% of Ped2's normal test
-    frames with the online smoothing, other people); on its Ped2 test videos, mostly abnormal (67-100% of
+    0.5; the shipped model: 1.6% of held-out training frames, cross-validated, 18% of Ped2's normal test
+    frames, other people; 12% smoothed); on its Ped2 test videos, mostly abnormal (67-100% of
     their frames), 58-93% do (01 and 07, two-thirds and three-quarters abnormal: 58% and 71%). On footage
     of another scene (Avenue) 84-92% do: the model knows the one scene of its training footage. So when
     at least ``SCENE_ALERT_SHARE`` of ``SCENE_CHECK_FRAMES`` or more scored frames alert, the calibration
