@@ -1,9 +1,10 @@
 import json
+import re
 
 import numpy as np
 import pytest
 
-from model.calibration import SCENE_CHECK_FRAMES
+from model.calibration import SCENE_ALERT_SHARE, SCENE_CHECK_FRAMES
 from model.metrics import gaussian_smooth
 from service.cli import main
 from tests.conftest import avenue_clip, scene_frames
@@ -162,13 +163,14 @@ def test_score_scores_each_side_of_a_scene_cut_as_a_clip_of_its_own(tiny_checkpo
 
 
 def test_score_warns_when_the_footage_is_not_the_models_scene(tmp_path, capsys):
-    """The shipped Ped2 model on Avenue footage alerts on every frame: ``score`` says the footage does not
+    """The shipped Ped2 model on Avenue footage alerts on most frames: ``score`` says the footage does not
     fit the model's calibration and how to fix it (model.calibration.scene_check). The shipped model on
     its own scene, mostly abnormal test videos included, does not warn (tests/streams/test_stream_events)."""
     video = avenue_clip(tmp_path / "avenue.mp4", SCENE_CHECK_FRAMES + 5)
     assert main(["score", str(video), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert "aedmae score: warning: 100.0% of 105 frames are at or above the alert threshold" in err
+    share = re.search(r"aedmae score: warning: ([0-9.]+)% of 105 frames are at or above the alert threshold", err)
+    assert share and float(share.group(1)) >= 100 * SCENE_ALERT_SHARE, err
     assert "aedmae calibrate --data" in err
 
 
