@@ -281,7 +281,7 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(shipp
     (0-44 normal, 45-179 a cyclist), streamed through the server: no event before the anomaly is in
     view, an event during it, and an event still open at the end of the file ends there.
 
-    Video 01 is where the shipped model is weakest (AUC 84, RESULTS.md); since the frame-contrast
+    Video 01 is where session 6's weights were weakest (AUC 84, RESULTS.md); since the frame-contrast
     scorer (session 8) its crowded normal part stays under the threshold (calibrated at most 0.42), so
     it is held to this too (events 82-98 and 148-179 in session 8; 78-94 and 144-179 since the
     smoothing waits for its whole window, session 9). In 07 the labels start at frame 45,
@@ -289,7 +289,8 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(shipp
     (look at rows 110-200, columns 0-120 of frames 20-28): the models of sessions 4-6 score frames
     23-27 at 0.74-1.00 calibrated and open an event there, as does session 8's scorer (27-43, then
     93-179, causally smoothed; 24-40 and 90-179 with the whole window; session 7's opened one,
-    51-179). So 07 is held to no event before frame 20."""
+    51-179). So 07 is held to no event before frame 20. Session 49's model (temporal anomalies, video 01
+    at AUC 92.5) opens 77-179 in 01 and 48-90, 140-179 in 07."""
     folder = require_shared("ped2", "test", video)
     labels = np.loadtxt(require_shared("ped2", "labels", f"{video}.txt"), dtype=int)
     frames = [cv2.imread(str(p)) for p in sorted(folder.glob("*.jpg"))]
