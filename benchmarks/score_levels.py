@@ -73,14 +73,12 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     # the unmoved held-out tails, scored once: the moved rows' reference and the per-video tails' levels
-    still = held_out_moved(net, scorer, held, 0, 0) if args.moved else None
+    per_video_tails = held is not train and not args.moved_only
+    still = held_out_moved(net, scorer, held, 0, 0) if args.moved or per_video_tails else None
     tails: dict[str, np.ndarray] = {}  # video: its held-out tail's scores
-    if held is not train and not args.moved_only:
-        if still is None:
-            tails = {s.video: scores(s.frames) for s in held}
-        else:
-            ends = np.cumsum([len(s.frames) for s in held])
-            tails = {s.video: still.score.numpy()[end - len(s.frames):end] for s, end in zip(held, ends, strict=True)}
+    if per_video_tails and still is not None:
+        cuts = np.cumsum([len(s.frames) for s in held])[:-1]
+        tails = dict(zip((s.video for s in held), np.split(still.score.numpy(), cuts), strict=True))
     for seg in [] if args.moved_only else train:
         row = {"set": "train", "video": seg.video, "motion": float(motion_energy(seg.frames).mean()),
                "trained": level(scores(seg.frames))}
@@ -103,7 +101,7 @@ def main() -> None:
         parts = [f"{r[k]['median']:8.2f} {r[k]['q90']:6.2f}" for k in ("trained", "held_out", "normal") if k in r]
         print(f"{r['set']:6s} {r['video']:6s} {r['motion']:6.2f} " + " | ".join(parts))
     moved: dict[str, dict[str, float]] = {}
-    if still is not None:
+    if args.moved and still is not None:
         for dy, dx in grid_offsets(net.cfg, 4)[1:]:
             moved[f"{dy},{dx}"] = moved_rise(still, held_out_moved(net, scorer, held, dy, dx), threshold)
         print("\nheld-out tails, camera moved (dy,dx px): above threshold; median ratio to the same frame unmoved "
