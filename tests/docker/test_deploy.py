@@ -139,3 +139,14 @@ def test_real_prometheus_scrapes_every_referenced_metric(tiny_checkpoint, tmp_pa
         for p in (serve, prom):
             p.terminate()
             p.wait(30)
+
+
+def test_scene_mismatch_alert_fires_where_the_scene_check_warns():
+    """The alert rule's threshold is model.calibration.SCENE_ALERT_SHARE, written out in PromQL: the two
+    must move together (both were 0.99 until session 49, now 0.8)."""
+    from model.calibration import SCENE_ALERT_SHARE
+
+    rules = (DOCKER / "prometheus" / "alerts.yml").read_text()
+    rule = re.search(r"- alert: AedmaeCameraSceneMismatch\n(?:\s+#.*\n)*"
+                     r"\s+expr: aedmae_stream_alert_share >= ([0-9.]+)", rules)
+    assert rule and float(rule.group(1)) == SCENE_ALERT_SHARE, rule
