@@ -145,16 +145,17 @@ def main() -> None:
     p.add_argument("--whole-factor", type=float, default=FACTOR, metavar="F",
                    help="how many times as fast the whole-frame measure makes the scene (context frames round(F x "
                         "gap) from t; default 2, which leaves the shipped weights no room; session 47's judge: 1.34)")
-    p.add_argument("--familiar-loss", type=float, default=100 * SPEED_FAMILIAR_LOSS, metavar="POINTS",
+    p.add_argument("--familiar-loss", type=float, default=None, metavar="POINTS",
                    help="speed and whole rules: how many points below the baseline's the familiar AUC may lie "
                         "(default 0.3; session 49's floor: 1.0)")
     p.add_argument("--json")
     args = p.parse_args()
-    if args.rule == "familiar" and args.familiar_loss != 100 * SPEED_FAMILIAR_LOSS:
+    if args.rule == "familiar" and args.familiar_loss is not None:  # even at the default value: it means nothing here
         p.error("--familiar-loss is a condition of --rule speed and whole; the familiar rule asks a gain")
-    if not 0 <= args.familiar_loss <= 100:
-        p.error(f"--familiar-loss must be between 0 and 100 points, got {args.familiar_loss:g}")
-    familiar_loss = args.familiar_loss / 100
+    points = 100 * SPEED_FAMILIAR_LOSS if args.familiar_loss is None else args.familiar_loss
+    if not 0 <= points <= 100:
+        p.error(f"--familiar-loss must be between 0 and 100 points, got {points:g}")
+    familiar_loss = points / 100
     if len(args.candidate) < 2 or any(len(c) < 2 for c in args.candidate):
         p.error("give at least two candidates, each as NAME CKPT [KEY=VALUE ...]")
     if len({c[0] for c in args.candidate}) != len(args.candidate):

@@ -262,6 +262,7 @@ def test_speed_rule_refuses_footage_too_short_before_measuring_anything(tiny_che
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--familiar-loss", "1.0"], "--familiar-loss is a condition of --rule speed and whole"),
+    (["--familiar-loss", "0.3"], "--familiar-loss is a condition of --rule speed and whole"),  # the default, said
     (["--rule", "whole", "--familiar-loss", "-1"], "--familiar-loss must be between 0 and 100 points"),
 ])
 def test_familiar_loss_refused_where_it_means_nothing(tmp_path, args, message):
