@@ -49,6 +49,21 @@ def digest(folder: str | Path) -> str | None:
     return sha256(Path(folder) / WEIGHTS, Path(folder) / META) if is_checkpoint(folder) else None
 
 
+def weights_digest(folder: str | Path) -> str:
+    """SHA-256 of the weights alone: every tensor's name, dtype, shape and bytes in name order, without
+    the safetensors header's metadata (whose save_id differs on every save, so the file's SHA-256 does
+    too). Two runs of a deterministic recipe give the same; ``aedmae model-info --model`` prints it."""
+    with open(resolve(folder) / WEIGHTS, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        data = f.read()
+    h = hashlib.sha256()
+    for name in sorted(k for k in header if k != "__metadata__"):
+        begin, end = header[name]["data_offsets"]
+        h.update(json.dumps([name, header[name]["dtype"], header[name]["shape"]]).encode())
+        h.update(data[begin:end])
+    return h.hexdigest()
+
+
 def is_checkpoint(folder: str | Path) -> bool:
     """Whether the folder holds both files of a checkpoint."""
     return (Path(folder) / WEIGHTS).is_file() and (Path(folder) / META).is_file()

@@ -76,5 +76,7 @@ def format_table(info: dict[str, Any]) -> str:
         ("GFLOPs/frame, one pass", f"{g['one_pass']:.3f}"),
         ("GFLOPs/frame, deployed", f"{g['deployed']:.3f}"),
     ]
+    if "weights_digest" in info:
+        rows.append(("weights digest (SHA-256)", info["weights_digest"]))
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -289,6 +289,8 @@ def cmd_model_info(args: argparse.Namespace) -> int:
         "student": count_parameters(net.student_modules()),
     }
     info = describe(net.cfg, params)
+    if args.model:  # the same for every rebuild of these weights (the file's SHA-256 is not)
+        info["weights_digest"] = checkpoint.weights_digest(args.model)
     print(json.dumps(info, indent=2) if args.json else format_table(info))
     return 0
 

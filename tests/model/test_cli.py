@@ -106,6 +106,31 @@ def test_learning_curve_with_eval_data_on_a_two_grid_model(labelled_test_set, tm
     assert all(0 <= h["test_micro_auc_configured"] <= 1 for h in history)
 
 
+@pytest.mark.slow
+def test_training_rebuilds_its_weights_bit_for_bit_learning_curve_or_not(labelled_test_set, tmp_path, capsys):
+    """The README's promise: the same command rebuilds the same weights, with learning-curve points
+    (--eval-data: the test set scored between epochs) or without them. The two files differ only by
+    their random save id, which model-info's weights digest leaves out; another seed changes it."""
+    from tests.conftest import scene_frames
+
+    footage = tmp_path / "long"
+    for i in range(2):
+        write_frame_folder(footage, f"v{i}", scene_frames(80, seed=i))
+
+    def run(name: str, *extra: str) -> tuple[bytes, str]:
+        out = tmp_path / name
+        assert main(["train", "--data", str(footage), "--out", str(out), "--preset", "tiny", "--no-progress",
+                     "--cache-dir", str(tmp_path / "cache"), "--set", "train.max_steps_per_epoch=2", *extra]) == 0
+        capsys.readouterr()
+        assert main(["model-info", "--model", str(out), "--json"]) == 0
+        return (out / "model.safetensors").read_bytes(), json.loads(capsys.readouterr().out)["weights_digest"]
+
+    plain, curve, seed = run("a"), run("b", "--eval-data", str(labelled_test_set), "--eval-every", "1"), \
+        run("c", "--set", "train.seed=1")
+    assert plain[1] == curve[1] != seed[1]
+    assert plain[0] != curve[0], "the files differ by their save id; the digest is what compares the weights"
+
+
 def test_serve_refuses_wrong_settings_and_models_before_it_starts(tmp_path, monkeypatch, capsys):
     """`aedmae serve` with a setting out of range (flag, environment or config file) or a model path
     that holds no model ends in one line and exit code 2, before uvicorn starts (a traceback, or a
@@ -171,3 +196,19 @@ def test_evaluate_on_a_folder_that_is_no_test_set_leaves_no_output_folder(tmp_pa
     assert main(["evaluate", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.startswith("aedmae evaluate: error:")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_model_cards_weights_digest_is_the_shipped_models():
+    """README's model card quotes the shipped weights' digest for anyone checking a rebuild: new
+    weights without a new quote fail here."""
+    import re
+    from pathlib import Path
+
+    from model.checkpoint import weights_digest
+    from model.shipped import shipped_model
+
+    readme = Path(__file__).resolve().parents[2] / "README.md"  # not the working directory's
+    quoted = re.search(r"`([0-9a-f]{8})\.\.\.([0-9a-f]{4})` for these", readme.read_text())
+    assert quoted, "README's model card no longer quotes the weights digest"
+    digest = weights_digest(shipped_model())
+    assert (digest[:8], digest[-4:]) == quoted.groups(), digest
