@@ -165,7 +165,7 @@ def test_score_scores_each_side_of_a_scene_cut_as_a_clip_of_its_own(tiny_checkpo
 def test_score_warns_when_the_footage_is_not_the_models_scene(tmp_path, capsys):
     """The shipped Ped2 model on Avenue footage alerts on most frames: ``score`` says the footage does not
     fit the model's calibration and how to fix it (model.calibration.scene_check). The shipped model on
-    its own scene, mostly abnormal test videos included, does not warn (tests/streams/test_stream_events)."""
+    its own scene, mostly abnormal test videos included, does not warn (tests/streams/test_stream_shipped.py)."""
     video = avenue_clip(tmp_path / "avenue.mp4", SCENE_CHECK_FRAMES + 5)
     assert main(["score", str(video), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     err = capsys.readouterr().err
