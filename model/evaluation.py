@@ -58,8 +58,9 @@ def apply_scorer(scorer: Scorer, errors: ClipErrors) -> FrameScores:
 
 
 def fit_scorer(net: AEDMAE, normal_clips: Iterable[tuple[str, np.ndarray]], cfg: ScoringConfig | None = None,
-               progress: bool = False) -> tuple[Scorer, dict[str, Any]]:
-    """Fit token statistics and calibration on normal clips [(video name, frames)].
+               progress: bool = False, keep: torch.Tensor | None = None) -> tuple[Scorer, dict[str, Any]]:
+    """Fit token statistics and calibration on normal clips [(video name, frames)] (``keep``: the
+    inference masks, default the model's; the masking ablation fits each design its own).
 
     Returns the scorer and the metadata to store in the checkpoint (``calibration``, ``token_stats``).
     """
@@ -71,7 +72,7 @@ def fit_scorer(net: AEDMAE, normal_clips: Iterable[tuple[str, np.ndarray]], cfg:
 
     total = sum(len(f) for _, f in clips)
     bar = tqdm(total=total, desc="calibrate", unit="frame", disable=not progress)
-    errors = [clip_errors(net, f, bar=bar, views=scoring_views(net.cfg, cfg)) for _, f in clips]
+    errors = [clip_errors(net, f, bar=bar, keep=keep, views=scoring_views(net.cfg, cfg)) for _, f in clips]
     bar.close()
     te = torch.cat([e.teacher_error for e in errors])
     dis = torch.cat([e.discrepancy for e in errors])
@@ -95,11 +96,12 @@ def fit_scorer(net: AEDMAE, normal_clips: Iterable[tuple[str, np.ndarray]], cfg:
 
 
 def fit_scorer_on_segments(net: AEDMAE, segments: Sequence[Segment], cfg: ScoringConfig | None = None,
-                           progress: bool = False, held_out: bool = True) -> tuple[Scorer, dict[str, Any]]:
+                           progress: bool = False, held_out: bool = True,
+                           keep: torch.Tensor | None = None) -> tuple[Scorer, dict[str, Any]]:
     """fit_scorer on training-footage segments, as training fits it: on the held-out tails of the
     training videos (``held_out``: the metadata says whether they were held out of training, which
     decides whether the false-alarm rate is honest)."""
-    scorer, meta = fit_scorer(net, [(s.name, np.asarray(s.frames)) for s in segments], cfg, progress)
+    scorer, meta = fit_scorer(net, [(s.name, np.asarray(s.frames)) for s in segments], cfg, progress, keep)
     meta["calibration"]["held_out"] = held_out
     return scorer, meta
 

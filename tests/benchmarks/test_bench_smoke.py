@@ -119,7 +119,10 @@ def test_bench_streams_quick(tmp_path):
 def test_scoring_ablation_and_selection_scripts(tiny_checkpoint, footage, labelled_test_set, tmp_path):
     common = ["--model", str(tiny_checkpoint), "--train", str(footage), "--test", str(labelled_test_set)]
     result, _ = run_benchmark(tmp_path, "ablate_scoring.py", *common, "--random-runs", "2")
-    assert len(result["inference_masking_micro_auc"]["random"]["runs"]) == 2
+    masking = result["inference_masking_micro_auc"]
+    assert len(masking["random"]["runs"]) == 2 and len(masking["random"]["refit"]["runs"]) == 2
+    assert masking["complementary"]["refit"] == {k: masking["complementary"][k] for k in ("mean", "std", "runs")}
+    assert all(0 <= v <= 1 for mode in masking.values() for v in mode["runs"] + mode["refit"]["runs"])
     assert all(0 <= v["micro"] <= 1 for v in result["test_micro_auc"].values())
     result, stdout = run_benchmark(tmp_path, "select_scoring.py", *common)
     best = result["rows"][0]
