@@ -208,12 +208,13 @@ def ablation_scorers(base: Scorer) -> dict[str, Scorer]:
 @torch.no_grad()
 def synthetic_pairs(net: AEDMAE, segments: list[Any], synthesizer: Any, seed: int = 0, max_frames: int = 256,
                     views: list[View] | None = None, observe: Callable[[dict[str, Any]], None] | None = None,
-                    ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+                    keep: torch.Tensor | None = None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
     """Labels (2N,) and raw per-token errors (2N, S, L) of N held-out normal frames, then the same frames
     with synthetic anomalies pasted: the label-free validation set recipe and scoring choices use.
     ``views``: the scoring views (default the model's). ``observe`` is called with each pasted sample
     (frames, target, mask) right after it is drawn, in the order of the pasted half, while the
-    synthesizer still holds that draw's state (e.g. ``last_motion``)."""
+    synthesizer still holds that draw's state (e.g. ``last_motion``). ``keep``: the inference masks
+    (default the model's)."""
     from model.dataset import TrainingClips
 
     gap = net.cfg.scoring.context_gap  # the pastes move over the window the model is scored on
@@ -232,14 +233,14 @@ def synthetic_pairs(net: AEDMAE, segments: list[Any], synthesizer: Any, seed: in
         pasted = torch.stack([sample["frames"] for sample in samples])
         clean = torch.stack([torch.from_numpy(clip_windows(clips.segments[clips.index[i][0]].frames,
                                                            np.array([clips.index[i][1]]), gap)[0]) for i in chunk])
-        e, d = token_errors(net, torch.cat([clean, pasted]).to(device), views=views)
+        e, d = token_errors(net, torch.cat([clean, pasted]).to(device), keep, views)
         errors.append((e.cpu(), d.cpu()))
         labels.append(np.r_[np.zeros(len(chunk)), np.ones(len(chunk))])
     return np.concatenate(labels), torch.cat([e for e, _ in errors]), torch.cat([d for _, d in errors])
 
 
 def synthetic_validation(net: AEDMAE, segments: list[Any], synthesizer: Any, scorers: dict[str, Scorer] | None = None,
-                         seed: int = 0, max_frames: int = 256) -> dict[str, float]:
+                         seed: int = 0, max_frames: int = 256, keep: torch.Tensor | None = None) -> dict[str, float]:
     """AUC of telling held-out normal frames from the same frames with synthetic anomalies pasted.
     Needs no test labels: recipe and scoring choices are made on this. Without ``scorers`` it
     reports the teacher error, the discrepancy and the paper's score on one grid (the training
@@ -247,7 +248,7 @@ def synthetic_validation(net: AEDMAE, segments: list[Any], synthesizer: Any, sco
     from model.metrics import roc_auc
 
     y, te, dis = synthetic_pairs(net, segments, synthesizer, seed, max_frames,
-                                 views=ONE_VIEW if scorers is None else None)
+                                 views=ONE_VIEW if scorers is None else None, keep=keep)
     if scorers is None:
         s = Scorer(net.cfg.grid, replace(net.cfg.scoring.one_view(), token_normalization=False))(te, dis)
         return {f"synthetic_auc_{k}": roc_auc(y, getattr(s, k).numpy())

@@ -123,6 +123,8 @@ def test_scoring_ablation_and_selection_scripts(tiny_checkpoint, footage, labell
     assert len(masking["random"]["runs"]) == 2 and len(masking["random"]["refit"]["runs"]) == 2
     assert masking["complementary"]["refit"] == {k: masking["complementary"][k] for k in ("mean", "std", "runs")}
     assert all(0 <= v <= 1 for mode in masking.values() for v in mode["runs"] + mode["refit"]["runs"])
+    assert [len(masking[m]["synthetic_validation_refit"]) for m in ("fixed", "random", "complementary")] == [1, 2, 1]
+    assert all(0 <= v <= 1 for mode in masking.values() for v in mode["synthetic_validation_refit"])
     assert all(0 <= v["micro"] <= 1 for v in result["test_micro_auc"].values())
     result, stdout = run_benchmark(tmp_path, "select_scoring.py", *common)
     best = result["rows"][0]
