@@ -53,8 +53,10 @@ def weights_digest(folder: str | Path) -> str:
     """SHA-256 of the weights alone: every tensor's name, dtype, shape and bytes in name order, without
     the safetensors header's metadata (whose save_id differs on every save, so the file's SHA-256 does
     too). Two runs of a deterministic recipe give the same; ``aedmae model-info --model`` prints it."""
-    with open(resolve(folder) / WEIGHTS, "rb") as f:
-        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    path = resolve(folder) / WEIGHTS
+    header, start = _safetensors_header(path)
+    with open(path, "rb") as f:
+        f.seek(start)
         data = f.read()
     h = hashlib.sha256()
     for name in sorted(k for k in header if k != "__metadata__"):
@@ -141,9 +143,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def weights_metadata(path: Path) -> dict[str, Any]:
-    """The string metadata in a safetensors file's header (8-byte little-endian length, then JSON),
-    read without torch or reading the tensors.
+def _safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
+    """A safetensors file's header (8-byte little-endian length, then JSON) and the offset its tensor
+    data starts at, read without torch or reading the tensors.
 
     Raises:
         CheckpointError: not a safetensors file.
@@ -156,10 +158,19 @@ def weights_metadata(path: Path) -> dict[str, Any]:
             header = json.loads(f.read(size))
         if not isinstance(header, dict):
             raise ValueError("header is not an object")
-        metadata = header.get("__metadata__")
-        return metadata if isinstance(metadata, dict) else {}
+        return header, 8 + size
     except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise CheckpointError(f"{path}: corrupt weights file ({e})") from None
+
+
+def weights_metadata(path: Path) -> dict[str, Any]:
+    """The string metadata in a safetensors file's header.
+
+    Raises:
+        CheckpointError: not a safetensors file.
+    """
+    metadata = _safetensors_header(path)[0].get("__metadata__")
+    return metadata if isinstance(metadata, dict) else {}
 
 
 def load(path: str | Path, map_location: str = "cpu") -> tuple[AEDMAE, dict[str, Any]]:

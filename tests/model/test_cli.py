@@ -1,5 +1,7 @@
 import json
 import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -201,9 +203,6 @@ def test_evaluate_on_a_folder_that_is_no_test_set_leaves_no_output_folder(tmp_pa
 def test_the_model_cards_weights_digest_is_the_shipped_models():
     """README's model card quotes the shipped weights' digest for anyone checking a rebuild: new
     weights without a new quote fail here."""
-    import re
-    from pathlib import Path
-
     from model.checkpoint import weights_digest
     from model.shipped import shipped_model
 
