@@ -125,6 +125,11 @@ def test_scoring_ablation_and_selection_scripts(tiny_checkpoint, footage, labell
     assert all(0 <= v <= 1 for mode in masking.values() for v in mode["runs"] + mode["refit"]["runs"])
     assert [len(masking[m]["synthetic_validation_refit"]) for m in ("fixed", "random", "complementary")] == [1, 2, 1]
     assert all(0 <= v <= 1 for mode in masking.values() for v in mode["synthetic_validation_refit"])
+    # the tiny checkpoint scores as the paper does, so its configured (complementary) design's validation is
+    # that variant's; the scorer that carries it is not reported as a variant of its own
+    validation = result["synthetic_validation_auc"]
+    assert masking["complementary"]["synthetic_validation_refit"] == [validation["paper (mean, raw)"]]
+    assert len(validation) == 5 and not any(k.startswith(" ") for k in validation)
     assert all(0 <= v["micro"] <= 1 for v in result["test_micro_auc"].values())
     result, stdout = run_benchmark(tmp_path, "select_scoring.py", *common)
     best = result["rows"][0]
