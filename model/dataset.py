@@ -143,9 +143,9 @@ class TrainingClips(Dataset[dict[str, torch.Tensor]]):
         self.epoch = 0
         self.index = [(s, t) for s, seg in enumerate(segments) for t in range(0, len(seg.frames), frame_step)]
 
-    def _temporal(self, synthesizer: AnomalySynthesizer, rng: np.random.Generator) -> bool:
+    def _temporal(self, rng: np.random.Generator) -> bool:
         """Whether a sample without a pasted object gets temporal anomalies; no draw when they are off."""
-        share = synthesizer.cfg.temporal
+        share = self.synthesizer.cfg.temporal if self.synthesizer is not None else 0.0
         return share > 0 and rng.random() < share
 
     def set_epoch(self, epoch: int) -> None:
@@ -165,7 +165,7 @@ class TrainingClips(Dataset[dict[str, torch.Tensor]]):
         if self.synthesizer is not None and rng.random() < self.fraction:
             frames, pasted = self.synthesizer.paste(clean, rng)
             mask = pasted.astype(np.float32)
-        elif self.synthesizer is not None and self.fraction > 0 and self._temporal(self.synthesizer, rng):
+        elif self.synthesizer is not None and self.fraction > 0 and self._temporal(rng):
             reach = self.gap * self.synthesizer.cfg.temporal_factor
             if reach <= min(t, last - t):  # only inside the segment: a clamped frame moves no faster
                 far = {-1: np.asarray(video[t - reach]), 1: np.asarray(video[t + reach])}
