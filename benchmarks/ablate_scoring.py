@@ -108,14 +108,15 @@ def main() -> None:
             for r in range(args.random_runs if mode == "random" else 1):
                 net.cfg = dataclasses.replace(net.cfg, inference_masking=mode)
                 keep = inference_keep(net.cfg, torch.Generator().manual_seed(r))
+                # own: the design's own statistics, and with them the label-free measure a choice of design
+                # could be made on
                 if mode == configured:
-                    raw_m, own = raw, base
+                    raw_m, own, own_validation = raw, base, base_validation
                 else:
                     raw_m = score_test_set(net, videos, cache, progress=False, keep=keep)
                     own = fit_scorer_on_segments(net, held, keep=keep)[0]
-                # the label-free measure a choice of design could be made on, with the design's own statistics
-                validation.append(base_validation if mode == configured else
-                                  synthetic_validation(net, held, synth, {"own": own}, keep=keep)["own"])
+                    own_validation = synthetic_validation(net, held, synth, {"own": own}, keep=keep)["own"]
+                validation.append(own_validation)
                 for scorer, runs in ((base, shipped), (own, refit)):
                     m = metrics_for({k: (y, apply_scorer(scorer, e)) for k, (y, e, _) in raw_m.items()}, args.sigma,
                                     None)
