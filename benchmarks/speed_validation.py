@@ -147,23 +147,30 @@ def speed_measure(net: Any, scorer: Any, videos: dict[str, tuple[np.ndarray, int
             "discrepancy_only": roc_auc(y, scores.discrepancy.numpy())}
 
 
-def bootstrap_difference(a: dict[str, Any], b: dict[str, Any], resamples: int = 1000,
-                         seed: int = 0) -> tuple[float, float]:
+def bootstrap_difference(a: dict[str, Any] | list[dict[str, Any]], b: dict[str, Any] | list[dict[str, Any]],
+                         resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
     """95% interval of AUC(a) - AUC(b) over centres resampled with replacement (each with its samples);
     ``a``/``b``: {"y", "owner", "score", "centre_frames"} of two measures on the same centres (their positives
-    may differ)."""
-    if a["centre_frames"] != b["centre_frames"]:
-        raise ValueError("the two speed measures were taken on different centre frames: they do not pair")
+    may differ), or lists of such draws, paired in order: then the interval is of the mean over draws of each
+    draw's difference, every draw's centres resampled in each round."""
+    draws = list(zip(a, b, strict=True)) if isinstance(a, list) and isinstance(b, list) else [(a, b)]
     rng = np.random.default_rng(seed)
-    n = int(max(a["owner"].max(), b["owner"].max())) + 1
-    rows_a = [np.flatnonzero(a["owner"] == i) for i in range(n)]
-    rows_b = [np.flatnonzero(b["owner"] == i) for i in range(n)]
+    prepared = []
+    for da, db in draws:
+        if da["centre_frames"] != db["centre_frames"]:
+            raise ValueError("the two measures were taken on different centre frames: they do not pair")
+        n = int(max(da["owner"].max(), db["owner"].max())) + 1
+        prepared.append((da, db, [np.flatnonzero(da["owner"] == i) for i in range(n)],
+                         [np.flatnonzero(db["owner"] == i) for i in range(n)]))
     diffs = []
     for _ in range(resamples):
-        pick = rng.integers(n, size=n)
-        ia = np.concatenate([rows_a[i] for i in pick])
-        ib = np.concatenate([rows_b[i] for i in pick])
-        diffs.append(roc_auc(a["y"][ia], a["score"][ia]) - roc_auc(b["y"][ib], b["score"][ib]))
+        round_ = []
+        for da, db, rows_a, rows_b in prepared:
+            pick = rng.integers(len(rows_a), size=len(rows_a))
+            ia = np.concatenate([rows_a[i] for i in pick])
+            ib = np.concatenate([rows_b[i] for i in pick])
+            round_.append(roc_auc(da["y"][ia], da["score"][ia]) - roc_auc(db["y"][ib], db["score"][ib]))
+        diffs.append(np.mean(round_))
     lo, hi = np.nanpercentile(diffs, [2.5, 97.5])
     return float(lo), float(hi)
 

@@ -221,8 +221,7 @@ def synthetic_pairs(net: AEDMAE, segments: list[Any], synthesizer: Any, seed: in
     clips = TrainingClips(segments, synthesizer, fraction=1.0, seed=seed, gap=gap)
     idx = np.random.default_rng(seed).choice(len(clips), size=min(max_frames, len(clips)), replace=False)
     device = next(net.parameters()).device
-    errors: list[tuple[torch.Tensor, torch.Tensor]] = []
-    labels = []
+    errors: dict[str, list[torch.Tensor]] = {"clean_e": [], "clean_d": [], "pasted_e": [], "pasted_d": []}
     for start in range(0, len(idx), 16):
         chunk = [int(i) for i in idx[start : start + 16]]
         samples = []
@@ -233,10 +232,20 @@ def synthetic_pairs(net: AEDMAE, segments: list[Any], synthesizer: Any, seed: in
         pasted = torch.stack([sample["frames"] for sample in samples])
         clean = torch.stack([torch.from_numpy(clip_windows(clips.segments[clips.index[i][0]].frames,
                                                            np.array([clips.index[i][1]]), gap)[0]) for i in chunk])
-        e, d = token_errors(net, torch.cat([clean, pasted]).to(device), keep, views)
-        errors.append((e.cpu(), d.cpu()))
-        labels.append(np.r_[np.zeros(len(chunk)), np.ones(len(chunk))])
-    return np.concatenate(labels), torch.cat([e for e, _ in errors]), torch.cat([d for _, d in errors])
+        e, d = (x.cpu() for x in token_errors(net, torch.cat([clean, pasted]).to(device), keep, views))
+        for key, x in (("clean_e", e[: len(chunk)]), ("clean_d", d[: len(chunk)]),
+                       ("pasted_e", e[len(chunk) :]), ("pasted_d", d[len(chunk) :])):
+            errors[key].append(x)
+    # all the normal frames, then the same frames pasted in the same order: sample i and i + N are a pair
+    labels = np.r_[np.zeros(len(idx)), np.ones(len(idx))]
+    return (labels, torch.cat(errors["clean_e"] + errors["pasted_e"]),
+            torch.cat(errors["clean_d"] + errors["pasted_d"]))
+
+
+def one_grid(net: AEDMAE, te: torch.Tensor, dis: torch.Tensor) -> FrameScores:
+    """The learning curve's frame scores of raw per-token errors from ``synthetic_pairs(views=ONE_VIEW)``:
+    one grid, errors not token-normalised (nothing fitted, so comparable across scoring configs and runs)."""
+    return Scorer(net.cfg.grid, replace(net.cfg.scoring.one_view(), token_normalization=False))(te, dis)
 
 
 def synthetic_validation(net: AEDMAE, segments: list[Any], synthesizer: Any, scorers: dict[str, Scorer] | None = None,
@@ -250,7 +259,7 @@ def synthetic_validation(net: AEDMAE, segments: list[Any], synthesizer: Any, sco
     y, te, dis = synthetic_pairs(net, segments, synthesizer, seed, max_frames,
                                  views=ONE_VIEW if scorers is None else None, keep=keep)
     if scorers is None:
-        s = Scorer(net.cfg.grid, replace(net.cfg.scoring.one_view(), token_normalization=False))(te, dis)
+        s = one_grid(net, te, dis)
         return {f"synthetic_auc_{k}": roc_auc(y, getattr(s, k).numpy())
                 for k in ("teacher_error", "discrepancy", "score")}
     return {name: roc_auc(y, scorer(te, dis).score.numpy()) for name, scorer in scorers.items()}

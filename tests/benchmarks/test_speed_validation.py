@@ -170,12 +170,12 @@ def _script(script: str, *args: str, cache: Path | None = None) -> subprocess.Co
 
 @pytest.mark.parametrize(("rule", "what"), [("speed", "speed"), ("whole", "whole-frame speed")])
 def test_speed_rules_by_hand(rule, what):
-    from candidates import SPEED_KEYS, choose, shortfalls
+    from candidates import PAIRED, choose, shortfalls
 
     def choose_by_speed(rows, changes):
         return choose(rows, changes, rule)
 
-    key, other = SPEED_KEYS[rule][0], SPEED_KEYS["whole" if rule == "speed" else "speed"][0]
+    key, other = PAIRED[rule][0], PAIRED["whole" if rule == "speed" else "speed"][0]
 
     def row(speed, ci_low=0.01, familiar=0.98, standard=0.99, false_alarms=0.02, moved=0.05):
         # the other rule's measure fails that rule's own conditions (no gain, an interval below 0) for every
@@ -261,8 +261,9 @@ def test_speed_rule_refuses_footage_too_short_before_measuring_anything(tiny_che
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--familiar-loss", "1.0"], "--familiar-loss is a condition of --rule speed and whole"),
-    (["--familiar-loss", "0.3"], "--familiar-loss is a condition of --rule speed and whole"),  # the default, said
+    (["--familiar-loss", "1.0"], "--familiar-loss is a condition of --rule speed, whole and teacher"),
+    # the default, said
+    (["--familiar-loss", "0.3"], "--familiar-loss is a condition of --rule speed, whole and teacher"),
     (["--rule", "whole", "--familiar-loss", "-1"], "--familiar-loss must be between 0 and 100 points"),
 ])
 def test_familiar_loss_refused_where_it_means_nothing(tmp_path, args, message):
