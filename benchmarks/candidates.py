@@ -57,7 +57,7 @@ for a fresh run only, since the development numbers of the runs that lose less t
 
 `--rule teacher` (drafted 2026-12-07 23:47 UTC after the development numbers of two 34+8 runs were seen, so it
 may judge only a fresh run; thresholds fixed 2026-12-08 00:07 UTC before any model was measured on it;
-benchmarks/RESULTS.md "A judge that reads the teacher"): the measure is the training log's learning-curve
+benchmarks/RESULTS.md "The teacher's minutes ship"): the measure is the training log's learning-curve
 column, the synthetic validation AUC of the raw teacher error on one grid (nothing fitted), on the held-out
 tails with the baseline's training synthesizer, the mean of three fresh draws (`--teacher-seeds`, default
 50 51 52). Of four runs it ordered the one without motion weighting last and the two 34+8 runs first, as the

@@ -143,7 +143,7 @@ def test_real_prometheus_scrapes_every_referenced_metric(tiny_checkpoint, tmp_pa
 
 def test_scene_mismatch_alert_fires_where_the_scene_check_warns():
     """The alert rule's threshold is model.calibration.SCENE_ALERT_SHARE, written out in PromQL: the two
-    must move together (both were 0.99 until session 49, now 0.8)."""
+    must move together (both were 0.99 until session 49, 0.8 until session 52, now 0.86)."""
     from model.calibration import SCENE_ALERT_SHARE
 
     rules = (DOCKER / "prometheus" / "alerts.yml").read_text()

@@ -38,7 +38,8 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(shipp
     23-27 at 0.74-1.00 calibrated and open an event there, as does session 8's scorer (27-43, then
     93-179, causally smoothed; 24-40 and 90-179 with the whole window; session 7's opened one,
     51-179). So 07 is held to no event before frame 20. Session 49's model (temporal anomalies, video 01
-    at AUC 92.5) opens 77-179 in 01 and 48-90, 140-179 in 07."""
+    at AUC 92.5) opens 77-179 in 01 and 48-90, 140-179 in 07; session 52's (the teacher trained longer,
+    07 at AUC 97.2) 77-179 and 46-179."""
     folder = require_shared("ped2", "test", video)
     labels = np.loadtxt(require_shared("ped2", "labels", f"{video}.txt"), dtype=int)
     frames = [cv2.imread(str(p)) for p in sorted(folder.glob("*.jpg"))]
@@ -75,7 +76,7 @@ def test_shipped_model_raises_an_event_during_the_labelled_anomaly_of_ped2(shipp
 
 
 def test_camera_on_a_scene_the_model_never_saw_warns_once(shipped, tmp_path, caplog):
-    """The shipped Ped2 model watching Avenue footage: most frames alert (about 90% of these), so once
+    """The shipped Ped2 model watching Avenue footage: most frames alert (about 99% of these), so once
     SCENE_CHECK_FRAMES are scored the camera's description carries the warning
     (model.calibration.scene_check), the log says it once, with the remedy, /metrics exports the share
     for the alert rule, and the same footage POSTed with a stream_id gets the check in its responses."""
