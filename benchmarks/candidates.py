@@ -74,7 +74,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +90,6 @@ from model.errors import CheckpointError, ConfigError
 from model.evaluation import one_grid, synthetic_pairs
 from model.metrics import roc_auc
 from model.scoring import ONE_VIEW
-from model.synthetic import AnomalySynthesizer
 
 MIN_GAIN, MAX_LOSS, MAX_FALSE_ALARMS, NEAR_BEST = 0.003, 0.001, 0.03, 0.001
 SPEED_GAIN, SPEED_FAMILIAR_LOSS, SPEED_STANDARD_LOSS, MAX_MOVED, SPEED_NEAR = 0.01, 0.003, 0.002, 0.10, 0.01
@@ -149,15 +147,16 @@ def choose(rows: dict[str, dict[str, Any]], changes: dict[str, int], rule: str =
     return min((n for n in ok if rows[n][key] >= best - near), key=lambda n: (changes[n], names.index(n)))
 
 
-def teacher_measure(net: Any, held: list[Any], synthesizer_of: Any, seeds: list[int]) -> dict[str, Any]:
+def teacher_measure(net: Any, held: list[Any], synthesizer: Any, seeds: list[int]) -> dict[str, Any]:
     """The teacher rule's measure: the raw teacher error's synthetic validation AUC on one grid (the training
-    log's column), a fresh ``synthesizer_of()`` drawn at each of ``seeds``; {"auc": their mean, "aucs",
+    log's column), ``synthesizer`` drawn at each of ``seeds`` (a draw depends on its seed alone: the
+    synthesizer keeps nothing between draws but its cache of each video's background); {"auc": their mean, "aucs",
     "draws": [{"y", "owner", "score", "centre_frames"}] for bootstrap_difference}: sample i and i + N of a draw
     are one held-out frame, clean and pasted, so a pair is resampled whole."""
     draws = []
     for seed in seeds:
         stage(f"teacher validation (raw teacher error, one grid), draw {seed}")
-        y, te, dis = synthetic_pairs(net, held, synthesizer_of(), seed=seed, views=ONE_VIEW)
+        y, te, dis = synthetic_pairs(net, held, synthesizer, seed=seed, views=ONE_VIEW)
         n = len(y) // 2
         draws.append({"y": y, "owner": np.r_[np.arange(n), np.arange(n)],
                       "score": one_grid(net, te, dis).teacher_error.numpy(),
@@ -231,10 +230,10 @@ def main() -> None:
         net.eval()
         if held is train:  # footage too short to hold out tails: measured on training frames, and said so
             print(f"{name}: nothing held out of {args.train}; measuring on the training frames", file=sys.stderr)
-        scorer, row, speeds[name] = label_free_row(net, held, validators(train, valid_cfg, tuple(args.seeds)), train,
-                                                    args.whole_factor)
-        synthesizer_of = partial(AnomalySynthesizer, [s.frames for s in train], valid_cfg.synthetic)
-        teacher = teacher_measure(net, held, synthesizer_of, args.teacher_seeds)
+        synthesizers = validators(train, valid_cfg, tuple(args.seeds))
+        scorer, row, speeds[name] = label_free_row(net, held, synthesizers, train, args.whole_factor)
+        # the standard validation's synthesizer: the baseline's training one, its backgrounds computed once
+        teacher = teacher_measure(net, held, synthesizers["standard"][0], args.teacher_seeds)
         speeds[name]["teacher"] = teacher["draws"]  # a list of draws: bootstrap_difference pairs them in order
         row["teacher_auc"], row["teacher_aucs"] = teacher["auc"], teacher["aucs"]
         needs = {"familiar": None, "teacher": "whole"}.get(args.rule, args.rule)  # the speed measure it reads
